@@ -1,0 +1,154 @@
+// titans/memory.hpp: the neural long-term memory (SEMANTICS.md section 1).
+//
+//   NeuralMemory   immutable: config + learned weights of one memory layer; share it freely
+//                  (std::shared_ptr<const NeuralMemory>) across threads and sessions.
+//   MemoryState    the mutable state of one stream: fast weights, momentum, convolution tails,
+//                  the not yet written tokens of the current unit, the position.
+//   MemorySession  runs a stream through a NeuralMemory: Forward any number of tokens at a time,
+//                  Save / Load / Clone / Reset. One session is used by one thread at a time.
+//
+// Layout: every matrix is row-major float32; `x W` with W stored (in, out). Shapes are given as
+// [rows, cols] with d = d_model, H = heads, dh = head_dim, dm = hidden_dim(), K = conv_kernel,
+// U = unit() (tokens written together: a commit block, or a step).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "titans/memory_config.hpp"
+
+namespace titans {
+
+// A named view of one tensor, for file IO and validation. shape is row-major, outermost first.
+struct TensorView {
+  std::string name;
+  std::vector<int64_t> shape;
+  float* data;
+  int64_t size() const;
+};
+struct ConstTensorView {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data;
+  int64_t size() const;
+};
+
+// The learned weights of one memory layer. Tensors an option switches off are empty.
+struct MemoryWeights {
+  std::vector<float> store_norm;      // [d] RMSNorm gain of the store input
+  std::vector<float> retrieve_norm;   // [d] RMSNorm gain of the retrieve input
+  std::vector<float> w_q, w_k, w_v;   // [d, H*dh] each
+  std::vector<float> conv_q, conv_k, conv_v;  // [K, H*dh]: tap j weighs the input at t-K+1+j
+  std::vector<float> q_norm, k_norm;  // [H, dh] gains of kRms q/k normalisation
+  std::vector<float> w_theta, w_eta, w_alpha;  // [d, H] gate projections (step, momentum, decay)
+  std::vector<float> b_theta, b_eta, b_alpha;  // [H] their biases
+  std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
+  std::vector<float> gain;              // [H, dh] initial g of kLnResidual
+  std::vector<float> w_gate;            // [d, H] output gate
+  std::vector<float> w_out;             // [H*dh, d] output projection
+
+  // Seeded random weights of sensible scale for `config` (tests, benchmarks, demos). Gains are
+  // near 1, gate biases give theta ~ 0.1 * max_lr, eta ~ 0.9, alpha ~ 0.05.
+  static MemoryWeights Random(const MemoryConfig& config, uint64_t seed);
+
+  // Every tensor the config uses, with its name and expected shape.
+  std::vector<TensorView> Tensors(const MemoryConfig& config);
+  std::vector<ConstTensorView> Tensors(const MemoryConfig& config) const;
+
+  // Throws Error(kMismatch) naming the first tensor whose size does not fit `config`.
+  void Validate(const MemoryConfig& config) const;
+};
+
+class NeuralMemory {
+ public:
+  // Validates the config and the weights' shapes; throws titans::Error.
+  NeuralMemory(MemoryConfig config, MemoryWeights weights);
+
+  const MemoryConfig& config() const { return config_; }
+  const MemoryWeights& weights() const { return weights_; }
+  int input_width() const { return config_.d_model; }
+  int output_width() const { return config_.output_proj ? config_.d_model : config_.inner_dim(); }
+
+  // Derived, packed forms used by the fast path (built once here, never per token).
+  // [d, 3H]: columns [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha; bias [3H] likewise.
+  const std::vector<float>& packed_gates() const { return packed_gates_; }
+  const std::vector<float>& packed_gate_bias() const { return packed_gate_bias_; }
+
+ private:
+  MemoryConfig config_;
+  MemoryWeights weights_;
+  std::vector<float> packed_gates_;
+  std::vector<float> packed_gate_bias_;
+};
+
+// Mutable state of one stream through one memory layer. Plain buffers, all sized at creation.
+struct MemoryState {
+  int64_t position = 0;  // tokens consumed so far (t of the next token)
+  // Fast weights, per MLP layer l: [H, layer_in(l), layer_out(l)]; gains [H, dh] (kLnResidual).
+  std::vector<std::vector<float>> w_cur, w_base, momentum;  // momentum empty without momentum
+  std::vector<float> g_cur, g_base, g_momentum;
+  // Causal convolution tails: the last K-1 projected (pre-convolution) rows, [K-1, H*dh].
+  std::vector<float> conv_q, conv_k, conv_v;
+  // The current unit's tokens not yet written: `pending` rows of keys and values [U, H*dh]
+  // and gate logits [U, 3H] (theta, eta, alpha logits as in NeuralMemory::packed_gates).
+  int pending = 0;
+  std::vector<float> pending_k, pending_v, pending_gates;
+
+  // Fresh state: fast weights = W0, momentum and tails zero, nothing pending.
+  static MemoryState Initial(const NeuralMemory& memory);
+
+  std::vector<TensorView> Tensors(const MemoryConfig& config);
+  std::vector<ConstTensorView> Tensors(const MemoryConfig& config) const;
+};
+
+struct SessionOptions {
+  int threads = 0;  // OpenMP threads for this session's work; 0 = omp_get_max_threads()
+};
+
+class MemoryWorkspace;  // scratch of the fast path (src/), sized once per session
+
+class MemorySession {
+ public:
+  explicit MemorySession(std::shared_ptr<const NeuralMemory> memory, SessionOptions options = {});
+  ~MemorySession();
+  MemorySession(MemorySession&&) noexcept;
+  MemorySession& operator=(MemorySession&&) noexcept;
+  MemorySession(const MemorySession&) = delete;  // copying megabytes is explicit: Clone()
+  MemorySession& operator=(const MemorySession&) = delete;
+
+  // Runs n = store.size() / d tokens: writes them into the memory and reads it back.
+  //   store    [n, d]  store input x (keys, values, gates)
+  //   retrieve [n, d]  retrieve input r (queries, output gate); the 1-argument form uses x
+  //   out      [n, output_width()]
+  // n = 0 is a no-op. A NaN/Inf input or a size mismatch throws Error(kInvalidArgument) and
+  // leaves the session unchanged.
+  void Forward(std::span<const float> store, std::span<float> out);
+  void Forward(std::span<const float> store, std::span<const float> retrieve,
+               std::span<float> out);
+
+  int64_t position() const { return state_.position; }
+  const MemoryState& state() const { return state_; }
+  const NeuralMemory& memory() const { return *memory_; }
+  const std::shared_ptr<const NeuralMemory>& memory_ptr() const { return memory_; }
+
+  void Reset();                  // back to the initial state (position 0)
+  MemorySession Clone() const;   // an independent copy of this stream
+
+  // State files: safetensors with the config and a format version in the metadata, written
+  // atomically (temp file + rename). Load checks that the file was saved for this memory's
+  // config (Error kMismatch), is well formed (kFormat) and readable (kIo); on any error the
+  // session is left as it was.
+  void Save(const std::string& path) const;
+  void Load(const std::string& path);
+
+ private:
+  std::shared_ptr<const NeuralMemory> memory_;
+  SessionOptions options_;
+  MemoryState state_;
+  std::unique_ptr<MemoryWorkspace> workspace_;
+};
+
+}  // namespace titans

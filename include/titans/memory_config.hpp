@@ -1,0 +1,90 @@
+// titans/memory_config.hpp: every option of one neural long-term memory layer.
+//
+// The options follow ../shared/spec/SEMANTICS.md section 1 one for one; the comment on each
+// field names the paragraph it comes from. Two presets cover the common cases: `Paper` (the
+// Titans paper, chunk-wise gradient descent) and `TitansPytorch` (the PyPI package
+// `titans-pytorch`, NeuralMemory(chunk_size=C, batch_size=B)).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace titans {
+
+enum class Activation { kNone, kGelu, kSilu };  // GELU is the exact (erf) form
+enum class MemoryOutput { kPlain, kLnResidual };  // 1.1: MLP(u), or LN(MLP(u)) * (1 + g) + u
+enum class QkNorm { kNone, kL2, kRms };           // 1.2 step 5
+enum class ReadRule { kChunk, kStep };            // 1.4
+enum class LossScale { kSum, kMean };             // 1.3: lambda = 1, or 1/dh (mean over features)
+
+struct MemoryConfig {
+  // Widths. d = model width, H = heads, dh = head width, dm = hidden width of the MLP.
+  int d_model = 256;
+  int heads = 1;
+  int head_dim = 256;
+  int depth = 2;           // L >= 1; L = 1 is one dh x dh matrix with no activation
+  float expansion = 4.0f;  // dm = int(dh * expansion) (as titans-pytorch computes it)
+  Activation activation = Activation::kSilu;  // between MLP layers: kGelu or kSilu
+  MemoryOutput output = MemoryOutput::kPlain;
+  float layer_norm_eps = 1e-5f;  // LN inside kLnResidual
+
+  // 1.2 Queries, keys, values and gates.
+  bool store_norm = true;     // RMSNorm (learned gain) on the store input x
+  bool retrieve_norm = true;  // RMSNorm (learned gain) on the retrieve input r
+  float rms_eps = 1e-6f;      // eps of both input RMSNorms and of kRms q/k normalisation
+  int conv_kernel = 4;        // causal depthwise convolution of q, k, v; 0 = none
+  Activation qkv_activation = Activation::kSilu;  // after the convolution: kNone or kSilu
+  QkNorm qk_norm = QkNorm::kL2;
+  float max_lr = 1.0f;  // theta_t = max_lr * sigmoid(x_t w_theta + b_theta)
+  bool momentum = true;
+
+  // 1.3 Writing and 1.4 reading.
+  LossScale loss = LossScale::kSum;
+  int step = 1;    // s: tokens per update step
+  int chunk = 16;  // commit W_base <- W_current every `chunk` tokens (a multiple of s); 0 = never
+  ReadRule read = ReadRule::kChunk;
+  int read_offset = 0;  // o: 0 or 1
+
+  // 1.5 Head output.
+  bool output_gate = false;  // per-head sigmoid(r W_gate) on the retrieved values
+  bool output_proj = true;   // project H*dh -> d; without it H*dh must equal d
+
+  int hidden_dim() const { return static_cast<int>(static_cast<float>(head_dim) * expansion); }
+  int inner_dim() const { return heads * head_dim; }  // H*dh
+  // Width of layer l's input and output (l = 0..depth-1): dh -> dm -> ... -> dm -> dh.
+  int layer_in(int l) const { return l == 0 ? head_dim : hidden_dim(); }
+  int layer_out(int l) const { return l == depth - 1 ? head_dim : hidden_dim(); }
+  // Tokens whose write is deferred as one unit: a commit block (read = chunk) or a step.
+  int unit() const { return read == ReadRule::kChunk ? chunk : step; }
+
+  // FLOPs of the matrix products the fast path performs per token (projections, the key's
+  // forward and backward pass at W_base, the coefficient-weighted gradient products, the read,
+  // the output projection); elementwise work is not counted.
+  double FlopsPerToken() const;
+
+  // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
+  void Validate() const;
+
+  // The Titans paper: s = 1, commit every `chunk` tokens, every token reads the chunk-start
+  // weights; SiLU MLP, conv 4, SiLU on q/k/v, L2-normalised q/k, lambda = 1.
+  static MemoryConfig Paper(int d_model, int heads, int head_dim, int depth = 2, int chunk = 16);
+  // titans-pytorch NeuralMemory(dim=d_model, heads, dim_head, chunk_size, batch_size):
+  // s = chunk_size, commits every batch_size tokens (0 = None), read = step, offset 1,
+  // kLnResidual GELU MLP with expansion 4, no conv, no q/k activation or norm, mean loss,
+  // RMSNorm eps = float32 epsilon, output gate and projection when heads > 1.
+  static MemoryConfig TitansPytorch(int d_model, int heads, int head_dim, int chunk_size,
+                                    int batch_size = 0);
+
+  // Canonical JSON text, stored in state and model files; FromJson validates.
+  std::string ToJson() const;
+  static MemoryConfig FromJson(const std::string& json);
+  bool operator==(const MemoryConfig&) const = default;
+};
+
+const char* ToString(Activation a);
+const char* ToString(MemoryOutput o);
+const char* ToString(QkNorm n);
+const char* ToString(ReadRule r);
+const char* ToString(LossScale l);
+
+}  // namespace titans

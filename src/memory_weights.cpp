@@ -1,0 +1,235 @@
+// The memory's weight and state tables: one place that names every tensor and its shape, used
+// by validation, random initialisation and the state files alike.
+#include <cmath>
+#include <cstring>
+#include <algorithm>
+#include <numeric>
+
+#include "titans/error.hpp"
+#include "titans/memory.hpp"
+
+namespace titans {
+namespace {
+
+int64_t Product(const std::vector<int64_t>& shape) {
+  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+}
+
+// Deterministic on every platform (std::normal_distribution is not): splitmix64 + Box-Muller.
+class NormalRng {
+ public:
+  explicit NormalRng(uint64_t seed) : state_(seed) {}
+  float Next() {
+    const double u1 = (static_cast<double>(Bits() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(Bits() >> 11) * 0x1.0p-53;
+    return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+  }
+
+ private:
+  uint64_t Bits() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint64_t state_;
+};
+
+// The tensor tables: f(name, shape, vector&) for every tensor `c` uses, in file order. Written
+// once as templates so the const and mutable uses (views, validation, allocation) cannot
+// disagree.
+template <class Weights, class F>
+void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
+  const int64_t d = c.d_model, h = c.heads, dh = c.head_dim, hd = c.inner_dim();
+  if (c.store_norm) f("store_norm", std::vector<int64_t>{d}, w.store_norm);
+  if (c.retrieve_norm) f("retrieve_norm", std::vector<int64_t>{d}, w.retrieve_norm);
+  f("w_q", std::vector<int64_t>{d, hd}, w.w_q);
+  f("w_k", std::vector<int64_t>{d, hd}, w.w_k);
+  f("w_v", std::vector<int64_t>{d, hd}, w.w_v);
+  if (c.conv_kernel > 0) {
+    f("conv_q", std::vector<int64_t>{c.conv_kernel, hd}, w.conv_q);
+    f("conv_k", std::vector<int64_t>{c.conv_kernel, hd}, w.conv_k);
+    f("conv_v", std::vector<int64_t>{c.conv_kernel, hd}, w.conv_v);
+  }
+  if (c.qk_norm == QkNorm::kRms) {
+    f("q_norm", std::vector<int64_t>{h, dh}, w.q_norm);
+    f("k_norm", std::vector<int64_t>{h, dh}, w.k_norm);
+  }
+  f("w_theta", std::vector<int64_t>{d, h}, w.w_theta);
+  f("b_theta", std::vector<int64_t>{h}, w.b_theta);
+  if (c.momentum) {
+    f("w_eta", std::vector<int64_t>{d, h}, w.w_eta);
+    f("b_eta", std::vector<int64_t>{h}, w.b_eta);
+  }
+  f("w_alpha", std::vector<int64_t>{d, h}, w.w_alpha);
+  f("b_alpha", std::vector<int64_t>{h}, w.b_alpha);
+  for (int l = 0; l < c.depth && static_cast<size_t>(l) < w.mlp.size(); ++l) {
+    f("mlp." + std::to_string(l), std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
+      w.mlp[static_cast<size_t>(l)]);
+  }
+  if (c.output == MemoryOutput::kLnResidual) f("gain", std::vector<int64_t>{h, dh}, w.gain);
+  if (c.output_gate) f("w_gate", std::vector<int64_t>{d, h}, w.w_gate);
+  if (c.output_proj) f("w_out", std::vector<int64_t>{hd, d}, w.w_out);
+}
+
+template <class State, class F>
+void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
+  const int64_t h = c.heads, dh = c.head_dim, hd = c.inner_dim(), u = c.unit();
+  for (int l = 0; l < c.depth; ++l) {
+    const std::vector<int64_t> shape{h, c.layer_in(l), c.layer_out(l)};
+    const auto i = static_cast<size_t>(l);
+    f("w_cur." + std::to_string(l), shape, s.w_cur.at(i));
+    f("w_base." + std::to_string(l), shape, s.w_base.at(i));
+    if (c.momentum) f("momentum." + std::to_string(l), shape, s.momentum.at(i));
+  }
+  if (c.output == MemoryOutput::kLnResidual) {
+    f("g_cur", std::vector<int64_t>{h, dh}, s.g_cur);
+    f("g_base", std::vector<int64_t>{h, dh}, s.g_base);
+    if (c.momentum) f("g_momentum", std::vector<int64_t>{h, dh}, s.g_momentum);
+  }
+  if (c.conv_kernel > 1) {
+    f("conv_q", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_q);
+    f("conv_k", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_k);
+    f("conv_v", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_v);
+  }
+  f("pending_k", std::vector<int64_t>{u, hd}, s.pending_k);
+  f("pending_v", std::vector<int64_t>{u, hd}, s.pending_v);
+  f("pending_gates", std::vector<int64_t>{u, 3 * h}, s.pending_gates);
+}
+
+template <class View, class Visit, class Object>
+std::vector<View> Views(const MemoryConfig& c, Object& object, Visit visit) {
+  std::vector<View> views;
+  visit(c, object, [&views](std::string name, std::vector<int64_t> shape, auto& vec) {
+    views.push_back(View{std::move(name), std::move(shape), vec.data()});
+  });
+  return views;
+}
+
+// How Random fills a weight: value = offset + scale * N(0, 1).
+struct InitRule {
+  float offset, scale;
+};
+InitRule RuleFor(const MemoryConfig& c, const std::string& name) {
+  const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(c.d_model));
+  if (name.ends_with("_norm")) return {1.0f, 0.1f};  // RMSNorm gains near 1
+  if (name.starts_with("conv_")) return {0.0f, 0.5f};
+  if (name == "b_theta") return {-2.0f, 0.2f};  // theta ~ 0.12 max_lr
+  if (name == "b_eta") return {2.0f, 0.2f};     // eta ~ 0.88
+  if (name == "b_alpha") return {-3.0f, 0.2f};  // alpha ~ 0.05
+  if (name == "gain") return {0.0f, 0.1f};      // g of LN(.) * (1 + g)
+  if (name == "w_out") return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.inner_dim()))};
+  if (name.starts_with("mlp.")) {
+    const int l = std::stoi(name.substr(4));
+    return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.layer_in(l)))};
+  }
+  return {0.0f, inv_sqrt_d};  // projections from the d-wide input
+}
+
+}  // namespace
+
+int64_t TensorView::size() const { return Product(shape); }
+int64_t ConstTensorView::size() const { return Product(shape); }
+
+std::vector<TensorView> MemoryWeights::Tensors(const MemoryConfig& config) {
+  return Views<TensorView>(config, *this, [](auto&&... a) { ForEachWeight(a...); });
+}
+std::vector<ConstTensorView> MemoryWeights::Tensors(const MemoryConfig& config) const {
+  return Views<ConstTensorView>(config, *this, [](auto&&... a) { ForEachWeight(a...); });
+}
+
+MemoryWeights MemoryWeights::Random(const MemoryConfig& config, uint64_t seed) {
+  config.Validate();
+  MemoryWeights w;
+  w.mlp.resize(static_cast<size_t>(config.depth));
+  NormalRng rng(seed);
+  ForEachWeight(config, w, [&](const std::string& name, const std::vector<int64_t>& shape,
+                               std::vector<float>& vec) {
+    const InitRule rule = RuleFor(config, name);
+    vec.resize(static_cast<size_t>(Product(shape)));
+    for (float& x : vec) x = rule.offset + rule.scale * rng.Next();
+  });
+  return w;
+}
+
+void MemoryWeights::Validate(const MemoryConfig& config) const {
+  if (mlp.size() != static_cast<size_t>(config.depth)) {
+    throw Error(ErrorCode::kMismatch, "memory weights: " + std::to_string(mlp.size()) +
+                                          " MLP layers, the config has depth " +
+                                          std::to_string(config.depth));
+  }
+  ForEachWeight(config, *this, [](const std::string& name, const std::vector<int64_t>& shape,
+                                  const std::vector<float>& vec) {
+    if (vec.size() != static_cast<size_t>(Product(shape))) {
+      throw Error(ErrorCode::kMismatch, "memory weight '" + name + "' has " +
+                                            std::to_string(vec.size()) +
+                                            " values, the config needs " +
+                                            std::to_string(Product(shape)));
+    }
+    for (float x : vec) {
+      if (!std::isfinite(x)) {
+        throw Error(ErrorCode::kInvalidArgument, "memory weight '" + name + "' is not finite");
+      }
+    }
+  });
+}
+
+NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  config_.Validate();
+  weights_.Validate(config_);
+  // Pack the three gate projections into one [d, 3H] matrix (one product per token block);
+  // without momentum the eta columns are zero and never read.
+  const int d = config_.d_model, h = config_.heads;
+  packed_gates_.assign(static_cast<size_t>(d) * 3 * static_cast<size_t>(h), 0.0f);
+  packed_gate_bias_.assign(3 * static_cast<size_t>(h), 0.0f);
+  const std::vector<float>* gate_w[3] = {&weights_.w_theta, &weights_.w_eta, &weights_.w_alpha};
+  const std::vector<float>* gate_b[3] = {&weights_.b_theta, &weights_.b_eta, &weights_.b_alpha};
+  for (int g = 0; g < 3; ++g) {
+    if (gate_w[g]->empty()) continue;
+    for (int i = 0; i < d; ++i) {
+      for (int j = 0; j < h; ++j) {
+        packed_gates_[static_cast<size_t>(i * 3 * h + g * h + j)] =
+            (*gate_w[g])[static_cast<size_t>(i * h + j)];
+      }
+    }
+    for (int j = 0; j < h; ++j) {
+      packed_gate_bias_[static_cast<size_t>(g * h + j)] = (*gate_b[g])[static_cast<size_t>(j)];
+    }
+  }
+}
+
+MemoryState MemoryState::Initial(const NeuralMemory& memory) {
+  const MemoryConfig& c = memory.config();
+  const MemoryWeights& w = memory.weights();
+  MemoryState s;
+  s.w_cur = w.mlp;
+  s.w_base = w.mlp;
+  if (c.momentum) {
+    for (const auto& layer : w.mlp) s.momentum.emplace_back(layer.size(), 0.0f);
+  }
+  if (c.output == MemoryOutput::kLnResidual) {
+    s.g_cur = w.gain;
+    s.g_base = w.gain;
+    if (c.momentum) s.g_momentum.assign(w.gain.size(), 0.0f);
+  }
+  const size_t hd = static_cast<size_t>(c.inner_dim());
+  const size_t tail = static_cast<size_t>(std::max(c.conv_kernel - 1, 0));
+  s.conv_q.assign(tail * hd, 0.0f);
+  s.conv_k.assign(tail * hd, 0.0f);
+  s.conv_v.assign(tail * hd, 0.0f);
+  const size_t u = static_cast<size_t>(c.unit());
+  s.pending_k.assign(u * hd, 0.0f);
+  s.pending_v.assign(u * hd, 0.0f);
+  s.pending_gates.assign(u * 3 * static_cast<size_t>(c.heads), 0.0f);
+  return s;
+}
+
+std::vector<TensorView> MemoryState::Tensors(const MemoryConfig& config) {
+  return Views<TensorView>(config, *this, [](auto&&... a) { ForEachStateTensor(a...); });
+}
+std::vector<ConstTensorView> MemoryState::Tensors(const MemoryConfig& config) const {
+  return Views<ConstTensorView>(config, *this, [](auto&&... a) { ForEachStateTensor(a...); });
+}
+
+}  // namespace titans
