@@ -1,0 +1,71 @@
+// The fast path of the neural memory (SEMANTICS.md 1.6): per tile of tokens the projections,
+// per unit (commit block, or step) the gradients of all its tokens at W_base and the momentum
+// and decay recurrences folded into coefficient-weighted products, and batched reads. All
+// scratch is sized here once per session; Run allocates nothing.
+//
+// Threading: Run opens one OpenMP parallel region per tile. Every thread walks the same control
+// flow and does its share (ith, nth) of each stage; stages that read what another thread wrote
+// are separated by barriers. Work is split by heads when there are at least as many heads as
+// threads, otherwise by matrix columns (or rows, for row-wise steps such as LayerNorm).
+#pragma once
+
+#include <Eigen/Core>
+#include <vector>
+
+#include "titans/memory.hpp"
+
+namespace titans {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+class MemoryWorkspace {
+ public:
+  MemoryWorkspace(const NeuralMemory& memory, int threads);
+
+  // Runs n tokens (any n >= 0) through `state`: store [n, d], retrieve [n, d],
+  // out [n, memory.output_width()]. Inputs must already be checked (finite, sizes).
+  void Run(const NeuralMemory& memory, MemoryState& state, const float* store,
+           const float* retrieve, int n, float* out);
+
+  int threads() const { return threads_; }
+  static constexpr int kTile = 128;  // tokens projected together
+  // Matrix-product FLOPs per extra thread below which a tile runs on fewer threads (about
+  // 50 microseconds of work: a barrier costs microseconds, far more on a loaded machine).
+  static constexpr double kMinFlopsPerThread = 4e6;
+
+ private:
+  struct Part {
+    int ith, nth;
+  };
+  void RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
+               const float* retrieve, int n, float* out, Part part);
+  void Project(const NeuralMemory& memory, MemoryState& state, const float* store,
+               const float* retrieve, int n, Part part);
+  // Reads rows [r0, r1) of the tile's queries with the current fast weights into y_.
+  void Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1, Part part);
+  // Writes the full unit in state.pending_* into the fast weights; commits when due.
+  void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after,
+                 Part part);
+  void Output(const NeuralMemory& memory, int n, float* out, Part part);
+
+  int threads_;
+  // Tile scratch, kTile rows each.
+  RowMatrix xs_, xr_;              // [P, d] normalised store / retrieve inputs
+  RowMatrix q_ext_, k_ext_, v_ext_;  // [K-1+P, H*dh] projections before the convolution
+  RowMatrix q_, k_, v_;            // [P, H*dh] after convolution, activation and q/k norm
+  RowMatrix gates_;                // [P, 3H] gate logits (theta, eta, alpha)
+  RowMatrix gate_out_;             // [P, H] output gate logits
+  RowMatrix y_;                    // [P, H*dh] read values, heads concatenated
+  // Read scratch per MLP layer: [H * P, layer_out(l)] (head h owns rows [h*P, (h+1)*P)).
+  std::vector<RowMatrix> read_z_;
+  // Write scratch per MLP layer, U rows per head: [H * U, layer_out(l)].
+  std::vector<RowMatrix> unit_z_, unit_a_, unit_delta_;
+  RowMatrix unit_dg_;  // [H * U, dh] per-token gradient rows of the kLnResidual gain
+  // Per-thread scratch of the coefficient-weighted gradient products: [in, cols] each.
+  std::vector<RowMatrix> grad_c_, grad_e_, scaled_c_, scaled_e_;
+  // Per-head coefficients of the unit (see UnitCoefficients): [H, U] per token, [H] scalars.
+  RowMatrix coef_theta_, coef_c_, coef_e_;
+  std::vector<float> decay_all_, momentum_all_, momentum_carry_;
+};
+
+}  // namespace titans

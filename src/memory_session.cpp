@@ -1,0 +1,79 @@
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+
+#include "memory_kernels.hpp"
+#include "titans/error.hpp"
+#include "titans/memory.hpp"
+
+namespace titans {
+
+MemorySession::MemorySession(std::shared_ptr<const NeuralMemory> memory, SessionOptions options)
+    : memory_(std::move(memory)), options_(options) {
+  if (!memory_) throw Error(ErrorCode::kInvalidArgument, "MemorySession needs a memory");
+  if (options_.threads < 0) {
+    throw Error(ErrorCode::kInvalidArgument, "SessionOptions::threads must be >= 0");
+  }
+  if (options_.threads == 0) options_.threads = omp_get_max_threads();
+  state_ = MemoryState::Initial(*memory_);
+  workspace_ = std::make_unique<MemoryWorkspace>(*memory_, options_.threads);
+}
+
+MemorySession::~MemorySession() = default;
+MemorySession::MemorySession(MemorySession&&) noexcept = default;
+MemorySession& MemorySession::operator=(MemorySession&&) noexcept = default;
+
+void MemorySession::Forward(std::span<const float> store, std::span<float> out) {
+  Forward(store, store, out);
+}
+
+void MemorySession::Forward(std::span<const float> store, std::span<const float> retrieve,
+                            std::span<float> out) {
+  // Everything is checked before the state is touched, so a rejected call changes nothing.
+  const size_t d = static_cast<size_t>(memory_->input_width());
+  const size_t d_out = static_cast<size_t>(memory_->output_width());
+  if (store.size() % d != 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "store input has " + std::to_string(store.size()) +
+                    " values, not a multiple of the memory width " + std::to_string(d));
+  }
+  const size_t n = store.size() / d;
+  if (n > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    throw Error(ErrorCode::kInvalidArgument, "too many tokens in one call; split the input");
+  }
+  if (retrieve.size() != store.size()) {
+    throw Error(ErrorCode::kInvalidArgument, "retrieve input has " +
+                                                 std::to_string(retrieve.size()) +
+                                                 " values, the store input " +
+                                                 std::to_string(store.size()));
+  }
+  if (out.size() != n * d_out) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "output has room for " + std::to_string(out.size()) + " values, " +
+                    std::to_string(n) + " tokens need " + std::to_string(n * d_out));
+  }
+  for (std::span<const float> input : {store, retrieve}) {
+    for (size_t i = 0; i < input.size(); ++i) {
+      if (!std::isfinite(input[i])) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    std::string(input.data() == store.data() ? "store" : "retrieve") +
+                        " input is not finite at token " + std::to_string(i / d) + ", feature " +
+                        std::to_string(i % d));
+      }
+    }
+  }
+  if (n == 0) return;
+  workspace_->Run(*memory_, state_, store.data(), retrieve.data(), static_cast<int>(n),
+                  out.data());
+}
+
+void MemorySession::Reset() { state_ = MemoryState::Initial(*memory_); }
+
+MemorySession MemorySession::Clone() const {
+  MemorySession copy(memory_, options_);
+  copy.state_ = state_;
+  return copy;
+}
+
+}  // namespace titans
