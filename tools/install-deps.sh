@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what titans needs to build, test and benchmark on Debian 12 (bookworm).
+# Idempotent: when every package is already installed it does nothing (no network access).
+# Runs apt-get as root, or through sudo when started by another user.
+set -euo pipefail
+
+packages=(
+  build-essential     # g++ 12 (with libgomp for OpenMP), make
+  cmake               # 3.25: presets version 6
+  libeigen3-dev       # Eigen 3.4 (private, header-only)
+  nlohmann-json3-dev  # JSON (safetensors headers, configs)
+  libgtest-dev        # GoogleTest
+  libgmock-dev        # GoogleMock
+  libbenchmark-dev    # Google Benchmark
+  libcli11-dev        # command-line parsing for the tools and examples
+  pkg-config
+  ca-certificates
+  git
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages are already installed"
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: apt-get not found; install these packages by hand: ${packages[*]}" >&2
+  exit 1
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "install-deps: not root and sudo is not available; run as root" >&2
+    exit 1
+  fi
+  sudo=(sudo)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y --no-install-recommends "${packages[@]}"
