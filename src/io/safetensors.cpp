@@ -1,0 +1,450 @@
+// safetensors reader (mmap, validate everything first) and atomic writer. See safetensors.hpp.
+#include "io/safetensors.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "titans/error.hpp"
+
+namespace titans::io {
+
+// The file stores little-endian integers and floats; we copy them byte for byte.
+static_assert(std::endian::native == std::endian::little,
+              "safetensors IO assumes a little-endian host");
+
+namespace {
+
+using Json = nlohmann::ordered_json;  // keeps the header's tensor order (the file's order)
+
+// The reference implementation's limit: a larger header is a corrupt length field, not a file
+// we want to parse.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+// The data section starts at a multiple of this (header padded with spaces), so mapped tensors
+// of every supported dtype are naturally aligned.
+constexpr uint64_t kAlignment = 8;
+
+[[noreturn]] void Fail(ErrorCode code, const std::string& path, const std::string& problem) {
+  throw Error(code, path + ": " + problem);
+}
+
+[[noreturn]] void FailErrno(const std::string& path, const std::string& action) {
+  Fail(ErrorCode::kIo, path, action + ": " + std::strerror(errno));
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::optional<DType> ParseDType(const std::string& s) {
+  for (DType d : {DType::kF32, DType::kF64, DType::kI32, DType::kI64}) {
+    if (s == ToString(d)) return d;
+  }
+  return std::nullopt;
+}
+
+// Element count of `shape`, or nullopt if it overflows uint64 (no real file is that large).
+std::optional<uint64_t> Elements(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t dim : shape) {
+    if (__builtin_mul_overflow(n, static_cast<uint64_t>(dim), &n)) return std::nullopt;
+  }
+  return n;
+}
+
+// Owns a POSIX file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  // Closes now and reports the error (a failed close can be the first sign of a lost write).
+  int Close() { return ::close(std::exchange(fd_, -1)); }
+
+ private:
+  int fd_;
+};
+
+// Parses the header JSON, rejecting duplicate keys at any depth: nlohmann keeps the last one
+// silently, and a repeated tensor name or "data_offsets" makes the file ambiguous.
+Json ParseHeader(const std::string& path, const char* begin, const char* end) {
+  std::vector<std::set<std::string>> open_objects;
+  auto reject_duplicates = [&](int, Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::object_start) {
+      open_objects.emplace_back();
+    } else if (event == Json::parse_event_t::object_end) {
+      open_objects.pop_back();
+    } else if (event == Json::parse_event_t::key) {
+      const std::string& key = parsed.get_ref<const std::string&>();
+      if (!open_objects.back().insert(key).second) {
+        Fail(ErrorCode::kFormat, path, "header repeats the key \"" + key + "\"");
+      }
+    }
+    return true;
+  };
+  try {
+    return Json::parse(begin, end, reject_duplicates);
+  } catch (const Json::exception& e) {
+    Fail(ErrorCode::kFormat, path, std::string("header is not valid JSON: ") + e.what());
+  }
+}
+
+// Reads a JSON integer that must be >= 0 and fit int64 (shapes and offsets).
+std::optional<int64_t> NonNegative(const Json& j) {
+  if (!j.is_number_unsigned()) return std::nullopt;
+  const uint64_t v = j.get<uint64_t>();
+  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+  return static_cast<int64_t>(v);
+}
+
+// One header entry {"dtype", "shape", "data_offsets"} checked against the data section.
+TensorRecord ParseTensor(const std::string& path, const std::string& name, const Json& entry,
+                         std::span<const std::byte> data) {
+  const std::string where = "tensor \"" + name + "\"";
+  auto fail = [&](const std::string& problem) {
+    Fail(ErrorCode::kFormat, path, where + ": " + problem);
+  };
+  if (!entry.is_object()) {
+    fail("entry is a JSON " + std::string(entry.type_name()) + ", not an object");
+  }
+  for (const auto& [key, value] : entry.items()) {
+    if (key != "dtype" && key != "shape" && key != "data_offsets") {
+      fail("unexpected key \"" + key + "\"");
+    }
+  }
+  for (const char* key : {"dtype", "shape", "data_offsets"}) {
+    if (!entry.contains(key)) fail(std::string("missing \"") + key + "\"");
+  }
+
+  TensorRecord t;
+  t.name = name;
+  const Json& dtype = entry["dtype"];
+  if (!dtype.is_string()) fail("dtype is not a string");
+  const std::optional<DType> parsed = ParseDType(dtype.get<std::string>());
+  if (!parsed) fail("unsupported dtype " + dtype.dump() + " (supported: F32, F64, I32, I64)");
+  t.dtype = *parsed;
+
+  const Json& shape = entry["shape"];
+  if (!shape.is_array()) fail("shape is not an array");
+  for (const Json& dim : shape) {
+    const std::optional<int64_t> v = NonNegative(dim);
+    if (!v) fail("shape " + shape.dump() + " has an entry that is not a non-negative integer");
+    t.shape.push_back(*v);
+  }
+
+  const Json& offsets = entry["data_offsets"];
+  std::optional<int64_t> begin, end;
+  if (offsets.is_array() && offsets.size() == 2) {
+    begin = NonNegative(offsets[0]), end = NonNegative(offsets[1]);
+  }
+  if (!begin || !end) {
+    fail("data_offsets " + offsets.dump() + " is not [begin, end] of non-negative integers");
+  }
+  if (*begin > *end) fail("data_offsets " + offsets.dump() + " has begin > end");
+  if (static_cast<uint64_t>(*end) > data.size()) {
+    fail("data_offsets " + offsets.dump() + " run past the end of the " +
+         std::to_string(data.size()) + "-byte data section (file truncated?)");
+  }
+  const uint64_t bytes = static_cast<uint64_t>(*end - *begin);
+  const std::optional<uint64_t> elements = Elements(t.shape);
+  uint64_t needed = 0;
+  const bool overflow = !elements || __builtin_mul_overflow(*elements, DTypeSize(t.dtype), &needed);
+  if (overflow || needed != bytes) {
+    fail("data_offsets " + offsets.dump() + " span " + std::to_string(bytes) +
+         " bytes, but shape " + ShapeString(t.shape) + " of " + ToString(t.dtype) + " needs " +
+         (overflow ? std::string("more than 2^64") : std::to_string(needed)));
+  }
+  t.bytes = data.subspan(static_cast<size_t>(*begin), static_cast<size_t>(bytes));
+  return t;
+}
+
+// The tensors must tile the data section exactly, in offset order: no overlap (one byte read as
+// two tensors), no hole and no trailing bytes (data no tensor accounts for). This is the rule
+// of the reference implementation, so files we accept are files it accepts.
+void CheckTiling(const std::string& path, const std::vector<TensorRecord>& tensors,
+                 std::span<const std::byte> data) {
+  std::vector<const TensorRecord*> by_offset;
+  for (const TensorRecord& t : tensors) by_offset.push_back(&t);
+  auto begin_of = [&](const TensorRecord* t) {
+    return static_cast<size_t>(t->bytes.data() - data.data());
+  };
+  std::sort(by_offset.begin(), by_offset.end(), [&](const TensorRecord* a, const TensorRecord* b) {
+    return std::pair(begin_of(a), a->bytes.size()) < std::pair(begin_of(b), b->bytes.size());
+  });
+  size_t covered = 0;  // data bytes [0, covered) belong to the tensors seen so far
+  const TensorRecord* previous = nullptr;
+  for (const TensorRecord* t : by_offset) {
+    const size_t begin = begin_of(t);
+    if (begin < covered) {
+      Fail(ErrorCode::kFormat, path,
+           "tensors \"" + previous->name + "\" and \"" + t->name + "\" overlap");
+    }
+    if (begin > covered) {
+      Fail(ErrorCode::kFormat, path,
+           "data bytes [" + std::to_string(covered) + ", " + std::to_string(begin) +
+               ") before tensor \"" + t->name + "\" belong to no tensor");
+    }
+    covered = begin + t->bytes.size();
+    previous = t;
+  }
+  if (covered != data.size()) {
+    Fail(ErrorCode::kFormat, path,
+         std::to_string(data.size() - covered) +
+             " bytes at the end of the data section belong to no tensor");
+  }
+}
+
+// A temporary file next to `target` that becomes `target` on Commit() and is removed otherwise,
+// so a failed or interrupted write never leaves a half-written `target` or stray files.
+class TempFile {
+ public:
+  explicit TempFile(std::string target)
+      : target_(std::move(target)),
+        path_(target_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter_++)),
+        fd_(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)) {
+    if (fd_.get() < 0) FailErrno(path_, "cannot create temporary file");
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (!renamed_) ::unlink(path_.c_str());  // fd_ closes after; unlinking an open file is fine
+  }
+
+  void Write(const void* data, size_t size) {
+    const char* p = static_cast<const char*>(data);
+    while (size > 0) {  // write() may write less than asked (signals, large sizes)
+      const ssize_t n = ::write(fd_.get(), p, size);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) FailErrno(path_, "write failed");
+      p += n;
+      size -= static_cast<size_t>(n);
+    }
+  }
+
+  // fsync before rename: otherwise a crash can leave `target` renamed but with empty contents.
+  // fsync the directory after: otherwise the rename itself may be lost.
+  void Commit() {
+    if (::fsync(fd_.get()) != 0) FailErrno(path_, "fsync failed");
+    if (fd_.Close() != 0) FailErrno(path_, "close failed");
+    if (::rename(path_.c_str(), target_.c_str()) != 0) {
+      FailErrno(target_, "cannot rename " + path_ + " to it");
+    }
+    renamed_ = true;
+    std::string dir = std::filesystem::path(target_).parent_path().string();
+    if (dir.empty()) dir = ".";
+    Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir_fd.get() < 0 || ::fsync(dir_fd.get()) != 0) {
+      FailErrno(target_, "written, but the directory " + dir + " could not be synced");
+    }
+  }
+
+ private:
+  static inline std::atomic<uint64_t> counter_{0};  // distinct names for concurrent writers
+  std::string target_, path_;
+  Fd fd_;
+  bool renamed_ = false;
+};
+
+}  // namespace
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 4;
+    case DType::kF64:
+      return 8;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
+  }
+  return 0;
+}
+
+const char* ToString(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "F32";
+    case DType::kF64:
+      return "F64";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
+  }
+  return "?";
+}
+
+// A read-only private mapping of the whole file; the path is kept for error messages.
+// If another process truncates the file while it is mapped, reading the lost pages faults
+// (SIGBUS); the engine never does that to its own files, which it replaces by rename.
+struct SafetensorsFile::Mapping {
+  std::string path;
+  const std::byte* data = nullptr;
+  size_t size = 0;
+
+  explicit Mapping(std::string file_path) : path(std::move(file_path)) {}
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (data != nullptr) ::munmap(const_cast<std::byte*>(data), size);
+  }
+};
+
+SafetensorsFile::SafetensorsFile(SafetensorsFile&&) noexcept = default;
+SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&&) noexcept = default;
+SafetensorsFile::~SafetensorsFile() = default;
+
+SafetensorsFile SafetensorsFile::Open(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) FailErrno(path, "cannot open");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) FailErrno(path, "cannot stat");
+  if (!S_ISREG(st.st_mode)) Fail(ErrorCode::kIo, path, "not a regular file");
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size < 8) {
+    Fail(ErrorCode::kFormat, path,
+         "file is " + std::to_string(size) + " bytes, too short for the 8-byte header length");
+  }
+
+  SafetensorsFile file;
+  file.mapping_ = std::make_unique<Mapping>(path);
+  void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (addr == MAP_FAILED) FailErrno(path, "cannot map");
+  file.mapping_->data = static_cast<const std::byte*>(addr);
+  file.mapping_->size = size;
+  const std::span<const std::byte> bytes(file.mapping_->data, size);
+
+  // [0, 8): header length N (u64 LE); [8, 8 + N): JSON header; [8 + N, size): tensor data.
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  if (header_size > kMaxHeaderBytes) {
+    Fail(ErrorCode::kFormat, path,
+         "header length " + std::to_string(header_size) + " exceeds the limit of " +
+             std::to_string(kMaxHeaderBytes) + " bytes");
+  }
+  if (header_size > size - 8) {
+    Fail(ErrorCode::kFormat, path,
+         "header length " + std::to_string(header_size) + " exceeds the " +
+             std::to_string(size - 8) + " bytes after it (file truncated?)");
+  }
+  const auto* text = reinterpret_cast<const char*>(bytes.data() + 8);
+  const Json header = ParseHeader(path, text, text + header_size);
+  if (!header.is_object()) {
+    Fail(ErrorCode::kFormat, path,
+         "header is a JSON " + std::string(header.type_name()) + ", not an object");
+  }
+
+  const std::span<const std::byte> data = bytes.subspan(8 + header_size);
+  for (const auto& [key, value] : header.items()) {
+    if (key != "__metadata__") {
+      file.tensors_.push_back(ParseTensor(path, key, value, data));
+      continue;
+    }
+    if (!value.is_object()) Fail(ErrorCode::kFormat, path, "__metadata__ is not a JSON object");
+    for (const auto& [name, entry] : value.items()) {
+      if (!entry.is_string()) {
+        Fail(ErrorCode::kFormat, path, "__metadata__ \"" + name + "\" is not a string");
+      }
+      file.metadata_.emplace(name, entry.get<std::string>());
+    }
+  }
+  CheckTiling(path, file.tensors_, data);
+  return file;
+}
+
+const TensorRecord* SafetensorsFile::Find(const std::string& name) const {
+  const auto it = std::find_if(tensors_.begin(), tensors_.end(),
+                               [&](const TensorRecord& t) { return t.name == name; });
+  return it == tensors_.end() ? nullptr : &*it;
+}
+
+void SafetensorsFile::ReadF32(const std::string& name, const std::vector<int64_t>& shape,
+                              std::span<float> out) const {
+  const std::string& path = mapping_->path;
+  const std::string expected = "expected F32 " + ShapeString(shape);
+  const TensorRecord* t = Find(name);
+  if (t == nullptr) {
+    Fail(ErrorCode::kMismatch, path, "no tensor \"" + name + "\" (" + expected + ")");
+  }
+  if (t->dtype != DType::kF32 || t->shape != shape) {
+    Fail(ErrorCode::kMismatch, path,
+         "tensor \"" + name + "\" is " + ToString(t->dtype) + " " + ShapeString(t->shape) + ", " +
+             expected);
+  }
+  if (out.size_bytes() != t->bytes.size()) {
+    Fail(ErrorCode::kInvalidArgument, path,
+         "tensor \"" + name + "\" " + ShapeString(shape) + " has " +
+             std::to_string(t->bytes.size() / sizeof(float)) + " values, the output buffer " +
+             std::to_string(out.size()));
+  }
+  if (!out.empty()) std::memcpy(out.data(), t->bytes.data(), t->bytes.size());
+}
+
+void WriteSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
+                      const std::vector<TensorToWrite>& tensors) {
+  // Everything is checked and the header built before the file is created.
+  auto invalid = [&](const std::string& problem) {
+    Fail(ErrorCode::kInvalidArgument, path, problem);
+  };
+  Json header = Json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<size_t> sizes;  // bytes of each tensor
+  uint64_t offset = 0;
+  for (const TensorToWrite& t : tensors) {
+    if (t.name == "__metadata__" || header.contains(t.name)) {
+      invalid("tensor name \"" + t.name + "\" is taken");
+    }
+    if (std::any_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; })) {
+      invalid("tensor \"" + t.name + "\" has a negative dimension in " + ShapeString(t.shape));
+    }
+    const std::optional<uint64_t> elements = Elements(t.shape);
+    uint64_t bytes = 0;
+    if (!elements || __builtin_mul_overflow(*elements, DTypeSize(t.dtype), &bytes)) {
+      invalid("tensor \"" + t.name + "\" shape " + ShapeString(t.shape) + " is too large");
+    }
+    if (bytes > 0 && t.data == nullptr) invalid("tensor \"" + t.name + "\" has no data");
+    header[t.name] = Json{{"dtype", ToString(t.dtype)},
+                          {"shape", t.shape},
+                          {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    sizes.push_back(static_cast<size_t>(bytes));
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const Json::exception& e) {  // a name or metadata string that is not UTF-8
+    invalid(std::string("cannot encode the header: ") + e.what());
+  }
+  text.append((kAlignment - text.size() % kAlignment) % kAlignment, ' ');  // 8 + N = 0 mod 8
+  const uint64_t header_size = text.size();
+
+  TempFile file(path);
+  file.Write(&header_size, sizeof header_size);
+  file.Write(text.data(), text.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (sizes[i] > 0) file.Write(tensors[i].data, sizes[i]);
+  }
+  file.Commit();
+}
+
+}  // namespace titans::io
