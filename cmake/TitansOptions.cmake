@@ -43,6 +43,11 @@ if(_titans_native_flags AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU"
    AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 12.3)
   set(_titans_gcc_workarounds -Wno-uninitialized -Wno-maybe-uninitialized)
 endif()
+# GCC 12 also reports a false -Wrestrict inside libstdc++ for `"literal" + std::string` at -O2
+# and above (GCC bug 105651, fixed in GCC 13).
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  list(APPEND _titans_gcc_workarounds -Wno-restrict)
+endif()
 
 set(_titans_sanitizers "")
 if(TITANS_SANITIZE_ADDRESS)

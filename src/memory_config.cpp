@@ -2,18 +2,15 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "titans/error.hpp"
 
 namespace titans {
-namespace {
 
-void Require(bool ok, const std::string& message) {
-  if (!ok) throw Error(ErrorCode::kConfig, message);
-}
-
-// Enum <-> JSON string tables, one per enum; the names are the file format (docs).
+// Enum <-> JSON string tables, one per enum; the names are the file format. They live in
+// namespace titans so that nlohmann finds them by argument-dependent lookup.
 NLOHMANN_JSON_SERIALIZE_ENUM(Activation, {{Activation::kNone, "none"},
                                           {Activation::kGelu, "gelu"},
                                           {Activation::kSilu, "silu"}})
@@ -25,12 +22,25 @@ NLOHMANN_JSON_SERIALIZE_ENUM(QkNorm, {{QkNorm::kNone, "none"},
 NLOHMANN_JSON_SERIALIZE_ENUM(ReadRule, {{ReadRule::kChunk, "chunk"}, {ReadRule::kStep, "step"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(LossScale, {{LossScale::kSum, "sum"}, {LossScale::kMean, "mean"}})
 
+namespace {
+
+void Require(bool ok, const std::string& message) {
+  if (!ok) throw Error(ErrorCode::kConfig, message);
+}
+
 template <class Enum>
 const char* EnumName(Enum value) {
-  // The same table as the JSON form, so names cannot drift apart.
-  static thread_local std::string name;
-  name = nlohmann::json(value).get<std::string>();
-  return name.c_str();
+  // Names from the JSON table, so the two cannot drift apart; built once, stable pointers.
+  static const std::map<Enum, std::string> names = [] {
+    std::map<Enum, std::string> m;
+    for (int i = 0; i < 3; ++i) {
+      const nlohmann::json j = static_cast<Enum>(i);
+      if (j.is_string()) m.emplace(static_cast<Enum>(i), j.get<std::string>());
+    }
+    return m;
+  }();
+  const auto it = names.find(value);
+  return it == names.end() ? "?" : it->second.c_str();
 }
 
 // Reads enum `key`, rejecting names outside the table (nlohmann maps them to the first entry).
