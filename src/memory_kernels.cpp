@@ -99,6 +99,32 @@ void ForHeadShare(int heads, int extent, int ith, int nth, int align, F&& f) {
   }
 }
 
+// c = a b, computed as Eigen products of panels small enough for Eigen to pack them on the
+// stack: its packing buffers above EIGEN_STACK_ALLOCATION_LIMIT (128 KiB) would be allocated
+// on the heap at every call. Eigen blocks k and n the same way internally, so the panels cost
+// only a call each. c, a, b: [m, n], [m, k], [k, n] blocks or maps with unit inner stride.
+template <class C, class A, class B>
+void Multiply(C&& c, const A& a, const B& b) {
+  constexpr Index kRows = 128, kDepth = 256, kCols = 128;  // panels of 128 KiB at most
+  const Index m = c.rows(), n = c.cols(), k = a.cols();
+  for (Index k0 = 0; k0 < k; k0 += kDepth) {
+    const Index kd = std::min(kDepth, k - k0);
+    for (Index i0 = 0; i0 < m; i0 += kRows) {
+      const Index md = std::min(kRows, m - i0);
+      for (Index j0 = 0; j0 < n; j0 += kCols) {
+        const Index nd = std::min(kCols, n - j0);
+        auto target = c.block(i0, j0, md, nd);
+        const auto product = a.block(i0, k0, md, kd) * b.block(k0, j0, kd, nd);
+        if (k0 == 0) {
+          target.noalias() = product;
+        } else {
+          target.noalias() += product;
+        }
+      }
+    }
+  }
+}
+
 constexpr int kColumnAlign = 16;  // one AVX-512 register of floats
 
 void Barrier(int nth) {
@@ -139,8 +165,8 @@ MemoryWorkspace::MemoryWorkspace(const NeuralMemory& memory, int threads) : thre
     grad_e_.emplace_back(RowMatrix::Zero(c.momentum ? max_in : 0, max_out));
     scaled_c_.emplace_back(RowMatrix::Zero(u, max_out));
     scaled_e_.emplace_back(RowMatrix::Zero(c.momentum ? u : 0, max_out));
+    row_scratch_.emplace_back(RowMatrix::Zero(2, dh));
   }
-  coef_theta_.setZero(h, u);
   coef_c_.setZero(h, u);
   coef_e_.setZero(h, u);
   decay_all_.assign(static_cast<size_t>(h), 0.0f);
@@ -197,12 +223,12 @@ void MemoryWorkspace::RunTile(const NeuralMemory& memory, MemoryState& state, co
         v_.middleRows(i + rows.begin, rows.size());
     View(state.pending_gates.data() + (pending + rows.begin) * g, rows.size(), g, g) =
         gates_.middleRows(i + rows.begin, rows.size());
-    Barrier(part.nth);  // reads done and pending rows complete before the weights change
 
     pending += take;
     position += take;
     i += take;
     if (completes) {
+      Barrier(part.nth);  // the unit's rows are queued (by all threads) before it is written
       WriteUnit(memory, state, position, part);
       pending = 0;
       if (c.read_offset == 1) Read(c, state, i - 1, i, part);
@@ -221,20 +247,21 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
   const MemoryWeights& w = memory.weights();
   const Index d = c.d_model, hd = c.inner_dim(), h = c.heads, dh = c.head_dim;
   const Index kernel = c.conv_kernel, tail = std::max<Index>(kernel - 1, 0);
-
-  // 1. Input RMSNorms, split by rows; thread 0 also lays the convolution tails in front of the
-  // new rows: q_ext_ row j holds the projection of token j - tail of this tile.
   const Range rows = Share(n, part.ith, part.nth);
+  const Index r0 = rows.begin, nr = rows.size();
+
+  // 1. Input RMSNorms and projections of this thread's rows. ext row tail + t holds token t's
+  // projection before the convolution; thread 0 lays the stored tails in rows [0, tail).
   auto rms_norm = [&](const float* in, bool enabled, const std::vector<float>& gain,
                       RowMatrix& normed) {
     const ConstMatMap x = ConstView(in, n, d, d);
-    for (int t = rows.begin; t < rows.end; ++t) {
+    for (Index t = r0; t < r0 + nr; ++t) {
       if (!enabled) {
         normed.row(t) = x.row(t);
         continue;
       }
-      const float inv = 1.0f / std::sqrt(x.row(t).squaredNorm() / static_cast<float>(d) +
-                                         c.rms_eps);
+      const float inv =
+          1.0f / std::sqrt(x.row(t).squaredNorm() / static_cast<float>(d) + c.rms_eps);
       normed.row(t) = (x.row(t).array() * inv *
                        Eigen::Map<const Eigen::RowVectorXf>(gain.data(), d).array())
                           .matrix();
@@ -247,129 +274,112 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
     k_ext_.topRows(tail) = ConstView(state.conv_k.data(), tail, hd, hd);
     v_ext_.topRows(tail) = ConstView(state.conv_v.data(), tail, hd, hd);
   }
-  Barrier(part.nth);
+  if (nr > 0) {
+    const auto xs = xs_.middleRows(r0, nr), xr = xr_.middleRows(r0, nr);
+    Multiply(q_ext_.middleRows(tail + r0, nr), xr, ConstView(w.w_q.data(), d, hd, hd));
+    Multiply(k_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_k.data(), d, hd, hd));
+    Multiply(v_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_v.data(), d, hd, hd));
+    // Gate logits [n, 3H] = xs [n, d] x packed [d, 3H] + bias; output gate [n, H] = xr W_gate.
+    auto g = gates_.middleRows(r0, nr);
+    Multiply(g, xs, ConstView(memory.packed_gates().data(), d, 3 * h, 3 * h));
+    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(memory.packed_gate_bias().data(), 3 * h);
+    if (c.output_gate) {
+      Multiply(gate_out_.middleRows(r0, nr), xr, ConstView(w.w_gate.data(), d, h, h));
+    }
+  }
+  Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
 
-  // 2. Projections, convolution and activation, split by channel columns (each step reads only
-  // its own columns, so no barrier between them).
-  const Range cols = Share(static_cast<int>(hd), part.ith, part.nth, kColumnAlign);
-  const Index c0 = cols.begin, width = cols.size();
-  if (width > 0) {
-    struct Path {
-      const RowMatrix& input;
-      const std::vector<float>& proj;
-      RowMatrix& ext;
-      const std::vector<float>& conv;
-      std::vector<float>& tail_state;
-      RowMatrix& result;
-    };
-    for (const Path& path : {Path{xr_, w.w_q, q_ext_, w.conv_q, state.conv_q, q_},
-                             Path{xs_, w.w_k, k_ext_, w.conv_k, state.conv_k, k_},
-                             Path{xs_, w.w_v, v_ext_, w.conv_v, state.conv_v, v_}}) {
-      auto pre = path.ext.block(tail, c0, n, width);
-      pre.noalias() = path.input.topRows(n) * ConstView(path.proj.data(), d, hd, hd).middleCols(c0, width);
-      auto result = path.result.block(0, c0, n, width);
-      if (kernel > 0) {
-        // out_t = sum_j conv[j] * in_{t-K+1+j}: ext rows t..t+K-1 hold exactly those inputs.
-        const ConstMatMap taps = ConstView(path.conv.data(), kernel, hd, hd);
-        result = path.ext.block(0, c0, n, width).array().rowwise() *
-                 taps.row(0).segment(c0, width).array();
-        for (Index j = 1; j < kernel; ++j) {
-          result.array() += path.ext.block(j, c0, n, width).array().rowwise() *
-                            taps.row(j).segment(c0, width).array();
-        }
-        if (tail > 0) {
-          View(path.tail_state.data(), tail, hd, hd).middleCols(c0, width) =
-              path.ext.block(n, c0, tail, width);
-        }
-      } else {
-        result = pre;
+  // 2. Convolution, activation and per-head q/k normalisation of this thread's rows.
+  struct Path {
+    const RowMatrix& ext;
+    const std::vector<float>& conv;
+    std::vector<float>& tail_state;
+    RowMatrix& result;
+  };
+  for (const Path& path : {Path{q_ext_, w.conv_q, state.conv_q, q_},
+                           Path{k_ext_, w.conv_k, state.conv_k, k_},
+                           Path{v_ext_, w.conv_v, state.conv_v, v_}}) {
+    auto result = path.result.middleRows(r0, nr);
+    if (kernel > 0) {
+      // out_t = sum_j conv[j] * in_{t-K+1+j}: ext rows t..t+K-1 hold exactly those inputs.
+      const ConstMatMap taps = ConstView(path.conv.data(), kernel, hd, hd);
+      result = path.ext.middleRows(r0, nr).array().rowwise() * taps.row(0).array();
+      for (Index j = 1; j < kernel; ++j) {
+        result.array() += path.ext.middleRows(r0 + j, nr).array().rowwise() * taps.row(j).array();
       }
-      Activate(c.qkv_activation, result);
+      // The last K-1 projections are the next tile's tail (ext is not read from the state).
+      if (part.ith == 0 && tail > 0) {
+        View(path.tail_state.data(), tail, hd, hd) = path.ext.middleRows(n, tail);
+      }
+    } else {
+      result = path.ext.middleRows(r0, nr);
     }
+    Activate(c.qkv_activation, result);
   }
-  // Gate logits: [n, 3H] = xs [n, d] x packed [d, 3H] + bias; output gate [n, H] = xr W_gate.
-  const Range gcols = Share(static_cast<int>(3 * h), part.ith, part.nth);
-  if (gcols.size() > 0) {
-    const ConstMatMap packed = ConstView(memory.packed_gates().data(), d, 3 * h, 3 * h);
-    auto g = gates_.block(0, gcols.begin, n, gcols.size());
-    g.noalias() = xs_.topRows(n) * packed.middleCols(gcols.begin, gcols.size());
-    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(memory.packed_gate_bias().data(), 3 * h)
-                       .segment(gcols.begin, gcols.size());
-  }
-  if (c.output_gate) {
-    const Range ocols = Share(static_cast<int>(h), part.ith, part.nth);
-    if (ocols.size() > 0) {
-      gate_out_.block(0, ocols.begin, n, ocols.size()).noalias() =
-          xr_.topRows(n) * ConstView(w.w_gate.data(), d, h, h).middleCols(ocols.begin, ocols.size());
-    }
-  }
-  Barrier(part.nth);
-
-  // 3. Per-head normalisation of queries and keys, split by rows (a head's row is needed whole).
-  if (c.qk_norm == QkNorm::kNone) return;
-  for (int t = rows.begin; t < rows.end; ++t) {
-    for (Index head = 0; head < h; ++head) {
-      for (RowMatrix* m : {&q_, &k_}) {
-        auto x = m->block(t, head * dh, 1, dh);
-        if (c.qk_norm == QkNorm::kL2) {
-          x /= std::max(x.norm(), 1e-12f);
-        } else {
-          const std::vector<float>& gain = m == &q_ ? w.q_norm : w.k_norm;
-          x = (x.array() / std::sqrt(x.squaredNorm() / static_cast<float>(dh) + c.rms_eps) *
-               Eigen::Map<const Eigen::RowVectorXf>(gain.data() + head * dh, dh).array())
-                  .matrix();
+  if (c.qk_norm != QkNorm::kNone) {
+    for (Index t = r0; t < r0 + nr; ++t) {
+      for (Index head = 0; head < h; ++head) {
+        for (RowMatrix* m : {&q_, &k_}) {
+          auto x = m->block(t, head * dh, 1, dh);
+          if (c.qk_norm == QkNorm::kL2) {
+            x /= std::max(x.norm(), 1e-12f);
+          } else {
+            const std::vector<float>& gain = m == &q_ ? w.q_norm : w.k_norm;
+            x = (x.array() / std::sqrt(x.squaredNorm() / static_cast<float>(dh) + c.rms_eps) *
+                 Eigen::Map<const Eigen::RowVectorXf>(gain.data() + head * dh, dh).array())
+                    .matrix();
+          }
         }
       }
     }
   }
-  Barrier(part.nth);
+  Barrier(part.nth);  // reads and writes use every row
 }
 
 void MemoryWorkspace::Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1,
                            Part part) {
-  const Index dh = c.head_dim, hd = c.inner_dim(), rows = r1 - r0;
+  // Rows are independent: each thread runs its share of the rows through every layer.
+  const Range share = Share(r1 - r0, part.ith, part.nth);
+  const Index dh = c.head_dim, hd = c.inner_dim(), rows = share.size(), t0 = r0 + share.begin;
+  if (rows == 0) return;
   const bool plain = c.output == MemoryOutput::kPlain;
-  for (int l = 0; l < c.depth; ++l) {
-    const Index in = c.layer_in(l), out = c.layer_out(l);
-    const bool last = l + 1 == c.depth;
-    ForHeadShare(c.heads, static_cast<int>(out), part.ith, part.nth, kColumnAlign,
-                 [&](int head, Range cols) {
+  for (Index head = 0; head < c.heads; ++head) {
+    for (int l = 0; l < c.depth; ++l) {
+      const Index in = c.layer_in(l), out = c.layer_out(l);
+      const bool last = l + 1 == c.depth;
       const ConstMatMap weights = ConstView(state.w_cur[l].data() + head * in * out, in, out, out);
       const ConstMatMap input =
-          l == 0 ? ConstView(q_.data() + r0 * hd + head * dh, rows, dh, hd)
-                 : ConstView(read_z_[l - 1].data() + (head * kTile + r0) * in, rows, in, in);
+          l == 0 ? ConstView(q_.data() + t0 * hd + head * dh, rows, dh, hd)
+                 : ConstView(read_z_[l - 1].data() + (head * kTile + t0) * in, rows, in, in);
       // The plain memory's last layer writes straight into the head's columns of y_.
       MatMap z = last && plain
-                     ? View(y_.data() + r0 * hd + head * dh, rows, dh, hd)
-                     : View(read_z_[l].data() + (head * kTile + r0) * out, rows, out, out);
-      auto block = z.middleCols(cols.begin, cols.size());
-      block.noalias() = input * weights.middleCols(cols.begin, cols.size());
-      if (!last) Activate(c.activation, block);
-    });
-    Barrier(part.nth);
-  }
-  if (plain) return;
-  // kLnResidual: y = LN(z) * (1 + g) + q, one whole row at a time.
-  ForHeadShare(c.heads, static_cast<int>(rows), part.ith, part.nth, 1, [&](int head, Range rs) {
+                     ? View(y_.data() + t0 * hd + head * dh, rows, dh, hd)
+                     : View(read_z_[l].data() + (head * kTile + t0) * out, rows, out, out);
+      Multiply(z, input, weights);
+      if (!last) Activate(c.activation, z);
+    }
+    if (plain) continue;
+    // kLnResidual: y = LN(z) * (1 + g) + q.
     const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_cur.data() + head * dh, dh);
-    for (int t = r0 + rs.begin; t < r0 + rs.end; ++t) {
+    for (Index t = t0; t < t0 + rows; ++t) {
       auto y = y_.block(t, head * dh, 1, dh);
       LayerNormRow(read_z_[c.depth - 1].row(head * kTile + t), c.layer_norm_eps, y);
       y = (y.array() * (1.0f + gain.array())).matrix() + q_.block(t, head * dh, 1, dh);
     }
-  });
+  }
 }
 
 namespace {
 
-// The unit's coefficients per head (SEMANTICS 1.6, 0-based steps j = 0..m-1 of s tokens):
-//   theta_t = max_lr sigmoid(logit), per token; eta_j, alpha_j from the mean logit of step j;
-//   after the unit  S = E0 S_in + sum_j e_j u_j,  W = A0 W_in + f S_in + sum_j c_j u_j  with
+// The unit's coefficients for one head (SEMANTICS 1.6, 0-based steps j = 0..m-1 of s tokens),
+// with eta_j, alpha_j from the mean logit of step j: after the unit
+//   S = E0 S_in + sum_j e_j u_j,  W = A0 W_in + f S_in + sum_j c_j u_j,  where
 //   e_j = prod_{i>j} eta_i, a_j = prod_{i>j} (1 - alpha_i), c_j = a_j + eta_{j+1} c_{j+1},
 //   A0 = prod (1 - alpha), E0 = prod eta, f = sum_j a_j prod_{i<=j} eta_i.
 // Without momentum S_j = u_j: c_j = a_j and there is no S. Products run in double.
-void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float* theta,
-                      float* coef_c, float* coef_e, float& decay_all, float& momentum_all,
+// coef_c, coef_e: [U] per token (the coefficient of its step).
+void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float* coef_c,
+                      float* coef_e, float& decay_all, float& momentum_all,
                       float& momentum_carry) {
   const int u = c.unit(), s = c.step, m = u / s, h = c.heads, g = 3 * h;
   auto step_gate = [&](int j, int which) {
@@ -377,7 +387,6 @@ void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float
     for (int t = j * s; t < (j + 1) * s; ++t) sum += gates[t * g + which * h + head];
     return 1.0 / (1.0 + std::exp(-sum / s));
   };
-  for (int t = 0; t < u; ++t) theta[t] = c.max_lr * Sigmoid(gates[t * g + head]);
   double decay_after = 1.0, eta_after = 1.0, c_next = 0.0, eta_next = 0.0;
   for (int j = m - 1; j >= 0; --j) {
     const double eta = c.momentum ? step_gate(j, 1) : 0.0;
@@ -411,85 +420,80 @@ void MemoryWorkspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
   const int depth = c.depth;
   const bool ln = c.output == MemoryOutput::kLnResidual;
   const float lambda = c.loss == LossScale::kMean ? 1.0f / static_cast<float>(dh) : 1.0f;
+  const Index g = 3 * c.heads;
 
-  // Coefficients, split by heads (the first barrier below publishes them).
-  for (int head = Share(c.heads, part.ith, part.nth).begin;
-       head < Share(c.heads, part.ith, part.nth).end; ++head) {
-    UnitCoefficients(c, state.pending_gates.data(), head, coef_theta_.row(head).data(),
-                     coef_c_.row(head).data(), coef_e_.row(head).data(), decay_all_[head],
-                     momentum_all_[head], momentum_carry_[head]);
+  // Stage 1, split by token rows (no barrier inside): thread 0 computes the coefficients; each
+  // thread runs its rows' keys through the MLP at W_base and back.
+  if (part.ith == 0) {
+    for (int head = 0; head < c.heads; ++head) {
+      UnitCoefficients(c, state.pending_gates.data(), head, coef_c_.row(head).data(),
+                       coef_e_.row(head).data(), decay_all_[head], momentum_all_[head],
+                       momentum_carry_[head]);
+    }
   }
-
-  // Forward pass of the unit's keys at W_base: z_l [U, out_l] per head, a_l = act(z_l).
-  auto layer_input = [&](int l, int head) -> ConstMatMap {
-    return l == 0 ? ConstView(state.pending_k.data() + head * dh, u, dh, hd)
-                  : ConstView(unit_a_[l - 1].data() + head * u * c.layer_in(l), u, c.layer_in(l),
-                         c.layer_in(l));
+  const Range share = Share(static_cast<int>(u), part.ith, part.nth);
+  const Index t0 = share.begin, rows = share.size();
+  auto layer_input = [&](int l, int head, Index row, Index count) -> ConstMatMap {
+    return l == 0 ? ConstView(state.pending_k.data() + row * hd + head * dh, count, dh, hd)
+                  : ConstView(unit_a_[l - 1].data() + (head * u + row) * c.layer_in(l), count,
+                              c.layer_in(l), c.layer_in(l));
   };
-  for (int l = 0; l < depth; ++l) {
-    const Index in = c.layer_in(l), out = c.layer_out(l);
-    ForHeadShare(c.heads, static_cast<int>(out), part.ith, part.nth, kColumnAlign,
-                 [&](int head, Range cols) {
+  RowMatrix& row_scratch = row_scratch_[part.ith];  // [2, dh]: e and dL/dn of one token
+  for (Index head = 0; head < c.heads && rows > 0; ++head) {
+    // Forward: z_l [rows, out_l], a_l = act(z_l).
+    for (int l = 0; l < depth; ++l) {
+      const Index in = c.layer_in(l), out = c.layer_out(l);
       const ConstMatMap weights = ConstView(state.w_base[l].data() + head * in * out, in, out, out);
-      auto z = Rows(unit_z_[l], head * u, u).middleCols(cols.begin, cols.size());
-      z.noalias() = layer_input(l, head) * weights.middleCols(cols.begin, cols.size());
+      auto z = unit_z_[l].middleRows(head * u + t0, rows);
+      Multiply(z, layer_input(l, static_cast<int>(head), t0, rows), weights);
       if (l + 1 < depth) {
-        auto a = Rows(unit_a_[l], head * u, u).middleCols(cols.begin, cols.size());
+        auto a = unit_a_[l].middleRows(head * u + t0, rows);
         a = z;
         Activate(c.activation, a);
       }
-    });
-    Barrier(part.nth);
-  }
-
-  // Output error e_t = 2 lambda theta_t (M(k_t) - v_t) and its gradient at the last layer's
-  // output, row by row (LayerNorm needs whole rows).
-  ForHeadShare(c.heads, static_cast<int>(u), part.ith, part.nth, 1, [&](int head, Range rs) {
-    RowMatrix& z = unit_z_[depth - 1];
-    RowMatrix& delta = unit_delta_[depth - 1];
-    for (int t = rs.begin; t < rs.end; ++t) {
+    }
+    // Output error e_t = 2 lambda theta_t (M(k_t) - v_t) and dL/dz at the last layer.
+    RowMatrix& z_last = unit_z_[depth - 1];
+    RowMatrix& delta_last = unit_delta_[depth - 1];
+    for (Index t = t0; t < t0 + rows; ++t) {
       const Index row = head * u + t;
       const auto key = ConstView(state.pending_k.data() + t * hd + head * dh, 1, dh, hd);
       const auto value = ConstView(state.pending_v.data() + t * hd + head * dh, 1, dh, hd);
-      const float scale = 2.0f * lambda * coef_theta_(head, t);
+      const float theta = c.max_lr * Sigmoid(state.pending_gates[t * g + head]);
+      const float scale = 2.0f * lambda * theta;
       if (!ln) {
-        delta.row(row) = scale * (z.row(row) - value);
+        delta_last.row(row) = scale * (z_last.row(row) - value);
         continue;
       }
-      // M = n (1 + g) + k with n = LN(z): dM/dg = n; dL/dn = e (1 + g);
+      // M = n (1 + g) + k with n = LN(z): dL/dg = e n; dL/dn = e (1 + g);
       // dL/dz = rstd (dn - mean(dn) - n mean(dn n)).
-      const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_base.data() + head * dh, dh);
+      const auto gain =
+          Eigen::Map<const Eigen::RowVectorXf>(state.g_base.data() + head * dh, dh);
       auto normed = unit_dg_.row(row);  // holds n first, then the gain gradient e n
-      const float rstd = LayerNormRow(z.row(row), c.layer_norm_eps, normed);
-      const Eigen::RowVectorXf e =
-          scale * ((normed.array() * (1.0f + gain.array())).matrix() + key - value);
-      const Eigen::RowVectorXf dn = (e.array() * (1.0f + gain.array())).matrix();
-      delta.row(row) =
+      auto e = row_scratch.row(0), dn = row_scratch.row(1);
+      const float rstd = LayerNormRow(z_last.row(row), c.layer_norm_eps, normed);
+      e = scale * ((normed.array() * (1.0f + gain.array())).matrix() + key - value);
+      dn = (e.array() * (1.0f + gain.array())).matrix();
+      delta_last.row(row) =
           rstd * (dn.array() - dn.mean() - normed.array() * dn.cwiseProduct(normed).mean())
                      .matrix();
       normed = e.cwiseProduct(normed);
     }
-  });
+    // Backward: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
+    for (int l = depth - 1; l >= 1; --l) {
+      const Index in = c.layer_in(l), out = c.layer_out(l);
+      const ConstMatMap weights = ConstView(state.w_base[l].data() + head * in * out, in, out, out);
+      auto prev = unit_delta_[l - 1].middleRows(head * u + t0, rows);
+      Multiply(prev, unit_delta_[l].middleRows(head * u + t0, rows), weights.transpose());
+      MultiplyByDerivative(c.activation, prev, unit_z_[l - 1].middleRows(head * u + t0, rows));
+    }
+  }
   Barrier(part.nth);
 
-  // Backward through the MLP: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
-  for (int l = depth - 1; l >= 1; --l) {
-    const Index in = c.layer_in(l), out = c.layer_out(l);
-    ForHeadShare(c.heads, static_cast<int>(in), part.ith, part.nth, kColumnAlign,
-                 [&](int head, Range cols) {
-      const ConstMatMap weights = ConstView(state.w_base[l].data() + head * in * out, in, out, out);
-      auto prev = Rows(unit_delta_[l - 1], head * u, u).middleCols(cols.begin, cols.size());
-      prev.noalias() =
-          Rows(unit_delta_[l], head * u, u) * weights.middleRows(cols.begin, cols.size()).transpose();
-      MultiplyByDerivative(c.activation, prev,
-                           Rows(unit_z_[l - 1], head * u, u).middleCols(cols.begin, cols.size()));
-    });
-    Barrier(part.nth);
-  }
-
-  // Fold the unit into the fast weights: sum_t c_t u_t = -A^T diag(c) Delta per layer (and the
-  // same with e_t for the momentum), then W = A0 W + f S - G_c, S = E0 S - G_e, one column
-  // slice at a time so no thread waits for another.
+  // Stage 2, split by heads or weight columns: fold the unit into the fast weights. Per layer
+  // sum_t c_t u_t = -A^T diag(c) Delta (and the same with e_t for the momentum), then
+  // W = A0 W + f S - G_c, S = E0 S - G_e; a commit copies the slice into W_base.
+  const bool commit = c.chunk > 0 && position_after % c.chunk == 0;
   RowMatrix& grad_c = grad_c_[part.ith];
   RowMatrix& grad_e = grad_e_[part.ith];
   RowMatrix& scaled_c = scaled_c_[part.ith];
@@ -501,13 +505,15 @@ void MemoryWorkspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
                  [&](int head, Range cols) {
       const Index w = cols.size();
       const auto delta = Rows(unit_delta_[l], head * u, u).middleCols(cols.begin, w);
+      const auto input = layer_input(l, head, 0, u);
       const auto cc = coef_c_.row(head).transpose();
       const auto ce = coef_e_.row(head).transpose();
       auto gc = grad_c.topLeftCorner(in, w);
       auto sc = scaled_c.topLeftCorner(u, w);
       sc = delta.array().colwise() * cc.array();
-      gc.noalias() = layer_input(l, head).transpose() * sc;
-      MatMap weights = View(state.w_cur[l].data() + head * in * out + cols.begin, in, w, out);
+      Multiply(gc, input.transpose(), sc);
+      const Index offset = head * in * out + cols.begin;
+      MatMap weights = View(state.w_cur[l].data() + offset, in, w, out);
       const float decay = decay_all_[head];
       if (!c.momentum) {
         weights = decay * weights - gc;
@@ -515,63 +521,51 @@ void MemoryWorkspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
         auto ge = grad_e.topLeftCorner(in, w);
         auto se = scaled_e.topLeftCorner(u, w);
         se = delta.array().colwise() * ce.array();
-        ge.noalias() = layer_input(l, head).transpose() * se;
-        MatMap mom = View(state.momentum[l].data() + head * in * out + cols.begin, in, w, out);
+        Multiply(ge, input.transpose(), se);
+        MatMap mom = View(state.momentum[l].data() + offset, in, w, out);
         weights = decay * weights + momentum_carry_[head] * mom - gc;
         mom = momentum_all_[head] * mom - ge;
       }
+      if (commit) View(state.w_base[l].data() + offset, in, w, out) = weights;
       if (!(last && ln)) return;
       // The gain g of kLnResidual, same rule; its per-token gradients are the rows of unit_dg_.
       const auto dg = Rows(unit_dg_, head * u, u).middleCols(cols.begin, w);
-      auto gain = Eigen::Map<Eigen::RowVectorXf>(state.g_cur.data() + head * dh + cols.begin, w);
-      const Eigen::RowVectorXf dgc = cc.transpose() * dg;
-      if (!c.momentum) {
-        gain = decay * gain - dgc;
-      } else {
-        auto gmom =
-            Eigen::Map<Eigen::RowVectorXf>(state.g_momentum.data() + head * dh + cols.begin, w);
-        const Eigen::RowVectorXf dge = ce.transpose() * dg;
-        gain = decay * gain + momentum_carry_[head] * gmom - dgc;
-        gmom = momentum_all_[head] * gmom - dge;
+      const Index goff = head * dh + cols.begin;
+      auto gain = Eigen::Map<Eigen::RowVectorXf>(state.g_cur.data() + goff, w);
+      gain *= decay;
+      if (c.momentum) {
+        auto gmom = Eigen::Map<Eigen::RowVectorXf>(state.g_momentum.data() + goff, w);
+        gain += momentum_carry_[head] * gmom;
+        gmom *= momentum_all_[head];
+        gmom.noalias() -= ce.transpose() * dg;
       }
+      gain.noalias() -= cc.transpose() * dg;
+      if (commit) Eigen::Map<Eigen::RowVectorXf>(state.g_base.data() + goff, w) = gain;
     });
   }
-  Barrier(part.nth);
-
-  // Commit: gradients are taken at the new weights from here on.
-  if (c.chunk > 0 && position_after % c.chunk == 0) {
-    for (int l = 0; l < depth; ++l) {
-      const Range r = Share(static_cast<int>(state.w_cur[l].size()), part.ith, part.nth);
-      std::copy(state.w_cur[l].begin() + r.begin, state.w_cur[l].begin() + r.end,
-                state.w_base[l].begin() + r.begin);
-    }
-    if (ln && part.ith == 0) state.g_base = state.g_cur;
-    Barrier(part.nth);
-  }
+  Barrier(part.nth);  // later reads and writes use the new weights
 }
 
 void MemoryWorkspace::Output(const NeuralMemory& memory, int n, float* out, Part part) {
   const MemoryConfig& c = memory.config();
-  const Index h = c.heads, dh = c.head_dim, hd = c.inner_dim(), d = c.d_model;
-  Barrier(part.nth);  // y_ complete
+  const Index dh = c.head_dim, hd = c.inner_dim(), d_out = memory.output_width();
+  Barrier(part.nth);  // y_ rows come from every thread
   const Range rows = Share(n, part.ith, part.nth);
+  if (rows.size() == 0) return;
+  auto y = y_.middleRows(rows.begin, rows.size());
   if (c.output_gate) {
-    for (int t = rows.begin; t < rows.end; ++t) {
-      for (Index head = 0; head < h; ++head) {
-        y_.block(t, head * dh, 1, dh) *= Sigmoid(gate_out_(t, head));
+    for (Index t = 0; t < y.rows(); ++t) {
+      for (Index head = 0; head < c.heads; ++head) {
+        y.block(t, head * dh, 1, dh) *= Sigmoid(gate_out_(rows.begin + t, head));
       }
     }
-    Barrier(part.nth);
   }
-  if (!c.output_proj) {
-    View(out + rows.begin * hd, rows.size(), hd, hd) = y_.middleRows(rows.begin, rows.size());
-    return;
+  MatMap result = View(out + rows.begin * d_out, rows.size(), d_out, d_out);
+  if (c.output_proj) {
+    Multiply(result, y, ConstView(memory.weights().w_out.data(), hd, d_out, d_out));
+  } else {
+    result = y;
   }
-  const Range cols = Share(static_cast<int>(d), part.ith, part.nth, kColumnAlign);
-  if (cols.size() == 0) return;
-  View(out, n, d, d).middleCols(cols.begin, cols.size()).noalias() =
-      y_.topRows(n) * ConstView(memory.weights().w_out.data(), hd, d, d).middleCols(cols.begin,
-                                                                               cols.size());
 }
 
 }  // namespace titans

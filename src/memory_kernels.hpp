@@ -63,8 +63,9 @@ class MemoryWorkspace {
   RowMatrix unit_dg_;  // [H * U, dh] per-token gradient rows of the kLnResidual gain
   // Per-thread scratch of the coefficient-weighted gradient products: [in, cols] each.
   std::vector<RowMatrix> grad_c_, grad_e_, scaled_c_, scaled_e_;
+  std::vector<RowMatrix> row_scratch_;  // per thread [2, dh]: one token's LayerNorm gradients
   // Per-head coefficients of the unit (see UnitCoefficients): [H, U] per token, [H] scalars.
-  RowMatrix coef_theta_, coef_c_, coef_e_;
+  RowMatrix coef_c_, coef_e_;
   std::vector<float> decay_all_, momentum_all_, momentum_carry_;
 };
 
