@@ -114,9 +114,24 @@ InitRule RuleFor(const MemoryConfig& c, const std::string& name) {
   const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(c.d_model));
   if (name.ends_with("_norm")) return {1.0f, 0.1f};  // RMSNorm gains near 1
   if (name.starts_with("conv_")) return {0.0f, 0.5f};
-  if (name == "b_theta") return {-2.0f, 0.2f};  // theta ~ 0.12 max_lr
-  if (name == "b_eta") return {2.0f, 0.2f};     // eta ~ 0.88
-  if (name == "b_alpha") return {-3.0f, 0.2f};  // alpha ~ 0.05
+  if (name == "b_theta") {
+    // Stable steps: up to max(chunk, step) gradients are summed at one W_base, momentum
+    // multiplies a step by about 1/(1 - eta) = 8, and the loss curvature is about 2 lambda
+    // |a|^2 for a layer input a: 1 for the keys (unit scale: L2-normalised, or RMS-scaled with
+    // the 1/dh loss), about 0.3 dm lambda for a hidden layer's activations.
+    const double lambda = c.loss == LossScale::kMean ? 1.0 / c.head_dim : 1.0;
+    const double curvature = c.depth > 1 ? std::max(1.0, 0.3 * c.hidden_dim() * lambda) : 1.0;
+    const int gradients = std::max(c.chunk, c.step);
+    const double p =
+        std::clamp(0.05 / (gradients * curvature) / std::max(c.max_lr, 1e-6f), 1e-7, 0.5);
+    return {static_cast<float>(std::log(p / (1.0 - p))), 0.2f};
+  }
+  if (name == "b_eta") return {2.0f, 0.2f};  // eta ~ 0.88
+  if (name == "b_alpha") {
+    // Forget about a thousandth per token: a half-life near 700 tokens.
+    const double p = std::min(0.5, 1e-3 * c.step);
+    return {static_cast<float>(std::log(p / (1.0 - p))), 0.2f};
+  }
   if (name == "gain") return {0.0f, 0.1f};      // g of LN(.) * (1 + g)
   if (name == "w_out") return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.inner_dim()))};
   if (name.starts_with("mlp.")) {

@@ -50,8 +50,10 @@ struct MemoryWeights {
   std::vector<float> w_gate;            // [d, H] output gate
   std::vector<float> w_out;             // [H*dh, d] output projection
 
-  // Seeded random weights of sensible scale for `config` (tests, benchmarks, demos). Gains are
-  // near 1, gate biases give theta ~ 0.1 * max_lr, eta ~ 0.9, alpha ~ 0.05.
+  // Seeded random weights of sensible scale for `config` (tests, benchmarks, demos): gains near
+  // 1, eta ~ 0.9, alpha ~ 0.001 per token, and theta scaled down by the number of gradients a
+  // commit block sums and by the MLP's curvature, so that the memory's test-time training
+  // stays stable on long streams.
   static MemoryWeights Random(const MemoryConfig& config, uint64_t seed);
 
   // Every tensor the config uses, with its name and expected shape.
