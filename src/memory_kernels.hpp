@@ -3,10 +3,13 @@
 // and decay recurrences folded into coefficient-weighted products, and batched reads. All
 // scratch is sized here once per session; Run allocates nothing.
 //
-// Threading: Run opens one OpenMP parallel region per tile. Every thread walks the same control
-// flow and does its share (ith, nth) of each stage; stages that read what another thread wrote
-// are separated by barriers. Work is split by heads when there are at least as many heads as
-// threads, otherwise by matrix columns (or rows, for row-wise steps such as LayerNorm).
+// Threading: Run opens one OpenMP parallel region per tile (fewer threads when the tile has
+// little work). Every thread walks the same control flow and does its share (ith, nth) of each
+// stage; stages that read what another thread wrote are separated by barriers. Everything
+// that is independent per token (projections, the keys' forward and backward pass, reads,
+// output) is split by token rows and needs no barrier inside; the gradient products and the
+// weight update are split by heads when there are enough of them, else by weight columns. A
+// unit costs three barriers.
 #pragma once
 
 #include <Eigen/Core>

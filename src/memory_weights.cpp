@@ -153,17 +153,24 @@ std::vector<ConstTensorView> MemoryWeights::Tensors(const MemoryConfig& config) 
   return Views<ConstTensorView>(config, *this, [](auto&&... a) { ForEachWeight(a...); });
 }
 
-MemoryWeights MemoryWeights::Random(const MemoryConfig& config, uint64_t seed) {
+MemoryWeights MemoryWeights::Zeros(const MemoryConfig& config) {
   config.Validate();
   MemoryWeights w;
   w.mlp.resize(static_cast<size_t>(config.depth));
-  NormalRng rng(seed);
-  ForEachWeight(config, w, [&](const std::string& name, const std::vector<int64_t>& shape,
-                               std::vector<float>& vec) {
-    const InitRule rule = RuleFor(config, name);
-    vec.resize(static_cast<size_t>(Product(shape)));
-    for (float& x : vec) x = rule.offset + rule.scale * rng.Next();
+  ForEachWeight(config, w, [](const std::string&, const std::vector<int64_t>& shape,
+                              std::vector<float>& vec) {
+    vec.assign(static_cast<size_t>(Product(shape)), 0.0f);
   });
+  return w;
+}
+
+MemoryWeights MemoryWeights::Random(const MemoryConfig& config, uint64_t seed) {
+  MemoryWeights w = Zeros(config);
+  NormalRng rng(seed);
+  for (TensorView& view : w.Tensors(config)) {
+    const InitRule rule = RuleFor(config, view.name);
+    for (int64_t i = 0; i < view.size(); ++i) view.data[i] = rule.offset + rule.scale * rng.Next();
+  }
   return w;
 }
 

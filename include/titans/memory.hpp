@@ -50,6 +50,8 @@ struct MemoryWeights {
   std::vector<float> w_gate;            // [d, H] output gate
   std::vector<float> w_out;             // [H*dh, d] output projection
 
+  // Every tensor the config uses, filled with zeros.
+  static MemoryWeights Zeros(const MemoryConfig& config);
   // Seeded random weights of sensible scale for `config` (tests, benchmarks, demos): gains near
   // 1, eta ~ 0.9, alpha ~ 0.001 per token, and theta scaled down by the number of gradients a
   // commit block sums and by the MLP's curvature, so that the memory's test-time training
@@ -68,6 +70,12 @@ class NeuralMemory {
  public:
   // Validates the config and the weights' shapes; throws titans::Error.
   NeuralMemory(MemoryConfig config, MemoryWeights weights);
+
+  // Memory weight files: safetensors with the config and a format version in the metadata and
+  // one F32 tensor per entry of MemoryWeights::Tensors (docs/STATE_FORMAT.md). Save writes
+  // atomically; Load checks format, config, every name, shape and value (titans::Error).
+  static std::shared_ptr<const NeuralMemory> Load(const std::string& path);
+  void Save(const std::string& path) const;
 
   const MemoryConfig& config() const { return config_; }
   const MemoryWeights& weights() const { return weights_; }

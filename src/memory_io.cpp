@@ -1,12 +1,12 @@
-// MemorySession::Save / Load: session state files.
-//
-// A state file is safetensors (src/io/safetensors.hpp) holding
-//   metadata  "format": "titans.memory_state", "format_version": "1",
-//             "config": MemoryConfig::ToJson() of the memory the state belongs to;
-//   tensors   "position" I64 [1], "pending" I64 [1], then every tensor of
-//             MemoryState::Tensors(config) as F32 with the names and shapes given there.
-// Load builds the new state completely and checks it before replacing the session's state, so
-// a failed Load leaves the session as it was.
+// Memory files: NeuralMemory::Save / Load (learned weights) and MemorySession::Save / Load
+// (one stream's state). Both are safetensors (src/io/safetensors.hpp) holding
+//   metadata  "format": "titans.memory" or "titans.memory_state", "format_version": "1",
+//             "config": MemoryConfig::ToJson();
+//   tensors   weights: every tensor of MemoryWeights::Tensors(config) as F32;
+//             state: "position" I64 [1], "pending" I64 [1], then every tensor of
+//             MemoryState::Tensors(config) as F32.
+// docs/STATE_FORMAT.md describes both. Loading builds the new object completely and checks it
+// before anything is replaced, so a failed Load leaves the session as it was.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -21,7 +21,8 @@
 namespace titans {
 namespace {
 
-constexpr const char* kFormatName = "titans.memory_state";
+constexpr const char* kWeightsFormat = "titans.memory";
+constexpr const char* kStateFormat = "titans.memory_state";
 constexpr const char* kFormatVersion = "1";
 constexpr const char* kPosition = "position";
 constexpr const char* kPending = "pending";
@@ -38,7 +39,7 @@ const std::string& RequireMetadata(const std::string& path, const io::Safetensor
   const auto it = file.metadata().find(key);
   if (it == file.metadata().end()) {
     Fail(ErrorCode::kFormat, path,
-         "not a titans memory state file (no \"" + key + "\" in the metadata)");
+         "not a titans memory file (no \"" + key + "\" in the metadata)");
   }
   return it->second;
 }
@@ -91,7 +92,71 @@ int64_t ReadI64Scalar(const std::string& path, const io::SafetensorsFile& file,
   return value;
 }
 
+// Checks format and version and returns the config stored in the metadata.
+MemoryConfig ReadHeader(const std::string& path, const io::SafetensorsFile& file,
+                        const char* expected_format) {
+  const std::string& format = RequireMetadata(path, file, "format");
+  if (format != expected_format) {
+    Fail(ErrorCode::kFormat, path,
+         "format is \"" + Truncated(format) + "\", expected \"" + expected_format + "\"");
+  }
+  const std::string& version = RequireMetadata(path, file, "format_version");
+  if (version != kFormatVersion) {
+    Fail(ErrorCode::kFormat, path,
+         "unsupported format_version \"" + Truncated(version) + "\" (this build reads " +
+             kFormatVersion + ")");
+  }
+  try {
+    return MemoryConfig::FromJson(RequireMetadata(path, file, "config"));
+  } catch (const Error& e) {  // malformed JSON (kFormat) or an invalid config (kConfig)
+    Fail(ErrorCode::kFormat, path, std::string("bad config in the metadata: ") + e.what());
+  }
+}
+
+// Reads every tensor of `views` (F32, exact shape, finite) and rejects any other tensor than
+// those and `also_expected`.
+template <class Views>
+void ReadTensors(const std::string& path, const io::SafetensorsFile& file, const Views& views,
+                 std::set<std::string> also_expected) {
+  for (const TensorView& view : views) {
+    RequireTensor(path, file, view.name, io::DType::kF32, view.shape);
+    file.ReadF32(view.name, view.shape, {view.data, static_cast<size_t>(view.size())});
+    for (int64_t i = 0; i < view.size(); ++i) {
+      if (!std::isfinite(view.data[i])) {
+        Fail(ErrorCode::kFormat, path,
+             "tensor \"" + view.name + "\" has a non-finite value at flat index " +
+                 std::to_string(i));
+      }
+    }
+    also_expected.insert(view.name);
+  }
+  for (const io::TensorRecord& t : file.tensors()) {
+    if (!also_expected.count(t.name)) {
+      Fail(ErrorCode::kFormat, path, "unexpected tensor \"" + t.name + "\"");
+    }
+  }
+}
+
 }  // namespace
+
+std::shared_ptr<const NeuralMemory> NeuralMemory::Load(const std::string& path) {
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
+  const MemoryConfig config = ReadHeader(path, file, kWeightsFormat);
+  MemoryWeights weights = MemoryWeights::Zeros(config);
+  ReadTensors(path, file, weights.Tensors(config), {});
+  return std::make_shared<const NeuralMemory>(config, std::move(weights));
+}
+
+void NeuralMemory::Save(const std::string& path) const {
+  std::vector<io::TensorToWrite> tensors;
+  for (const ConstTensorView& view : weights_.Tensors(config_)) {
+    tensors.push_back({view.name, io::DType::kF32, view.shape, view.data});
+  }
+  io::WriteSafetensors(
+      path,
+      {{"format", kWeightsFormat}, {"format_version", kFormatVersion}, {"config", config_.ToJson()}},
+      tensors);
+}
 
 void MemorySession::Save(const std::string& path) const {
   const MemoryConfig& config = memory_->config();
@@ -105,7 +170,7 @@ void MemorySession::Save(const std::string& path) const {
   }
   io::WriteSafetensors(
       path,
-      {{"format", kFormatName}, {"format_version", kFormatVersion}, {"config", config.ToJson()}},
+      {{"format", kStateFormat}, {"format_version", kFormatVersion}, {"config", config.ToJson()}},
       tensors);
 }
 
@@ -113,23 +178,7 @@ void MemorySession::Load(const std::string& path) {
   const MemoryConfig& config = memory_->config();
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
 
-  const std::string& format = RequireMetadata(path, file, "format");
-  if (format != kFormatName) {
-    Fail(ErrorCode::kFormat, path,
-         "format is \"" + Truncated(format) + "\", expected \"" + kFormatName + "\"");
-  }
-  const std::string& version = RequireMetadata(path, file, "format_version");
-  if (version != kFormatVersion) {
-    Fail(ErrorCode::kFormat, path,
-         "unsupported format_version \"" + Truncated(version) + "\" (this build reads " +
-             kFormatVersion + ")");
-  }
-  MemoryConfig saved;
-  try {
-    saved = MemoryConfig::FromJson(RequireMetadata(path, file, "config"));
-  } catch (const Error& e) {  // malformed JSON (kFormat) or an invalid config (kConfig)
-    Fail(ErrorCode::kFormat, path, std::string("bad config in the metadata: ") + e.what());
-  }
+  const MemoryConfig saved = ReadHeader(path, file, kStateFormat);
   if (!(saved == config)) {
     Fail(ErrorCode::kMismatch, path,
          "state saved for another memory config: " + DescribeDifference(saved, config));
@@ -153,25 +202,7 @@ void MemorySession::Load(const std::string& path) {
   }
   next.pending = static_cast<int>(pending);
 
-  std::set<std::string> expected{kPosition, kPending};
-  for (const TensorView& view : next.Tensors(config)) {
-    RequireTensor(path, file, view.name, io::DType::kF32, view.shape);
-    file.ReadF32(view.name, view.shape, {view.data, static_cast<size_t>(view.size())});
-    for (int64_t i = 0; i < view.size(); ++i) {
-      if (!std::isfinite(view.data[i])) {
-        Fail(ErrorCode::kFormat, path,
-             "tensor \"" + view.name + "\" has a non-finite value at flat index " +
-                 std::to_string(i));
-      }
-    }
-    expected.insert(view.name);
-  }
-  for (const io::TensorRecord& t : file.tensors()) {
-    if (!expected.count(t.name)) {
-      Fail(ErrorCode::kFormat, path, "unexpected tensor \"" + t.name + "\"");
-    }
-  }
-
+  ReadTensors(path, file, next.Tensors(config), {kPosition, kPending});
   state_ = std::move(next);
 }
 
