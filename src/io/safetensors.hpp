@@ -1,0 +1,69 @@
+// safetensors reading and atomic writing (internal).
+//
+// Format: 8-byte little-endian header length N, N bytes of JSON
+//   {"__metadata__": {str: str, ...}, "<name>": {"dtype": "F32", "shape": [...],
+//    "data_offsets": [begin, end]}, ...}
+// then the raw little-endian tensor bytes; offsets are relative to the end of the header.
+// Reading maps the file read-only and checks everything before anything is used: header length
+// within the file, valid JSON, known dtypes, offsets inside the data, byte counts equal to
+// shape x dtype size, no overlaps. Errors are titans::Error (kIo, kFormat).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace titans::io {
+
+enum class DType { kF32, kF64, kI32, kI64 };
+size_t DTypeSize(DType dtype);
+const char* ToString(DType dtype);  // "F32", "F64", "I32", "I64"
+
+struct TensorRecord {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::span<const std::byte> bytes;  // into the mapping; valid while the file object lives
+};
+
+class SafetensorsFile {
+ public:
+  static SafetensorsFile Open(const std::string& path);  // throws titans::Error
+  SafetensorsFile(SafetensorsFile&&) noexcept;
+  SafetensorsFile& operator=(SafetensorsFile&&) noexcept;
+  ~SafetensorsFile();
+
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::vector<TensorRecord>& tensors() const { return tensors_; }
+  const TensorRecord* Find(const std::string& name) const;  // nullptr if absent
+
+  // Copies the named F32 tensor into `out` after checking name, dtype and shape; throws
+  // Error(kMismatch) naming the tensor and what differs.
+  void ReadF32(const std::string& name, const std::vector<int64_t>& shape,
+               std::span<float> out) const;
+
+ private:
+  SafetensorsFile() = default;
+  struct Mapping;
+  std::unique_ptr<Mapping> mapping_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorRecord> tensors_;
+};
+
+struct TensorToWrite {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const void* data;  // shape-product x DTypeSize(dtype) bytes
+};
+
+// Writes `path` atomically: a temporary file in the same directory, fsync, rename over `path`.
+// On error `path` is untouched and the temporary file removed; throws Error(kIo).
+void WriteSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
+                      const std::vector<TensorToWrite>& tensors);
+
+}  // namespace titans::io
