@@ -1,24 +1,21 @@
 // No heap allocation in the per-token hot path: MemorySession::Forward allocates nothing once
-// the session exists (all scratch is sized at construction). malloc is interposed for this
-// test binary and counts calls while `counting` is set.
+// the session exists (all scratch is sized at construction). This file also defines, once for
+// the whole test binary, the interposed malloc behind tests/alloc_counter.hpp.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <vector>
 
+#include "alloc_counter.hpp"
 #include "titans/titans.hpp"
 
 extern "C" void* __libc_malloc(size_t size);
 
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<long> allocations{0};
-}  // namespace
-
 extern "C" void* malloc(size_t size) {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
+  if (titans::testing::counting_allocations.load(std::memory_order_relaxed)) {
+    titans::testing::allocation_count.fetch_add(1);
+  }
   return __libc_malloc(size);
 }
 
@@ -29,14 +26,12 @@ long AllocationsDuring(MemorySession& session, const std::vector<float>& x, std:
                        int tokens_per_call) {
   const size_t d = static_cast<size_t>(session.memory().input_width());
   const size_t d_out = static_cast<size_t>(session.memory().output_width());
-  allocations = 0;
-  counting = true;
+  testing::CountAllocations counter;
   for (size_t t = 0; t + tokens_per_call <= x.size() / d; t += tokens_per_call) {
     session.Forward(std::span<const float>(x.data() + t * d, tokens_per_call * d),
                     std::span<float>(y.data() + t * d_out, tokens_per_call * d_out));
   }
-  counting = false;
-  return allocations.load();
+  return counter.count();
 }
 
 TEST(NoAllocation, ForwardAllocatesNothing) {
@@ -54,13 +49,12 @@ TEST(NoAllocation, ForwardAllocatesNothing) {
       std::vector<float> x(static_cast<size_t>(tokens) * config.d_model, 0.25f);
       for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 97) / 97.0f - 0.5f;
       std::vector<float> y(static_cast<size_t>(tokens) * memory->output_width());
-      // Sanity check of the counter itself: an allocation made while counting is seen.
-      counting = true;
-      allocations = 0;
-      void* probe = std::malloc(64);
-      counting = false;
-      std::free(probe);
-      ASSERT_EQ(allocations.load(), 1);
+      {  // Sanity check of the counter itself: an allocation made while counting is seen.
+        testing::CountAllocations counter;
+        void* probe = std::malloc(64);
+        std::free(probe);
+        ASSERT_EQ(counter.count(), 1);
+      }
 
       // One call first: the process's first parallel region with this many threads makes
       // libgomp create its worker threads, which allocates once per process, not per call.
