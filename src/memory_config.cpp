@@ -82,8 +82,6 @@ void MemoryConfig::Validate() const {
   Require(read != ReadRule::kChunk || chunk > 0,
           "read = chunk needs chunk > 0 (with chunk = 0 use read = step)");
   Require(read_offset == 0 || read_offset == 1, "read_offset must be 0 or 1");
-  Require(output_proj || inner_dim() == d_model,
-          "without output_proj, heads * head_dim must equal d_model");
 }
 
 double MemoryConfig::FlopsPerToken() const {

@@ -15,11 +15,10 @@
 #include <Eigen/Core>
 #include <vector>
 
+#include "linalg.hpp"
 #include "titans/memory.hpp"
 
 namespace titans {
-
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 class MemoryWorkspace {
  public:

@@ -10,14 +10,40 @@
 #include "alloc_counter.hpp"
 #include "titans/titans.hpp"
 
-extern "C" void* __libc_malloc(size_t size);
+#if defined(__SANITIZE_ADDRESS__)
+#define TITANS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TITANS_ASAN 1
+#endif
+#endif
 
-extern "C" void* malloc(size_t size) {
+namespace {
+void CountOne() {
   if (titans::testing::counting_allocations.load(std::memory_order_relaxed)) {
     titans::testing::allocation_count.fetch_add(1);
   }
+}
+}  // namespace
+
+#ifdef TITANS_ASAN
+// AddressSanitizer owns malloc; it reports every allocation to an installed hook instead.
+// (Declared here: GCC installs no sanitizer/allocator_interface.h.)
+extern "C" int __sanitizer_install_malloc_and_free_hooks(
+    void (*malloc_hook)(const volatile void*, size_t), void (*free_hook)(const volatile void*));
+namespace {
+void OnMalloc(const volatile void*, size_t) { CountOne(); }
+void OnFree(const volatile void*) {}
+const int hooks_installed = __sanitizer_install_malloc_and_free_hooks(OnMalloc, OnFree);
+}  // namespace
+#else
+extern "C" void* __libc_malloc(size_t size);
+
+extern "C" void* malloc(size_t size) {
+  CountOne();
   return __libc_malloc(size);
 }
+#endif
 
 namespace titans {
 namespace {

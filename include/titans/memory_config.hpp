@@ -47,7 +47,7 @@ struct MemoryConfig {
 
   // 1.5 Head output.
   bool output_gate = false;  // per-head sigmoid(r W_gate) on the retrieved values
-  bool output_proj = true;   // project H*dh -> d; without it H*dh must equal d
+  bool output_proj = true;   // project H*dh -> d; without it the output is [n, H*dh]
 
   int hidden_dim() const { return static_cast<int>(static_cast<float>(head_dim) * expansion); }
   int inner_dim() const { return heads * head_dim; }  // H*dh
