@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "memory_kernels.hpp"
 #include "titans/error.hpp"
@@ -66,6 +67,37 @@ void MemorySession::Forward(std::span<const float> store, std::span<const float>
   if (n == 0) return;
   workspace_->Run(*memory_, state_, store.data(), retrieve.data(), static_cast<int>(n),
                   out.data());
+}
+
+void MemorySession::SetState(MemoryState state) {
+  const MemoryConfig& c = memory_->config();
+  const MemoryState sizes = MemoryState::Initial(*memory_);
+  const auto want = sizes.Tensors(c);
+  const auto have = std::as_const(state).Tensors(c);
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (have[i].size() != want[i].size()) {
+      throw Error(ErrorCode::kMismatch, "memory state tensor '" + want[i].name + "' has " +
+                                            std::to_string(have[i].size()) +
+                                            " values, this memory needs " +
+                                            std::to_string(want[i].size()));
+    }
+    for (int64_t j = 0; j < have[i].size(); ++j) {
+      if (!std::isfinite(have[i].data[j])) {
+        throw Error(ErrorCode::kInvalidArgument, "memory state tensor '" + want[i].name +
+                                                     "' is not finite at flat index " +
+                                                     std::to_string(j));
+      }
+    }
+  }
+  // A unit is written as soon as its last token arrives and units start at position 0, so the
+  // tokens waiting are exactly position mod U.
+  if (state.position < 0 || state.pending != state.position % c.unit()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "memory state: pending " + std::to_string(state.pending) +
+                    " does not match position " + std::to_string(state.position) +
+                    " (it must be position mod " + std::to_string(c.unit()) + ")");
+  }
+  state_ = std::move(state);
 }
 
 void MemorySession::Reset() { state_ = MemoryState::Initial(*memory_); }

@@ -144,6 +144,10 @@ class MemorySession {
   const NeuralMemory& memory() const { return *memory_; }
   const std::shared_ptr<const NeuralMemory>& memory_ptr() const { return memory_; }
 
+  // Replaces the stream's state, e.g. with one assembled by a container format. Throws
+  // Error(kMismatch) when a tensor's size does not fit this memory, Error(kInvalidArgument)
+  // when position and pending disagree or a value is not finite; unchanged on error.
+  void SetState(MemoryState state);
   void Reset();                  // back to the initial state (position 0)
   MemorySession Clone() const;   // an independent copy of this stream
 

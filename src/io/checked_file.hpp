@@ -1,0 +1,48 @@
+// Reading the engine's own safetensors files (memory weights, memory states, models): the checks
+// they share. Every failure is a titans::Error whose message starts with the file's path.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.hpp"
+#include "titans/error.hpp"
+#include "titans/memory.hpp"
+
+namespace titans::io {
+
+[[noreturn]] void Fail(ErrorCode code, const std::string& path, const std::string& problem);
+std::string Truncated(const std::string& s, size_t limit = 200);
+std::string ShapeString(const std::vector<int64_t>& shape);
+
+// Checks the metadata's "format" (== format) and "format_version" (== version) and returns its
+// "config" text. `what` names the kind of file in messages ("model", "memory"). kFormat.
+const std::string& CheckHeader(const std::string& path, const SafetensorsFile& file,
+                               const std::string& what, const char* format,
+                               const char* version);
+
+// Parses the header's config with Config::FromJson; any error there is a kFormat error.
+template <class Config>
+Config ParseConfig(const std::string& path, const std::string& text) {
+  try {
+    return Config::FromJson(text);
+  } catch (const Error& e) {  // malformed JSON (kFormat) or an invalid config (kConfig)
+    Fail(ErrorCode::kFormat, path, std::string("bad config in the metadata: ") + e.what());
+  }
+}
+
+// The tensor `name`, of exactly this dtype and shape (kFormat otherwise).
+const TensorRecord& RequireTensor(const std::string& path, const SafetensorsFile& file,
+                                  const std::string& name, DType dtype,
+                                  const std::vector<int64_t>& shape);
+int64_t ReadI64Scalar(const std::string& path, const SafetensorsFile& file,
+                      const std::string& name);
+
+// Fills every view from the file (each present, F32, of exactly the view's shape, finite) and
+// rejects any tensor that is neither a view nor in `others` (kFormat).
+void ReadTensors(const std::string& path, const SafetensorsFile& file,
+                 const std::vector<TensorView>& views, const std::set<std::string>& others = {});
+
+}  // namespace titans::io
