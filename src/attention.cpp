@@ -1,0 +1,399 @@
+#include "attention.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "linalg.hpp"
+#include "titans/error.hpp"
+
+namespace titans {
+namespace {
+
+using linalg::ConstView;
+using linalg::Index;
+using linalg::Range;
+using linalg::Share;
+using linalg::View;
+
+// c += a b in panels, as linalg::Multiply (which assigns) does: no heap packing buffers.
+template <class C, class A, class B>
+void MultiplyAdd(C&& c, const A& a, const B& b) {
+  constexpr Index kRows = 128, kDepth = 256, kCols = 128;
+  const Index m = c.rows(), n = c.cols(), k = a.cols();
+  for (Index k0 = 0; k0 < k; k0 += kDepth) {
+    const Index kd = std::min(kDepth, k - k0);
+    for (Index i0 = 0; i0 < m; i0 += kRows) {
+      const Index md = std::min(kRows, m - i0);
+      for (Index j0 = 0; j0 < n; j0 += kCols) {
+        const Index nd = std::min(kCols, n - j0);
+        c.block(i0, j0, md, nd).noalias() += a.block(i0, k0, md, kd) * b.block(k0, j0, kd, nd);
+      }
+    }
+  }
+}
+
+std::string Field(const char* name, int64_t value) {
+  return std::string(name) + " = " + std::to_string(value);
+}
+
+// Visible window keys (not counting persistent pairs) of the token at absolute position t.
+int64_t VisibleKeys(int window, int64_t t) {
+  return window > 0 ? std::min<int64_t>(window, t + 1) : t + 1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Shape.
+
+void AttentionShape::Validate() const {
+  auto fail = [](const std::string& message) { throw Error(ErrorCode::kConfig, message); };
+  if (heads < 1) fail("attention heads must be >= 1, got " + Field("heads", heads));
+  if (kv_heads < 1) fail("attention kv_heads must be >= 1, got " + Field("kv_heads", kv_heads));
+  if (heads % kv_heads != 0) {
+    fail("attention heads must be a multiple of kv_heads, got " + Field("heads", heads) + ", " +
+         Field("kv_heads", kv_heads));
+  }
+  if (head_dim < 2 || head_dim % 2 != 0) {
+    fail("attention head_dim must be even and >= 2 (rotary turns pairs), got " +
+         Field("head_dim", head_dim));
+  }
+  if (int64_t{heads} * head_dim > (1 << 24)) {
+    fail("attention heads * head_dim is too large: " + Field("heads", heads) + ", " +
+         Field("head_dim", head_dim));
+  }
+  if (window < 0) fail("attention window must be >= 0 (0 = full causal), got " + Field("window", window));
+  if (persistent < 0) fail("attention persistent must be >= 0, got " + Field("persistent", persistent));
+  if (!(rope_base > 0.0f) || !std::isfinite(rope_base)) {
+    fail("attention rope_base must be finite and > 0, got " + std::to_string(rope_base));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary.
+
+void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_position, float base) {
+  const int pairs = head_dim / 2;
+  const Index width = Index{heads} * head_dim;
+  // Frequencies in chunks on the stack: no allocation for any head_dim.
+  constexpr int kChunk = 64;
+  double freq[kChunk];
+  for (int i0 = 0; i0 < pairs; i0 += kChunk) {
+    const int count = std::min(kChunk, pairs - i0);
+    for (int i = 0; i < count; ++i) {
+      freq[i] = std::pow(static_cast<double>(base),
+                         -2.0 * static_cast<double>(i0 + i) / static_cast<double>(head_dim));
+    }
+    for (int t = 0; t < n; ++t) {
+      const double position = static_cast<double>(first_position + t);
+      float* row = x + t * width;
+      for (int i = 0; i < count; ++i) {
+        const double angle = position * freq[i];
+        const float c = static_cast<float>(std::cos(angle));
+        const float s = static_cast<float>(std::sin(angle));
+        for (int h = 0; h < heads; ++h) {
+          float* pair = row + Index{h} * head_dim + 2 * (i0 + i);
+          const float a = pair[0], b = pair[1];
+          pair[0] = a * c - b * s;
+          pair[1] = b * c + a * s;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache.
+
+AttentionCache::AttentionCache(const AttentionShape& shape, int64_t reserve_tokens)
+    : window_(shape.window), kv_width_(shape.kv_width()) {
+  shape.Validate();
+  if (reserve_tokens < 0) {
+    throw Error(ErrorCode::kInvalidArgument, "AttentionCache: reserve_tokens must be >= 0");
+  }
+  if (window_ > 0) {
+    keys_.assign(static_cast<size_t>(window_) * kv_width_, 0.0f);
+    values_.assign(keys_.size(), 0.0f);
+  } else {
+    keys_.reserve(static_cast<size_t>(reserve_tokens) * kv_width_);
+    values_.reserve(static_cast<size_t>(reserve_tokens) * kv_width_);
+  }
+}
+
+void AttentionCache::CopyRows(const float* k, const float* v, int r0, int r1, int n,
+                              int64_t position) {
+  // Only the last w of the n new rows survive.
+  r0 = std::max(r0, n - window_);
+  const size_t bytes = sizeof(float) * static_cast<size_t>(kv_width_);
+  for (int r = r0; r < r1; ++r) {
+    const size_t slot = static_cast<size_t>((position + r) % window_);
+    std::memcpy(keys_.data() + slot * kv_width_, k + static_cast<size_t>(r) * kv_width_, bytes);
+    std::memcpy(values_.data() + slot * kv_width_, v + static_cast<size_t>(r) * kv_width_, bytes);
+  }
+}
+
+void AttentionCache::Advance(int n) {
+  position_ += n;
+  count_ = window_ > 0 ? std::min<int64_t>(window_, count_ + n) : count_ + n;
+}
+
+void AttentionCache::Append(const float* k, const float* v, int n) {
+  if (n <= 0) return;
+  if (window_ > 0) {
+    CopyRows(k, v, 0, n, n, position_);
+  } else {
+    const size_t count = static_cast<size_t>(n) * kv_width_;
+    keys_.insert(keys_.end(), k, k + count);
+    values_.insert(values_.end(), v, v + count);
+  }
+  Advance(n);
+}
+
+void AttentionCache::Reset() {
+  position_ = 0;
+  count_ = 0;
+  if (window_ == 0) {
+    keys_.clear();
+    values_.clear();
+  }
+}
+
+bool AttentionCache::SameContents(const AttentionCache& other) const {
+  if (window_ != other.window_ || kv_width_ != other.kv_width_ ||
+      position_ != other.position_ || count_ != other.count_) {
+    return false;
+  }
+  const size_t bytes = sizeof(float) * static_cast<size_t>(kv_width_);
+  for (int64_t j = first(); j < position_; ++j) {
+    if (std::memcmp(key(j), other.key(j), bytes) != 0) return false;
+    if (std::memcmp(value(j), other.value(j), bytes) != 0) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel.
+
+AttentionWorkspace::AttentionWorkspace(const AttentionShape& shape, int threads)
+    : threads_(threads) {
+  shape.Validate();
+  if (threads < 1) {
+    throw Error(ErrorCode::kInvalidArgument, "AttentionWorkspace: threads must be >= 1");
+  }
+  const Index dh = shape.head_dim;
+  scratch_.resize(static_cast<size_t>(threads));
+  for (Scratch& s : scratch_) {
+    s.q.setZero(kTile, dh);
+    s.s.setZero(kTile, kBlock);
+    s.o.setZero(kTile, dh);
+    s.m.setZero(kTile);
+    s.l.setZero(kTile);
+  }
+}
+
+double AttentionWorkspace::Flops(const AttentionShape& shape, int64_t position, int n) {
+  double keys = 0;
+  for (int t = 0; t < n; ++t) {
+    keys += static_cast<double>(VisibleKeys(shape.window, position + t) + shape.persistent);
+  }
+  return 4.0 * shape.head_dim * shape.heads * keys;
+}
+
+void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& cache,
+                                 const AttentionInputs& in, int n, float* out) {
+  if (cache.window() != shape.window || cache.kv_width() != shape.kv_width()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "AttentionWorkspace::Forward: the cache has window " +
+                    std::to_string(cache.window()) + " and width " +
+                    std::to_string(cache.kv_width()) + ", the shape window " +
+                    std::to_string(shape.window) + " and width " +
+                    std::to_string(shape.kv_width()));
+  }
+  if (n < 0) throw Error(ErrorCode::kInvalidArgument, "AttentionWorkspace::Forward: n < 0");
+  if (n == 0) return;
+  if (!in.q || !in.k || !in.v || !out ||
+      (shape.persistent > 0 && (!in.persistent_k || !in.persistent_v))) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "AttentionWorkspace::Forward: missing input pointer (q, k, v, out, or the "
+                "persistent keys/values of a shape with persistent pairs)");
+  }
+  // Enough work per thread to pay for the region and its barriers; never more threads than
+  // work items.
+  const int items = shape.heads * ((n + kTile - 1) / kTile);
+  const double flops = Flops(shape, cache.position(), n);
+  const int team = static_cast<int>(std::clamp(
+      flops / kMinFlopsPerThread, 1.0, static_cast<double>(std::min(threads_, items))));
+  if (team == 1) {
+    Forward(shape, cache, in, n, out, 0, 1);
+  } else {
+#pragma omp parallel num_threads(team)
+    Forward(shape, cache, in, n, out, omp_get_thread_num(), omp_get_num_threads());
+  }
+}
+
+void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& cache,
+                                 const AttentionInputs& in, int n, float* out, int ith,
+                                 int nth) {
+  const int64_t position = cache.position();  // read by every thread before the first barrier
+  Attend(shape, cache, in, n, out, ith, nth);
+  linalg::Barrier(nth);  // every query has read the old entries that the new keys overwrite
+  if (cache.window() > 0) {
+    // The copies use the position read above, so thread 0 may advance meanwhile.
+    const Range rows = Share(n, ith, nth);
+    cache.CopyRows(in.k, in.v, rows.begin, rows.end, n, position);
+    if (ith == 0) cache.Advance(n);
+  } else if (ith == 0) {
+    cache.Append(in.k, in.v, n);  // may reallocate: one thread
+  }
+  linalg::Barrier(nth);
+}
+
+void AttentionWorkspace::Attend(const AttentionShape& shape, const AttentionCache& cache,
+                                const AttentionInputs& in, int n, float* out, int ith, int nth) {
+  const int tiles = (n + kTile - 1) / kTile;
+  // Head-major items: an equal share of heads per thread when H is a multiple of nth, so the
+  // threads get the same mix of short (early) and long tiles; adjacent query heads of a share
+  // read the same kv head.
+  const Range items = Share(shape.heads * tiles, ith, nth);
+  Scratch& scratch = scratch_[static_cast<size_t>(ith)];
+  for (int item = items.begin; item < items.end; ++item) {
+    const int head = item / tiles, tile = item % tiles;
+    const int t0 = tile * kTile;
+    AttendItem(shape, cache, in, out, head, t0, std::min(kTile, n - t0), scratch);
+  }
+}
+
+void AttentionWorkspace::AttendItem(const AttentionShape& shape, const AttentionCache& cache,
+                                    const AttentionInputs& in, float* out, int head, int t0,
+                                    int rows, Scratch& scratch) {
+  const Index dh = shape.head_dim, qw = shape.q_width(), kw = shape.kv_width();
+  const Index kv_col = Index{head / shape.group()} * dh;
+  const int window = shape.window;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+
+  const int64_t position = cache.position();  // of new row 0
+  const int64_t i0 = position + t0, i1 = position + t0 + rows - 1;  // the tile's positions
+
+  auto q = View(scratch.q.data(), rows, dh, dh);
+  q.noalias() = ConstView(in.q + t0 * qw + Index{head} * dh, rows, dh, qw) * scale;
+  auto o = View(scratch.o.data(), rows, dh, dh);
+  o.setZero();
+  float* m = scratch.m.data();
+  float* l = scratch.l.data();
+  std::fill(m, m + rows, minus_inf);
+  std::fill(l, l + rows, 0.0f);
+
+  // One block of nb consecutive keys: absolute positions first.. (or persistent: all visible).
+  auto block = [&](const float* keys, const float* values, int nb, int64_t first,
+                   bool persistent) {
+    auto s = View(scratch.s.data(), rows, nb, kBlock);
+    linalg::Multiply(s, q, ConstView(keys + kv_col, nb, dh, kw).transpose());
+    // Every row sees every key of the block when the block lies within all rows' windows.
+    const bool all_visible =
+        persistent || (first + nb - 1 <= i0 && (window == 0 || first > i1 - window));
+    for (int r = 0; r < rows; ++r) {
+      int lo = 0, hi = nb;
+      if (!all_visible) {
+        const int64_t i = i0 + r;
+        hi = static_cast<int>(std::clamp<int64_t>(i + 1 - first, 0, nb));
+        if (window > 0) lo = static_cast<int>(std::clamp<int64_t>(i - window + 1 - first, 0, nb));
+      }
+      auto row = s.row(r);
+      if (lo >= hi) {
+        row.setZero();
+        continue;
+      }
+      auto seg = row.segment(lo, hi - lo);
+      const float m_new = std::max(m[r], seg.maxCoeff());
+      const float alpha = std::exp(m[r] - m_new);  // 0 for the row's first visible block
+      seg = (seg.array() - m_new).exp().matrix();
+      row.head(lo).setZero();
+      row.tail(nb - hi).setZero();
+      l[r] = l[r] * alpha + seg.sum();
+      if (alpha != 1.0f) o.row(r) *= alpha;
+      m[r] = m_new;
+    }
+    MultiplyAdd(o, s, ConstView(values + kv_col, nb, dh, kw));
+  };
+  // Consecutive positions [a, b) stored contiguously from row pointers k, v: blocks of kBlock.
+  auto run = [&](const float* keys, const float* values, int64_t a, int64_t b, bool persistent) {
+    for (int64_t j = a; j < b; j += kBlock) {
+      const int nb = static_cast<int>(std::min<int64_t>(kBlock, b - j));
+      block(keys + (j - a) * kw, values + (j - a) * kw, nb, j, persistent);
+    }
+  };
+
+  // 1. Persistent pairs.
+  if (shape.persistent > 0) run(in.persistent_k, in.persistent_v, 0, shape.persistent, true);
+  // 2. Cached keys the tile needs: [max(first, i0 - w + 1), position), in at most two ring
+  //    segments.
+  int64_t a = cache.first();
+  if (window > 0) a = std::max(a, i0 - window + 1);
+  while (a < position) {
+    const int64_t slot = cache.Slot(a);
+    const int64_t b = window > 0 ? std::min(position, a + (window - slot)) : position;
+    run(cache.key(a), cache.value(a), a, b, false);
+    a = b;
+  }
+  // 3. New keys: [max(position, i0 - w + 1), i1].
+  a = window > 0 ? std::max(position, i0 - window + 1) : position;
+  if (a <= i1) run(in.k + (a - position) * kw, in.v + (a - position) * kw, a, i1 + 1, false);
+
+  // out = o / l (every row saw at least its own key, so l > 0).
+  auto result = View(out + t0 * qw + Index{head} * dh, rows, dh, qw);
+  for (int r = 0; r < rows; ++r) result.row(r) = o.row(r) * (1.0f / l[r]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference.
+
+void ReferenceAttention(const AttentionShape& shape, const AttentionInputs& in, int n,
+                        float* out) {
+  shape.Validate();
+  const int dh = shape.head_dim, np = shape.persistent, w = shape.window;
+  const int64_t qw = shape.q_width(), kw = shape.kv_width();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  std::vector<double> score(static_cast<size_t>(np + n));
+  std::vector<char> visible(score.size());
+  std::vector<double> acc(static_cast<size_t>(dh));
+  for (int h = 0; h < shape.heads; ++h) {
+    const int64_t kc = int64_t{h / shape.group()} * dh;
+    for (int t = 0; t < n; ++t) {
+      const float* qrow = in.q + t * qw + int64_t{h} * dh;
+      // Scores over [persistent | keys 0..n-1], masked.
+      double max_score = -std::numeric_limits<double>::infinity();
+      for (int c = 0; c < np + n; ++c) {
+        const bool persistent = c < np;
+        const int j = c - np;
+        visible[c] = persistent || (j <= t && (w == 0 || j > t - w));
+        if (!visible[c]) continue;
+        const float* krow = persistent ? in.persistent_k + int64_t{c} * kw + kc
+                                       : in.k + int64_t{j} * kw + kc;
+        double dot = 0;
+        for (int e = 0; e < dh; ++e) dot += static_cast<double>(qrow[e]) * krow[e];
+        score[c] = dot * scale;
+        max_score = std::max(max_score, score[c]);
+      }
+      double sum = 0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int c = 0; c < np + n; ++c) {
+        if (!visible[c]) continue;
+        const double p = std::exp(score[c] - max_score);
+        sum += p;
+        const float* vrow = c < np ? in.persistent_v + int64_t{c} * kw + kc
+                                   : in.v + int64_t{c - np} * kw + kc;
+        for (int e = 0; e < dh; ++e) acc[e] += p * vrow[e];
+      }
+      float* orow = out + t * qw + int64_t{h} * dh;
+      for (int e = 0; e < dh; ++e) orow[e] = static_cast<float>(acc[e] / sum);
+    }
+  }
+}
+
+}  // namespace titans

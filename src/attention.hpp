@@ -1,0 +1,164 @@
+// Causal multi-head attention with a sliding window, rotary positions, grouped key/value heads
+// and persistent key/value pairs (SEMANTICS.md section 2). Internal API: the blocks of issue 3
+// (MAL, MAG, MAC) call it; it is not a public header.
+//
+// Shapes (row-major, one row per token, heads concatenated along the row):
+//   q, out            [n, heads * head_dim]      query head h: columns [h*dh, (h+1)*dh)
+//   k, v              [n, kv_heads * head_dim]   query head h reads kv head h / (heads/kv_heads)
+//   persistent k, v   [persistent, kv_heads * head_dim]  always visible, no rotary
+// Token at absolute position t attends to every persistent pair and to the keys j with
+// t - w < j <= t (w = window; w = 0: every j <= t), softmax in float32 with scale 1/sqrt(dh).
+//
+// A layer's state is an AttentionCache (the last w rotated keys and values, a ring).
+// AttentionWorkspace::Forward attends a block of n new tokens against [persistent | cache |
+// new keys] with a tiled online softmax (flash-attention style), then appends the new keys and
+// values to the ring. Cost per token is proportional to (min(w, context) + persistent), not to
+// the context. Forward allocates nothing (all scratch is sized at construction), except a
+// full-attention cache (w = 0) that outgrows the capacity reserved for it.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <vector>
+
+#include "linalg.hpp"
+
+namespace titans {
+
+struct AttentionShape {
+  int heads = 1;        // query heads H
+  int kv_heads = 1;     // key/value heads Hkv; H % Hkv == 0 (Hkv = H: multi-head attention)
+  int head_dim = 64;    // dh, even (rotary rotates pairs)
+  int window = 0;       // w: keys t - w < j <= t are visible; 0 = full causal (baseline only)
+  int persistent = 0;   // N_p persistent key/value pairs per layer
+  float rope_base = 10000.0f;
+
+  // Throws titans::Error(kConfig) naming the first inconsistent field.
+  void Validate() const;
+
+  int q_width() const { return heads * head_dim; }
+  int kv_width() const { return kv_heads * head_dim; }
+  int group() const { return heads / kv_heads; }  // query heads per kv head
+};
+
+// Rotary position embedding in place, as rotary-embedding-torch does for titans-pytorch
+// (TP-NOTES.md 4.4): x [n, heads * dh], row t at absolute position first_position + t. In
+// every head the interleaved pairs (x[2i], x[2i+1]) turn by the angle pos * base^(-2i/dh):
+//   x'[2i] = x[2i] cos - x[2i+1] sin,   x'[2i+1] = x[2i+1] cos + x[2i] sin.
+// Angles, cos and sin are computed in double from the absolute position (exact at any position,
+// and independent of how a stream is split into calls), then rounded to float. No allocation.
+void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_position, float base);
+
+// One layer's attention state: the rotated keys and values of the last `window` tokens.
+// With window w > 0 the rows are a ring: the key of absolute position j is in slot j mod w, so
+// the valid entries (positions [first(), position())) form at most two contiguous segments in
+// chronological order. With window 0 (full attention, for baselines) every key is kept, in
+// slot j - first(); capacity for `reserve_tokens` rows is reserved at construction, and
+// appending beyond it reallocates (the only allocation of the attention path, accepted for
+// the baseline).
+class AttentionCache {
+ public:
+  explicit AttentionCache(const AttentionShape& shape, int64_t reserve_tokens = 0);
+
+  int window() const { return window_; }
+  int kv_width() const { return kv_width_; }
+  int64_t position() const { return position_; }  // absolute position of the next token
+  int64_t size() const { return count_; }          // valid entries: min(w, position) or all
+  int64_t first() const { return position_ - count_; }  // oldest valid position
+
+  // The row of the key (value) of absolute position j, first() <= j < position().
+  const float* key(int64_t j) const { return keys_.data() + Slot(j) * kv_width_; }
+  const float* value(int64_t j) const { return values_.data() + Slot(j) * kv_width_; }
+  int64_t Slot(int64_t j) const { return window_ > 0 ? j % window_ : j - first(); }
+
+  // Appends n rows of rotated keys and values [n, kv_width] at positions position()...
+  // (AttentionWorkspace::Forward does this itself after attending.)
+  void Append(const float* k, const float* v, int n);
+  // Back to position 0, empty (keeps the memory).
+  void Reset();
+
+  // Same window, width, position and valid rows (bit for bit); slot layout is ignored.
+  bool SameContents(const AttentionCache& other) const;
+
+ private:
+  friend class AttentionWorkspace;
+  // Copies rows [r0, r1) of the n new rows into their slots, counting positions from
+  // `position` and `count` (the values before the append). Window mode only.
+  void CopyRows(const float* k, const float* v, int r0, int r1, int n, int64_t position);
+  void Advance(int n);
+
+  int window_, kv_width_;
+  int64_t position_ = 0, count_ = 0;
+  std::vector<float> keys_, values_;  // [rows, kv_width]: w rows, or count_ rows when w = 0
+};
+
+// Pointers of one call. q and k are already rotated (ApplyRotary at positions
+// cache.position()...); persistent_k/v may be null when the shape has no persistent pairs.
+struct AttentionInputs {
+  const float* q = nullptr;             // [n, H*dh]
+  const float* k = nullptr;             // [n, Hkv*dh]
+  const float* v = nullptr;             // [n, Hkv*dh]
+  const float* persistent_k = nullptr;  // [N_p, Hkv*dh]
+  const float* persistent_v = nullptr;  // [N_p, Hkv*dh]
+};
+
+class AttentionWorkspace {
+ public:
+  // Scratch for up to `threads` threads (each one query tile, score block and accumulator).
+  AttentionWorkspace(const AttentionShape& shape, int threads);
+
+#ifndef TUNE_TILE
+#define TUNE_TILE 64
+#define TUNE_BLOCK 256
+#endif
+  static constexpr int kTile = TUNE_TILE;    // query rows per work item
+  static constexpr int kBlock = TUNE_BLOCK;  // keys per score block
+  // FLOPs per extra thread below which the convenience Forward runs fewer threads.
+  static constexpr double kMinFlopsPerThread = 2e6;
+
+  int threads() const { return threads_; }
+
+  // Attends n tokens (positions cache.position() ... + n - 1), writes out [n, H*dh], then
+  // appends their keys and values to the cache. Opens one OpenMP region of up to threads()
+  // threads (fewer for little work). Checks that the cache belongs to `shape` and the pointers
+  // are there (titans::Error kInvalidArgument); values are not checked.
+  void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in,
+               int n, float* out);
+
+  // The same, as share ith of nth inside the caller's parallel region: all nth threads must
+  // call it with the same arguments (it contains two barriers; the cache is updated when it
+  // returns). nth <= threads(). Checks nothing.
+  void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in,
+               int n, float* out, int ith, int nth);
+
+  // Just the attention, without barriers and without touching the cache: this thread's share
+  // of the (head, query tile) items. Callers that append later use this.
+  void Attend(const AttentionShape& shape, const AttentionCache& cache, const AttentionInputs& in,
+              int n, float* out, int ith, int nth);
+
+  // Useful FLOPs of one call (QK^T and PV over the visible keys only): 4 * dh per query head,
+  // token and visible key.
+  static double Flops(const AttentionShape& shape, int64_t position, int n);
+
+ private:
+  struct Scratch {
+    RowMatrix q;       // [kTile, dh] scaled query tile
+    RowMatrix s;       // [kTile, kBlock] scores, then probabilities
+    RowMatrix o;       // [kTile, dh] unnormalised output accumulator
+    Eigen::VectorXf m, l;  // [kTile] running max and running sum of the online softmax
+  };
+  void AttendItem(const AttentionShape& shape, const AttentionCache& cache,
+                  const AttentionInputs& in, float* out, int head, int t0, int rows,
+                  Scratch& scratch);
+
+  int threads_;
+  std::vector<Scratch> scratch_;
+};
+
+// Naive masked softmax attention of a whole sequence at positions 0..n-1 (the tests'
+// reference): materialises every query's score row over [persistent | keys 0..n-1], masks it,
+// accumulates in double. Same shapes as above; out [n, H*dh].
+void ReferenceAttention(const AttentionShape& shape, const AttentionInputs& in, int n,
+                        float* out);
+
+}  // namespace titans
