@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "random.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
 
@@ -14,26 +15,6 @@ namespace {
 int64_t Product(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
 }
-
-// Deterministic on every platform (std::normal_distribution is not): splitmix64 + Box-Muller.
-class NormalRng {
- public:
-  explicit NormalRng(uint64_t seed) : state_(seed) {}
-  float Next() {
-    const double u1 = (static_cast<double>(Bits() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
-    const double u2 = static_cast<double>(Bits() >> 11) * 0x1.0p-53;
-    return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
-  }
-
- private:
-  uint64_t Bits() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint64_t state_;
-};
 
 // The tensor tables: f(name, shape, vector&) for every tensor `c` uses, in file order. Written
 // once as templates so the const and mutable uses (views, validation, allocation) cannot

@@ -1,0 +1,55 @@
+// titans/model_config.hpp: the configuration of a whole Titans model (SEMANTICS.md sections 2
+// and 3): token embedding (or raw input embeddings), a stack of blocks whose kinds may mix per
+// layer, a final RMSNorm and an LM head (optionally tied to the embedding).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "titans/memory_config.hpp"
+
+namespace titans {
+
+// One block of the stack (pre-norm, residual; SEMANTICS.md section 3).
+enum class BlockKind {
+  kLmm,        // h = x + Mem(n(x)); out = h + FFN(n(h))
+  kMal,        // h = x + Mem(n(x)); h = h + SWA(n(h)); out = h + FFN(n(h))
+  kMag,        // u = n(x); h = x + N_y(SWA(u)) * sigmoid(N_m(Mem(u))); out = h + FFN(n(h))
+  kMac,        // memory as context, segments of `segment` tokens
+  kAttention,  // h = x + SWA(n(x)); out = h + FFN(n(h)): a plain (windowed) transformer layer
+};
+
+struct AttentionOptions {
+  int heads = 8;
+  int kv_heads = 8;      // grouped-query attention when < heads (heads % kv_heads == 0)
+  int head_dim = 32;
+  int window = 512;      // w: token t sees keys t-w < j <= t; 0 = full causal attention
+  int persistent = 0;    // N_p learned key/value pairs per layer, always visible, no rotary
+  float rope_base = 10000.0f;
+  bool operator==(const AttentionOptions&) const = default;
+};
+
+struct ModelConfig {
+  int vocab_size = 256;  // 0: the model takes raw input embeddings [T, d] and returns hidden
+  int d_model = 256;
+  int ffn_hidden = 1024;  // SwiGLU hidden width
+  float norm_eps = 1e-6f;  // every RMSNorm of the blocks and the final norm
+  bool tie_embeddings = true;  // LM head = embedding^T
+  std::vector<BlockKind> layers;
+  AttentionOptions attention;
+  // Every memory layer of the stack uses this config; d_model must equal the model's and
+  // output_proj must be false (the memory branch projects after its norm and gate).
+  MemoryConfig memory;
+  int segment = 0;  // MAC segment length C_s (> 0 when a layer is kMac; a multiple of the
+                    // memory's unit so that a segment starts on written weights)
+
+  // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
+  void Validate() const;
+  std::string ToJson() const;
+  static ModelConfig FromJson(const std::string& json);  // validates; Error(kFormat) if bad
+  bool operator==(const ModelConfig&) const = default;
+};
+
+const char* ToString(BlockKind kind);  // "lmm", "mal", "mag", "mac", "attention"
+
+}  // namespace titans

@@ -1,0 +1,67 @@
+// Model: construction and model files (Model::Save / Model::Load). A model file is safetensors
+// (src/io/safetensors.hpp) holding
+//   metadata  "format": "titans.model", "format_version": "1", "config": ModelConfig::ToJson();
+//   tensors   every tensor of ModelWeights::Tensors(config) as F32, in table order.
+// docs/FILE_FORMAT.md describes it. Load checks the whole file against the config before the
+// model is built, so a model that loads is complete and finite.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+
+#include "io/checked_file.hpp"
+#include "io/safetensors.hpp"
+#include "titans/error.hpp"
+#include "titans/model.hpp"
+
+namespace titans {
+namespace {
+
+constexpr const char* kModelFormat = "titans.model";
+constexpr const char* kFormatVersion = "1";
+
+}  // namespace
+
+Model::Model(ModelConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  config_.Validate();
+  weights_.Validate(config_);
+  memories_.resize(config_.layers.size());
+  for (size_t l = 0; l < config_.layers.size(); ++l) {
+    if (config_.layers[l] != BlockKind::kAttention) {
+      memories_[l] =
+          std::make_shared<const NeuralMemory>(config_.memory, weights_.layers[l].memory.memory);
+    }
+  }
+}
+
+const std::shared_ptr<const NeuralMemory>& Model::memory(int layer) const {
+  if (layer < 0 || static_cast<size_t>(layer) >= memories_.size()) {
+    throw Error(ErrorCode::kInvalidArgument, "Model::memory: layer " + std::to_string(layer) +
+                                                 " out of range (the model has " +
+                                                 std::to_string(memories_.size()) + " layers)");
+  }
+  return memories_[static_cast<size_t>(layer)];
+}
+
+std::shared_ptr<const Model> Model::Load(const std::string& path) {
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
+  const ModelConfig config = io::ParseConfig<ModelConfig>(
+      path, io::CheckHeader(path, file, "model", kModelFormat, kFormatVersion));
+  ModelWeights weights = ModelWeights::Zeros(config);
+  io::ReadTensors(path, file, weights.Tensors(config));
+  return std::make_shared<const Model>(std::move(config), std::move(weights));
+}
+
+void Model::Save(const std::string& path) const {
+  std::vector<io::TensorToWrite> tensors;
+  for (const ConstTensorView& view : weights_.Tensors(config_)) {
+    tensors.push_back({view.name, io::DType::kF32, view.shape, view.data});
+  }
+  io::WriteSafetensors(
+      path,
+      {{"format", kModelFormat}, {"format_version", kFormatVersion}, {"config", config_.ToJson()}},
+      tensors);
+}
+
+}  // namespace titans

@@ -1,0 +1,184 @@
+// The model's weight table: one place that names every tensor of a model and its shape (the
+// file format, docs/FILE_FORMAT.md), used by the views, validation, allocation and random
+// initialisation alike. The memory layers' own tensors come from the memory's table
+// (MemoryWeights), prefixed with "layers.<l>.memory.".
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <string_view>
+
+#include "random.hpp"
+#include "titans/error.hpp"
+#include "titans/model.hpp"
+
+namespace titans {
+namespace {
+
+int64_t Product(const std::vector<int64_t>& shape) {
+  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+}
+
+bool UsesMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
+bool UsesAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
+
+std::string LayerPrefix(size_t l) { return "layers." + std::to_string(l) + "."; }
+
+// The tensor table: tensor(name, shape, vector&) for every plain tensor `c` uses and
+// memory(layer, prefix, MemoryWeights&) for the NeuralMemory of every memory layer, in file
+// order. Written once as a template so the const and mutable uses cannot disagree. Layers
+// beyond weights.layers.size() are skipped (Validate reports a wrong layer count first).
+template <class Weights, class Tensor, class Memory>
+void ForEachWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memory&& memory) {
+  using Shape = std::vector<int64_t>;
+  const int64_t d = c.d_model, f = c.ffn_hidden, v = c.vocab_size;
+  const int64_t qw = int64_t{c.attention.heads} * c.attention.head_dim;
+  const int64_t kvw = int64_t{c.attention.kv_heads} * c.attention.head_dim;
+  const int64_t np = c.attention.persistent;
+  const int64_t mh = c.memory.heads, mdh = c.memory.head_dim, mw = mh * mdh;
+
+  if (v > 0) tensor("embedding", Shape{v, d}, w.embedding);
+  for (size_t l = 0; l < c.layers.size() && l < w.layers.size(); ++l) {
+    const BlockKind kind = c.layers[l];
+    auto& layer = w.layers[l];
+    const std::string p = LayerPrefix(l);
+    tensor(p + "norm", Shape{d}, layer.norm);
+    if (kind == BlockKind::kMal) tensor(p + "attn_norm", Shape{d}, layer.attn_norm);
+    if (kind == BlockKind::kMag) {
+      tensor(p + "gate_norm_y", Shape{d}, layer.gate_norm_y);
+      tensor(p + "gate_norm_m", Shape{d}, layer.gate_norm_m);
+    }
+    if (UsesAttention(kind)) {
+      auto& a = layer.attention;
+      tensor(p + "attention.w_q", Shape{d, qw}, a.w_q);
+      tensor(p + "attention.w_k", Shape{d, kvw}, a.w_k);
+      tensor(p + "attention.w_v", Shape{d, kvw}, a.w_v);
+      tensor(p + "attention.w_o", Shape{qw, d}, a.w_o);
+      if (np > 0) {
+        tensor(p + "attention.persistent_k", Shape{np, kvw}, a.persistent_k);
+        tensor(p + "attention.persistent_v", Shape{np, kvw}, a.persistent_v);
+      }
+    }
+    if (UsesMemory(kind)) {
+      auto& m = layer.memory;
+      memory(l, p + "memory.", m.memory);
+      tensor(p + "memory_branch.norm", Shape{mh, mdh}, m.norm);
+      tensor(p + "memory_branch.w_g", Shape{d, mw}, m.w_g);
+      tensor(p + "memory_branch.w_o", Shape{mw, d}, m.w_o);
+    }
+    tensor(p + "ffn_norm", Shape{d}, layer.ffn_norm);
+    tensor(p + "ffn_gate", Shape{d, f}, layer.ffn_gate);
+    tensor(p + "ffn_up", Shape{d, f}, layer.ffn_up);
+    tensor(p + "ffn_down", Shape{f, d}, layer.ffn_down);
+  }
+  tensor("final_norm", Shape{d}, w.final_norm);
+  if (v > 0 && !c.tie_embeddings) tensor("lm_head", Shape{d, v}, w.lm_head);
+}
+
+template <class View, class Weights>
+std::vector<View> Views(const ModelConfig& c, Weights& w) {
+  std::vector<View> views;
+  ForEachWeight(
+      c, w,
+      [&views](std::string name, std::vector<int64_t> shape, auto& vec) {
+        views.push_back(View{std::move(name), std::move(shape), vec.data()});
+      },
+      [&views, &c](size_t, const std::string& prefix, auto& memory) {
+        for (auto& view : memory.Tensors(c.memory)) {
+          views.push_back(View{prefix + view.name, std::move(view.shape), view.data});
+        }
+      });
+  return views;
+}
+
+// Random: value = offset + scale * N(0, 1). Norm gains near 1, persistent keys/values and the
+// embedding unit normal, every projection (in, out) N(0, 1/in) so activations keep their scale.
+struct InitRule {
+  float offset, scale;
+};
+InitRule RuleFor(const std::string& name, const std::vector<int64_t>& shape) {
+  const std::string_view leaf = std::string_view(name).substr(name.rfind('.') + 1);
+  if (leaf.find("norm") != std::string_view::npos) return {1.0f, 0.1f};
+  if (leaf.starts_with("persistent_") || name == "embedding") return {0.0f, 1.0f};
+  return {0.0f, 1.0f / std::sqrt(static_cast<float>(shape.front()))};
+}
+
+// MemoryWeights::Validate's message without its code prefix, so it can be re-thrown with the
+// layer's name in front.
+std::string WithoutCodePrefix(const Error& e) {
+  const std::string what = e.what(), prefix = std::string(ToString(e.code())) + ": ";
+  return what.starts_with(prefix) ? what.substr(prefix.size()) : what;
+}
+
+}  // namespace
+
+std::vector<TensorView> ModelWeights::Tensors(const ModelConfig& config) {
+  return Views<TensorView>(config, *this);
+}
+std::vector<ConstTensorView> ModelWeights::Tensors(const ModelConfig& config) const {
+  return Views<ConstTensorView>(config, *this);
+}
+
+ModelWeights ModelWeights::Zeros(const ModelConfig& config) {
+  config.Validate();
+  ModelWeights w;
+  w.layers.resize(config.layers.size());
+  ForEachWeight(
+      config, w,
+      [](const std::string&, const std::vector<int64_t>& shape, std::vector<float>& vec) {
+        vec.assign(static_cast<size_t>(Product(shape)), 0.0f);
+      },
+      [&config](size_t, const std::string&, MemoryWeights& memory) {
+        memory = MemoryWeights::Zeros(config.memory);
+      });
+  return w;
+}
+
+ModelWeights ModelWeights::Random(const ModelConfig& config, uint64_t seed) {
+  ModelWeights w = Zeros(config);
+  // Stream 0 fills the model's own tensors in table order; memory layer l gets stream l + 1,
+  // so each layer's memory differs and no tensor depends on which others the config has.
+  NormalRng rng(DeriveSeed(seed, 0));
+  ForEachWeight(
+      config, w,
+      [&rng](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>& vec) {
+        const InitRule rule = RuleFor(name, shape);
+        for (float& x : vec) x = rule.offset + rule.scale * rng.Next();
+      },
+      [&config, seed](size_t layer, const std::string&, MemoryWeights& memory) {
+        memory = MemoryWeights::Random(config.memory, DeriveSeed(seed, layer + 1));
+      });
+  return w;
+}
+
+void ModelWeights::Validate(const ModelConfig& config) const {
+  if (layers.size() != config.layers.size()) {
+    throw Error(ErrorCode::kMismatch, "model weights: " + std::to_string(layers.size()) +
+                                          " layers, the config has " +
+                                          std::to_string(config.layers.size()));
+  }
+  ForEachWeight(
+      config, *this,
+      [](const std::string& name, const std::vector<int64_t>& shape,
+         const std::vector<float>& vec) {
+        if (vec.size() != static_cast<size_t>(Product(shape))) {
+          throw Error(ErrorCode::kMismatch,
+                      "model weight '" + name + "' has " + std::to_string(vec.size()) +
+                          " values, the config needs " + std::to_string(Product(shape)));
+        }
+        for (float x : vec) {
+          if (!std::isfinite(x)) {
+            throw Error(ErrorCode::kInvalidArgument, "model weight '" + name + "' is not finite");
+          }
+        }
+      },
+      [&config](size_t, const std::string& prefix, const MemoryWeights& memory) {
+        try {
+          memory.Validate(config.memory);
+        } catch (const Error& e) {
+          throw Error(e.code(), "model weights '" + prefix + "*': " + WithoutCodePrefix(e));
+        }
+      });
+}
+
+}  // namespace titans
