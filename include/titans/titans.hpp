@@ -4,3 +4,6 @@
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
 #include "titans/memory_config.hpp"
+#include "titans/model.hpp"
+#include "titans/model_config.hpp"
+#include "titans/session.hpp"

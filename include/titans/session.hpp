@@ -1,0 +1,79 @@
+// titans/session.hpp: one stream through a Model.
+//
+// A Session holds everything that changes while a model runs: per memory layer a
+// MemorySession (fast weights, momentum, ...), per attention layer the ring of the last w keys
+// and values, and the position. It feeds a stream of any length in pieces of any size, decodes
+// token by token, and can be saved, loaded, cloned and reset. The Model it runs is shared and
+// never modified. One session is used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "titans/memory.hpp"
+#include "titans/model.hpp"
+
+namespace titans {
+
+struct SamplerOptions {
+  float temperature = 0.0f;  // 0: greedy (argmax); otherwise softmax(logits / temperature)
+  int top_k = 0;             // keep the k most likely tokens (0 = all)
+  float top_p = 1.0f;        // keep the smallest set whose probability reaches top_p
+  uint64_t seed = 0;         // the sampler's random stream (Generate)
+};
+
+// Draws one token from `logits` [V] (greedy when temperature is 0). Throws
+// Error(kInvalidArgument) for empty or non-finite logits or bad options.
+int32_t SampleToken(std::span<const float> logits, const SamplerOptions& options,
+                    std::mt19937_64& rng);
+
+class Session {
+ public:
+  explicit Session(std::shared_ptr<const Model> model, SessionOptions options = {});
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+  Session(const Session&) = delete;  // copying megabytes is explicit: Clone()
+  Session& operator=(const Session&) = delete;
+
+  // Token models (vocab_size > 0): tokens [n] -> logits [n, V]. A token outside [0, V) throws
+  // Error(kInvalidArgument) before anything changes; n = 0 is a no-op.
+  void Forward(std::span<const int32_t> tokens, std::span<float> logits);
+  // Any model: input embeddings [n, d] -> hidden states after the final norm [n, d]. For token
+  // models the input is what the embedding table would give. NaN/Inf input throws
+  // Error(kInvalidArgument) before anything changes.
+  void ForwardEmbeddings(std::span<const float> embeddings, std::span<float> hidden);
+
+  // Feeds the prompt, then samples `max_new_tokens` tokens one at a time, feeding each back.
+  // Returns the new tokens. The prompt must not be empty unless the session has a position.
+  std::vector<int32_t> Generate(std::span<const int32_t> prompt, int max_new_tokens,
+                                const SamplerOptions& sampler);
+
+  int64_t position() const;
+  const Model& model() const;
+
+  void Reset();             // back to position 0
+  Session Clone() const;    // an independent copy of this stream
+
+  // Session files: safetensors with the model config and a format version in the metadata,
+  // written atomically. Load checks that the file belongs to this model's config; on any
+  // error the session is left as it was.
+  void Save(const std::string& path) const;
+  void Load(const std::string& path);
+
+  // Opaque: the stream's state and the scratch of the fast path (defined in src/).
+  struct State;
+  struct Workspace;
+
+ private:
+  std::shared_ptr<const Model> model_;
+  SessionOptions options_;
+  std::unique_ptr<State> state_;
+  std::unique_ptr<Workspace> workspace_;
+};
+
+}  // namespace titans

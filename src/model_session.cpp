@@ -1,0 +1,427 @@
+// Session: a Model run over a stream (SEMANTICS.md sections 2 and 3).
+//
+// The stream is processed in pieces of at most kPiece tokens; each piece goes through the whole
+// stack before the next one starts, so every layer sees its input in order and a session can
+// be fed any number of tokens at a time. Per piece and layer (pre-norm, residual; x is the
+// residual stream [n, d]):
+//   kLmm        x += Mem(n(x));                                x += FFN(n(x))
+//   kMal        x += Mem(n(x)); x += SWA(n_a(x));              x += FFN(n(x))
+//   kMag        u = n(x); x += N_y(SWA(u)) * sigmoid(N_m(Mem(u)));  x += FFN(n(x))
+//   kAttention  x += SWA(n(x));                                x += FFN(n(x))
+// where Mem(u) = W_o (RMSNorm_heads(M(u)) * SiLU(u W_g)) is the memory branch and
+// SWA(u) = W_o Attn(rot(u W_q), rot(u W_k), u W_v) the windowed attention.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "attention.hpp"
+#include "linalg.hpp"
+#include "titans/error.hpp"
+#include "titans/session.hpp"
+
+namespace titans {
+using namespace linalg;  // NOLINT: the session is written in terms of these helpers
+
+namespace {
+
+constexpr int kPiece = 64;  // tokens per pass through the stack
+
+bool HasAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
+bool HasMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
+
+AttentionShape ShapeOf(const ModelConfig& c) {
+  AttentionShape s;
+  s.heads = c.attention.heads;
+  s.kv_heads = c.attention.kv_heads;
+  s.head_dim = c.attention.head_dim;
+  s.window = c.attention.window;
+  s.persistent = c.attention.persistent;
+  s.rope_base = c.attention.rope_base;
+  return s;
+}
+
+// out = RMSNorm(in) * gain for each of n rows of width `width` (`groups` norms per row, each
+// over width / groups features, with gain [width]): the model's norms (groups = 1) and the
+// memory branch's per-head norm (groups = H).
+void RmsNormRows(const float* in, const std::vector<float>& gain, Index n, Index width,
+                 Index groups, float eps, float* out) {
+  const Index g = width / groups;
+  for (Index t = 0; t < n; ++t) {
+    for (Index h = 0; h < groups; ++h) {
+      const auto x = ConstView(in + t * width + h * g, 1, g, g);
+      const float inv = 1.0f / std::sqrt(x.squaredNorm() / static_cast<float>(g) + eps);
+      View(out + t * width + h * g, 1, g, g) =
+          (x.array() * inv * ConstView(gain.data() + h * g, 1, g, g).array()).matrix();
+    }
+  }
+}
+
+// c = a b with the rows of c split over up to `threads` threads (fewer for little work).
+template <class C, class A, class B>
+void ParallelMultiply(int threads, C c, const A& a, const B& b) {
+  const double flops = 2.0 * static_cast<double>(c.rows()) * c.cols() * a.cols();
+  const int team = static_cast<int>(std::clamp(flops / 4e6, 1.0, static_cast<double>(threads)));
+  if (team == 1) {
+    Multiply(c, a, b);
+    return;
+  }
+#pragma omp parallel num_threads(team)
+  {
+    const Range r = Share(static_cast<int>(c.rows()), omp_get_thread_num(), omp_get_num_threads());
+    if (r.size() > 0) {
+      Multiply(c.middleRows(r.begin, r.size()), a.middleRows(r.begin, r.size()), b);
+    }
+  }
+}
+
+}  // namespace
+
+struct Session::State {
+  int64_t position = 0;
+  std::vector<std::unique_ptr<MemorySession>> memory;      // per layer; null without memory
+  std::vector<std::unique_ptr<AttentionCache>> attention;  // per layer; null without attention
+};
+
+// Scratch for one piece of kPiece tokens, sized once per session.
+struct Session::Workspace {
+  Workspace(const ModelConfig& c, int threads)
+      : attention(ShapeOf(c), threads),
+        x(kPiece, c.d_model),
+        u(kPiece, c.d_model),
+        t(kPiece, c.d_model),
+        y(kPiece, c.d_model),
+        q(kPiece, c.attention.heads * c.attention.head_dim),
+        k(kPiece, c.attention.kv_heads * c.attention.head_dim),
+        v(kPiece, c.attention.kv_heads * c.attention.head_dim),
+        att(kPiece, c.attention.heads * c.attention.head_dim),
+        mem(kPiece, c.memory.inner_dim()),
+        gate(kPiece, c.memory.inner_dim()),
+        ffn_a(kPiece, c.ffn_hidden),
+        ffn_b(kPiece, c.ffn_hidden) {}
+  AttentionWorkspace attention;
+  RowMatrix x;         // [P, d] residual stream
+  RowMatrix u, t, y;   // [P, d] normalised inputs and branch outputs
+  RowMatrix q, k, v;   // [P, Ha*da], [P, Hkv*da] x 2
+  RowMatrix att;       // [P, Ha*da] attention output before W_o
+  RowMatrix mem, gate; // [P, H*dh] memory read and its SiLU gate
+  RowMatrix ffn_a, ffn_b;  // [P, f]
+};
+
+namespace {
+
+// The blocks, one function per sub-layer; `n` rows of the workspace are live.
+class Stack {
+ public:
+  Stack(const Model& model, Session::State& state, Session::Workspace& ws, int threads)
+      : model_(model), c_(model.config()), state_(state), ws_(ws), threads_(threads) {}
+
+  // Runs rows [0, n) of ws.x through every layer.
+  void Run(Index n) {
+    for (size_t l = 0; l < c_.layers.size(); ++l) {
+      const LayerWeights& w = model_.weights().layers[l];
+      switch (c_.layers[l]) {
+        case BlockKind::kLmm:
+          Norm(ws_.x, w.norm, n, ws_.u);
+          MemoryBranch(l, w, n, ws_.u, ws_.t);
+          ws_.x.topRows(n) += ws_.t.topRows(n);
+          break;
+        case BlockKind::kMal:
+          Norm(ws_.x, w.norm, n, ws_.u);
+          MemoryBranch(l, w, n, ws_.u, ws_.t);
+          ws_.x.topRows(n) += ws_.t.topRows(n);
+          Norm(ws_.x, w.attn_norm, n, ws_.u);
+          Attention(l, w, n, ws_.u, ws_.t);
+          ws_.x.topRows(n) += ws_.t.topRows(n);
+          break;
+        case BlockKind::kMag: {
+          Norm(ws_.x, w.norm, n, ws_.u);
+          Attention(l, w, n, ws_.u, ws_.y);
+          MemoryBranch(l, w, n, ws_.u, ws_.t);
+          // x += N_y(y) * sigmoid(N_m(m)); u is free again and holds N_y(y).
+          Norm(ws_.y, w.gate_norm_y, n, ws_.u);
+          Norm(ws_.t, w.gate_norm_m, n, ws_.y);
+          ws_.x.topRows(n).array() +=
+              ws_.u.topRows(n).array() * (1.0f + (-ws_.y.topRows(n).array()).exp()).inverse();
+          break;
+        }
+        case BlockKind::kAttention:
+          Norm(ws_.x, w.norm, n, ws_.u);
+          Attention(l, w, n, ws_.u, ws_.t);
+          ws_.x.topRows(n) += ws_.t.topRows(n);
+          break;
+        case BlockKind::kMac:
+          throw Error(ErrorCode::kConfig, "mac layers are not implemented yet");
+      }
+      FeedForward(w, n);
+    }
+    state_.position += n;
+  }
+
+  void Norm(const RowMatrix& in, const std::vector<float>& gain, Index n, RowMatrix& out) const {
+    RmsNormRows(in.data(), gain, n, c_.d_model, 1, c_.norm_eps, out.data());
+  }
+
+ private:
+  // out [n, d] = SWA(in): rotary queries and keys at the stream's positions, the layer's ring
+  // of the last w keys and values, the persistent pairs.
+  void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
+    const AttentionShape shape = ShapeOf(c_);
+    const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
+    const auto input = in.topRows(n);
+    ParallelMultiply(threads_, ws_.q.topRows(n), input, ConstView(w.attention.w_q.data(), d, qw, qw));
+    ParallelMultiply(threads_, ws_.k.topRows(n), input, ConstView(w.attention.w_k.data(), d, kw, kw));
+    ParallelMultiply(threads_, ws_.v.topRows(n), input, ConstView(w.attention.w_v.data(), d, kw, kw));
+    AttentionCache& cache = *state_.attention[l];
+    ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, cache.position(),
+                shape.rope_base);
+    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.kv_heads, shape.head_dim,
+                cache.position(), shape.rope_base);
+    AttentionInputs inputs;
+    inputs.q = ws_.q.data();
+    inputs.k = ws_.k.data();
+    inputs.v = ws_.v.data();
+    if (shape.persistent > 0) {
+      inputs.persistent_k = w.attention.persistent_k.data();
+      inputs.persistent_v = w.attention.persistent_v.data();
+    }
+    ws_.attention.Forward(shape, cache, inputs, static_cast<int>(n), ws_.att.data());
+    ParallelMultiply(threads_, out.topRows(n), ws_.att.topRows(n),
+                     ConstView(w.attention.w_o.data(), qw, d, d));
+  }
+
+  // out [n, d] = W_o (RMSNorm_heads(M(in)) * SiLU(in W_g)); the memory stores and reads `in`.
+  void MemoryBranch(size_t l, const LayerWeights& w, Index n, const RowMatrix& in,
+                    RowMatrix& out) {
+    const Index d = c_.d_model, hd = c_.memory.inner_dim();
+    const auto input = std::span<const float>(in.data(), static_cast<size_t>(n * d));
+    state_.memory[l]->Forward(input, std::span<float>(ws_.mem.data(), static_cast<size_t>(n * hd)));
+    RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps,
+                ws_.mem.data());
+    ParallelMultiply(threads_, ws_.gate.topRows(n), in.topRows(n),
+                     ConstView(w.memory.w_g.data(), d, hd, hd));
+    auto g = ws_.gate.topRows(n).array();
+    ws_.mem.topRows(n).array() *= g / (1.0f + (-g).exp());
+    ParallelMultiply(threads_, out.topRows(n), ws_.mem.topRows(n),
+                     ConstView(w.memory.w_o.data(), hd, d, d));
+  }
+
+  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)).
+  void FeedForward(const LayerWeights& w, Index n) {
+    const Index d = c_.d_model, f = c_.ffn_hidden;
+    Norm(ws_.x, w.ffn_norm, n, ws_.u);
+    ParallelMultiply(threads_, ws_.ffn_a.topRows(n), ws_.u.topRows(n),
+                     ConstView(w.ffn_gate.data(), d, f, f));
+    ParallelMultiply(threads_, ws_.ffn_b.topRows(n), ws_.u.topRows(n),
+                     ConstView(w.ffn_up.data(), d, f, f));
+    auto a = ws_.ffn_a.topRows(n).array();
+    a = a / (1.0f + (-a).exp()) * ws_.ffn_b.topRows(n).array();
+    ParallelMultiply(threads_, ws_.t.topRows(n), ws_.ffn_a.topRows(n),
+                     ConstView(w.ffn_down.data(), f, d, d));
+    ws_.x.topRows(n) += ws_.t.topRows(n);
+  }
+
+  const Model& model_;
+  const ModelConfig& c_;
+  Session::State& state_;
+  Session::Workspace& ws_;
+  int threads_;
+};
+
+}  // namespace
+
+Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
+    : model_(std::move(model)), options_(options) {
+  if (!model_) throw Error(ErrorCode::kInvalidArgument, "Session needs a model");
+  if (options_.threads < 0) {
+    throw Error(ErrorCode::kInvalidArgument, "SessionOptions::threads must be >= 0");
+  }
+  if (options_.threads == 0) options_.threads = omp_get_max_threads();
+  const ModelConfig& c = model_->config();
+  for (BlockKind kind : c.layers) {
+    if (kind == BlockKind::kMac) {
+      throw Error(ErrorCode::kConfig,
+                  "mac layers are not implemented yet (lmm, mal, mag and attention are)");
+    }
+  }
+  state_ = std::make_unique<State>();
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    const BlockKind kind = c.layers[l];
+    state_->memory.push_back(HasMemory(kind) ? std::make_unique<MemorySession>(
+                                                   model_->memory(static_cast<int>(l)), options_)
+                                             : nullptr);
+    state_->attention.push_back(HasAttention(kind)
+                                    ? std::make_unique<AttentionCache>(ShapeOf(c))
+                                    : nullptr);
+  }
+  workspace_ = std::make_unique<Workspace>(c, options_.threads);
+}
+
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+int64_t Session::position() const { return state_->position; }
+const Model& Session::model() const { return *model_; }
+
+void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) {
+  const ModelConfig& c = model_->config();
+  const Index d = c.d_model, vocab = c.vocab_size, n = static_cast<Index>(tokens.size());
+  if (vocab == 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "this model takes input embeddings (vocab_size 0): use ForwardEmbeddings");
+  }
+  if (static_cast<Index>(logits.size()) != n * vocab) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "logits have room for " + std::to_string(logits.size()) + " values, " +
+                    std::to_string(n) + " tokens need " + std::to_string(n * vocab));
+  }
+  for (Index i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      throw Error(ErrorCode::kInvalidArgument, "token " + std::to_string(tokens[i]) +
+                                                   " at index " + std::to_string(i) +
+                                                   " is outside the vocabulary [0, " +
+                                                   std::to_string(vocab) + ")");
+    }
+  }
+  const ModelWeights& w = model_->weights();
+  const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
+  Workspace& ws = *workspace_;
+  Stack stack(*model_, *state_, ws, options_.threads);
+  for (Index p0 = 0; p0 < n; p0 += kPiece) {
+    const Index rows = std::min<Index>(kPiece, n - p0);
+    for (Index i = 0; i < rows; ++i) ws.x.row(i) = embedding.row(tokens[p0 + i]);
+    stack.Run(rows);
+    stack.Norm(ws.x, w.final_norm, rows, ws.u);
+    MatMap out = View(logits.data() + p0 * vocab, rows, vocab, vocab);
+    if (c.tie_embeddings) {
+      ParallelMultiply(options_.threads, out, ws.u.topRows(rows), embedding.transpose());
+    } else {
+      ParallelMultiply(options_.threads, out, ws.u.topRows(rows),
+                       ConstView(w.lm_head.data(), d, vocab, vocab));
+    }
+  }
+}
+
+void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<float> hidden) {
+  const ModelConfig& c = model_->config();
+  const Index d = c.d_model;
+  if (embeddings.size() % static_cast<size_t>(d) != 0 || hidden.size() != embeddings.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "embeddings must be [n, " + std::to_string(d) + "] and hidden the same size (" +
+                    std::to_string(embeddings.size()) + " and " + std::to_string(hidden.size()) +
+                    " values)");
+  }
+  for (size_t i = 0; i < embeddings.size(); ++i) {
+    if (!std::isfinite(embeddings[i])) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "input embedding is not finite at token " + std::to_string(i / d) +
+                      ", feature " + std::to_string(i % d));
+    }
+  }
+  const Index n = static_cast<Index>(embeddings.size()) / d;
+  Workspace& ws = *workspace_;
+  Stack stack(*model_, *state_, ws, options_.threads);
+  for (Index p0 = 0; p0 < n; p0 += kPiece) {
+    const Index rows = std::min<Index>(kPiece, n - p0);
+    ws.x.topRows(rows) = ConstView(embeddings.data() + p0 * d, rows, d, d);
+    stack.Run(rows);
+    RmsNormRows(ws.x.data(), model_->weights().final_norm, rows, d, 1, c.norm_eps,
+                hidden.data() + p0 * d);
+  }
+}
+
+std::vector<int32_t> Session::Generate(std::span<const int32_t> prompt, int max_new_tokens,
+                                       const SamplerOptions& sampler) {
+  const Index vocab = model_->config().vocab_size;
+  if (max_new_tokens < 0) {
+    throw Error(ErrorCode::kInvalidArgument, "max_new_tokens must be >= 0");
+  }
+  if (prompt.empty() && max_new_tokens > 0) {
+    throw Error(ErrorCode::kInvalidArgument, "Generate needs a prompt of at least one token");
+  }
+  std::vector<float> logits(prompt.size() * static_cast<size_t>(vocab));
+  Forward(prompt, logits);
+  std::vector<int32_t> generated;
+  generated.reserve(static_cast<size_t>(max_new_tokens));
+  std::mt19937_64 rng(sampler.seed);
+  std::span<const float> last(logits.data() + (prompt.size() - 1) * vocab,
+                              static_cast<size_t>(vocab));
+  std::vector<float> step_logits(static_cast<size_t>(vocab));
+  for (int i = 0; i < max_new_tokens; ++i) {
+    const int32_t token = SampleToken(last, sampler, rng);
+    generated.push_back(token);
+    if (i + 1 == max_new_tokens) break;  // the last token need not be fed
+    Forward(std::span<const int32_t>(&generated.back(), 1), step_logits);
+    last = step_logits;
+  }
+  return generated;
+}
+
+void Session::Reset() {
+  for (auto& memory : state_->memory) {
+    if (memory) memory->Reset();
+  }
+  for (auto& cache : state_->attention) {
+    if (cache) cache->Reset();
+  }
+  state_->position = 0;
+}
+
+Session Session::Clone() const {
+  Session copy(model_, options_);
+  copy.state_->position = state_->position;
+  for (size_t l = 0; l < state_->memory.size(); ++l) {
+    if (state_->memory[l]) {
+      copy.state_->memory[l] = std::make_unique<MemorySession>(state_->memory[l]->Clone());
+    }
+    if (state_->attention[l]) {
+      copy.state_->attention[l] = std::make_unique<AttentionCache>(*state_->attention[l]);
+    }
+  }
+  return copy;
+}
+
+int32_t SampleToken(std::span<const float> logits, const SamplerOptions& options,
+                    std::mt19937_64& rng) {
+  if (logits.empty()) throw Error(ErrorCode::kInvalidArgument, "no logits to sample from");
+  if (!(options.temperature >= 0) || !(options.top_p > 0 && options.top_p <= 1) ||
+      options.top_k < 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "sampler options: temperature >= 0, 0 < top_p <= 1, top_k >= 0");
+  }
+  for (float x : logits) {
+    if (!std::isfinite(x)) throw Error(ErrorCode::kInvalidArgument, "non-finite logit");
+  }
+  const auto best = std::max_element(logits.begin(), logits.end());
+  if (options.temperature == 0) return static_cast<int32_t>(best - logits.begin());
+  // Candidates by descending logit; keep top_k, then the top_p nucleus, then draw.
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  size_t keep = order.size();
+  if (options.top_k > 0) keep = std::min(keep, static_cast<size_t>(options.top_k));
+  std::vector<double> p(keep);
+  double total = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    p[i] = std::exp((static_cast<double>(logits[order[i]]) - *best) / options.temperature);
+    total += p[i];
+  }
+  double mass = 0;
+  size_t nucleus = 0;
+  while (nucleus < keep && mass < options.top_p * total) mass += p[nucleus++];
+  nucleus = std::max<size_t>(nucleus, 1);
+  // u in [0, mass): 53 random bits, independent of the standard library's distributions.
+  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53 * mass;
+  double acc = 0;
+  for (size_t i = 0; i < nucleus; ++i) {
+    acc += p[i];
+    if (u < acc) return order[i];
+  }
+  return order[nucleus - 1];
+}
+
+}  // namespace titans

@@ -1,0 +1,261 @@
+// Session: the model-level invariants of SEMANTICS.md section 4 for every block kind and a
+// mixed stack: causality (1), streaming (2), thread count (7), clone/reset, bad input, and the
+// sampler.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "titans/error.hpp"
+#include "titans/session.hpp"
+
+namespace titans {
+namespace {
+
+struct Case {
+  std::string name;
+  std::vector<BlockKind> layers;
+  int window;
+  int persistent;
+};
+
+ModelConfig ConfigFor(const Case& k) {
+  ModelConfig c;
+  c.vocab_size = 48;
+  c.d_model = 32;
+  c.ffn_hidden = 48;
+  c.layers = k.layers;
+  c.attention.heads = 4;
+  c.attention.kv_heads = 2;
+  c.attention.head_dim = 8;
+  c.attention.window = k.window;
+  c.attention.persistent = k.persistent;
+  c.memory = MemoryConfig::Paper(32, 2, 8, 2, 8);
+  c.memory.output_proj = false;
+  c.tie_embeddings = k.persistent == 0;  // both head forms
+  return c;
+}
+
+std::vector<Case> Cases() {
+  return {
+      {"lmm", {BlockKind::kLmm, BlockKind::kLmm}, 16, 0},
+      {"mal", {BlockKind::kMal, BlockKind::kMal}, 16, 2},
+      {"mag", {BlockKind::kMag, BlockKind::kMag}, 7, 0},
+      {"attention", {BlockKind::kAttention, BlockKind::kAttention}, 16, 3},
+      {"full_attention", {BlockKind::kAttention}, 0, 0},
+      {"mixed", {BlockKind::kLmm, BlockKind::kMal, BlockKind::kMag, BlockKind::kAttention}, 5, 2},
+  };
+}
+
+std::vector<int32_t> Tokens(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % 48);
+  return t;
+}
+
+// Logits of `tokens` fed in pieces of the given sizes (the rest in one piece).
+std::vector<float> Feed(Session& session, const std::vector<int32_t>& tokens,
+                       const std::vector<int>& pieces = {}) {
+  const size_t vocab = static_cast<size_t>(session.model().config().vocab_size);
+  std::vector<float> logits(tokens.size() * vocab);
+  size_t at = 0;
+  for (size_t i = 0; at < tokens.size(); ++i) {
+    const size_t n = i < pieces.size() ? std::min<size_t>(pieces[i], tokens.size() - at)
+                                       : tokens.size() - at;
+    session.Forward(std::span<const int32_t>(tokens.data() + at, n),
+                    std::span<float>(logits.data() + at * vocab, n * vocab));
+    at += n;
+  }
+  return logits;
+}
+
+double RelativeError(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    norm += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+class SessionTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const ModelConfig config = ConfigFor(GetParam());
+    model_ = std::make_shared<const Model>(config, ModelWeights::Random(config, 11));
+  }
+  std::shared_ptr<const Model> model_;
+};
+
+TEST_P(SessionTest, CausalityChangingATokenChangesNoEarlierOutput) {
+  const int n = 70;
+  const std::vector<int32_t> base = Tokens(n, 1);
+  Session reference(model_, SessionOptions{1});
+  const std::vector<float> expected = Feed(reference, base);
+  const size_t vocab = 48;
+  for (int j : {0, 9, 33, 69}) {
+    std::vector<int32_t> changed = base;
+    changed[static_cast<size_t>(j)] = (changed[static_cast<size_t>(j)] + 5) % 48;
+    Session session(model_, SessionOptions{1});
+    const std::vector<float> got = Feed(session, changed);
+    for (size_t i = 0; i < static_cast<size_t>(j) * vocab; ++i) {
+      ASSERT_EQ(got[i], expected[i]) << "token " << j << " changed output " << i / vocab;
+    }
+    // And the changed token itself does change its own output (the test can fail).
+    double delta = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      delta += std::abs(got[j * vocab + i] - expected[j * vocab + i]);
+    }
+    EXPECT_GT(delta, 0.0) << "token " << j;
+  }
+}
+
+TEST_P(SessionTest, StreamingWholeOrSplitGivesTheSameOutputsAndContinuation) {
+  const int n = 150;
+  const std::vector<int32_t> tokens = Tokens(n, 2);
+  Session whole(model_, SessionOptions{1});
+  const std::vector<float> expected = Feed(whole, tokens);
+  const std::vector<std::vector<int>> splits = {
+      {1, 1, 1, 1}, {2, 5}, {7, 7, 7}, {63}, {64}, {65}, {100, 1}, {3, 61, 1, 2, 70}};
+  for (const auto& pieces : splits) {
+    Session split(model_, SessionOptions{1});
+    const std::vector<float> got = Feed(split, tokens, pieces);
+    EXPECT_LE(RelativeError(got, expected), 1e-5) << "first piece " << pieces[0];
+    EXPECT_EQ(split.position(), n);
+  }
+  // Token by token (decoding) too.
+  Session decode(model_, SessionOptions{1});
+  EXPECT_LE(RelativeError(Feed(decode, tokens, std::vector<int>(n, 1)), expected), 1e-5);
+}
+
+TEST_P(SessionTest, ThreadCountDoesNotChangeResults) {
+  const std::vector<int32_t> tokens = Tokens(130, 3);
+  Session one(model_, SessionOptions{1});
+  Session two(model_, SessionOptions{2});
+  EXPECT_LE(RelativeError(Feed(two, tokens), Feed(one, tokens)), 1e-6);
+}
+
+TEST_P(SessionTest, CloneContinuesIdenticallyAndResetStartsOver) {
+  const std::vector<int32_t> first = Tokens(40, 4), second = Tokens(30, 5);
+  Session a(model_, SessionOptions{1});
+  Feed(a, first);
+  Session b = a.Clone();
+  EXPECT_EQ(b.position(), 40);
+  EXPECT_EQ(Feed(a, second), Feed(b, second));
+  a.Reset();
+  Session fresh(model_, SessionOptions{1});
+  EXPECT_EQ(Feed(a, first), Feed(fresh, first));
+}
+
+TEST_P(SessionTest, OutOfRangeTokenIsRejectedAndChangesNothing) {
+  Session session(model_, SessionOptions{1});
+  Feed(session, Tokens(10, 6));
+  Session twin = session.Clone();
+  std::vector<int32_t> bad = Tokens(5, 7);
+  bad[3] = 48;
+  std::vector<float> logits(5 * 48);
+  try {
+    session.Forward(bad, logits);
+    ADD_FAILURE() << "accepted token 48";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("48"), std::string::npos) << e.what();
+  }
+  bad[3] = -1;
+  EXPECT_THROW(session.Forward(bad, logits), Error);
+  EXPECT_EQ(session.position(), 10);
+  const std::vector<int32_t> next = Tokens(12, 8);
+  EXPECT_EQ(Feed(session, next), Feed(twin, next));
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, SessionTest, ::testing::ValuesIn(Cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(Session, EmbeddingModelsReturnHiddenStatesAndRejectNaN) {
+  ModelConfig config = ConfigFor(Cases()[5]);
+  config.vocab_size = 0;
+  config.tie_embeddings = false;
+  auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
+  Session session(model, SessionOptions{1});
+  std::vector<float> x(20 * 32, 0.3f), h(20 * 32);
+  session.ForwardEmbeddings(x, h);
+  for (float v : h) ASSERT_TRUE(std::isfinite(v));
+  x[5] = std::nanf("");
+  EXPECT_THROW(session.ForwardEmbeddings(x, h), Error);
+  EXPECT_EQ(session.position(), 20);
+  std::vector<int32_t> tokens{1};
+  std::vector<float> logits(1);
+  EXPECT_THROW(session.Forward(tokens, logits), Error);  // no vocabulary
+}
+
+TEST(Session, MacIsRefusedWithAClearError) {
+  ModelConfig config = ConfigFor(Cases()[0]);
+  config.layers = {BlockKind::kMac};
+  config.segment = 8;
+  auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
+  try {
+    Session session(model);
+    ADD_FAILURE() << "a mac session was created";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kConfig);
+    EXPECT_NE(std::string(e.what()).find("mac"), std::string::npos);
+  }
+}
+
+TEST(Sampler, GreedyTopKTopPAndSeeds) {
+  const std::vector<float> logits{0.1f, 3.0f, 2.9f, -1.0f, 0.0f};
+  std::mt19937_64 rng(1);
+  EXPECT_EQ(SampleToken(logits, SamplerOptions{}, rng), 1);  // greedy
+  // top_k = 1 is greedy at any temperature.
+  EXPECT_EQ(SampleToken(logits, SamplerOptions{.temperature = 5.0f, .top_k = 1}, rng), 1);
+  // top_k = 2 only ever returns the two best; both appear.
+  std::vector<int> seen(5, 0);
+  for (int i = 0; i < 400; ++i) {
+    ++seen[static_cast<size_t>(SampleToken(logits, {.temperature = 1.0f, .top_k = 2}, rng))];
+  }
+  EXPECT_GT(seen[1], 0);
+  EXPECT_GT(seen[2], 0);
+  EXPECT_EQ(seen[0] + seen[3] + seen[4], 0);
+  // A tiny top_p keeps only the best token.
+  EXPECT_EQ(SampleToken(logits, {.temperature = 1.0f, .top_p = 0.01f}, rng), 1);
+  // The same seed gives the same draws.
+  std::mt19937_64 r1(9), r2(9);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(SampleToken(logits, {.temperature = 2.0f}, r1),
+              SampleToken(logits, {.temperature = 2.0f}, r2));
+  }
+  EXPECT_THROW(SampleToken({}, SamplerOptions{}, rng), Error);
+  EXPECT_THROW(SampleToken(logits, {.temperature = -1.0f}, rng), Error);
+}
+
+TEST(Session, GenerateIsDeterministicForASeed) {
+  const ModelConfig config = ConfigFor(Cases()[5]);
+  auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 5));
+  const std::vector<int32_t> prompt = Tokens(9, 10);
+  Session a(model, SessionOptions{1}), b(model, SessionOptions{1});
+  const SamplerOptions sampler{.temperature = 0.8f, .top_k = 10, .top_p = 0.9f, .seed = 42};
+  const auto x = a.Generate(prompt, 12, sampler);
+  EXPECT_EQ(x, b.Generate(prompt, 12, sampler));
+  EXPECT_EQ(x.size(), 12u);
+  EXPECT_EQ(a.position(), 9 + 11);  // the last sampled token is not fed
+  // Greedy generation equals taking the argmax of Forward step by step.
+  Session g(model, SessionOptions{1}), manual(model, SessionOptions{1});
+  const auto greedy = g.Generate(prompt, 5, SamplerOptions{});
+  std::vector<float> logits(prompt.size() * 48);
+  manual.Forward(prompt, logits);
+  std::vector<int32_t> expected;
+  std::vector<float> last(logits.end() - 48, logits.end());
+  for (int i = 0; i < 5; ++i) {
+    const int32_t t = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    expected.push_back(t);
+    manual.Forward(std::span<const int32_t>(&expected.back(), 1), last);
+  }
+  EXPECT_EQ(greedy, expected);
+}
+
+}  // namespace
+}  // namespace titans
