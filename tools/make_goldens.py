@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Golden data for tests/titans_pytorch_memory_test.cpp: titans-pytorch NeuralMemory in float64.
+
+Regenerate (from the repository root; writes tests/data/tp_memory/, deterministic):
+
+    python3 -m venv /work/venv-tp
+    /work/venv-tp/bin/pip install -r tools/requirements-goldens.txt
+    /work/venv-tp/bin/python tools/make_goldens.py [--out tests/data/tp_memory]
+
+For every case, a small seeded `titans_pytorch.NeuralMemory` is built, every parameter is
+moved away from its initial value (so norm gains, the LayerNorm gamma, biases and gates are
+exercised) and rounded to float32, and the model is run in float64 three ways on the same
+float32-representable input of T tokens (T not a multiple of the chunk size):
+  full    one call over all T tokens;
+  calls   chunk-aligned continued calls with the state carried (every call starts at a chunk
+          boundary and completes at least one chunk: TP-NOTES 2.9 paths are avoided);
+  tokens  one token per call (decoding).
+Files per case <name>:
+  <name>.memory.safetensors   the engine memory file (tools/convert_titans_pytorch.py, F32)
+  <name>.golden.safetensors   input F32 [T, d]; out_full / out_calls / out_tokens F64 [T, d];
+                              calls I64 [n] (token counts of the continued calls);
+                              w.<l> F32 [N+1, H, in, out] and (ln_residual) gain F32
+                              [N+1, H, dh]: the fast weights after 0..N complete chunks
+                              (titans-pytorch `state.updates` of the full call);
+                              metadata "case": the case JSON.
+  index.json                  every case, the package versions, and the largest difference
+                              between the three titans-pytorch runs (outputs and weights).
+The models' RMSNorms get eps = float32 epsilon explicitly: a float32 titans-pytorch model uses
+that (nn.RMSNorm eps=None means finfo(input dtype).eps), and the goldens are the float64
+evaluation of such a model, so the converted config is exactly MemoryConfig::TitansPytorch.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from collections import OrderedDict
+from importlib.metadata import version as package_version
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import convert_titans_pytorch as conv  # noqa: E402
+from titans_pytorch import NeuralMemory  # noqa: E402
+from titans_pytorch import memory_models as tp_mm  # noqa: E402
+
+MAX_LR = 0.1
+
+
+def case_list():
+    """The grid of issue 5 plus a few converter options (qk_rmsnorm + SiLU, plain memory)."""
+    cases = []
+    seed = 1000
+    for C, T, calls in ((1, 29, [1, 3, 7, 2, 16]),
+                        (4, 45, [8, 4, 12, 21]),
+                        (16, 70, [16, 32, 22])):
+        for B in (None, 2 * C):
+            for H in (1, 2):
+                for momentum in (True, False):
+                    seed += 1
+                    # Small widths keep the per-chunk weights (T/C + 1 sets) under ~2 MB in
+                    # all; heads=1 needs dim_head == dim.
+                    if H == 1:
+                        dim = dh = 16 if C == 16 else 8
+                    else:
+                        dim, dh = (8, 4) if C == 1 else (16, 8)
+                    cases.append(dict(
+                        name=f"c{C}_b{B or 0}_h{H}_{'mom' if momentum else 'nomom'}",
+                        seed=seed, T=T, calls=calls,
+                        kwargs=dict(dim=dim, dim_head=dh, heads=H, chunk_size=C, batch_size=B,
+                                    momentum=momentum,
+                                    default_step_transform_max_lr=MAX_LR)))
+    cases.append(dict(name="opt_qknorm_silu_c4_b8_h2", seed=2001, T=45, calls=[8, 4, 12, 21],
+                      kwargs=dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=8,
+                                  momentum=True, qk_rmsnorm=True, activation="silu",
+                                  default_step_transform_max_lr=MAX_LR)))
+    cases.append(dict(name="opt_plain_shared_nonorm_depth3_c4_b0_h2", seed=2002, T=45,
+                      calls=[8, 4, 12, 21],
+                      kwargs=dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=None,
+                                  momentum=True, mem_model_norm_add_residual=False,
+                                  pre_rmsnorm=False,
+                                  per_head_learned_parameters=False,
+                                  default_model_kwargs=dict(depth=3, expansion_factor=2.),
+                                  default_step_transform_max_lr=MAX_LR)))
+    for c in cases:
+        assert sum(c["calls"]) == c["T"]
+    return cases
+
+
+def build_model(case):
+    kwargs = dict(case["kwargs"])
+    if kwargs.get("activation") == "silu":
+        kwargs["activation"] = nn.SiLU()
+    torch.manual_seed(case["seed"])
+    mem = NeuralMemory(**kwargs)
+    # Per-head parameters are stride-0 views when heads > 1 (issue #64): make them real tensors
+    # so that each head can get its own values.
+    mem.memory_model_parameters = nn.ParameterList(
+        [nn.Parameter(p.detach().clone().contiguous()) for p in mem.memory_model_parameters])
+    mem = mem.double()
+    gen = torch.Generator().manual_seed(case["seed"])
+
+    def noise(p, scale):
+        return torch.randn(p.shape, generator=gen, dtype=torch.float64) * scale
+
+    d = kwargs["dim"]
+    with torch.no_grad():
+        for name, p in mem.named_parameters():
+            if name.startswith("memory_model."):
+                continue  # unused by forward (functional_call substitutes the per-head tensors)
+            if name.endswith("norm.weight"):                 # RMSNorm gains
+                p.copy_(1.0 + noise(p, 0.2))
+            elif name.endswith(".gamma") and "norm" in name:  # MultiheadRMSNorm gammas
+                p.copy_(noise(p, 0.2))
+            elif name.startswith("to_adaptive_step.0."):
+                p.copy_(noise(p, 0.5 / d ** 0.5) if name.endswith("weight") else
+                        -1.0 + noise(p, 0.3))                 # theta ~ 0.27 max_lr
+            elif name.startswith("to_momentum.0."):
+                p.copy_(noise(p, 0.5 / d ** 0.5) if name.endswith("weight") else
+                        1.5 + noise(p, 0.3))                  # eta ~ 0.8
+            elif name.startswith("to_decay_factor.0."):
+                p.copy_(noise(p, 0.5 / d ** 0.5) if name.endswith("weight") else
+                        -2.5 + noise(p, 0.3))                 # alpha ~ 0.08
+            elif name.startswith("memory_model_parameters."):
+                role = mem.memory_model_parameter_names[int(name.split(".")[1])]
+                if role == "norm.gamma":
+                    p.copy_(noise(p, 0.2))                    # LayerNorm gamma (per head)
+                else:
+                    p.add_(noise(p, 0.1 * p.std().item()))    # W1, W2: xavier + noise
+            elif name == "retrieve_gate.0.weight":
+                p.copy_(noise(p, 1.0 / d ** 0.5))
+            else:                                             # q/k/v, combine_heads
+                p.add_(noise(p, 0.1 * p.std().item()))
+        for p in mem.parameters():
+            p.copy_(p.float().double())  # exactly representable in the engine's float32
+    for m in mem.modules():
+        if isinstance(m, nn.RMSNorm):
+            m.eps = float(torch.finfo(torch.float32).eps)
+    return mem
+
+
+def case_input(case):
+    gen = torch.Generator().manual_seed(case["seed"] + 7)
+    d = case["kwargs"]["dim"]
+    return torch.randn(1, case["T"], d, generator=gen, dtype=torch.float32).double()
+
+
+def scale_outputs_to_unit(mem, case):
+    """heads > 1: scales combine_heads by a power of two (exact in float32) so that the outputs
+    have an RMS near 1 (the tolerance is absolute). The memory's dynamics do not involve it."""
+    if mem.heads == 1:
+        return
+    with torch.no_grad():
+        out, _ = mem(case_input(case))
+        rms = float(out.pow(2).mean().sqrt())
+        mem.combine_heads.weight.mul_(2.0 ** round(np.log2(1.0 / rms)))
+
+
+def weights_of(td, names):
+    """TensorDict of per-(batch*head) weights -> {name: float64 array [H, ...]}."""
+    return {n: td[n].detach().numpy().copy() for n in names}
+
+
+def run_case(mem, case):
+    T, C = case["T"], case["kwargs"]["chunk_size"]
+    names = mem.memory_model_parameter_names
+    x = case_input(case)
+
+    with torch.no_grad():
+        out_full, state = mem(x)
+        updates = {n: state.updates[n][:, :].detach().numpy().copy() for n in names}  # [H, N+1]
+        n_chunks = T // C
+        assert next(iter(updates.values())).shape[1] == n_chunks + 1
+
+        outs, state, pos = [], None, 0
+        chunk_weights = [weights_of(mem.init_weights(1), names)]
+        for n in case["calls"]:
+            assert pos % C == 0 and n >= C, case["calls"]  # aligned, >= 1 chunk per call
+            y, state = mem(x[:, pos:pos + n], state=state)
+            outs.append(y)
+            pos += n
+            call_updates = {k: state.updates[k].detach().numpy() for k in names}
+            for i in range(1, next(iter(call_updates.values())).shape[1]):
+                chunk_weights.append({k: call_updates[k][:, i] for k in names})
+        out_calls = torch.cat(outs, dim=1)
+        calls_weights = chunk_weights
+
+        outs, state = [], None
+        token_weights = [weights_of(mem.init_weights(1), names)]
+        for t in range(T):
+            before = state.seq_index if state is not None else 0
+            y, state = mem(x[:, t], state=state)  # a (b, d) input is one token
+            outs.append(y)
+            if state.seq_index != before:
+                token_weights.append(weights_of(state.states[0], names))
+        out_tokens = torch.cat(outs, dim=1)
+
+    def weight_diff(seq):
+        assert len(seq) == n_chunks + 1, (len(seq), n_chunks)
+        return max(float(np.max(np.abs(seq[i][k] - updates[k][:, i])))
+                   for i in range(n_chunks + 1) for k in names)
+
+    checks = OrderedDict(
+        out_calls_vs_full=float((out_calls - out_full).abs().max()),
+        out_tokens_vs_full=float((out_tokens - out_full).abs().max()),
+        weights_calls_vs_full=weight_diff(calls_weights),
+        weights_tokens_vs_full=weight_diff(token_weights))
+    return x[0].float().numpy(), out_full[0].numpy(), out_calls[0].numpy(), \
+        out_tokens[0].numpy(), updates, checks
+
+
+def check_state_dict_route(mem, case, memory_file):
+    """The CLI route (state_dict + JSON kwargs) must write the same file as the module route."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sd_path, kw_path = os.path.join(tmp, "mem.pt"), os.path.join(tmp, "kwargs.json")
+        out_path = os.path.join(tmp, "mem.safetensors")
+        torch.save(mem.state_dict(), sd_path)
+        with open(kw_path, "w") as f:
+            json.dump(case["kwargs"], f)
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = conv.main(["--state-dict", sd_path, "--kwargs", kw_path, "--out", out_path])
+        if rc != 0:
+            raise RuntimeError(f"{case['name']}: the state_dict route failed")
+        with open(out_path, "rb") as a, open(memory_file, "rb") as b:
+            if a.read() != b.read():
+                raise RuntimeError(f"{case['name']}: state_dict route wrote a different file")
+
+
+def check_refusals():
+    """Every unsupported option is refused with a message that names it."""
+    base = dict(dim=16, dim_head=8, heads=2, chunk_size=4)
+
+    class CustomModel(nn.Module):  # any model other than MemoryMLP
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(8, 8))
+
+        def forward(self, x):
+            return x @ self.w
+
+    options = [
+        ("momentum_order", dict(momentum_order=2)),
+        ("learned_momentum_combine", dict(momentum_order=2, learned_momentum_combine=True)),
+        ("per_parameter_lr_modulation", dict(per_parameter_lr_modulation=True)),
+        ("attn_pool_chunks", dict(attn_pool_chunks=True)),
+        ("max_grad_norm", dict(max_grad_norm=1.0)),
+        ("spectral_norm_surprises", dict(spectral_norm_surprises=True)),
+        ("accept_weight_residual", dict(accept_weight_residual=True)),
+        ("gated_transition", dict(gated_transition=True)),
+        ("num_kv_per_token", dict(num_kv_per_token=2)),
+        ("post_rmsnorm", dict(post_rmsnorm=True)),
+        ("qkv_receives_diff_views", dict(qkv_receives_diff_views=True)),
+        ("store_with_lookahead_value", dict(store_with_lookahead_value=True)),
+        ("chunk_size=(4, 8)", dict(chunk_size=(4, 8))),
+        ("activation=GELU", dict(activation=nn.GELU())),
+        ("memory model CustomModel", dict(model=CustomModel())),
+        ("memory model MemorySwiGluMLP", dict(model=tp_mm.MemorySwiGluMLP(8))),
+        ("store_memory_loss_fn", dict(store_memory_loss_fn=lambda a, b: (a - b).abs().mean(-1))),
+        ("adaptive_step_transform", dict(adaptive_step_transform=lambda x: x.sigmoid())),
+    ]
+    for name, kwargs in options:
+        mem = NeuralMemory(**{**base, **kwargs})
+        try:
+            conv.memory_config(mem)
+        except conv.UnsupportedError as e:
+            if name not in str(e):
+                raise RuntimeError(f"refusal of {name} does not name it: {e}")
+            continue
+        raise RuntimeError(f"{name} was not refused")
+    print(f"converter refuses all {len(options)} unsupported options, naming each")
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description="titans-pytorch NeuralMemory golden data")
+    p.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "tp_memory"))
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_default_dtype(torch.float32)
+    check_refusals()
+
+    index = OrderedDict(
+        generator="tools/make_goldens.py",
+        versions=OrderedDict((pkg, package_version(pkg)) for pkg in
+                             ("titans-pytorch", "torch", "assoc-scan", "einops", "tensordict",
+                              "numpy")),
+        tolerance=1e-4,
+        cases=[])
+    for case in case_list():
+        mem = build_model(case)
+        scale_outputs_to_unit(mem, case)
+        memory_file = os.path.join(args.out, case["name"] + ".memory.safetensors")
+        config = conv.convert(mem, memory_file)
+        check_state_dict_route(mem, case, memory_file)
+        x, out_full, out_calls, out_tokens, updates, checks = run_case(mem, case)
+        for k, v in checks.items():
+            if v > 1e-9:
+                raise RuntimeError(f"{case['name']}: titans-pytorch itself differs: {k} = {v}")
+
+        tensors = [("input", x.astype(np.float32)),
+                   ("out_full", out_full), ("out_calls", out_calls), ("out_tokens", out_tokens),
+                   ("calls", np.asarray(case["calls"], dtype=np.int64))]
+        prefix = "model." if config["output"] == "ln_residual" else ""
+        H = config["heads"]
+        for l in range(config["depth"]):
+            w = updates[f"{prefix}weights.{l}"]  # [H, N+1, in, out]
+            tensors.append((f"w.{l}", np.ascontiguousarray(w.transpose(1, 0, 2, 3))
+                            .astype(np.float32)))
+        if config["output"] == "ln_residual":
+            g = updates["norm.gamma"]            # [H, N+1, dh]
+            tensors.append(("gain", np.ascontiguousarray(g.transpose(1, 0, 2))
+                            .astype(np.float32)))
+        assert all(t.shape[1] == H for n, t in tensors if n.startswith(("w.", "gain")))
+
+        entry = OrderedDict(
+            name=case["name"], seed=case["seed"], tokens=case["T"], calls=case["calls"],
+            chunk_size=case["kwargs"]["chunk_size"],
+            batch_size=case["kwargs"]["batch_size"] or 0,
+            heads=config["heads"], dim=config["d_model"], dim_head=config["head_dim"],
+            momentum=config["momentum"], max_lr=MAX_LR,
+            neural_memory_kwargs=case["kwargs"], config=config,
+            memory_file=case["name"] + ".memory.safetensors",
+            golden_file=case["name"] + ".golden.safetensors",
+            output_rms=float(np.sqrt(np.mean(out_full ** 2))),
+            weight_change=float(max(np.max(np.abs(w[:, -1] - w[:, 0])) for w in updates.values())),
+            titans_pytorch_self_consistency=checks)
+        conv.write_safetensors(os.path.join(args.out, entry["golden_file"]), tensors,
+                               {"case": json.dumps(entry)})
+        index["cases"].append(entry)
+        print(f"{case['name']:40s} T={case['T']:3d} rms={entry['output_rms']:.3f} "
+              f"dW={entry['weight_change']:.3f} self={max(checks.values()):.1e}")
+    with open(os.path.join(args.out, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
