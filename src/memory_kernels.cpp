@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
+#include <span>
 #include <cmath>
 #include <unsupported/Eigen/SpecialFunctions>  // vectorised float erf for the exact GELU
 
@@ -123,11 +125,21 @@ MemoryWorkspace::MemoryWorkspace(const NeuralMemory& memory, int threads) : thre
 
 void MemoryWorkspace::Run(const NeuralMemory& memory, MemoryState& state, const float* store,
                           const float* retrieve, int n, float* out) {
+  RunTiles(memory, state, store, retrieve, n, out, /*write=*/true);
+}
+
+void MemoryWorkspace::ReadOnly(const NeuralMemory& memory, MemoryState& state,
+                               const float* retrieve, int n, float* out) {
+  RunTiles(memory, state, nullptr, retrieve, n, out, /*write=*/false);
+}
+
+void MemoryWorkspace::RunTiles(const NeuralMemory& memory, MemoryState& state, const float* store,
+                               const float* retrieve, int n, float* out, bool write) {
   const MemoryConfig& c = memory.config();
   const Index d = c.d_model, d_out = memory.output_width();
   for (int t0 = 0; t0 < n; t0 += kTile) {
     const int rows = std::min(kTile, n - t0);
-    const float* x = store + t0 * d;
+    const float* x = write ? store + t0 * d : nullptr;
     const float* r = retrieve + t0 * d;
     float* o = out + t0 * d_out;
     // A thread joins only for enough work to pay for the barriers it adds (a few per MLP
@@ -136,19 +148,25 @@ void MemoryWorkspace::Run(const NeuralMemory& memory, MemoryState& state, const 
     const int team = static_cast<int>(
         std::clamp(work / kMinFlopsPerThread, 1.0, static_cast<double>(threads_)));
     if (team == 1) {
-      RunTile(memory, state, x, r, rows, o, Part{0, 1});
+      RunTile(memory, state, x, r, rows, o, write, Part{0, 1});
     } else {
 #pragma omp parallel num_threads(team)
-      RunTile(memory, state, x, r, rows, o, Part{omp_get_thread_num(), omp_get_num_threads()});
+      RunTile(memory, state, x, r, rows, o, write,
+              Part{omp_get_thread_num(), omp_get_num_threads()});
     }
   }
 }
 
 void MemoryWorkspace::RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
-                              const float* retrieve, int n, float* out, Part part) {
+                              const float* retrieve, int n, float* out, bool write, Part part) {
   const MemoryConfig& c = memory.config();
   const int unit = c.unit(), hd = c.inner_dim();
-  Project(memory, state, store, retrieve, n, part);
+  Project(memory, state, store, retrieve, n, write, part);
+  if (!write) {  // a read with the current weights; nothing is queued or written
+    Read(c, state, 0, n, part);
+    Output(memory, n, out, part);
+    return;
+  }
 
   // Walk the tile unit by unit. Every thread keeps its own copy of the counters (they take the
   // same values everywhere); thread 0 stores them back at the end.
@@ -189,7 +207,8 @@ void MemoryWorkspace::RunTile(const NeuralMemory& memory, MemoryState& state, co
 }
 
 void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
-                              const float* store, const float* retrieve, int n, Part part) {
+                              const float* store, const float* retrieve, int n, bool write,
+                              Part part) {
   const MemoryConfig& c = memory.config();
   const MemoryWeights& w = memory.weights();
   const Index d = c.d_model, hd = c.inner_dim(), h = c.heads, dh = c.head_dim;
@@ -214,25 +233,33 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
                           .matrix();
     }
   };
-  rms_norm(store, c.store_norm, w.store_norm, xs_);
+  // A read-only pass (MemorySession::Read) has its own query stream, so its own query tail.
+  std::vector<float>& q_tail = write ? state.conv_q : state.conv_q_read;
+  if (write) rms_norm(store, c.store_norm, w.store_norm, xs_);
   rms_norm(retrieve, c.retrieve_norm, w.retrieve_norm, xr_);
   if (part.ith == 0 && tail > 0) {
-    q_ext_.topRows(tail) = ConstView(state.conv_q.data(), tail, hd, hd);
-    k_ext_.topRows(tail) = ConstView(state.conv_k.data(), tail, hd, hd);
-    v_ext_.topRows(tail) = ConstView(state.conv_v.data(), tail, hd, hd);
+    q_ext_.topRows(tail) = ConstView(q_tail.data(), tail, hd, hd);
+    if (write) {
+      k_ext_.topRows(tail) = ConstView(state.conv_k.data(), tail, hd, hd);
+      v_ext_.topRows(tail) = ConstView(state.conv_v.data(), tail, hd, hd);
+    }
   }
   if (nr > 0) {
-    const auto xs = xs_.middleRows(r0, nr), xr = xr_.middleRows(r0, nr);
+    const auto xr = xr_.middleRows(r0, nr);
     Multiply(q_ext_.middleRows(tail + r0, nr), xr, ConstView(w.w_q.data(), d, hd, hd));
-    Multiply(k_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_k.data(), d, hd, hd));
-    Multiply(v_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_v.data(), d, hd, hd));
-    // Gate logits [n, 3H] = xs [n, d] x packed [d, 3H] + bias; output gate [n, H] = xr W_gate.
-    auto g = gates_.middleRows(r0, nr);
-    Multiply(g, xs, ConstView(memory.packed_gates().data(), d, 3 * h, 3 * h));
-    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(memory.packed_gate_bias().data(), 3 * h);
+    // Output gate logits [n, H] = xr W_gate.
     if (c.output_gate) {
       Multiply(gate_out_.middleRows(r0, nr), xr, ConstView(w.w_gate.data(), d, h, h));
     }
+  }
+  if (nr > 0 && write) {
+    const auto xs = xs_.middleRows(r0, nr);
+    Multiply(k_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_k.data(), d, hd, hd));
+    Multiply(v_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_v.data(), d, hd, hd));
+    // Gate logits [n, 3H] = xs [n, d] x packed [d, 3H] + bias.
+    auto g = gates_.middleRows(r0, nr);
+    Multiply(g, xs, ConstView(memory.packed_gates().data(), d, 3 * h, 3 * h));
+    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(memory.packed_gate_bias().data(), 3 * h);
   }
   Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
 
@@ -243,9 +270,10 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
     std::vector<float>& tail_state;
     RowMatrix& result;
   };
-  for (const Path& path : {Path{q_ext_, w.conv_q, state.conv_q, q_},
-                           Path{k_ext_, w.conv_k, state.conv_k, k_},
-                           Path{v_ext_, w.conv_v, state.conv_v, v_}}) {
+  const std::initializer_list<Path> all{Path{q_ext_, w.conv_q, q_tail, q_},
+                                        Path{k_ext_, w.conv_k, state.conv_k, k_},
+                                        Path{v_ext_, w.conv_v, state.conv_v, v_}};
+  for (const Path& path : std::span(all.begin(), write ? 3 : 1)) {
     auto result = path.result.middleRows(r0, nr);
     if (kernel > 0) {
       // out_t = sum_j conv[j] * in_{t-K+1+j}: ext rows t..t+K-1 hold exactly those inputs.
@@ -266,7 +294,8 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
   if (c.qk_norm != QkNorm::kNone) {
     for (Index t = r0; t < r0 + nr; ++t) {
       for (Index head = 0; head < h; ++head) {
-        for (RowMatrix* m : {&q_, &k_}) {
+        const std::array<RowMatrix*, 2> normed{&q_, &k_};
+        for (RowMatrix* m : std::span(normed).first(write ? 2 : 1)) {
           auto x = m->block(t, head * dh, 1, dh);
           if (c.qk_norm == QkNorm::kL2) {
             x /= std::max(x.norm(), 1e-12f);

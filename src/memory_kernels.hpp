@@ -28,6 +28,10 @@ class MemoryWorkspace {
   // out [n, memory.output_width()]. Inputs must already be checked (finite, sizes).
   void Run(const NeuralMemory& memory, MemoryState& state, const float* store,
            const float* retrieve, int n, float* out);
+  // Reads n tokens with the current fast weights (retrieve [n, d] -> out): no write, no
+  // queueing; only the read path's own convolution tail (state.conv_q_read) advances.
+  void ReadOnly(const NeuralMemory& memory, MemoryState& state, const float* retrieve, int n,
+                float* out);
 
   int threads() const { return threads_; }
   static constexpr int kTile = 128;  // tokens projected together
@@ -39,10 +43,14 @@ class MemoryWorkspace {
   struct Part {
     int ith, nth;
   };
+  void RunTiles(const NeuralMemory& memory, MemoryState& state, const float* store,
+                const float* retrieve, int n, float* out, bool write);
   void RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
-               const float* retrieve, int n, float* out, Part part);
+               const float* retrieve, int n, float* out, bool write, Part part);
+  // Norms, projections, convolution, activation and q/k norm of a tile; without `write` only
+  // the query path (and the output gate).
   void Project(const NeuralMemory& memory, MemoryState& state, const float* store,
-               const float* retrieve, int n, Part part);
+               const float* retrieve, int n, bool write, Part part);
   // Reads rows [r0, r1) of the tile's queries with the current fast weights into y_.
   void Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1, Part part);
   // Writes the full unit in state.pending_* into the fast weights; commits when due.

@@ -29,11 +29,14 @@ void MemorySession::Forward(std::span<const float> store, std::span<float> out) 
   Forward(store, store, out);
 }
 
-void MemorySession::Forward(std::span<const float> store, std::span<const float> retrieve,
-                            std::span<float> out) {
-  // Everything is checked before the state is touched, so a rejected call changes nothing.
-  const size_t d = static_cast<size_t>(memory_->input_width());
-  const size_t d_out = static_cast<size_t>(memory_->output_width());
+namespace {
+
+// Checks the inputs of one call before anything is touched, so a rejected call changes
+// nothing; returns the number of tokens.
+size_t CheckedTokens(const NeuralMemory& memory, std::span<const float> store,
+                     std::span<const float> retrieve, std::span<float> out) {
+  const size_t d = static_cast<size_t>(memory.input_width());
+  const size_t d_out = static_cast<size_t>(memory.output_width());
   if (store.size() % d != 0) {
     throw Error(ErrorCode::kInvalidArgument,
                 "store input has " + std::to_string(store.size()) +
@@ -63,10 +66,25 @@ void MemorySession::Forward(std::span<const float> store, std::span<const float>
                         std::to_string(i % d));
       }
     }
+    if (retrieve.data() == store.data()) break;  // one input in both roles
   }
+  return n;
+}
+
+}  // namespace
+
+void MemorySession::Forward(std::span<const float> store, std::span<const float> retrieve,
+                            std::span<float> out) {
+  const size_t n = CheckedTokens(*memory_, store, retrieve, out);
   if (n == 0) return;
   workspace_->Run(*memory_, state_, store.data(), retrieve.data(), static_cast<int>(n),
                   out.data());
+}
+
+void MemorySession::Read(std::span<const float> retrieve, std::span<float> out) {
+  const size_t n = CheckedTokens(*memory_, retrieve, retrieve, out);
+  if (n == 0) return;
+  workspace_->ReadOnly(*memory_, state_, retrieve.data(), static_cast<int>(n), out.data());
 }
 
 void MemorySession::SetState(MemoryState state) {

@@ -72,6 +72,7 @@ void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
     f("conv_q", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_q);
     f("conv_k", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_k);
     f("conv_v", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_v);
+    f("conv_q_read", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_q_read);
   }
   f("pending_k", std::vector<int64_t>{u, hd}, s.pending_k);
   f("pending_v", std::vector<int64_t>{u, hd}, s.pending_v);
@@ -221,6 +222,7 @@ MemoryState MemoryState::Initial(const NeuralMemory& memory) {
   s.conv_q.assign(tail * hd, 0.0f);
   s.conv_k.assign(tail * hd, 0.0f);
   s.conv_v.assign(tail * hd, 0.0f);
+  s.conv_q_read.assign(tail * hd, 0.0f);
   const size_t u = static_cast<size_t>(c.unit());
   s.pending_k.assign(u * hd, 0.0f);
   s.pending_v.assign(u * hd, 0.0f);

@@ -100,8 +100,9 @@ struct MemoryState {
   // Fast weights, per MLP layer l: [H, layer_in(l), layer_out(l)]; gains [H, dh] (kLnResidual).
   std::vector<std::vector<float>> w_cur, w_base, momentum;  // momentum empty without momentum
   std::vector<float> g_cur, g_base, g_momentum;
-  // Causal convolution tails: the last K-1 projected (pre-convolution) rows, [K-1, H*dh].
-  std::vector<float> conv_q, conv_k, conv_v;
+  // Causal convolution tails: the last K-1 projected (pre-convolution) rows, [K-1, H*dh];
+  // conv_q_read is the query tail of the read-only stream (MemorySession::Read).
+  std::vector<float> conv_q, conv_k, conv_v, conv_q_read;
   // The current unit's tokens not yet written: `pending` rows of keys and values [U, H*dh]
   // and gate logits [U, 3H] (theta, eta, alpha logits as in NeuralMemory::packed_gates).
   int pending = 0;
@@ -138,6 +139,11 @@ class MemorySession {
   void Forward(std::span<const float> store, std::span<float> out);
   void Forward(std::span<const float> store, std::span<const float> retrieve,
                std::span<float> out);
+  // Reads n = retrieve.size() / d tokens with the current fast weights and writes nothing
+  // (memory as context, MAC: the segment's queries read the memory as it was at the segment
+  // start). These queries are a stream of their own: with a convolution, they have their own
+  // causal tail. out [n, output_width()]. Same checks as Forward.
+  void Read(std::span<const float> retrieve, std::span<float> out);
 
   int64_t position() const { return state_.position; }
   const MemoryState& state() const { return state_; }
