@@ -163,6 +163,18 @@ void AttentionCache::Reset() {
   }
 }
 
+void AttentionCache::Restore(int64_t position, const float* k, const float* v, int64_t count) {
+  const int64_t expected = window_ > 0 ? std::min<int64_t>(window_, position) : position;
+  if (position < 0 || count != expected || count > std::numeric_limits<int>::max()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "AttentionCache::Restore: " + std::to_string(count) + " rows at position " +
+                    std::to_string(position) + ", expected " + std::to_string(expected));
+  }
+  Reset();
+  position_ = position - count;  // Append places row r at position_ + r
+  Append(k, v, static_cast<int>(count));
+}
+
 bool AttentionCache::SameContents(const AttentionCache& other) const {
   if (window_ != other.window_ || kv_width_ != other.kv_width_ ||
       position_ != other.position_ || count_ != other.count_) {

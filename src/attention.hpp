@@ -76,6 +76,10 @@ class AttentionCache {
   void Append(const float* k, const float* v, int n);
   // Back to position 0, empty (keeps the memory).
   void Reset();
+  // Replaces the contents with `count` rows of rotated keys and values [count, kv_width] for
+  // the positions [position - count, position), in order (a saved session's cache). count must
+  // be min(window, position), or position for window 0; Error(kInvalidArgument) otherwise.
+  void Restore(int64_t position, const float* k, const float* v, int64_t count);
 
   // Same window, width, position and valid rows (bit for bit); slot layout is ignored.
   bool SameContents(const AttentionCache& other) const;

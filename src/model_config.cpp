@@ -65,9 +65,10 @@ void ModelConfig::Validate() const {
   }
   if (any_mac) {
     Require(segment > 0, "a mac layer needs segment > 0");
-    Require(segment % memory.unit() == 0,
-            "segment must be a multiple of the memory's unit (chunk for read = chunk, step for "
-            "read = step), so that every segment starts on written weights");
+    Require(segment == memory.unit(),
+            "segment must equal the memory's unit (chunk for read = chunk, step for read = "
+            "step): the memory is written once per segment, at its end, so every token of a "
+            "segment reads the memory as it was at the segment start");
   }
 }
 

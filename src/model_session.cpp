@@ -8,8 +8,17 @@
 //   kMal        x += Mem(n(x)); x += SWA(n_a(x));              x += FFN(n(x))
 //   kMag        u = n(x); x += N_y(SWA(u)) * sigmoid(N_m(Mem(u)));  x += FFN(n(x))
 //   kAttention  x += SWA(n(x));                                x += FFN(n(x))
+//   kMac        u = n(x); per segment of C_s tokens: h = Mem*(u) read with the memory as it
+//               was at the segment start; y = Attn over [persistent | h_j, u_j for j <= i];
+//               x += y * sigmoid(Mem(y)) (the memory stores y);  x += FFN(n(x))
 // where Mem(u) = W_o (RMSNorm_heads(M(u)) * SiLU(u W_g)) is the memory branch and
 // SWA(u) = W_o Attn(rot(u W_q), rot(u W_k), u W_v) the windowed attention.
+//
+// MAC's attention runs the same kernel over the interleaved sequence h_0, u_0, h_1, u_1, ...
+// of the current segment (its cache is emptied at every segment start): causal order in it
+// is exactly "token i sees h_j and u_j for j <= i". h_i and u_i share token i's rotary
+// position. The kernel also computes outputs at the h slots, which are dropped: MAC pays
+// twice the attention FLOPs of a plain segment-local layer for this simplicity.
 #include <omp.h>
 
 #include <algorithm>
@@ -19,29 +28,17 @@
 
 #include "attention.hpp"
 #include "linalg.hpp"
+#include "session_state.hpp"
 #include "titans/error.hpp"
 #include "titans/session.hpp"
 
 namespace titans {
-using namespace linalg;  // NOLINT: the session is written in terms of these helpers
+using namespace linalg;   // NOLINT: the session is written in terms of these helpers
+using namespace session;  // NOLINT: layer kinds and attention shapes
 
 namespace {
 
 constexpr int kPiece = 64;  // tokens per pass through the stack
-
-bool HasAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
-bool HasMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
-
-AttentionShape ShapeOf(const ModelConfig& c) {
-  AttentionShape s;
-  s.heads = c.attention.heads;
-  s.kv_heads = c.attention.kv_heads;
-  s.head_dim = c.attention.head_dim;
-  s.window = c.attention.window;
-  s.persistent = c.attention.persistent;
-  s.rope_base = c.attention.rope_base;
-  return s;
-}
 
 // out = RMSNorm(in) * gain for each of n rows of width `width` (`groups` norms per row, each
 // over width / groups features, with gain [width]): the model's norms (groups = 1) and the
@@ -79,12 +76,6 @@ void ParallelMultiply(int threads, C c, const A& a, const B& b) {
 
 }  // namespace
 
-struct Session::State {
-  int64_t position = 0;
-  std::vector<std::unique_ptr<MemorySession>> memory;      // per layer; null without memory
-  std::vector<std::unique_ptr<AttentionCache>> attention;  // per layer; null without attention
-};
-
 // Scratch for one piece of kPiece tokens, sized once per session.
 struct Session::Workspace {
   Workspace(const ModelConfig& c, int threads)
@@ -100,7 +91,13 @@ struct Session::Workspace {
         mem(kPiece, c.memory.inner_dim()),
         gate(kPiece, c.memory.inner_dim()),
         ffn_a(kPiece, c.ffn_hidden),
-        ffn_b(kPiece, c.ffn_hidden) {}
+        ffn_b(kPiece, c.ffn_hidden),
+        mac_h(HasMac(c) ? kPiece : 0, c.d_model),
+        mac_z(HasMac(c) ? 2 * kPiece : 0, c.d_model),
+        mac_q(HasMac(c) ? 2 * kPiece : 0, c.attention.heads * c.attention.head_dim),
+        mac_k(HasMac(c) ? 2 * kPiece : 0, c.attention.kv_heads * c.attention.head_dim),
+        mac_v(HasMac(c) ? 2 * kPiece : 0, c.attention.kv_heads * c.attention.head_dim),
+        mac_att(HasMac(c) ? 2 * kPiece : 0, c.attention.heads * c.attention.head_dim) {}
   AttentionWorkspace attention;
   RowMatrix x;         // [P, d] residual stream
   RowMatrix u, t, y;   // [P, d] normalised inputs and branch outputs
@@ -108,6 +105,9 @@ struct Session::Workspace {
   RowMatrix att;       // [P, Ha*da] attention output before W_o
   RowMatrix mem, gate; // [P, H*dh] memory read and its SiLU gate
   RowMatrix ffn_a, ffn_b;  // [P, f]
+  RowMatrix mac_h;         // [P, d] MAC: the memory's context tokens h
+  RowMatrix mac_z;         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
+  RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
 };
 
 namespace {
@@ -125,12 +125,12 @@ class Stack {
       switch (c_.layers[l]) {
         case BlockKind::kLmm:
           Norm(ws_.x, w.norm, n, ws_.u);
-          MemoryBranch(l, w, n, ws_.u, ws_.t);
+          MemoryBranch(l, w, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
           ws_.x.topRows(n) += ws_.t.topRows(n);
           break;
         case BlockKind::kMal:
           Norm(ws_.x, w.norm, n, ws_.u);
-          MemoryBranch(l, w, n, ws_.u, ws_.t);
+          MemoryBranch(l, w, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
           ws_.x.topRows(n) += ws_.t.topRows(n);
           Norm(ws_.x, w.attn_norm, n, ws_.u);
           Attention(l, w, n, ws_.u, ws_.t);
@@ -139,7 +139,7 @@ class Stack {
         case BlockKind::kMag: {
           Norm(ws_.x, w.norm, n, ws_.u);
           Attention(l, w, n, ws_.u, ws_.y);
-          MemoryBranch(l, w, n, ws_.u, ws_.t);
+          MemoryBranch(l, w, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
           // x += N_y(y) * sigmoid(N_m(m)); u is free again and holds N_y(y).
           Norm(ws_.y, w.gate_norm_y, n, ws_.u);
           Norm(ws_.t, w.gate_norm_m, n, ws_.y);
@@ -153,7 +153,9 @@ class Stack {
           ws_.x.topRows(n) += ws_.t.topRows(n);
           break;
         case BlockKind::kMac:
-          throw Error(ErrorCode::kConfig, "mac layers are not implemented yet");
+          Norm(ws_.x, w.norm, n, ws_.u);
+          MemoryAsContext(l, w, n);
+          break;
       }
       FeedForward(w, n);
     }
@@ -192,20 +194,78 @@ class Stack {
                      ConstView(w.attention.w_o.data(), qw, d, d));
   }
 
-  // out [n, d] = W_o (RMSNorm_heads(M(in)) * SiLU(in W_g)); the memory stores and reads `in`.
-  void MemoryBranch(size_t l, const LayerWeights& w, Index n, const RowMatrix& in,
-                    RowMatrix& out) {
+  // out [n, d] = W_o (RMSNorm_heads(M(retrieve)) * SiLU(retrieve W_g)). With a store input the
+  // memory writes it (and reads retrieve, as its read rule allows); without one (MAC's context
+  // tokens) it only reads, with the weights it has now. Rows of [n, d] at each pointer.
+  void MemoryBranch(size_t l, const LayerWeights& w, Index n, const float* store,
+                    const float* retrieve, float* out) {
     const Index d = c_.d_model, hd = c_.memory.inner_dim();
-    const auto input = std::span<const float>(in.data(), static_cast<size_t>(n * d));
-    state_.memory[l]->Forward(input, std::span<float>(ws_.mem.data(), static_cast<size_t>(n * hd)));
+    const auto r = std::span<const float>(retrieve, static_cast<size_t>(n * d));
+    const auto m = std::span<float>(ws_.mem.data(), static_cast<size_t>(n * hd));
+    if (store != nullptr) {
+      state_.memory[l]->Forward(std::span<const float>(store, static_cast<size_t>(n * d)), r, m);
+    } else {
+      state_.memory[l]->Read(r, m);
+    }
     RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps,
                 ws_.mem.data());
-    ParallelMultiply(threads_, ws_.gate.topRows(n), in.topRows(n),
+    const ConstMatMap input = ConstView(retrieve, n, d, d);
+    ParallelMultiply(threads_, ws_.gate.topRows(n), input,
                      ConstView(w.memory.w_g.data(), d, hd, hd));
     auto g = ws_.gate.topRows(n).array();
     ws_.mem.topRows(n).array() *= g / (1.0f + (-g).exp());
-    ParallelMultiply(threads_, out.topRows(n), ws_.mem.topRows(n),
+    ParallelMultiply(threads_, View(out, n, d, d), ws_.mem.topRows(n),
                      ConstView(w.memory.w_o.data(), hd, d, d));
+  }
+
+  // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), segment by
+  // segment (a piece may end one segment and start the next).
+  void MemoryAsContext(size_t l, const LayerWeights& w, Index n) {
+    const AttentionShape shape = MacShapeOf(c_);
+    const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
+    AttentionCache& cache = *state_.attention[l];
+    for (Index r0 = 0; r0 < n;) {
+      const int64_t position = state_.position + r0;
+      const Index rows = std::min<Index>(n - r0, c_.segment - position % c_.segment);
+      if (position % c_.segment == 0) cache.Reset();  // a new segment
+      // h = Mem*(u): the memory as it was at the segment start (it is written at the end).
+      MemoryBranch(l, w, rows, nullptr, ws_.u.data() + r0 * d, ws_.mac_h.data());
+      for (Index i = 0; i < rows; ++i) {
+        ws_.mac_z.row(2 * i) = ws_.mac_h.row(i);
+        ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
+      }
+      const auto z = ws_.mac_z.topRows(2 * rows);
+      ParallelMultiply(threads_, ws_.mac_q.topRows(2 * rows), z,
+                       ConstView(w.attention.w_q.data(), d, qw, qw));
+      ParallelMultiply(threads_, ws_.mac_k.topRows(2 * rows), z,
+                       ConstView(w.attention.w_k.data(), d, kw, kw));
+      ParallelMultiply(threads_, ws_.mac_v.topRows(2 * rows), z,
+                       ConstView(w.attention.w_v.data(), d, kw, kw));
+      for (Index i = 0; i < 2 * rows; ++i) {  // h_i and u_i at token i's position
+        ApplyRotary(ws_.mac_q.row(i).data(), 1, shape.heads, shape.head_dim, position + i / 2,
+                    shape.rope_base);
+        ApplyRotary(ws_.mac_k.row(i).data(), 1, shape.kv_heads, shape.head_dim,
+                    position + i / 2, shape.rope_base);
+      }
+      AttentionInputs inputs;
+      inputs.q = ws_.mac_q.data();
+      inputs.k = ws_.mac_k.data();
+      inputs.v = ws_.mac_v.data();
+      if (shape.persistent > 0) {
+        inputs.persistent_k = w.attention.persistent_k.data();
+        inputs.persistent_v = w.attention.persistent_v.data();
+      }
+      ws_.attention.Forward(shape, cache, inputs, static_cast<int>(2 * rows), ws_.mac_att.data());
+      // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
+      ParallelMultiply(threads_, ws_.y.middleRows(r0, rows),
+                       ConstView(ws_.mac_att.data() + qw, rows, qw, 2 * qw),
+                       ConstView(w.attention.w_o.data(), qw, d, d));
+      MemoryBranch(l, w, rows, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d,
+                   ws_.t.data() + r0 * d);
+      r0 += rows;
+    }
+    ws_.x.topRows(n).array() +=
+        ws_.y.topRows(n).array() * (1.0f + (-ws_.t.topRows(n).array()).exp()).inverse();
   }
 
   // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)).
@@ -240,21 +300,14 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
   }
   if (options_.threads == 0) options_.threads = omp_get_max_threads();
   const ModelConfig& c = model_->config();
-  for (BlockKind kind : c.layers) {
-    if (kind == BlockKind::kMac) {
-      throw Error(ErrorCode::kConfig,
-                  "mac layers are not implemented yet (lmm, mal, mag and attention are)");
-    }
-  }
   state_ = std::make_unique<State>();
   for (size_t l = 0; l < c.layers.size(); ++l) {
     const BlockKind kind = c.layers[l];
     state_->memory.push_back(HasMemory(kind) ? std::make_unique<MemorySession>(
                                                    model_->memory(static_cast<int>(l)), options_)
                                              : nullptr);
-    state_->attention.push_back(HasAttention(kind)
-                                    ? std::make_unique<AttentionCache>(ShapeOf(c))
-                                    : nullptr);
+    state_->attention.push_back(
+        HasAttention(kind) ? std::make_unique<AttentionCache>(CacheShapeOf(c, l)) : nullptr);
   }
   workspace_ = std::make_unique<Workspace>(c, options_.threads);
 }

@@ -63,7 +63,7 @@ ModelConfig Small(std::vector<BlockKind> layers, int vocab, bool tie, int persis
                                  .persistent = persistent,
                                  .rope_base = 10000.0f};
   c.memory = BranchMemory(32, 2, 8);
-  c.segment = 8;  // a multiple of the memory's unit (chunk 4)
+  c.segment = 4;  // the memory's unit (chunk 4)
   c.Validate();
   return c;
 }
@@ -82,6 +82,7 @@ std::vector<ModelConfig> RoundTripConfigs() {
   ModelConfig pytorch = Small({kAttention, kMag, kMac}, 64, true, 3);
   pytorch.memory = MemoryConfig::TitansPytorch(32, 2, 8, /*chunk_size=*/2, /*batch_size=*/4);
   pytorch.memory.output_proj = false;
+  pytorch.segment = pytorch.memory.unit();  // a step of 2 tokens
   pytorch.Validate();
   configs.push_back(pytorch);
   ModelConfig attention_only = Small({kAttention, kAttention}, 64, true, 0);
@@ -286,7 +287,7 @@ TEST(ModelWeights, ValidateNamesTheTensor) {
   EXPECT_NO_THROW(w.Validate(c));
 
   ModelConfig bad = c;
-  bad.segment = 6;  // not a multiple of the memory's chunk
+  bad.segment = 8;  // not the memory's unit (chunk 4)
   ExpectError([&] { ModelWeights::Zeros(bad); }, ErrorCode::kConfig, {"segment"});
   ExpectError([&] { Model(bad, good); }, ErrorCode::kConfig, {"segment"});
 }

@@ -40,8 +40,8 @@ struct ModelConfig {
   // Every memory layer of the stack uses this config; d_model must equal the model's and
   // output_proj must be false (the memory branch projects after its norm and gate).
   MemoryConfig memory;
-  int segment = 0;  // MAC segment length C_s (> 0 when a layer is kMac; a multiple of the
-                    // memory's unit so that a segment starts on written weights)
+  int segment = 0;  // MAC segment length C_s (> 0 when a layer is kMac): equal to the
+                    // memory's unit, so the memory is written once per segment, at its end
 
   // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
   void Validate() const;
