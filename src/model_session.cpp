@@ -397,6 +397,7 @@ std::vector<int32_t> Session::Generate(std::span<const int32_t> prompt, int max_
   }
   std::vector<float> logits(prompt.size() * static_cast<size_t>(vocab));
   Forward(prompt, logits);
+  if (max_new_tokens == 0) return {};
   std::vector<int32_t> generated;
   generated.reserve(static_cast<size_t>(max_new_tokens));
   std::mt19937_64 rng(sampler.seed);

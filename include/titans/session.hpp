@@ -48,8 +48,9 @@ class Session {
   // Error(kInvalidArgument) before anything changes.
   void ForwardEmbeddings(std::span<const float> embeddings, std::span<float> hidden);
 
-  // Feeds the prompt, then samples `max_new_tokens` tokens one at a time, feeding each back.
-  // Returns the new tokens. The prompt must not be empty unless the session has a position.
+  // Feeds the prompt, then samples `max_new_tokens` tokens one at a time, feeding each back
+  // (the last one is returned, not fed). Returns the new tokens. Sampling needs the logits of
+  // a prompt token, so the prompt must not be empty when max_new_tokens > 0.
   std::vector<int32_t> Generate(std::span<const int32_t> prompt, int max_new_tokens,
                                 const SamplerOptions& sampler);
 
