@@ -19,49 +19,19 @@
 #include <random>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "reference/memory_reference.hpp"
 #include "titans/titans.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using titans::MemoryConfig;
+using titans::bench::Clock;
+using titans::bench::GemmBaseline;
 
 std::vector<float> RandomInput(int tokens, int width, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(tokens) * static_cast<size_t>(width));
-  for (float& v : x) v = uniform(rng);
-  return x;
+  return titans::bench::RandomInput(static_cast<size_t>(tokens) * static_cast<size_t>(width), seed);
 }
-
-// A square GEMM of about `flops` FLOPs, split by column blocks over `threads` threads.
-class GemmBaseline {
- public:
-  GemmBaseline(double flops, int threads) : threads_(threads) {
-    n_ = std::max<Eigen::Index>(64, std::lround(std::cbrt(flops / 2.0)));
-    a_ = Eigen::MatrixXf::Random(n_, n_);
-    b_ = Eigen::MatrixXf::Random(n_, n_);
-    c_ = Eigen::MatrixXf::Zero(n_, n_);
-  }
-  double flops() const { return 2.0 * static_cast<double>(n_) * n_ * n_; }
-  double Run() {
-    const auto start = Clock::now();
-#pragma omp parallel num_threads(threads_)
-    {
-      const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
-      const Eigen::Index c0 = n_ * ith / nth, c1 = n_ * (ith + 1) / nth;
-      c_.middleCols(c0, c1 - c0).noalias() = a_ * b_.middleCols(c0, c1 - c0);
-    }
-    benchmark::DoNotOptimize(c_.data());
-    return std::chrono::duration<double>(Clock::now() - start).count();
-  }
-
- private:
-  int threads_;
-  Eigen::Index n_;
-  Eigen::MatrixXf a_, b_, c_;
-};
 
 MemoryConfig BenchConfig(int head_dim, int depth, int chunk) {
   // The paper preset, one head as wide as the model: the memory's own cost, no head splitting.
