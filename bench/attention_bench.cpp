@@ -22,51 +22,18 @@
 #include <vector>
 
 #include "attention.hpp"
+#include "bench_util.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using titans::bench::Clock;
 using titans::AttentionCache;
 using titans::AttentionInputs;
 using titans::AttentionShape;
 using titans::AttentionWorkspace;
 
-std::vector<float> RandomInput(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> x(n);
-  for (float& v : x) v = uniform(rng);
-  return x;
-}
-
-// A square GEMM of about `flops` FLOPs, split by column blocks over `threads` threads (as in
-// bench/memory_bench.cpp).
-class GemmBaseline {
- public:
-  GemmBaseline(double flops, int threads) : threads_(threads) {
-    n_ = std::max<Eigen::Index>(64, std::lround(std::cbrt(flops / 2.0)));
-    a_ = Eigen::MatrixXf::Random(n_, n_);
-    b_ = Eigen::MatrixXf::Random(n_, n_);
-    c_ = Eigen::MatrixXf::Zero(n_, n_);
-  }
-  double flops() const { return 2.0 * static_cast<double>(n_) * n_ * n_; }
-  double Run() {
-    const auto start = Clock::now();
-#pragma omp parallel num_threads(threads_)
-    {
-      const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
-      const Eigen::Index c0 = n_ * ith / nth, c1 = n_ * (ith + 1) / nth;
-      c_.middleCols(c0, c1 - c0).noalias() = a_ * b_.middleCols(c0, c1 - c0);
-    }
-    benchmark::DoNotOptimize(c_.data());
-    return std::chrono::duration<double>(Clock::now() - start).count();
-  }
-
- private:
-  int threads_;
-  Eigen::Index n_;
-  Eigen::MatrixXf a_, b_, c_;
-};
+using titans::bench::GemmBaseline;
+using titans::bench::RandomInput;
 
 // Args: window, head_dim, threads, piece (tokens per call). Heads: 512 / head_dim (8 x 64 or
 // 4 x 128), multi-head (kv_heads = heads), no persistent pairs.
