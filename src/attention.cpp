@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,27 +16,11 @@ namespace titans {
 namespace {
 
 using linalg::ConstView;
+using linalg::Multiply;
 using linalg::Index;
 using linalg::Range;
 using linalg::Share;
 using linalg::View;
-
-// c += a b in panels, as linalg::Multiply (which assigns) does: no heap packing buffers.
-template <class C, class A, class B>
-void MultiplyAdd(C&& c, const A& a, const B& b) {
-  constexpr Index kRows = 128, kDepth = 256, kCols = 128;
-  const Index m = c.rows(), n = c.cols(), k = a.cols();
-  for (Index k0 = 0; k0 < k; k0 += kDepth) {
-    const Index kd = std::min(kDepth, k - k0);
-    for (Index i0 = 0; i0 < m; i0 += kRows) {
-      const Index md = std::min(kRows, m - i0);
-      for (Index j0 = 0; j0 < n; j0 += kCols) {
-        const Index nd = std::min(kCols, n - j0);
-        c.block(i0, j0, md, nd).noalias() += a.block(i0, k0, md, kd) * b.block(k0, j0, kd, nd);
-      }
-    }
-  }
-}
 
 std::string Field(const char* name, int64_t value) {
   return std::string(name) + " = " + std::to_string(value);
@@ -241,18 +226,37 @@ void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& ca
   const int team = static_cast<int>(std::clamp(
       flops / kMinFlopsPerThread, 1.0, static_cast<double>(std::min(threads_, items))));
   if (team == 1) {
-    Forward(shape, cache, in, n, out, 0, 1);
+    Step(shape, cache, in, n, out, 0, 1, nullptr);
   } else {
+    // Items are handed out one at a time: a thread slowed down by other work on its core
+    // (common on a shared machine) holds up the others by at most one item.
+    std::atomic<int> next{0};
 #pragma omp parallel num_threads(team)
-    Forward(shape, cache, in, n, out, omp_get_thread_num(), omp_get_num_threads());
+    Step(shape, cache, in, n, out, omp_get_thread_num(), omp_get_num_threads(), &next);
   }
 }
 
 void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& cache,
                                  const AttentionInputs& in, int n, float* out, int ith,
                                  int nth) {
+  Step(shape, cache, in, n, out, ith, nth, nullptr);
+}
+
+void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache,
+                              const AttentionInputs& in, int n, float* out, int ith, int nth,
+                              std::atomic<int>* next) {
   const int64_t position = cache.position();  // read by every thread before the first barrier
-  Attend(shape, cache, in, n, out, ith, nth);
+  if (next != nullptr) {
+    const int tiles = (n + kTile - 1) / kTile, items = shape.heads * tiles;
+    Scratch& scratch = scratch_[static_cast<size_t>(ith)];
+    for (int item = next->fetch_add(1, std::memory_order_relaxed); item < items;
+         item = next->fetch_add(1, std::memory_order_relaxed)) {
+      const int head = item / tiles, t0 = (item % tiles) * kTile;
+      AttendItem(shape, cache, in, out, head, t0, std::min(kTile, n - t0), scratch);
+    }
+  } else {
+    Attend(shape, cache, in, n, out, ith, nth);
+  }
   linalg::Barrier(nth);  // every query has read the old entries that the new keys overwrite
   if (cache.window() > 0) {
     // The copies use the position read above, so thread 0 may advance meanwhile.
@@ -331,7 +335,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
       if (alpha != 1.0f) o.row(r) *= alpha;
       m[r] = m_new;
     }
-    MultiplyAdd(o, s, ConstView(values + kv_col, nb, dh, kw));
+    Multiply(o, s, ConstView(values + kv_col, nb, dh, kw), /*accumulate=*/true);
   };
   // Consecutive positions [a, b) stored contiguously from row pointers k, v: blocks of kBlock.
   auto run = [&](const float* keys, const float* values, int64_t a, int64_t b, bool persistent) {

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -111,12 +112,10 @@ class AttentionWorkspace {
   // Scratch for up to `threads` threads (each one query tile, score block and accumulator).
   AttentionWorkspace(const AttentionShape& shape, int threads);
 
-#ifndef TUNE_TILE
-#define TUNE_TILE 64
-#define TUNE_BLOCK 256
-#endif
-  static constexpr int kTile = TUNE_TILE;    // query rows per work item
-  static constexpr int kBlock = TUNE_BLOCK;  // keys per score block
+  // Measured (bench/attention_bench.cpp, 1 thread): tiles of 48, 64, 96, 128 rows and blocks
+  // of 128, 256, 512 keys are within the machine's noise of each other.
+  static constexpr int kTile = 64;    // query rows per work item
+  static constexpr int kBlock = 256;  // keys per score block
   // FLOPs per extra thread below which the convenience Forward runs fewer threads.
   static constexpr double kMinFlopsPerThread = 2e6;
 
@@ -124,14 +123,16 @@ class AttentionWorkspace {
 
   // Attends n tokens (positions cache.position() ... + n - 1), writes out [n, H*dh], then
   // appends their keys and values to the cache. Opens one OpenMP region of up to threads()
-  // threads (fewer for little work). Checks that the cache belongs to `shape` and the pointers
-  // are there (titans::Error kInvalidArgument); values are not checked.
+  // threads (fewer for little work) that take (head, query tile) items one at a time. Every
+  // item is computed the same way whichever thread takes it: results do not depend on the
+  // thread count. Checks that the cache belongs to `shape` and the pointers are there
+  // (titans::Error kInvalidArgument); values are not checked.
   void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in,
                int n, float* out);
 
   // The same, as share ith of nth inside the caller's parallel region: all nth threads must
   // call it with the same arguments (it contains two barriers; the cache is updated when it
-  // returns). nth <= threads(). Checks nothing.
+  // returns). A static share of the items (as Attend). nth <= threads(). Checks nothing.
   void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in,
                int n, float* out, int ith, int nth);
 
@@ -151,6 +152,10 @@ class AttentionWorkspace {
     RowMatrix o;       // [kTile, dh] unnormalised output accumulator
     Eigen::VectorXf m, l;  // [kTile] running max and running sum of the online softmax
   };
+  // Forward's body for thread ith of nth: items from the shared counter `next` when given,
+  // else the static share of Attend.
+  void Step(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in, int n,
+            float* out, int ith, int nth, std::atomic<int>* next);
   void AttendItem(const AttentionShape& shape, const AttentionCache& cache,
                   const AttentionInputs& in, float* out, int head, int t0, int rows,
                   Scratch& scratch);

@@ -38,12 +38,13 @@ inline Range Share(int count, int ith, int nth, int align = 1) {
           std::min(count, units * (ith + 1) / nth * align)};
 }
 
-// c = a b, computed as Eigen products of panels small enough for Eigen to pack them on the
-// stack: its packing buffers above EIGEN_STACK_ALLOCATION_LIMIT (128 KiB) would be allocated
-// on the heap at every call. Eigen blocks k and n the same way internally, so the panels cost
-// only a call each. c, a, b: [m, n], [m, k], [k, n] blocks or maps with unit inner stride.
+// c = a b (or c += a b with `accumulate`), computed as Eigen products of panels small enough
+// for Eigen to pack them on the stack: its packing buffers above EIGEN_STACK_ALLOCATION_LIMIT
+// (128 KiB) would be allocated on the heap at every call. Eigen blocks k and n the same way
+// internally, so the panels cost only a call each. c, a, b: [m, n], [m, k], [k, n] blocks or
+// maps with unit inner stride.
 template <class C, class A, class B>
-void Multiply(C&& c, const A& a, const B& b) {
+void Multiply(C&& c, const A& a, const B& b, bool accumulate = false) {
   constexpr Index kRows = 128, kDepth = 256, kCols = 128;  // panels of 128 KiB at most
   const Index m = c.rows(), n = c.cols(), k = a.cols();
   for (Index k0 = 0; k0 < k; k0 += kDepth) {
@@ -54,7 +55,7 @@ void Multiply(C&& c, const A& a, const B& b) {
         const Index nd = std::min(kCols, n - j0);
         auto target = c.block(i0, j0, md, nd);
         const auto product = a.block(i0, k0, md, kd) * b.block(k0, j0, kd, nd);
-        if (k0 == 0) {
+        if (k0 == 0 && !accumulate) {
           target.noalias() = product;
         } else {
           target.noalias() += product;
