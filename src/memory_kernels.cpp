@@ -84,7 +84,8 @@ constexpr int kColumnAlign = 16;  // one AVX-512 register of floats
 
 }  // namespace
 
-MemoryWorkspace::MemoryWorkspace(const NeuralMemory& memory, int threads) : threads_(threads) {
+MemoryWorkspace::MemoryWorkspace(const NeuralMemory& memory, const SessionOptions& options)
+    : threads_(options.threads), min_flops_per_thread_(options.min_flops_per_thread) {
   const MemoryConfig& c = memory.config();
   const Index p = kTile, d = c.d_model, h = c.heads, dh = c.head_dim, hd = c.inner_dim();
   const Index u = c.unit(), tail = std::max(c.conv_kernel - 1, 0);
@@ -142,11 +143,15 @@ void MemoryWorkspace::RunTiles(const NeuralMemory& memory, MemoryState& state, c
     const float* x = write ? store + t0 * d : nullptr;
     const float* r = retrieve + t0 * d;
     float* o = out + t0 * d_out;
-    // A thread joins only for enough work to pay for the barriers it adds (a few per MLP
-    // layer); a token or two at a time runs on one thread.
-    const double work = c.FlopsPerToken() * rows;
-    const int team = static_cast<int>(
-        std::clamp(work / kMinFlopsPerThread, 1.0, static_cast<double>(threads_)));
+    // A thread joins only for enough work between two barriers to pay for them: a unit's
+    // worth of tokens (three barriers each), or the tile's rows when it only reads.
+    const int between_barriers = write ? std::min(rows, c.unit()) : rows;
+    const double work = c.FlopsPerToken() * between_barriers;
+    const int team =
+        min_flops_per_thread_ <= 0
+            ? threads_
+            : static_cast<int>(std::clamp(work / min_flops_per_thread_, 1.0,
+                                          static_cast<double>(threads_)));
     if (team == 1) {
       RunTile(memory, state, x, r, rows, o, write, Part{0, 1});
     } else {

@@ -22,7 +22,7 @@ namespace titans {
 
 class MemoryWorkspace {
  public:
-  MemoryWorkspace(const NeuralMemory& memory, int threads);
+  MemoryWorkspace(const NeuralMemory& memory, const SessionOptions& options);
 
   // Runs n tokens (any n >= 0) through `state`: store [n, d], retrieve [n, d],
   // out [n, memory.output_width()]. Inputs must already be checked (finite, sizes).
@@ -35,9 +35,6 @@ class MemoryWorkspace {
 
   int threads() const { return threads_; }
   static constexpr int kTile = 128;  // tokens projected together
-  // Matrix-product FLOPs per extra thread below which a tile runs on fewer threads (about
-  // 50 microseconds of work: a barrier costs microseconds, far more on a loaded machine).
-  static constexpr double kMinFlopsPerThread = 4e6;
 
  private:
   struct Part {
@@ -59,6 +56,7 @@ class MemoryWorkspace {
   void Output(const NeuralMemory& memory, int n, float* out, Part part);
 
   int threads_;
+  double min_flops_per_thread_;
   // Tile scratch, kTile rows each.
   RowMatrix xs_, xr_;              // [P, d] normalised store / retrieve inputs
   RowMatrix q_ext_, k_ext_, v_ext_;  // [K-1+P, H*dh] projections before the convolution

@@ -18,7 +18,7 @@ MemorySession::MemorySession(std::shared_ptr<const NeuralMemory> memory, Session
   }
   if (options_.threads == 0) options_.threads = omp_get_max_threads();
   state_ = MemoryState::Initial(*memory_);
-  workspace_ = std::make_unique<MemoryWorkspace>(*memory_, options_.threads);
+  workspace_ = std::make_unique<MemoryWorkspace>(*memory_, options_);
 }
 
 MemorySession::~MemorySession() = default;

@@ -56,11 +56,17 @@ void RmsNormRows(const float* in, const std::vector<float>& gain, Index n, Index
   }
 }
 
-// c = a b with the rows of c split over up to `threads` threads (fewer for little work).
+// c = a b with the rows of c split over up to options.threads threads: fewer for little work
+// (one region per product costs a few microseconds: about 4 MFLOP per thread pay for it, or
+// the session's own threshold when that is lower, e.g. 0 in tests).
 template <class C, class A, class B>
-void ParallelMultiply(int threads, C c, const A& a, const B& b) {
+void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
   const double flops = 2.0 * static_cast<double>(c.rows()) * c.cols() * a.cols();
-  const int team = static_cast<int>(std::clamp(flops / 4e6, 1.0, static_cast<double>(threads)));
+  const double per_thread = std::min(4e6, options.min_flops_per_thread);
+  const int team = per_thread <= 0 ? options.threads
+                                   : static_cast<int>(std::clamp(
+                                         flops / per_thread, 1.0,
+                                         static_cast<double>(options.threads)));
   if (team == 1) {
     Multiply(c, a, b);
     return;
@@ -115,8 +121,9 @@ namespace {
 // The blocks, one function per sub-layer; `n` rows of the workspace are live.
 class Stack {
  public:
-  Stack(const Model& model, Session::State& state, Session::Workspace& ws, int threads)
-      : model_(model), c_(model.config()), state_(state), ws_(ws), threads_(threads) {}
+  Stack(const Model& model, Session::State& state, Session::Workspace& ws,
+        const SessionOptions& options)
+      : model_(model), c_(model.config()), state_(state), ws_(ws), options_(options) {}
 
   // Runs rows [0, n) of ws.x through every layer.
   void Run(Index n) {
@@ -173,9 +180,9 @@ class Stack {
     const AttentionShape shape = ShapeOf(c_);
     const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
     const auto input = in.topRows(n);
-    ParallelMultiply(threads_, ws_.q.topRows(n), input, ConstView(w.attention.w_q.data(), d, qw, qw));
-    ParallelMultiply(threads_, ws_.k.topRows(n), input, ConstView(w.attention.w_k.data(), d, kw, kw));
-    ParallelMultiply(threads_, ws_.v.topRows(n), input, ConstView(w.attention.w_v.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.q.topRows(n), input, ConstView(w.attention.w_q.data(), d, qw, qw));
+    ParallelMultiply(options_, ws_.k.topRows(n), input, ConstView(w.attention.w_k.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.v.topRows(n), input, ConstView(w.attention.w_v.data(), d, kw, kw));
     AttentionCache& cache = *state_.attention[l];
     ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, cache.position(),
                 shape.rope_base);
@@ -190,7 +197,7 @@ class Stack {
       inputs.persistent_v = w.attention.persistent_v.data();
     }
     ws_.attention.Forward(shape, cache, inputs, static_cast<int>(n), ws_.att.data());
-    ParallelMultiply(threads_, out.topRows(n), ws_.att.topRows(n),
+    ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n),
                      ConstView(w.attention.w_o.data(), qw, d, d));
   }
 
@@ -210,11 +217,11 @@ class Stack {
     RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps,
                 ws_.mem.data());
     const ConstMatMap input = ConstView(retrieve, n, d, d);
-    ParallelMultiply(threads_, ws_.gate.topRows(n), input,
+    ParallelMultiply(options_, ws_.gate.topRows(n), input,
                      ConstView(w.memory.w_g.data(), d, hd, hd));
     auto g = ws_.gate.topRows(n).array();
     ws_.mem.topRows(n).array() *= g / (1.0f + (-g).exp());
-    ParallelMultiply(threads_, View(out, n, d, d), ws_.mem.topRows(n),
+    ParallelMultiply(options_, View(out, n, d, d), ws_.mem.topRows(n),
                      ConstView(w.memory.w_o.data(), hd, d, d));
   }
 
@@ -235,11 +242,11 @@ class Stack {
         ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
       }
       const auto z = ws_.mac_z.topRows(2 * rows);
-      ParallelMultiply(threads_, ws_.mac_q.topRows(2 * rows), z,
+      ParallelMultiply(options_, ws_.mac_q.topRows(2 * rows), z,
                        ConstView(w.attention.w_q.data(), d, qw, qw));
-      ParallelMultiply(threads_, ws_.mac_k.topRows(2 * rows), z,
+      ParallelMultiply(options_, ws_.mac_k.topRows(2 * rows), z,
                        ConstView(w.attention.w_k.data(), d, kw, kw));
-      ParallelMultiply(threads_, ws_.mac_v.topRows(2 * rows), z,
+      ParallelMultiply(options_, ws_.mac_v.topRows(2 * rows), z,
                        ConstView(w.attention.w_v.data(), d, kw, kw));
       for (Index i = 0; i < 2 * rows; ++i) {  // h_i and u_i at token i's position
         ApplyRotary(ws_.mac_q.row(i).data(), 1, shape.heads, shape.head_dim, position + i / 2,
@@ -257,7 +264,7 @@ class Stack {
       }
       ws_.attention.Forward(shape, cache, inputs, static_cast<int>(2 * rows), ws_.mac_att.data());
       // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
-      ParallelMultiply(threads_, ws_.y.middleRows(r0, rows),
+      ParallelMultiply(options_, ws_.y.middleRows(r0, rows),
                        ConstView(ws_.mac_att.data() + qw, rows, qw, 2 * qw),
                        ConstView(w.attention.w_o.data(), qw, d, d));
       MemoryBranch(l, w, rows, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d,
@@ -272,13 +279,13 @@ class Stack {
   void FeedForward(const LayerWeights& w, Index n) {
     const Index d = c_.d_model, f = c_.ffn_hidden;
     Norm(ws_.x, w.ffn_norm, n, ws_.u);
-    ParallelMultiply(threads_, ws_.ffn_a.topRows(n), ws_.u.topRows(n),
+    ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.u.topRows(n),
                      ConstView(w.ffn_gate.data(), d, f, f));
-    ParallelMultiply(threads_, ws_.ffn_b.topRows(n), ws_.u.topRows(n),
+    ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.u.topRows(n),
                      ConstView(w.ffn_up.data(), d, f, f));
     auto a = ws_.ffn_a.topRows(n).array();
     a = a / (1.0f + (-a).exp()) * ws_.ffn_b.topRows(n).array();
-    ParallelMultiply(threads_, ws_.t.topRows(n), ws_.ffn_a.topRows(n),
+    ParallelMultiply(options_, ws_.t.topRows(n), ws_.ffn_a.topRows(n),
                      ConstView(w.ffn_down.data(), f, d, d));
     ws_.x.topRows(n) += ws_.t.topRows(n);
   }
@@ -287,7 +294,7 @@ class Stack {
   const ModelConfig& c_;
   Session::State& state_;
   Session::Workspace& ws_;
-  int threads_;
+  const SessionOptions& options_;
 };
 
 }  // namespace
@@ -342,7 +349,7 @@ void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) 
   const ModelWeights& w = model_->weights();
   const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
   Workspace& ws = *workspace_;
-  Stack stack(*model_, *state_, ws, options_.threads);
+  Stack stack(*model_, *state_, ws, options_);
   for (Index p0 = 0; p0 < n; p0 += kPiece) {
     const Index rows = std::min<Index>(kPiece, n - p0);
     for (Index i = 0; i < rows; ++i) ws.x.row(i) = embedding.row(tokens[p0 + i]);
@@ -350,9 +357,9 @@ void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) 
     stack.Norm(ws.x, w.final_norm, rows, ws.u);
     MatMap out = View(logits.data() + p0 * vocab, rows, vocab, vocab);
     if (c.tie_embeddings) {
-      ParallelMultiply(options_.threads, out, ws.u.topRows(rows), embedding.transpose());
+      ParallelMultiply(options_, out, ws.u.topRows(rows), embedding.transpose());
     } else {
-      ParallelMultiply(options_.threads, out, ws.u.topRows(rows),
+      ParallelMultiply(options_, out, ws.u.topRows(rows),
                        ConstView(w.lm_head.data(), d, vocab, vocab));
     }
   }
@@ -376,7 +383,7 @@ void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<flo
   }
   const Index n = static_cast<Index>(embeddings.size()) / d;
   Workspace& ws = *workspace_;
-  Stack stack(*model_, *state_, ws, options_.threads);
+  Stack stack(*model_, *state_, ws, options_);
   for (Index p0 = 0; p0 < n; p0 += kPiece) {
     const Index rows = std::min<Index>(kPiece, n - p0);
     ws.x.topRows(rows) = ConstView(embeddings.data() + p0 * d, rows, d, d);

@@ -578,7 +578,8 @@ TEST_P(InvariantTest, ThreadCountDoesNotMatter) {
   one.Forward(x, r, out_one);
   for (int threads : {2, 3}) {
     SCOPED_TRACE("threads " + std::to_string(threads));
-    MemorySession many(mem, SessionOptions{threads});
+    // min_flops_per_thread 0: every thread joins even for these small shapes.
+    MemorySession many(mem, SessionOptions{.threads = threads, .min_flops_per_thread = 0});
     std::vector<float> out(static_cast<size_t>(n) * ow);
     // Two calls, the first ending mid-unit, to exercise pending rows under threads too.
     const size_t cut = 37;

@@ -70,7 +70,7 @@ TEST(NoAllocation, ForwardAllocatesNothing) {
     SCOPED_TRACE(config.ToJson());
     auto memory = std::make_shared<const NeuralMemory>(config, MemoryWeights::Random(config, 3));
     for (int threads : {1, 2}) {
-      MemorySession session(memory, SessionOptions{threads});
+      MemorySession session(memory, SessionOptions{.threads = threads, .min_flops_per_thread = 0});
       const int tokens = 512;
       std::vector<float> x(static_cast<size_t>(tokens) * config.d_model, 0.25f);
       for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 97) / 97.0f - 0.5f;

@@ -117,6 +117,11 @@ struct MemoryState {
 
 struct SessionOptions {
   int threads = 0;  // OpenMP threads for this session's work; 0 = omp_get_max_threads()
+  // Work (matrix-product FLOPs between two synchronisations: a memory unit, a tile of reads,
+  // one product) below which fewer threads join: a barrier costs tens of microseconds on this
+  // kind of VM, so on 2 cores a memory unit pays for a second thread only from ~1e8 FLOPs
+  // (docs/PERFORMANCE.md). 0: every thread always joins (tests use it to exercise threading).
+  double min_flops_per_thread = 1e8;
 };
 
 class MemoryWorkspace;  // scratch of the fast path (src/), sized once per session
