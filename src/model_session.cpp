@@ -174,6 +174,20 @@ class Stack {
   }
 
  private:
+  // The kernel's inputs: rotated q and k, v, and the layer's persistent pairs if it has any.
+  static AttentionInputs Inputs(const LayerWeights& w, const AttentionShape& shape,
+                                const RowMatrix& q, const RowMatrix& k, const RowMatrix& v) {
+    AttentionInputs inputs;
+    inputs.q = q.data();
+    inputs.k = k.data();
+    inputs.v = v.data();
+    if (shape.persistent > 0) {
+      inputs.persistent_k = w.attention.persistent_k.data();
+      inputs.persistent_v = w.attention.persistent_v.data();
+    }
+    return inputs;
+  }
+
   // out [n, d] = SWA(in): rotary queries and keys at the stream's positions, the layer's ring
   // of the last w keys and values, the persistent pairs.
   void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
@@ -188,15 +202,8 @@ class Stack {
                 shape.rope_base);
     ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.kv_heads, shape.head_dim,
                 cache.position(), shape.rope_base);
-    AttentionInputs inputs;
-    inputs.q = ws_.q.data();
-    inputs.k = ws_.k.data();
-    inputs.v = ws_.v.data();
-    if (shape.persistent > 0) {
-      inputs.persistent_k = w.attention.persistent_k.data();
-      inputs.persistent_v = w.attention.persistent_v.data();
-    }
-    ws_.attention.Forward(shape, cache, inputs, static_cast<int>(n), ws_.att.data());
+    ws_.attention.Forward(shape, cache, Inputs(w, shape, ws_.q, ws_.k, ws_.v),
+                          static_cast<int>(n), ws_.att.data());
     ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n),
                      ConstView(w.attention.w_o.data(), qw, d, d));
   }
@@ -254,15 +261,8 @@ class Stack {
         ApplyRotary(ws_.mac_k.row(i).data(), 1, shape.kv_heads, shape.head_dim,
                     position + i / 2, shape.rope_base);
       }
-      AttentionInputs inputs;
-      inputs.q = ws_.mac_q.data();
-      inputs.k = ws_.mac_k.data();
-      inputs.v = ws_.mac_v.data();
-      if (shape.persistent > 0) {
-        inputs.persistent_k = w.attention.persistent_k.data();
-        inputs.persistent_v = w.attention.persistent_v.data();
-      }
-      ws_.attention.Forward(shape, cache, inputs, static_cast<int>(2 * rows), ws_.mac_att.data());
+      ws_.attention.Forward(shape, cache, Inputs(w, shape, ws_.mac_q, ws_.mac_k, ws_.mac_v),
+                            static_cast<int>(2 * rows), ws_.mac_att.data());
       // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
       ParallelMultiply(options_, ws_.y.middleRows(r0, rows),
                        ConstView(ws_.mac_att.data() + qw, rows, qw, 2 * qw),
