@@ -3,6 +3,8 @@
 #include "io/safetensors.hpp"
 
 #include <gtest/gtest.h>
+
+#include "scratch_dir.hpp"
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -55,25 +57,8 @@ const std::string kSmallData = Bytes(std::vector<float>{1, 2}) + Bytes(std::vect
 
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    dir_ = fs::path(::testing::TempDir()) /
-           ("titans_safetensors_" + std::to_string(::getpid()) + "_" + test);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::vector<std::string> Listing() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
+  std::string Path(const std::string& name) const { return scratch_.Path(name); }
+  std::vector<std::string> Listing() const { return scratch_.Listing(); }
 
   // Writes `bytes` to a file and expects Open to reject it with kFormat, naming the file; the
   // message must also contain `expected_text`.
@@ -93,7 +78,7 @@ class SafetensorsTest : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
+  titans::testing::ScratchDir scratch_{"titans_safetensors_"};
 };
 
 TEST_F(SafetensorsTest, RoundTripsDtypesShapesAndMetadata) {
@@ -314,7 +299,7 @@ TEST_F(SafetensorsTest, FailedRenameRemovesTheTemporaryFile) {
 }
 
 TEST_F(SafetensorsTest, MissingFileOrDirectoryIsAnIoError) {
-  for (const std::string& path : {Path("missing.safetensors"), dir_.string()}) {
+  for (const std::string& path : {Path("missing.safetensors"), scratch_.dir().string()}) {
     SCOPED_TRACE(path);
     try {
       SafetensorsFile::Open(path);

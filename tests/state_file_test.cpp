@@ -3,6 +3,8 @@
 // invariant 8); a file for another config, a corrupt file or a missing file throws and leaves
 // the session exactly as it was.
 #include <gtest/gtest.h>
+
+#include "scratch_dir.hpp"
 #include <unistd.h>
 
 #include <algorithm>
@@ -111,27 +113,10 @@ std::string ExpectError(ErrorCode code, const std::function<void()>& f) {
 // A temporary directory per test, removed afterwards.
 class TempDirTest {
  protected:
-  TempDirTest() {
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::replace(test.begin(), test.end(), '/', '_');
-    dir_ = fs::path(::testing::TempDir()) /
-           ("titans_state_" + std::to_string(::getpid()) + "_" + test);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  ~TempDirTest() { fs::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return scratch_.Path(name); }
+  std::vector<std::string> Listing() const { return scratch_.Listing(); }
 
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-  std::vector<std::string> Listing() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
-  fs::path dir_;
+  titans::testing::ScratchDir scratch_{"titans_state_"};
 };
 
 // ---------------------------------------------------------------------------------------------
