@@ -25,14 +25,30 @@ int ClassOf(uint8_t b) {
   if (b >= 'A' && b <= 'Z') return (b - 'A') / 2;
   if (b >= '0' && b <= '9') return kDigit0 + (b - '0');
   switch (b) {
-    case ' ': case '\n': case '\t': case '\r': return kSpace;
-    case '.': return kPeriod;
-    case ':': return 25;
-    case '?': return 26;
-    case '-': return 27;
-    case ',': return 28;
-    case '\'': case '"': case '!': case ';': case '(': case ')': return 29;
-    default: return b < 128 ? 30 : 31;
+    case ' ':
+    case '\n':
+    case '\t':
+    case '\r':
+      return kSpace;
+    case '.':
+      return kPeriod;
+    case ':':
+      return 25;
+    case '?':
+      return 26;
+    case '-':
+      return 27;
+    case ',':
+      return 28;
+    case '\'':
+    case '"':
+    case '!':
+    case ';':
+    case '(':
+    case ')':
+      return 29;
+    default:
+      return b < 128 ? 30 : 31;
   }
 }
 
@@ -61,10 +77,10 @@ float KeyWeight(int c) { return (c < kDigit0 || c == kSpace || c == kPeriod) ? 1
 // LM head).
 constexpr int kD = 176;
 constexpr int kConst = 0;
-constexpr int kToken = 1;                     // T0: class of token t
-constexpr int kSlots = 3;                     // tokens the induction head compares
-constexpr int kPrev[kSlots] = {33, 65, 97};   // S1, S2, S3: classes of tokens t-1, t-2, t-3
-constexpr int kPredict = 129;                 // P: predicted class of token t+1
+constexpr int kToken = 1;                    // T0: class of token t
+constexpr int kSlots = 3;                    // tokens the induction head compares
+constexpr int kPrev[kSlots] = {33, 65, 97};  // S1, S2, S3: classes of tokens t-1, t-2, t-3
+constexpr int kPredict = 129;                // P: predicted class of token t+1
 static_assert(kPredict + kClasses <= kD);
 
 // Memory: one head of width 6 x 32 (the classes of six tokens), a linear map (depth 1),
@@ -98,9 +114,9 @@ float& At(std::vector<float>& m, int cols, int row, int col) {
 
 ModelConfig NeedleConfig(const NeedleModelOptions& options) {
   if (!options.full_attention && (options.window < 1 || options.window > 1024)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "the needle model's window must be in [1, 1024], got " +
-                    std::to_string(options.window));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        "the needle model's window must be in [1, 1024], got " + std::to_string(options.window));
   }
   ModelConfig c;
   c.vocab_size = 256;
@@ -146,7 +162,8 @@ void MemoryBranchOutput(MemoryBranchWeights& b, float rms_input, int filled,
                         std::span<const int> to) {
   const float slot_norm = std::sqrt(static_cast<float>(kMemoryWidth) / static_cast<float>(filled));
   FillOnes(b.norm);
-  for (int j = 0; j < kMemoryWidth; ++j) At(b.w_g, kMemoryWidth, kConst, j) = kGateArgument / rms_input;
+  for (int j = 0; j < kMemoryWidth; ++j)
+    At(b.w_g, kMemoryWidth, kConst, j) = kGateArgument / rms_input;
   const float scale = 1.0f / (slot_norm * Silu(kGateArgument));
   for (size_t slot = 0; slot < to.size(); ++slot) {
     for (int c = 0; c < kClasses; ++c) {
@@ -293,11 +310,11 @@ namespace {
 
 // Keys in RULER's style: two words joined by a hyphen.
 constexpr std::array<std::string_view, 16> kAdjectives = {
-    "gentle", "crimson", "silent", "hollow", "bright", "frozen", "ancient", "restless",
-    "golden", "quiet", "distant", "bitter", "curious", "hidden", "swift", "tender"};
+    "gentle", "crimson", "silent",  "hollow", "bright",  "frozen", "ancient", "restless",
+    "golden", "quiet",   "distant", "bitter", "curious", "hidden", "swift",   "tender"};
 constexpr std::array<std::string_view, 16> kNouns = {
-    "river", "lantern", "meadow", "harbor", "falcon", "orchard", "compass", "glacier",
-    "violin", "canyon", "ember", "willow", "beacon", "thicket", "summit", "tide"};
+    "river",  "lantern", "meadow", "harbor", "falcon", "orchard", "compass", "glacier",
+    "violin", "canyon",  "ember",  "willow", "beacon", "thicket", "summit",  "tide"};
 
 }  // namespace
 
@@ -312,17 +329,20 @@ TrialText::TrialText(std::string_view haystack, const TrialSpec& spec) : haystac
          std::string(kNouns[rng() % kNouns.size()]);
   number_ = std::to_string(1000000 + rng() % 9000000);
   needle_ = "One of the special magic numbers for " + key_ + " is: " + number_ + ". ";
-  question_ = "What is the special magic number for " + key_ +
-              "? The special magic number for " + key_ + " is: ";
+  question_ = "What is the special magic number for " + key_ + "? The special magic number for " +
+              key_ + " is: ";
   haystack_tokens_ = spec.length - static_cast<int64_t>(needle_.size() + question_.size());
   if (haystack_tokens_ < 0) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "context length " + std::to_string(spec.length) + " cannot hold the needle and "
-                "the question (" + std::to_string(needle_.size() + question_.size()) + " tokens)");
+    throw Error(ErrorCode::kInvalidArgument, "context length " + std::to_string(spec.length) +
+                                                 " cannot hold the needle and "
+                                                 "the question (" +
+                                                 std::to_string(needle_.size() + question_.size()) +
+                                                 " tokens)");
   }
   // Insert at the depth, moved back to the nearest sentence start (after ". ") within 256
   // tokens, as RULER inserts needles between sentences.
-  const auto position = static_cast<int64_t>(std::llround(spec.depth * static_cast<double>(haystack_tokens_)));
+  const auto position =
+      static_cast<int64_t>(std::llround(spec.depth * static_cast<double>(haystack_tokens_)));
   needle_begin_ = position;
   for (int64_t p = position; p > 0 && p > position - 256; --p) {
     if (p >= 2 && At(p - 1) == ' ' && At(p - 2) == '.') {

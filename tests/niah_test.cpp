@@ -2,6 +2,8 @@
 // the constructed model recalls the needle through its memory beyond the attention window, fails
 // there with its memory's writes off, and recalls through attention alone when the attention
 // sees everything.
+#include "titans/niah.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "titans/error.hpp"
-#include "titans/niah.hpp"
 
 namespace titans::niah {
 namespace {
@@ -45,13 +46,14 @@ TEST(NiahText, LayoutOfTheContext) {
   EXPECT_EQ(at, text.needle_position());
   EXPECT_EQ(whole.find(text.needle(), static_cast<size_t>(at) + 1), std::string::npos);
   EXPECT_EQ(whole.substr(static_cast<size_t>(at) - 2, 2), ". ");
-  const int64_t haystack = text.size() - static_cast<int64_t>(text.needle().size() + text.question().size());
+  const int64_t haystack =
+      text.size() - static_cast<int64_t>(text.needle().size() + text.question().size());
   EXPECT_LE(at, haystack / 2);
   EXPECT_GT(at, haystack / 2 - static_cast<int64_t>(kNoiseBlock.size()));
   // The haystack is the block repeated, before and after the needle; the question ends it all.
   EXPECT_EQ(whole.substr(0, kNoiseBlock.size()), kNoiseBlock);
-  const std::string after = whole.substr(static_cast<size_t>(at) + text.needle().size(),
-                                         kNoiseBlock.size());
+  const std::string after =
+      whole.substr(static_cast<size_t>(at) + text.needle().size(), kNoiseBlock.size());
   EXPECT_NE(std::string(kNoiseBlock).append(kNoiseBlock).find(after), std::string::npos);
   EXPECT_TRUE(whole.ends_with(text.question()));
 
@@ -97,8 +99,8 @@ TEST(NiahText, BadInput) {
 // The constructed model, beyond and within its attention window of 256 tokens.
 class NiahModel : public ::testing::Test {
  protected:
-  static int CorrectTrials(const std::shared_ptr<const Model>& model, int64_t length,
-                           double depth, int trials) {
+  static int CorrectTrials(const std::shared_ptr<const Model>& model, int64_t length, double depth,
+                           int trials) {
     Session session(model, SessionOptions{.threads = 1});
     int correct = 0;
     for (int t = 0; t < trials; ++t) {

@@ -19,15 +19,15 @@ int main(int argc, char** argv) {
 
     std::printf("context %lld tokens, attention window %d\n", static_cast<long long>(length),
                 model->config().attention.window);
-    std::printf("%6s %9s  %-9s %-9s %s\n", "depth", "needle at", "expected", "memory", "writes off");
+    std::printf("%6s %9s  %-9s %-9s %s\n", "depth", "needle at", "expected", "memory",
+                "writes off");
     for (double depth : {0.0, 0.25, 0.5, 0.75, 1.0}) {
       const titans::niah::TrialSpec spec{length, depth, /*seed=*/42};
       const auto a = titans::niah::RunTrial(with_memory, titans::niah::kNoiseBlock, spec);
       const auto b = titans::niah::RunTrial(without_memory, titans::niah::kNoiseBlock, spec);
       std::printf("%5.0f%% %9lld  %-9s %-9s %s   (%.1f s, %.0f tokens/s)\n", depth * 100,
-                  static_cast<long long>(a.needle_position), a.expected.c_str(),
-                  a.answer.c_str(), b.answer.c_str(), a.seconds,
-                  static_cast<double>(length) / a.seconds);
+                  static_cast<long long>(a.needle_position), a.expected.c_str(), a.answer.c_str(),
+                  b.answer.c_str(), a.seconds, static_cast<double>(length) / a.seconds);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -72,7 +72,7 @@ class TrialText {
   const std::string& number() const { return number_; }  // the expected answer (7 digits)
   const std::string& needle() const { return needle_; }
   const std::string& question() const { return question_; }  // question + answer prefix
-  int64_t needle_position() const { return needle_begin_; }   // first token of the needle
+  int64_t needle_position() const { return needle_begin_; }  // first token of the needle
 
  private:
   char At(int64_t i) const;
