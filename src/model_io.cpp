@@ -27,10 +27,12 @@ Model::Model(ModelConfig config, ModelWeights weights)
   config_.Validate();
   weights_.Validate(config_);
   memories_.resize(config_.layers.size());
+  const bool tp_mac = config_.architecture == Architecture::kTitansPytorchMac;
   for (size_t l = 0; l < config_.layers.size(); ++l) {
     if (config_.layers[l] != BlockKind::kAttention) {
-      memories_[l] =
-          std::make_shared<const NeuralMemory>(config_.memory, weights_.layers[l].memory.memory);
+      memories_[l] = std::make_shared<const NeuralMemory>(
+          config_.memory,
+          tp_mac ? weights_.tp_mac.layers[l].memory : weights_.layers[l].memory.memory);
     }
   }
 }

@@ -1,4 +1,7 @@
-// Session: a Model run over a stream (SEMANTICS.md sections 2 and 3).
+// Session: a Model run over a stream (SEMANTICS.md sections 2 and 3). This file runs the Titans
+// stack (architecture kTitans); a titans-pytorch MemoryAsContextTransformer model
+// (kTitansPytorchMac) has its own workspace and runs in src/tp_mac_session.cpp, with the same
+// State, Reset and Clone.
 //
 // The stream is processed in pieces of at most kPiece tokens; each piece goes through the whole
 // stack before the next one starts, so every layer sees its input in order and a session can
@@ -28,9 +31,11 @@
 
 #include "attention.hpp"
 #include "linalg.hpp"
+#include "session_kernels.hpp"
 #include "session_state.hpp"
 #include "titans/error.hpp"
 #include "titans/session.hpp"
+#include "tp_mac_session.hpp"
 
 namespace titans {
 using namespace linalg;   // NOLINT: the session is written in terms of these helpers
@@ -39,46 +44,6 @@ using namespace session;  // NOLINT: layer kinds and attention shapes
 namespace {
 
 constexpr int kPiece = 64;  // tokens per pass through the stack
-
-// out = RMSNorm(in) * gain for each of n rows of width `width` (`groups` norms per row, each
-// over width / groups features, with gain [width]): the model's norms (groups = 1) and the
-// memory branch's per-head norm (groups = H).
-void RmsNormRows(const float* in, const std::vector<float>& gain, Index n, Index width,
-                 Index groups, float eps, float* out) {
-  const Index g = width / groups;
-  for (Index t = 0; t < n; ++t) {
-    for (Index h = 0; h < groups; ++h) {
-      const auto x = ConstView(in + t * width + h * g, 1, g, g);
-      const float inv = 1.0f / std::sqrt(x.squaredNorm() / static_cast<float>(g) + eps);
-      View(out + t * width + h * g, 1, g, g) =
-          (x.array() * inv * ConstView(gain.data() + h * g, 1, g, g).array()).matrix();
-    }
-  }
-}
-
-// c = a b with the rows of c split over up to options.threads threads: fewer for little work
-// (one region per product costs a few microseconds: about 4 MFLOP per thread pay for it, or
-// the session's own threshold when that is lower, e.g. 0 in tests).
-template <class C, class A, class B>
-void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
-  const double flops = 2.0 * static_cast<double>(c.rows()) * c.cols() * a.cols();
-  const double per_thread = std::min(4e6, options.min_flops_per_thread);
-  const int team = per_thread <= 0 ? options.threads
-                                   : static_cast<int>(std::clamp(
-                                         flops / per_thread, 1.0,
-                                         static_cast<double>(options.threads)));
-  if (team == 1) {
-    Multiply(c, a, b);
-    return;
-  }
-#pragma omp parallel num_threads(team)
-  {
-    const Range r = Share(static_cast<int>(c.rows()), omp_get_thread_num(), omp_get_num_threads());
-    if (r.size() > 0) {
-      Multiply(c.middleRows(r.begin, r.size()), a.middleRows(r.begin, r.size()), b);
-    }
-  }
-}
 
 }  // namespace
 
@@ -174,20 +139,6 @@ class Stack {
   }
 
  private:
-  // The kernel's inputs: rotated q and k, v, and the layer's persistent pairs if it has any.
-  static AttentionInputs Inputs(const LayerWeights& w, const AttentionShape& shape,
-                                const RowMatrix& q, const RowMatrix& k, const RowMatrix& v) {
-    AttentionInputs inputs;
-    inputs.q = q.data();
-    inputs.k = k.data();
-    inputs.v = v.data();
-    if (shape.persistent > 0) {
-      inputs.persistent_k = w.attention.persistent_k.data();
-      inputs.persistent_v = w.attention.persistent_v.data();
-    }
-    return inputs;
-  }
-
   // out [n, d] = SWA(in): rotary queries and keys at the stream's positions, the layer's ring
   // of the last w keys and values, the persistent pairs.
   void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
@@ -202,8 +153,10 @@ class Stack {
                 shape.rope_base);
     ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.kv_heads, shape.head_dim,
                 cache.position(), shape.rope_base);
-    ws_.attention.Forward(shape, cache, Inputs(w, shape, ws_.q, ws_.k, ws_.v),
-                          static_cast<int>(n), ws_.att.data());
+    ws_.attention.Forward(
+        shape, cache,
+        AttentionInputsOf(w.attention, shape, ws_.q.data(), ws_.k.data(), ws_.v.data()),
+        static_cast<int>(n), ws_.att.data());
     ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n),
                      ConstView(w.attention.w_o.data(), qw, d, d));
   }
@@ -261,7 +214,9 @@ class Stack {
         ApplyRotary(ws_.mac_k.row(i).data(), 1, shape.kv_heads, shape.head_dim,
                     position + i / 2, shape.rope_base);
       }
-      ws_.attention.Forward(shape, cache, Inputs(w, shape, ws_.mac_q, ws_.mac_k, ws_.mac_v),
+      ws_.attention.Forward(shape, cache,
+                            AttentionInputsOf(w.attention, shape, ws_.mac_q.data(),
+                                              ws_.mac_k.data(), ws_.mac_v.data()),
                             static_cast<int>(2 * rows), ws_.mac_att.data());
       // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
       ParallelMultiply(options_, ws_.y.middleRows(r0, rows),
@@ -316,7 +271,11 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
     state_->attention.push_back(
         HasAttention(kind) ? std::make_unique<AttentionCache>(CacheShapeOf(c, l)) : nullptr);
   }
-  workspace_ = std::make_unique<Workspace>(c, options_.threads);
+  if (IsTpMac(c)) {
+    tp_mac_workspace_ = std::make_unique<TpMacWorkspace>(*model_, options_.threads);
+  } else {
+    workspace_ = std::make_unique<Workspace>(c, options_.threads);
+  }
 }
 
 Session::~Session() = default;
@@ -345,6 +304,11 @@ void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) 
                                                    " is outside the vocabulary [0, " +
                                                    std::to_string(vocab) + ")");
     }
+  }
+  if (tp_mac_workspace_) {
+    tp_mac::Run(*model_, *state_, *tp_mac_workspace_, options_, tokens.data(), nullptr, n,
+                logits.data(), nullptr);
+    return;
   }
   const ModelWeights& w = model_->weights();
   const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
@@ -382,6 +346,11 @@ void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<flo
     }
   }
   const Index n = static_cast<Index>(embeddings.size()) / d;
+  if (tp_mac_workspace_) {
+    tp_mac::Run(*model_, *state_, *tp_mac_workspace_, options_, nullptr, embeddings.data(), n,
+                nullptr, hidden.data());
+    return;
+  }
   Workspace& ws = *workspace_;
   Stack stack(*model_, *state_, ws, options_);
   for (Index p0 = 0; p0 < n; p0 += kPiece) {

@@ -1,7 +1,8 @@
 // The model's weight table: one place that names every tensor of a model and its shape (the
 // file format, docs/FILE_FORMAT.md), used by the views, validation, allocation and random
 // initialisation alike. The memory layers' own tensors come from the memory's table
-// (MemoryWeights), prefixed with "layers.<l>.memory.".
+// (MemoryWeights), prefixed with "layers.<l>.memory.". A titans-pytorch MAC model has a table
+// of its own (src/tp_mac_weights.hpp), walked by the same code.
 #include <cmath>
 #include <functional>
 #include <numeric>
@@ -10,6 +11,7 @@
 
 #include "random.hpp"
 #include "titans/error.hpp"
+#include "tp_mac_weights.hpp"
 #include "titans/model.hpp"
 
 namespace titans {
@@ -30,6 +32,10 @@ std::string LayerPrefix(size_t l) { return "layers." + std::to_string(l) + "."; 
 // beyond weights.layers.size() are skipped (Validate reports a wrong layer count first).
 template <class Weights, class Tensor, class Memory>
 void ForEachWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memory&& memory) {
+  if (c.architecture == Architecture::kTitansPytorchMac) {
+    tp_mac::ForEachWeight(c, w, tensor, memory);
+    return;
+  }
   using Shape = std::vector<int64_t>;
   const int64_t d = c.d_model, f = c.ffn_hidden, v = c.vocab_size;
   const int64_t qw = int64_t{c.attention.heads} * c.attention.head_dim;
@@ -93,11 +99,15 @@ std::vector<View> Views(const ModelConfig& c, Weights& w) {
 
 // Random: value = offset + scale * N(0, 1). Norm gains near 1, persistent keys/values and the
 // embedding unit normal, every projection (in, out) N(0, 1/in) so activations keep their scale.
+// Hyper-connections (titans-pytorch MAC) start near their package init: small dynamic scales,
+// output weights 2 sigmoid(1).
 struct InitRule {
   float offset, scale;
 };
 InitRule RuleFor(const std::string& name, const std::vector<int64_t>& shape) {
   const std::string_view leaf = std::string_view(name).substr(name.rfind('.') + 1);
+  if (leaf == "alpha_scale" || leaf == "beta_scale") return {0.01f, 0.001f};
+  if (leaf == "static_beta") return {1.0f, 0.1f};
   if (leaf.find("norm") != std::string_view::npos) return {1.0f, 0.1f};
   if (leaf.starts_with("persistent_") || name == "embedding") return {0.0f, 1.0f};
   return {0.0f, 1.0f / std::sqrt(static_cast<float>(shape.front()))};
@@ -122,7 +132,11 @@ std::vector<ConstTensorView> ModelWeights::Tensors(const ModelConfig& config) co
 ModelWeights ModelWeights::Zeros(const ModelConfig& config) {
   config.Validate();
   ModelWeights w;
-  w.layers.resize(config.layers.size());
+  if (config.architecture == Architecture::kTitansPytorchMac) {
+    w.tp_mac.layers.resize(config.layers.size());
+  } else {
+    w.layers.resize(config.layers.size());
+  }
   ForEachWeight(
       config, w,
       [](const std::string&, const std::vector<int64_t>& shape, std::vector<float>& vec) {
@@ -152,8 +166,11 @@ ModelWeights ModelWeights::Random(const ModelConfig& config, uint64_t seed) {
 }
 
 void ModelWeights::Validate(const ModelConfig& config) const {
-  if (layers.size() != config.layers.size()) {
-    throw Error(ErrorCode::kMismatch, "model weights: " + std::to_string(layers.size()) +
+  const size_t count = config.architecture == Architecture::kTitansPytorchMac
+                           ? tp_mac.layers.size()
+                           : layers.size();
+  if (count != config.layers.size()) {
+    throw Error(ErrorCode::kMismatch, "model weights: " + std::to_string(count) +
                                           " layers, the config has " +
                                           std::to_string(config.layers.size()));
   }

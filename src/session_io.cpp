@@ -130,24 +130,19 @@ void Session::Load(const std::string& path) {
         auto memory = std::make_unique<MemorySession>(model_->memory(static_cast<int>(l)),
                                                       options_);
         memory->SetState(std::move(memory_states[l]));
-        if (memory->position() != next->position) {
+        if (memory->position() != session::MemoryPositionOf(c, next->position)) {
           throw Error(ErrorCode::kInvalidArgument,
                       "layer " + std::to_string(l) + "'s memory is at position " +
-                          std::to_string(memory->position()) + ", the session at " +
-                          std::to_string(next->position));
+                          std::to_string(memory->position()) + ", expected " +
+                          std::to_string(session::MemoryPositionOf(c, next->position)) +
+                          " for a session at " + std::to_string(next->position));
         }
         next->memory.push_back(std::move(memory));
       } else {
         next->memory.push_back(nullptr);
       }
       if (session::HasAttention(c.layers[l])) {
-        // A plain layer's cache is at the session's position; a MAC layer's holds the current
-        // segment's interleaved rows (a segment that just ended is emptied by the next token).
-        const int64_t in_segment = c.segment > 0 ? next->position % c.segment : 0;
-        const int64_t expected =
-            c.layers[l] != BlockKind::kMac ? next->position
-            : in_segment == 0 && next->position > 0 ? 2 * c.segment
-                                                    : 2 * in_segment;
+        const int64_t expected = session::CachePositionOf(c, l, next->position);
         if (cache_positions[l] != expected) {
           throw Error(ErrorCode::kInvalidArgument,
                       "layer " + std::to_string(l) + "'s attention cache is at position " +

@@ -46,9 +46,46 @@ inline bool HasMac(const ModelConfig& c) {
   return std::find(c.layers.begin(), c.layers.end(), BlockKind::kMac) != c.layers.end();
 }
 
-// The attention shape of layer l's cache (MAC layers have their own, segment-local one).
+inline bool IsTpMac(const ModelConfig& c) {
+  return c.architecture == Architecture::kTitansPytorchMac;
+}
+
+// titans-pytorch MAC: positions (rows) of the interspersed sequence a session has run after
+// `position` tokens. The M long-term memory tokens after a segment are run when the next
+// token arrives (titans-pytorch appends them only to a segment that is followed by a token).
+inline int64_t TpMacRows(const ModelConfig& c, int64_t position) {
+  return position == 0 ? 0 : position + c.tp_mac.longterm_tokens * ((position - 1) / c.segment);
+}
+
+// The attention shape of layer l's cache (MAC layers have their own, segment-local one;
+// titans-pytorch MAC layers see the W + 1 latest rows when sliding, else their window's rows).
 inline AttentionShape CacheShapeOf(const ModelConfig& c, size_t l) {
+  if (IsTpMac(c)) {
+    AttentionShape s = ShapeOf(c);
+    s.window = c.attention.window + (c.tp_mac.sliding ? 1 : 0);
+    return s;
+  }
   return c.layers[l] == BlockKind::kMac ? MacShapeOf(c) : ShapeOf(c);
+}
+
+// Where a session's memories and attention caches stand after `position` tokens (session
+// files are checked against these).
+inline int64_t MemoryPositionOf(const ModelConfig& c, int64_t position) {
+  return IsTpMac(c) ? TpMacRows(c, position) : position;
+}
+inline int64_t CachePositionOf(const ModelConfig& c, size_t l, int64_t position) {
+  // A segment-local cache holds its segment's rows (a segment that just ended is emptied by
+  // the next row); the others are at the stream's position.
+  auto local = [](int64_t rows, int64_t segment) {
+    const int64_t in_segment = rows % segment;
+    return in_segment == 0 && rows > 0 ? segment : in_segment;
+  };
+  if (IsTpMac(c)) {
+    const int64_t rows = TpMacRows(c, position);
+    return c.tp_mac.sliding ? rows : local(rows, c.attention.window);
+  }
+  if (c.layers[l] == BlockKind::kMac) return 2 * local(position, c.segment);  // interleaved h, u
+  return position;
 }
 
 }  // namespace session

@@ -1,28 +1,39 @@
 #!/usr/bin/env python3
-"""Convert a titans-pytorch `NeuralMemory` into a titans engine memory file.
+"""Convert a titans-pytorch `NeuralMemory` or `MemoryAsContextTransformer` into an engine file.
 
-The engine file (docs/STATE_FORMAT.md, `NeuralMemory::Load`) is safetensors with the metadata
+A NeuralMemory becomes an engine memory file (docs/STATE_FORMAT.md, `NeuralMemory::Load`):
+safetensors with the metadata
     format = "titans.memory", format_version = "1", config = MemoryConfig JSON
 and one F32 tensor per weight the config uses (src/memory_weights.cpp, ForEachWeight). The
-options map to the engine's `MemoryConfig::TitansPytorch` preset; docs/TITANS_PYTORCH.md has the
-full table. Every option the engine cannot reproduce is refused with an `UnsupportedError` that
-names it; nothing is dropped silently.
+options map to the engine's `MemoryConfig::TitansPytorch` preset.
+
+A MemoryAsContextTransformer becomes an engine model file (docs/FILE_FORMAT.md, `Model::Load`):
+    format = "titans.model", format_version = "1", config = ModelConfig JSON with
+    architecture "titans_pytorch_mac"
+and its tensor table (src/tp_mac_weights.hpp). docs/TITANS_PYTORCH.md has the full tables. Every
+option the engine cannot reproduce is refused with an `UnsupportedError` that names it; nothing
+is dropped silently.
 
 From Python (the module itself):
 
-    from convert_titans_pytorch import convert
+    from convert_titans_pytorch import convert, convert_mac
     convert(neural_memory, "memory.safetensors")            # returns the config dict
+    convert_mac(mac_transformer, "model.safetensors")       # likewise
 
 From the command line (a state_dict plus the constructor arguments as JSON; a NeuralMemory
 itself cannot be pickled with torch.save, its per-sample gradient function is a closure):
 
     python tools/convert_titans_pytorch.py --state-dict mem.pt --kwargs kwargs.json \
         --out memory.safetensors [--prefix mem.] [--ttt-batch-size 64]
+    python tools/convert_titans_pytorch.py --state-dict mac.pt --kwargs mac_kwargs.json \
+        --out model.safetensors
 
-kwargs.json holds the keyword arguments of `NeuralMemory(...)`. Arguments that are Python
-objects are written as: "activation": "silu" (nn.SiLU) or null; "model": {"type": "MemoryMLP",
-"depth": 2, "expansion_factor": 4.0} (the only memory model the engine runs). Anything else that
-is not plain JSON cannot be described and is refused.
+kwargs.json holds the keyword arguments of `NeuralMemory(...)` or
+`MemoryAsContextTransformer(...)` (recognised by its num_tokens; or say --class). Arguments that
+are Python objects are written as: "activation": "silu" (nn.SiLU) or null; "model" (NeuralMemory)
+and "neural_memory_model" (MAC): {"type": "MemoryMLP", "depth": 2, "expansion_factor": 4.0} (the
+only memory model the engine runs); "neural_memory_kwargs" as a JSON object of NeuralMemory
+arguments. Anything else that is not plain JSON cannot be described and is refused.
 
 Tested with the versions in tools/requirements-goldens.txt (titans-pytorch 0.5.5, torch 2.x).
 """
@@ -148,11 +159,14 @@ def _step_max_lr(mem, problems):
     return None
 
 
-def memory_config(mem, ttt_batch_size=None):
+def memory_config(mem, ttt_batch_size=None, identical_views=False):
     """MemoryConfig JSON (dict, keys in MemoryConfig::ToJson order) for a NeuralMemory.
 
     ttt_batch_size: the `ttt_batch_size` you pass to forward(), if any (it overrides the
-    constructor's batch_size; no tensor or attribute records it)."""
+    constructor's batch_size; no tensor or attribute records it).
+    identical_views: the caller feeds the same tensor as every view of a
+    `qkv_receives_diff_views` memory (MemoryAsContextTransformer without the qkv layer
+    selector), which computes exactly what a memory without diff views computes."""
     if not isinstance(mem, tp_nm.NeuralMemory):
         raise TypeError(f"expected titans_pytorch.NeuralMemory, got {type(mem).__name__}")
     problems = []
@@ -206,7 +220,7 @@ def memory_config(mem, ttt_batch_size=None):
     # Options that change the computation in ways the engine does not reproduce.
     if mem.num_kv_per_token != 1:
         problems.append(f"num_kv_per_token={mem.num_kv_per_token}")
-    if mem.qkv_receives_diff_views:
+    if mem.qkv_receives_diff_views and not identical_views:
         problems.append("qkv_receives_diff_views=True (keys and values from different inputs)")
     if mem.to_layer_modulation is not None:
         problems.append("per_parameter_lr_modulation=True")
@@ -381,6 +395,284 @@ def convert(mem, path, ttt_batch_size=None):
 
 
 # --------------------------------------------------------------------------------------------
+# MemoryAsContextTransformer -> engine model file (src/model_io.cpp; ModelConfig architecture
+# "titans_pytorch_mac", tensor table src/tp_mac_weights.hpp; docs/TITANS_PYTORCH.md)
+
+MODEL_FORMAT = "titans.model"
+SINKHORN_ITERS = 20  # the engine's mHC runs the package default (sinkhorn_knopps, 20 iterations)
+
+
+def _mac_modules():
+    from titans_pytorch import mac_transformer as tp_mac
+    from hyper_connections import manifold_constrained_hyper_connections as mhc
+    from x_transformers.attend import Attend
+    return tp_mac, mhc, Attend
+
+
+def _check_hyper_connection(hc, streams, dim, add_branch, where, problems):
+    """One mHC module (or the plain Residual when streams == 1) as the engine runs it."""
+    _, mhc, _ = _mac_modules()
+    if streams == 1:
+        if type(hc) is not mhc.Residual:
+            problems.append(f"{where}: {type(hc).__name__} with num_residual_streams=1")
+        return
+    if type(hc) is not mhc.ManifoldConstrainedHyperConnections:
+        problems.append(f"{where}: {type(hc).__name__} (only the manifold-constrained "
+                        f"hyper-connections of titans-pytorch >= 0.5 / hyper-connections >= 0.4)")
+        return
+    fn = hc.residual_mix_constraint_fn
+    if (hc.num_residual_streams != streams or hc.num_fracs != 1 or hc.num_input_views != 1 or
+            hc.num_dynamic_alpha_proposals != 1 or hc.channel_first or
+            not isinstance(hc.residual_transform, nn.Identity) or
+            hc.depth_residual_fn is not mhc.add):
+        problems.append(f"{where}: hyper-connection options other than "
+                        f"MemoryAsContextTransformer's (fractions, input views, alpha proposals, "
+                        f"channel first, transforms)")
+    if not (isinstance(fn, functools.partial) and fn.func is mhc.sinkhorn_knopps and
+            fn.keywords.get("iters") == SINKHORN_ITERS):
+        problems.append(f"{where}: residual mixing constraint other than sinkhorn_knopps with "
+                        f"{SINKHORN_ITERS} iterations")
+    if hc.add_branch_out_to_residual != add_branch:
+        problems.append(f"{where}: add_branch_out_to_residual={hc.add_branch_out_to_residual}")
+    if tuple(hc.dynamic_alpha_fn.shape) != (1, dim, 1 + streams):
+        problems.append(f"{where}: dynamic_alpha_fn has shape {tuple(hc.dynamic_alpha_fn.shape)}, "
+                        f"expected {(1, dim, 1 + streams)}")
+
+
+def _default_rotary_freqs(dim_head):
+    # rotary-embedding-torch RotaryEmbedding(dim_head): theta 10000, computed in float32.
+    return 1.0 / (10000 ** (torch.arange(0, dim_head, 2)[:dim_head // 2].float() / dim_head))
+
+
+def mac_config(model):
+    """ModelConfig JSON (dict, keys in ModelConfig::ToJson order) for a MemoryAsContextTransformer.
+
+    Raises UnsupportedError naming every option the engine does not reproduce."""
+    tp_mac, mhc, Attend = _mac_modules()
+    if not isinstance(model, tp_mac.MemoryAsContextTransformer):
+        raise TypeError(f"expected MemoryAsContextTransformer, got {type(model).__name__}")
+    problems = []
+
+    emb = model.token_emb
+    if type(emb) is not nn.Embedding:
+        _refuse_mac([f"token_emb={type(emb).__name__} (only the default nn.Embedding)"])
+    vocab, d = emb.num_embeddings, emb.embedding_dim
+    if (type(model.to_logits) is not nn.Linear or model.to_logits.bias is not None or
+            tuple(model.to_logits.weight.shape) != (vocab, d)):
+        problems.append("to_logits is not Linear(dim, num_tokens, bias=False)")
+
+    if isinstance(model.expand_streams, mhc.StreamEmbed):
+        streams = int(model.expand_streams.num_streams)
+    elif isinstance(model.expand_streams, nn.Identity):
+        streams = 1
+    else:
+        _refuse_mac([f"stream expansion {type(model.expand_streams).__name__}"])
+
+    # Positions: ContinuousAxialPositionalEmbedding(dim, 2), MLPs 1 -> 2d -> 2d -> d (SiLU).
+    axial = model.axial_pos_emb
+    for a, mlp in enumerate(axial.mlps):
+        kinds = [type(m) for m in mlp]
+        shapes = [tuple(m.weight.shape) for m in mlp if type(m) is nn.Linear]
+        if (kinds != [nn.Linear, nn.SiLU, nn.Linear, nn.SiLU, nn.Linear] or
+                shapes != [(2 * d, 1), (2 * d, 2 * d), (d, 2 * d)]):
+            problems.append(f"axial position MLP {a} is not Linear(1, 2d) SiLU Linear(2d, 2d) "
+                            f"SiLU Linear(2d, d)")
+    if len(axial.mlps) != 2:
+        problems.append(f"axial position embedding with {len(axial.mlps)} axes (expected 2)")
+
+    segment, longterm = int(model.segment_len), int(model.num_longterm_mem_tokens)
+    persistent, window = int(model.num_persist_mem_tokens), int(model.attn_window_size)
+    memory_segment, sliding = int(model.neural_memory_segment_len), bool(model.sliding_window_attn)
+    gate = bool(model.gate_attn_output)
+    if model.neural_mem_weight_residual:
+        problems.append("neural_mem_weight_residual=True")
+
+    attn0, ff0 = model.layers[0][5], model.layers[0][6]
+    _, heads, _, dim_head = attn0.persistent_memory.shape
+    ffn_hidden = ff0[-1].in_features if type(ff0[-1]) is nn.Linear else 0
+    eps, kinds, memory = set(), [], None
+    for i, (mem_hc, attn_hc, ff_hc, selector, mem, attn, ff) in enumerate(model.layers):
+        where = f"layer {i + 1}"
+        if selector is not None:
+            problems.append(f"{where}: neural_memory_qkv_receives_diff_views=True (the memory's "
+                            f"layer selector)")
+        if mem is not None:
+            _check_hyper_connection(mem_hc, streams, d, not gate,
+                                    f"{where} memory hyper-connection", problems)
+            try:
+                config = memory_config(mem, identical_views=True)
+            except UnsupportedError as e:
+                problems.append(f"{where} neural memory: {e}")
+                config = None
+            if config is not None:
+                if memory is not None and config != memory:
+                    problems.append(f"{where}: neural memory config differs from an earlier "
+                                    f"layer's")
+                memory = memory or config
+        kinds.append("mac" if mem is not None else "attention")
+        _check_hyper_connection(attn_hc, streams, d, True, f"{where} attention hyper-connection",
+                                problems)
+        _check_hyper_connection(ff_hc, streams, d, True, f"{where} feedforward hyper-connection",
+                                problems)
+
+        if type(attn) is not tp_mac.SegmentedAttention:
+            problems.append(f"{where}: attention {type(attn).__name__}")
+            continue
+        inner = heads * dim_head
+        rot = attn.rotary_emb
+        if (tuple(attn.persistent_memory.shape) != (2, heads, persistent, dim_head) or
+                tuple(attn.to_qkv.weight.shape) != (3 * inner, d) or attn.to_qkv.bias is not None or
+                tuple(attn.to_out.weight.shape) != (d, inner) or attn.to_out.bias is not None):
+            problems.append(f"{where}: attention shapes differ from the first layer's")
+        if (attn.sliding != sliding or attn.segment_len != segment or
+                attn.num_longterm_mem_tokens != longterm or
+                attn.num_persist_mem_tokens != persistent):
+            problems.append(f"{where}: attention options differ from the model's")
+        if (rot.learned_freq or rot.use_xpos or rot.interpolate_factor != 1 or
+                rot.freqs_for != "lang" or tuple(rot.freqs.shape) != (dim_head // 2,) or
+                not torch.equal(rot.freqs.detach().float().cpu(), _default_rotary_freqs(dim_head))):
+            problems.append(f"{where}: rotary embedding other than RotaryEmbedding(dim_head)")
+        if (type(attn.attend) is not Attend or not attn.attend.causal or
+                attn.attend.scale is not None):
+            problems.append(f"{where}: Attend options other than causal=True")
+        if (attn.to_learned_v_mix is not None) != (i > 0):
+            problems.append(f"{where}: value residual mix only on layers after the first")
+        eps.add(_rms_eps(attn.norm, attn.norm.weight.dtype))
+
+        if (type(ff) is not nn.Sequential or len(ff) != 4 or type(ff[0]) is not nn.RMSNorm or
+                type(ff[1]) is not nn.Linear or type(ff[2]) is not tp_mac.GEGLU or
+                type(ff[3]) is not nn.Linear or ff[1].bias is None or ff[3].bias is None or
+                tuple(ff[1].weight.shape) != (2 * ffn_hidden, d) or
+                tuple(ff[3].weight.shape) != (d, ffn_hidden)):
+            problems.append(f"{where}: feedforward is not RMSNorm, Linear(d, 2f), GEGLU, "
+                            f"Linear(f, d) with biases")
+        else:
+            eps.add(_rms_eps(ff[0], ff[0].weight.dtype))
+    eps.add(_rms_eps(model.norm, model.norm.weight.dtype))
+    if len(eps) > 1:
+        problems.append(f"RMSNorms use different eps values {sorted(eps)} (the engine has one)")
+    if memory is not None and memory["step"] != memory_segment:
+        problems.append(f"memory chunk size {memory['step']} differs from "
+                        f"neural_memory_segment_len {memory_segment}")
+    _refuse_mac(problems)
+    if memory is None:  # no memory layer: a placeholder the engine validates but never runs
+        memory = memory_config(tp_nm.NeuralMemory(dim=d, chunk_size=memory_segment))
+
+    config = OrderedDict()
+    config["architecture"] = "titans_pytorch_mac"
+    config["vocab_size"] = vocab
+    config["d_model"] = d
+    config["ffn_hidden"] = ffn_hidden
+    config["norm_eps"] = eps.pop()
+    config["tie_embeddings"] = False
+    config["layers"] = kinds
+    config["attention"] = OrderedDict(heads=heads, kv_heads=heads, head_dim=dim_head,
+                                      window=window, persistent=persistent, rope_base=10000.0)
+    config["memory"] = memory
+    config["segment"] = segment
+    config["tp_mac"] = OrderedDict(longterm_tokens=longterm, memory_segment=memory_segment,
+                                   sliding=sliding, streams=streams, gate_attn_output=gate)
+    return config
+
+
+def _refuse_mac(problems):
+    if problems:
+        raise UnsupportedError("the titans engine cannot run this MemoryAsContextTransformer: " +
+                               "; ".join(problems))
+
+
+def mac_weights(model, config):
+    """[(engine tensor name, float32 array)] in the engine's table order
+    (src/tp_mac_weights.hpp)."""
+    d, V, f = config["d_model"], config["vocab_size"], config["ffn_hidden"]
+    H, dh = config["attention"]["heads"], config["attention"]["head_dim"]
+    P, S = config["attention"]["persistent"], config["tp_mac"]["streams"]
+    M = config["tp_mac"]["longterm_tokens"]
+    out = []
+
+    def add(name, array, shape):
+        array = np.ascontiguousarray(np.asarray(array, dtype=np.float64).astype(np.float32))
+        if tuple(array.shape) != tuple(shape):
+            raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
+        out.append((name, array))
+
+    def linear(prefix, lin, n_in, n_out):  # nn.Linear (out, in) -> the engine's (in, out)
+        add(prefix + "w", _array(lin.weight).T, (n_in, n_out))
+        add(prefix + "b", _array(lin.bias), (n_out,))
+
+    def hyper_connection(prefix, hc):
+        if S == 1:
+            return  # a plain residual: no parameters
+        add(prefix + "norm", _array(hc.norm.gamma) + 1.0, (d,))  # RMSNorm * (gamma + 1)
+        add(prefix + "static_alpha", _array(hc.static_alpha), (S, 1 + S))
+        add(prefix + "dynamic_alpha", _array(hc.dynamic_alpha_fn)[0], (d, 1 + S))
+        add(prefix + "alpha_scale", np.concatenate([_array(hc.pre_branch_scale),
+                                                    _array(hc.residual_scale)]), (2,))
+        if hc.add_branch_out_to_residual:
+            add(prefix + "static_beta", _array(hc.static_beta), (S,))
+            add(prefix + "dynamic_beta", _array(hc.dynamic_beta_fn), (d,))
+            add(prefix + "beta_scale", _array(hc.h_post_scale).reshape(1), (1,))
+
+    add("embedding", _array(model.token_emb.weight), (V, d))
+    for a, mlp in enumerate(model.axial_pos_emb.mlps):
+        p = f"tp_mac.axial.{a}."
+        for k, (lin, n_in, n_out) in enumerate(((mlp[0], 1, 2 * d), (mlp[2], 2 * d, 2 * d),
+                                                (mlp[4], 2 * d, d))):
+            add(p + f"w{k}", _array(lin.weight).T, (n_in, n_out))
+            add(p + f"b{k}", _array(lin.bias), (n_out,))
+    if M > 0:
+        add("tp_mac.longterm", _array(model.longterm_mems), (M, d))
+    if S > 1:
+        add("tp_mac.stream_embed", _array(model.expand_streams.stream_embed), (S, d))
+
+    for l, (mem_hc, attn_hc, ff_hc, _, mem, attn, ff) in enumerate(model.layers):
+        p = f"layers.{l}."
+        if mem is not None:
+            hyper_connection(p + "memory_hc.", mem_hc)
+            for name, array in memory_weights(mem, config["memory"]):
+                out.append((p + "memory." + name, array))
+        hyper_connection(p + "attention_hc.", attn_hc)
+        add(p + "attention.norm", _array(attn.norm.weight), (d,))
+        qkv = _array(attn.to_qkv.weight)  # (3 H dh, d): q | k | v, heads '(h d)'
+        for k, name in enumerate(("w_q", "w_k", "w_v")):
+            add(p + "attention." + name, qkv[k * H * dh:(k + 1) * H * dh].T, (d, H * dh))
+        add(p + "attention.w_o", _array(attn.to_out.weight).T, (H * dh, d))
+        if P > 0:
+            pm = _array(attn.persistent_memory)  # (2, H, P, dh) -> [P, H*dh] for k and v
+            add(p + "attention.persistent_k", pm[0].transpose(1, 0, 2).reshape(P, H * dh),
+                (P, H * dh))
+            add(p + "attention.persistent_v", pm[1].transpose(1, 0, 2).reshape(P, H * dh),
+                (P, H * dh))
+        if l > 0:
+            add(p + "attention.v_mix", _array(attn.to_learned_v_mix[0].weight).T, (d, H))
+            add(p + "attention.v_mix_bias", _array(attn.to_learned_v_mix[0].bias), (H,))
+        hyper_connection(p + "ffn_hc.", ff_hc)
+        add(p + "ffn_norm", _array(ff[0].weight), (d,))
+        w_in, b_in = _array(ff[1].weight), _array(ff[1].bias)  # (2f, d): GEGLU's x | gate halves
+        add(p + "ffn_up", w_in[:f].T, (d, f))
+        add(p + "ffn_up_bias", b_in[:f], (f,))
+        add(p + "ffn_gate", w_in[f:].T, (d, f))
+        add(p + "ffn_gate_bias", b_in[f:], (f,))
+        add(p + "ffn_down", _array(ff[3].weight).T, (f, d))
+        add(p + "ffn_down_bias", _array(ff[3].bias), (d,))
+    add("final_norm", _array(model.norm.weight), (d,))
+    add("lm_head", _array(model.to_logits.weight).T, (d, V))
+    return out
+
+
+def convert_mac(model, path):
+    """Writes the engine model file for MemoryAsContextTransformer `model`; returns the config."""
+    config = mac_config(model)
+    tensors = mac_weights(model, config)
+    write_safetensors(path, tensors, {
+        "format": MODEL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config, separators=(",", ":")),
+    })
+    return config
+
+
+# --------------------------------------------------------------------------------------------
 # Building a NeuralMemory from a state_dict and JSON constructor arguments
 
 
@@ -409,37 +701,89 @@ def _decode_kwargs(kwargs):
     return kwargs
 
 
-def neural_memory_from_state_dict(state_dict, kwargs, prefix=""):
-    """Builds NeuralMemory(**kwargs) (JSON form, see the module doc) and loads state_dict."""
-    mem = tp_nm.NeuralMemory(**_decode_kwargs(kwargs))
-    if prefix:
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+def _decode_mac_kwargs(kwargs):
+    kwargs = dict(kwargs)
+    if kwargs.get("token_emb") is not None:
+        raise UnsupportedError("token_emb cannot be given as JSON (only the default nn.Embedding)")
+    kwargs.pop("token_emb", None)
+    mem_kwargs = dict(kwargs.get("neural_memory_kwargs") or {})
+    dim_head = mem_kwargs.get("dim_head") or kwargs["dim"]
+    if kwargs.get("neural_memory_model") is not None:
+        # the same JSON form as NeuralMemory's "model"; MemoryMLP's width is the memory's dim_head
+        kwargs["neural_memory_model"] = _decode_kwargs(
+            {"dim": dim_head, "model": kwargs["neural_memory_model"]})["model"]
+    kwargs["neural_memory_kwargs"] = _decode_kwargs({"dim": kwargs["dim"], **mem_kwargs})
+    del kwargs["neural_memory_kwargs"]["dim"]
+    if kwargs.get("neural_memory_layers") is not None:
+        kwargs["neural_memory_layers"] = tuple(kwargs["neural_memory_layers"])
+    return kwargs
+
+
+def _contiguous_memory_parameters(mem):
     # With heads > 1 the per-head parameters are stride-0 views (issue #64): load_state_dict
     # cannot copy into them, so give the module contiguous copies first.
     mem.memory_model_parameters = nn.ParameterList(
         [nn.Parameter(p.detach().clone().contiguous()) for p in mem.memory_model_parameters])
-    mem.load_state_dict(state_dict, strict=True)
+
+
+def _strip_prefix(state_dict, prefix):
+    if not prefix:
+        return state_dict
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def neural_memory_from_state_dict(state_dict, kwargs, prefix=""):
+    """Builds NeuralMemory(**kwargs) (JSON form, see the module doc) and loads state_dict."""
+    mem = tp_nm.NeuralMemory(**_decode_kwargs(kwargs))
+    _contiguous_memory_parameters(mem)
+    mem.load_state_dict(_strip_prefix(state_dict, prefix), strict=True)
     return mem
+
+
+def mac_from_state_dict(state_dict, kwargs, prefix=""):
+    """Builds MemoryAsContextTransformer(**kwargs) (JSON form, see the module doc) and loads
+    state_dict."""
+    tp_mac, _, _ = _mac_modules()
+    model = tp_mac.MemoryAsContextTransformer(**_decode_mac_kwargs(kwargs))
+    for layer in model.layers:
+        if layer[4] is not None:
+            _contiguous_memory_parameters(layer[4])
+    model.load_state_dict(_strip_prefix(state_dict, prefix), strict=True)
+    return model
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--state-dict", required=True,
-                   help="torch.save(neural_memory.state_dict()) file")
+                   help="torch.save(module.state_dict()) file")
     p.add_argument("--kwargs", required=True,
-                   help="JSON file: the NeuralMemory constructor arguments")
+                   help="JSON file: the constructor arguments")
+    p.add_argument("--class", dest="cls", default="auto",
+                   choices=("auto", "NeuralMemory", "MemoryAsContextTransformer"),
+                   help="the module's class (auto: MemoryAsContextTransformer when the arguments "
+                        "have num_tokens)")
     p.add_argument("--prefix", default="", help="key prefix of the memory in the state_dict "
                                                 "(e.g. 'mem.'); other keys are ignored")
     p.add_argument("--ttt-batch-size", type=int, default=None,
-                   help="the ttt_batch_size passed to forward(), if any")
-    p.add_argument("--out", required=True, help="engine memory file to write")
+                   help="NeuralMemory: the ttt_batch_size passed to forward(), if any")
+    p.add_argument("--out", required=True, help="engine memory or model file to write")
     args = p.parse_args(argv)
     try:
         with open(args.kwargs) as f:
             kwargs = json.load(f)
         state_dict = torch.load(args.state_dict, map_location="cpu", weights_only=True)
-        mem = neural_memory_from_state_dict(state_dict, kwargs, args.prefix)
-        config = convert(mem, args.out, args.ttt_batch_size)
+        cls = args.cls
+        if cls == "auto":
+            cls = "MemoryAsContextTransformer" if "num_tokens" in kwargs else "NeuralMemory"
+        if cls == "MemoryAsContextTransformer":
+            if args.ttt_batch_size is not None:
+                raise UnsupportedError("--ttt-batch-size applies to a NeuralMemory only (a "
+                                       "MemoryAsContextTransformer never passes one)")
+            model = mac_from_state_dict(state_dict, kwargs, args.prefix)
+            config = convert_mac(model, args.out)
+        else:
+            mem = neural_memory_from_state_dict(state_dict, kwargs, args.prefix)
+            config = convert(mem, args.out, args.ttt_batch_size)
     except UnsupportedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -44,11 +44,63 @@ struct LayerWeights {
   std::vector<float> ffn_down;          // [f, d]
 };
 
+// titans-pytorch MemoryAsContextTransformer (Architecture::kTitansPytorchMac;
+// docs/TITANS_PYTORCH.md has the mapping from its state_dict). S = tp_mac.streams,
+// M = tp_mac.longterm_tokens, Ha = attention heads, da = head_dim, Np = persistent.
+
+// One manifold-constrained hyper-connection (mHC) around a branch; all empty when S = 1 (a
+// plain residual). Per token, with streams h_s and n_s = h_s / |h_s| * sqrt(d) * norm:
+// branch input sum_s sigmoid(a_s) h_s, a_s = alpha_scale[0] (n_s dynamic_alpha[:, 0]) +
+// static_alpha[s, 0]; streams mixed by Sinkhorn(L), L[s, t] = alpha_scale[1]
+// (n_s dynamic_alpha[:, 1 + t]) + static_alpha[s, 1 + t]; branch output added to stream t times
+// 2 sigmoid(beta_scale (n_t dynamic_beta) + static_beta[t]).
+struct HyperConnectionWeights {
+  std::vector<float> norm;           // [d] gain of the stream norm (titans-pytorch gamma + 1)
+  std::vector<float> static_alpha;   // [S, 1 + S]
+  std::vector<float> dynamic_alpha;  // [d, 1 + S]
+  std::vector<float> alpha_scale;    // [2] pre_branch_scale, residual_scale
+  std::vector<float> static_beta;    // [S]  (these three are empty for a memory branch that
+  std::vector<float> dynamic_beta;   // [d]   gates the attention output instead of adding
+  std::vector<float> beta_scale;     // [1]   to the streams: h_post_scale)
+};
+
+struct TpMacLayerWeights {
+  HyperConnectionWeights memory_hc;  // kMac layers
+  MemoryWeights memory;              // kMac layers (config: ModelConfig::memory)
+  HyperConnectionWeights attention_hc;
+  std::vector<float> attention_norm;  // [d] RMSNorm before the attention projections
+  AttentionWeights attention;  // w_q, w_k, w_v [d, Ha*da]; w_o; persistent_k/v [Np, Ha*da]
+  std::vector<float> v_mix;           // [d, Ha] value residual mix, layers after the first
+  std::vector<float> v_mix_bias;      // [Ha]
+  HyperConnectionWeights ffn_hc;
+  std::vector<float> ffn_norm;        // [d]
+  std::vector<float> ffn_up, ffn_gate;            // [d, f]: (x W_up + b_up) * SiLU(x W_gate
+  std::vector<float> ffn_up_bias, ffn_gate_bias;  // [f]      + b_gate), then W_down + b_down
+  std::vector<float> ffn_down;        // [f, d]
+  std::vector<float> ffn_down_bias;   // [d]
+};
+
+// Axis a of the axial position embedding: MLP_a(i) = (SiLU(SiLU(i w0 + b0) w1 + b1)) w2 + b2
+// of the scalar position index i on that axis.
+struct AxialMlpWeights {
+  std::vector<float> w0, b0;  // [1, 2d], [2d]
+  std::vector<float> w1, b1;  // [2d, 2d], [2d]
+  std::vector<float> w2, b2;  // [2d, d], [d]
+};
+
+struct TpMacWeights {
+  AxialMlpWeights axial[2];          // position p: MLP_0(p / C) + MLP_1(p mod C)
+  std::vector<float> longterm;       // [M, d] long-term memory tokens
+  std::vector<float> stream_embed;   // [S, d] (S > 1)
+  std::vector<TpMacLayerWeights> layers;
+};
+
 struct ModelWeights {
   std::vector<float> embedding;   // [V, d] (V > 0)
-  std::vector<LayerWeights> layers;
+  std::vector<LayerWeights> layers;  // architecture kTitans
   std::vector<float> final_norm;  // [d]
   std::vector<float> lm_head;     // [d, V] (V > 0 and not tied)
+  TpMacWeights tp_mac;            // architecture kTitansPytorchMac (then `layers` is empty)
 
   static ModelWeights Zeros(const ModelConfig& config);
   // Seeded random weights of sensible scale (tests, benchmarks, demos).
@@ -75,7 +127,7 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
-  // The NeuralMemory of layer l (null for kAttention layers), shared by every session.
+  // The NeuralMemory of layer l (null for layers without memory), shared by every session.
   const std::shared_ptr<const NeuralMemory>& memory(int layer) const;
 
  private:

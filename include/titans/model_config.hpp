@@ -1,6 +1,8 @@
 // titans/model_config.hpp: the configuration of a whole Titans model (SEMANTICS.md sections 2
 // and 3): token embedding (or raw input embeddings), a stack of blocks whose kinds may mix per
-// layer, a final RMSNorm and an LM head (optionally tied to the embedding).
+// layer, a final RMSNorm and an LM head (optionally tied to the embedding). A config can also
+// describe titans-pytorch's MemoryAsContextTransformer (Architecture::kTitansPytorchMac,
+// docs/TITANS_PYTORCH.md), which the engine runs as a model kind of its own.
 #pragma once
 
 #include <string>
@@ -19,6 +21,27 @@ enum class BlockKind {
   kAttention,  // h = x + SWA(n(x)); out = h + FFN(n(h)): a plain (windowed) transformer layer
 };
 
+// The network a ModelConfig describes.
+enum class Architecture {
+  kTitans,            // this engine's stack of blocks (SEMANTICS.md section 3)
+  kTitansPytorchMac,  // titans-pytorch MemoryAsContextTransformer (docs/TITANS_PYTORCH.md)
+};
+
+// What kTitansPytorchMac needs beyond the shared fields. There `layers` holds, per layer, kMac
+// (neural memory, attention, feedforward) or kAttention (attention and feedforward, no memory);
+// `segment` is titans-pytorch's segment_len; attention.window is its attention window
+// W = segment + longterm_tokens; `memory` configures every memory layer.
+struct TpMacOptions {
+  int longterm_tokens = 0;   // M learned long-term memory tokens after every segment
+  int memory_segment = 1;    // C (neural_memory_segment_len): the memory's step and the inner
+                             // axis of the axial position embedding
+  bool sliding = false;      // sliding_window_attn: every position sees the W + 1 latest
+                             // positions; otherwise block-diagonal windows of W positions
+  int streams = 4;           // S residual streams (hyper-connections); 1: a plain residual
+  bool gate_attn_output = false;  // neural_mem_gate_attn_output
+  bool operator==(const TpMacOptions&) const = default;
+};
+
 struct AttentionOptions {
   int heads = 8;
   int kv_heads = 8;      // grouped-query attention when < heads (heads % kv_heads == 0)
@@ -30,6 +53,7 @@ struct AttentionOptions {
 };
 
 struct ModelConfig {
+  Architecture architecture = Architecture::kTitans;
   int vocab_size = 256;  // 0: the model takes raw input embeddings [T, d] and returns hidden
   int d_model = 256;
   int ffn_hidden = 1024;  // SwiGLU hidden width
@@ -42,6 +66,7 @@ struct ModelConfig {
   MemoryConfig memory;
   int segment = 0;  // MAC segment length C_s (> 0 when a layer is kMac): equal to the
                     // memory's unit, so the memory is written once per segment, at its end
+  TpMacOptions tp_mac;  // architecture kTitansPytorchMac only
 
   // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
   void Validate() const;
@@ -51,5 +76,6 @@ struct ModelConfig {
 };
 
 const char* ToString(BlockKind kind);  // "lmm", "mal", "mag", "mac", "attention"
+const char* ToString(Architecture a);  // "titans", "titans_pytorch_mac"
 
 }  // namespace titans

@@ -2,7 +2,9 @@
 //
 // A Session holds everything that changes while a model runs: per memory layer a
 // MemorySession (fast weights, momentum, ...), per attention layer the ring of the last w keys
-// and values, and the position. It feeds a stream of any length in pieces of any size, decodes
+// and values, and the position (tokens fed so far). The same holds for a titans-pytorch
+// MemoryAsContextTransformer model (docs/TITANS_PYTORCH.md), whose memories and caches also
+// see the long-term memory tokens it inserts after every segment. It feeds a stream of any length in pieces of any size, decodes
 // token by token, and can be saved, loaded, cloned and reset. The Model it runs is shared and
 // never modified. One session is used by one thread at a time.
 #pragma once
@@ -68,13 +70,15 @@ class Session {
 
   // Opaque: the stream's state and the scratch of the fast path (defined in src/).
   struct State;
-  struct Workspace;
+  struct Workspace;       // architecture kTitans
+  struct TpMacWorkspace;  // architecture kTitansPytorchMac
 
  private:
   std::shared_ptr<const Model> model_;
   SessionOptions options_;
   std::unique_ptr<State> state_;
-  std::unique_ptr<Workspace> workspace_;
+  std::unique_ptr<Workspace> workspace_;             // one of these two, by architecture
+  std::unique_ptr<TpMacWorkspace> tp_mac_workspace_;
 };
 
 }  // namespace titans

@@ -1,0 +1,389 @@
+// titans-pytorch MemoryAsContextTransformer as a model kind of its own (docs/TITANS_PYTORCH.md;
+// ../shared/spec/TP-NOTES.md section 4, with the corrections in docs/TITANS_PYTORCH.md).
+//
+// The token stream is interspersed: after every `segment` tokens come M learned long-term
+// memory tokens, run when the next token arrives (titans-pytorch appends them only to a segment
+// followed by a token). Row p of the interspersed stream (p counts rows from the session start)
+// enters as x_p = embedding (or long-term token) + MLP_0(p / C) + MLP_1(p mod C), the axial
+// position embedding with C = tp_mac.memory_segment. The residual is S streams
+// h_s = x + stream_embed[s]. Per layer, each branch reads and writes the streams through a
+// manifold-constrained hyper-connection (mHC, model.hpp HyperConnectionWeights):
+//   memory (kMac layers)  m = NeuralMemory(branch input), written and read at every row;
+//                         added to the streams, or (gate_attn_output) gating the attention
+//   attention             RMSNorm, q k v, value residual v += sigmoid(x W_mix + b) (v_first - v)
+//                         on layers after the first (v_first: the first layer's values),
+//                         rotary at the row's absolute position p, persistent key/value pairs
+//                         (not rotated), and either block-diagonal windows of W rows (row p sees
+//                         the rows of its window up to p) or, sliding, the W + 1 rows p-W..p
+//   feedforward           RMSNorm, (x W_up + b_up) * SiLU(x W_gate + b_gate) W_down + b_down
+// At the end the streams are summed; token rows go through the final RMSNorm and to_logits,
+// long-term rows are dropped. This is titans-pytorch's forward over the whole sequence; its
+// cached decoding differs from that forward (docs/TITANS_PYTORCH.md), the engine does not.
+//
+// Rows are processed in pieces of at most kRows; each piece goes through every layer before the
+// next, which is exact because every layer is causal, so a stream can be fed in any pieces.
+#include "tp_mac_session.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+
+#include "session_kernels.hpp"
+
+namespace titans {
+using namespace linalg;   // NOLINT: written in terms of these helpers
+using namespace session;  // NOLINT
+
+namespace {
+
+using RowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
+
+RowVectorMap RowOf(const std::vector<float>& v) {
+  return RowVectorMap(v.data(), static_cast<Index>(v.size()));
+}
+
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// out [rows, d] = MLP_a(position) for the scalar positions first, first + 1, ... of one axis:
+// (SiLU(SiLU(i w0 + b0) w1 + b1)) w2 + b2. h0, h1: [rows, 2d] scratch.
+void AxialMlp(const AxialMlpWeights& w, int64_t first, Index rows, Index d, RowMatrix& h0,
+              RowMatrix& h1, float* out) {
+  const Index hd = 2 * d;
+  for (Index i = 0; i < rows; ++i) {
+    const float position = static_cast<float>(first + i);
+    for (Index j = 0; j < hd; ++j) {
+      h0(i, j) = position * w.w0[static_cast<size_t>(j)] + w.b0[static_cast<size_t>(j)];
+    }
+  }
+  auto silu = [](auto a) { return a / (1.0f + (-a).exp()); };
+  auto a0 = h0.topRows(rows).array();
+  a0 = silu(a0);
+  Multiply(h1.topRows(rows), h0.topRows(rows), ConstView(w.w1.data(), hd, hd, hd));
+  h1.topRows(rows).rowwise() += RowOf(w.b1);
+  auto a1 = h1.topRows(rows).array();
+  a1 = silu(a1);
+  MatMap o = View(out, rows, d, d);
+  Multiply(o, h1.topRows(rows), ConstView(w.w2.data(), hd, d, d));
+  o.rowwise() += RowOf(w.b2);
+}
+
+}  // namespace
+
+Session::TpMacWorkspace::TpMacWorkspace(const Model& model, int threads)
+    : attention(CacheShapeOf(model.config(), 0), threads) {
+  const ModelConfig& c = model.config();
+  const Index p = kRows, d = c.d_model, s = c.tp_mac.streams, f = c.ffn_hidden;
+  const Index qw = Index{c.attention.heads} * c.attention.head_dim;
+  x.resize(p, d);
+  streams.resize(p * s, d);
+  normed.resize(p * s, d);
+  dynamic.resize(p * s, 1 + s);
+  mixed.resize(p * s, d);
+  beta.resize(static_cast<size_t>(p * s));
+  sinkhorn.resize(static_cast<size_t>(s * s));
+  branch.resize(p, d);
+  out.resize(p, d);
+  gate.resize(p, d);
+  xn.resize(p, d);
+  for (RowMatrix* m : {&q, &k, &v, &att, &v_first}) m->resize(p, qw);
+  mix.resize(p, c.attention.heads);
+  ffn_a.resize(p, f);
+  ffn_b.resize(p, f);
+  // The inner axis has only C positions: its embeddings are computed once, here.
+  const Index inner = c.tp_mac.memory_segment;
+  axial_inner.resize(inner, d);
+  axial_h0.resize(std::max<Index>(inner, 1), 2 * d);
+  axial_h1.resize(std::max<Index>(inner, 1), 2 * d);
+  AxialMlp(model.weights().tp_mac.axial[1], 0, inner, d, axial_h0, axial_h1, axial_inner.data());
+  axial_outer.resize(1, d);
+  row_token.resize(static_cast<size_t>(p));
+}
+
+namespace {
+
+// The layers, one function per branch; rows [0, n) of the workspace are live, at interspersed
+// positions p0, p0 + 1, ...
+class Stack {
+ public:
+  Stack(const Model& model, Session::State& state, Session::TpMacWorkspace& ws,
+        const SessionOptions& options)
+      : c_(model.config()),
+        w_(model.weights().tp_mac),
+        state_(state),
+        ws_(ws),
+        options_(options),
+        d_(c_.d_model),
+        s_(c_.tp_mac.streams) {}
+
+  // Runs rows [0, n) of ws.x through every layer into ws.streams.
+  void Run(Index n, int64_t p0) {
+    for (Index i = 0; i < n; ++i) {  // expand to S streams
+      for (Index s = 0; s < s_; ++s) {
+        ws_.streams.row(i * s_ + s) = ws_.x.row(i);
+        if (s_ > 1) ws_.streams.row(i * s_ + s) += RowOf(w_.stream_embed).segment(s * d_, d_);
+      }
+    }
+    for (size_t l = 0; l < c_.layers.size(); ++l) {
+      const TpMacLayerWeights& w = w_.layers[l];
+      bool gated = false;
+      if (c_.layers[l] == BlockKind::kMac) {
+        const bool adds = !c_.tp_mac.gate_attn_output;
+        Width(w.memory_hc, n, adds);
+        const size_t size = static_cast<size_t>(n * d_);
+        state_.memory[l]->Forward(std::span<const float>(ws_.branch.data(), size),
+                                  std::span<float>(ws_.out.data(), size));
+        if (adds) {
+          Depth(n);
+        } else {
+          ws_.gate.topRows(n).array() = (1.0f + (-ws_.out.topRows(n).array()).exp()).inverse();
+          gated = true;
+        }
+      }
+      Width(w.attention_hc, n, true);
+      Attention(l, w, n, p0, gated);
+      Depth(n);
+      Width(w.ffn_hc, n, true);
+      FeedForward(w, n);
+      Depth(n);
+    }
+  }
+
+  // ws.out rows [0, n) = the sum of row i's streams.
+  void ReduceStreams(Index n) {
+    for (Index i = 0; i < n; ++i) {
+      ws_.out.row(i) = ws_.streams.row(i * s_);
+      for (Index s = 1; s < s_; ++s) ws_.out.row(i) += ws_.streams.row(i * s_ + s);
+    }
+  }
+
+ private:
+  // The hyper-connection's width connection: ws.branch = the branch input of every row and,
+  // when the branch output is added back (`adds`), ws.mixed = the streams mixed by the Sinkhorn
+  // matrix and ws.beta = the output weights (model.hpp HyperConnectionWeights). All of it in
+  // float32, as hyper-connections computes it.
+  void Width(const HyperConnectionWeights& hc, Index n, bool adds) {
+    if (s_ == 1) {  // a plain residual
+      ws_.branch.topRows(n) = ws_.streams.topRows(n);
+      return;
+    }
+    const Index rows = n * s_, e = 1 + s_;
+    const float scale = std::sqrt(static_cast<float>(d_));
+    for (Index r = 0; r < rows; ++r) {  // F.normalize(h) * sqrt(d) * (gamma + 1)
+      const float norm = std::max(ws_.streams.row(r).norm(), 1e-12f);
+      ws_.normed.row(r) = ws_.streams.row(r).cwiseProduct(RowOf(hc.norm)) * (scale / norm);
+    }
+    Multiply(ws_.dynamic.topRows(rows), ws_.normed.topRows(rows),
+             ConstView(hc.dynamic_alpha.data(), d_, e, e));
+    const float pre_scale = hc.alpha_scale[0], mix_scale = hc.alpha_scale[1];
+    for (Index i = 0; i < n; ++i) {
+      const Index r0 = i * s_;
+      ws_.branch.row(i).setZero();
+      for (Index s = 0; s < s_; ++s) {
+        const float a = Sigmoid(pre_scale * ws_.dynamic(r0 + s, 0) + hc.static_alpha[s * e]);
+        ws_.branch.row(i) += a * ws_.streams.row(r0 + s);
+      }
+      if (!adds) continue;
+      // H = Sinkhorn(L), L[s][t] = mix_scale * dynamic[s][1 + t] + static_alpha[s][1 + t]:
+      // exp(L - max over s per column), then 20 times columns and rows scaled to sum 1.
+      float* h = ws_.sinkhorn.data();
+      for (Index t = 0; t < s_; ++t) {
+        float top = -std::numeric_limits<float>::infinity();
+        for (Index s = 0; s < s_; ++s) {
+          h[s * s_ + t] = mix_scale * ws_.dynamic(r0 + s, 1 + t) + hc.static_alpha[s * e + 1 + t];
+          top = std::max(top, h[s * s_ + t]);
+        }
+        for (Index s = 0; s < s_; ++s) h[s * s_ + t] = std::exp(h[s * s_ + t] - top);
+      }
+      for (int iteration = 0; iteration < kSinkhornIterations; ++iteration) {
+        for (Index t = 0; t < s_; ++t) {
+          float sum = 0;
+          for (Index s = 0; s < s_; ++s) sum += h[s * s_ + t];
+          sum = std::max(sum, 1e-12f);
+          for (Index s = 0; s < s_; ++s) h[s * s_ + t] /= sum;
+        }
+        for (Index s = 0; s < s_; ++s) {
+          float sum = 0;
+          for (Index t = 0; t < s_; ++t) sum += h[s * s_ + t];
+          sum = std::max(sum, 1e-12f);
+          for (Index t = 0; t < s_; ++t) h[s * s_ + t] /= sum;
+        }
+      }
+      for (Index t = 0; t < s_; ++t) {
+        ws_.mixed.row(r0 + t).setZero();
+        for (Index s = 0; s < s_; ++s) {
+          ws_.mixed.row(r0 + t) += h[s * s_ + t] * ws_.streams.row(r0 + s);
+        }
+        const float dynamic_beta = ws_.normed.row(r0 + t).dot(RowOf(hc.dynamic_beta));
+        ws_.beta[static_cast<size_t>(r0 + t)] =
+            2.0f * Sigmoid(hc.beta_scale[0] * dynamic_beta + hc.static_beta[t]);
+      }
+    }
+  }
+
+  // The depth connection: streams = mixed + beta * ws.out (S = 1: streams += ws.out).
+  void Depth(Index n) {
+    if (s_ == 1) {
+      ws_.streams.topRows(n) += ws_.out.topRows(n);
+      return;
+    }
+    for (Index i = 0; i < n; ++i) {
+      for (Index s = 0; s < s_; ++s) {
+        const Index r = i * s_ + s;
+        ws_.streams.row(r) = ws_.mixed.row(r) + ws_.beta[static_cast<size_t>(r)] * ws_.out.row(i);
+      }
+    }
+  }
+
+  void Norm(const std::vector<float>& gain, Index n) {
+    RmsNormRows(ws_.branch.data(), gain, n, d_, 1, c_.norm_eps, ws_.xn.data());
+  }
+
+  // ws.out = SegmentedAttention(ws.branch), times ws.gate when `gated`.
+  void Attention(size_t l, const TpMacLayerWeights& w, Index n, int64_t p0, bool gated) {
+    const AttentionShape shape = CacheShapeOf(c_, l);
+    const Index qw = shape.q_width(), heads = shape.heads, dh = shape.head_dim;
+    Norm(w.attention_norm, n);
+    const auto input = ws_.xn.topRows(n);
+    ParallelMultiply(options_, ws_.q.topRows(n), input,
+                     ConstView(w.attention.w_q.data(), d_, qw, qw));
+    ParallelMultiply(options_, ws_.k.topRows(n), input,
+                     ConstView(w.attention.w_k.data(), d_, qw, qw));
+    ParallelMultiply(options_, ws_.v.topRows(n), input,
+                     ConstView(w.attention.w_v.data(), d_, qw, qw));
+    if (l == 0) {
+      ws_.v_first.topRows(n) = ws_.v.topRows(n);
+    } else {  // value residual: v = lerp(v, v_first, sigmoid(x W_mix + b)) per head
+      Multiply(ws_.mix.topRows(n), input, ConstView(w.v_mix.data(), d_, heads, heads));
+      for (Index i = 0; i < n; ++i) {
+        for (Index h = 0; h < heads; ++h) {
+          const float m = Sigmoid(ws_.mix(i, h) + w.v_mix_bias[static_cast<size_t>(h)]);
+          auto v = ws_.v.row(i).segment(h * dh, dh);
+          v += m * (ws_.v_first.row(i).segment(h * dh, dh) - v);
+        }
+      }
+    }
+    ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, p0,
+                shape.rope_base);
+    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.heads, shape.head_dim, p0,
+                shape.rope_base);
+    AttentionCache& cache = *state_.attention[l];
+    if (c_.tp_mac.sliding) {
+      ws_.attention.Forward(
+          shape, cache,
+          AttentionInputsOf(w.attention, shape, ws_.q.data(), ws_.k.data(), ws_.v.data()),
+          static_cast<int>(n), ws_.att.data());
+    } else {  // block-diagonal: the cache holds the current window's rows
+      const int64_t window = c_.attention.window;
+      for (Index r0 = 0; r0 < n;) {
+        const int64_t p = p0 + r0;
+        if (p % window == 0) cache.Reset();
+        const Index rows = std::min<Index>(n - r0, window - p % window);
+        const Index offset = r0 * qw;
+        ws_.attention.Forward(shape, cache,
+                              AttentionInputsOf(w.attention, shape, ws_.q.data() + offset,
+                                                ws_.k.data() + offset, ws_.v.data() + offset),
+                              static_cast<int>(rows), ws_.att.data() + offset);
+        r0 += rows;
+      }
+    }
+    ParallelMultiply(options_, ws_.out.topRows(n), ws_.att.topRows(n),
+                     ConstView(w.attention.w_o.data(), qw, d_, d_));
+    if (gated) ws_.out.topRows(n).array() *= ws_.gate.topRows(n).array();
+  }
+
+  // ws.out = W_down ((x W_up + b_up) * SiLU(x W_gate + b_gate)) + b_down, x = RMSNorm(branch).
+  void FeedForward(const TpMacLayerWeights& w, Index n) {
+    const Index f = c_.ffn_hidden;
+    Norm(w.ffn_norm, n);
+    ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.xn.topRows(n),
+                     ConstView(w.ffn_up.data(), d_, f, f));
+    ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.xn.topRows(n),
+                     ConstView(w.ffn_gate.data(), d_, f, f));
+    ws_.ffn_a.topRows(n).rowwise() += RowOf(w.ffn_up_bias);
+    ws_.ffn_b.topRows(n).rowwise() += RowOf(w.ffn_gate_bias);
+    auto g = ws_.ffn_b.topRows(n).array();
+    ws_.ffn_a.topRows(n).array() *= g / (1.0f + (-g).exp());
+    ParallelMultiply(options_, ws_.out.topRows(n), ws_.ffn_a.topRows(n),
+                     ConstView(w.ffn_down.data(), f, d_, d_));
+    ws_.out.topRows(n).rowwise() += RowOf(w.ffn_down_bias);
+  }
+
+  static constexpr int kSinkhornIterations = 20;  // hyper-connections' default
+
+  const ModelConfig& c_;
+  const TpMacWeights& w_;
+  Session::State& state_;
+  Session::TpMacWorkspace& ws_;
+  const SessionOptions& options_;
+  const Index d_, s_;
+};
+
+}  // namespace
+
+namespace tp_mac {
+
+void Run(const Model& model, Session::State& state, Session::TpMacWorkspace& ws,
+         const SessionOptions& options, const int32_t* tokens, const float* embeddings, int64_t n,
+         float* logits, float* hidden) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  const Index d = c.d_model, vocab = c.vocab_size, inner = c.tp_mac.memory_segment;
+  Stack stack(model, state, ws, options);
+  int64_t row0 = TpMacRows(c, state.position);  // interspersed position of the piece's row 0
+  Index rows = 0;
+
+  // Runs the piece and writes the outputs of its token rows (consecutive tokens of this call).
+  auto flush = [&] {
+    if (rows == 0) return;
+    stack.Run(rows, row0);
+    stack.ReduceStreams(rows);
+    Index kept = 0;
+    int64_t first = -1;
+    for (Index i = 0; i < rows; ++i) {
+      const int64_t token = ws.row_token[static_cast<size_t>(i)];
+      if (token < 0) continue;
+      if (first < 0) first = token;
+      ws.branch.row(kept++) = ws.out.row(i);
+    }
+    if (kept > 0) {
+      float* normed = logits != nullptr ? ws.xn.data() : hidden + first * d;
+      RmsNormRows(ws.branch.data(), w.final_norm, kept, d, 1, c.norm_eps, normed);
+      if (logits != nullptr) {
+        ParallelMultiply(options, View(logits + first * vocab, kept, vocab, vocab),
+                         ws.xn.topRows(kept), ConstView(w.lm_head.data(), d, vocab, vocab));
+      }
+    }
+    row0 += rows;
+    rows = 0;
+  };
+  // Appends one row: `source` [d] plus the axial position embedding of its position.
+  auto append = [&](const float* source, int64_t token) {
+    const int64_t p = row0 + rows;
+    if (p / inner != ws.axial_outer_index) {
+      ws.axial_outer_index = p / inner;
+      AxialMlp(w.tp_mac.axial[0], ws.axial_outer_index, 1, d, ws.axial_h0, ws.axial_h1,
+               ws.axial_outer.data());
+    }
+    ws.x.row(rows) = ConstView(source, 1, d, d) + ws.axial_outer + ws.axial_inner.row(p % inner);
+    ws.row_token[static_cast<size_t>(rows)] = token;
+    if (++rows == Session::TpMacWorkspace::kRows) flush();
+  };
+
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = state.position + i;
+    if (t > 0 && t % c.segment == 0) {
+      for (int m = 0; m < c.tp_mac.longterm_tokens; ++m) {
+        append(w.tp_mac.longterm.data() + m * d, -1);
+      }
+    }
+    append(tokens != nullptr ? w.embedding.data() + static_cast<Index>(tokens[i]) * d
+                             : embeddings + i * d,
+           i);
+  }
+  flush();
+  state.position += n;
+}
+
+}  // namespace tp_mac
+}  // namespace titans
