@@ -325,9 +325,8 @@ def _array(t):
     return a
 
 
-def memory_weights(mem, config):
-    """[(engine tensor name, float32 array)] in the engine's order (ForEachWeight)."""
-    H, dh, d = config["heads"], config["head_dim"], config["d_model"]
+def _tensor_list():
+    """([], add): add(name, array, shape) appends (name, float32 copy), checking the shape."""
     out = []
 
     def add(name, array, shape):
@@ -335,6 +334,14 @@ def memory_weights(mem, config):
         if tuple(array.shape) != tuple(shape):
             raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
         out.append((name, array))
+
+    return out, add
+
+
+def memory_weights(mem, config):
+    """[(engine tensor name, float32 array)] in the engine's order (ForEachWeight)."""
+    H, dh, d = config["heads"], config["head_dim"], config["d_model"]
+    out, add = _tensor_list()
 
     lin = _qkv_linear
 
@@ -588,13 +595,7 @@ def mac_weights(model, config):
     H, dh = config["attention"]["heads"], config["attention"]["head_dim"]
     P, S = config["attention"]["persistent"], config["tp_mac"]["streams"]
     M = config["tp_mac"]["longterm_tokens"]
-    out = []
-
-    def add(name, array, shape):
-        array = np.ascontiguousarray(np.asarray(array, dtype=np.float64).astype(np.float32))
-        if tuple(array.shape) != tuple(shape):
-            raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
-        out.append((name, array))
+    out, add = _tensor_list()
 
     def linear(prefix, lin, n_in, n_out):  # nn.Linear (out, in) -> the engine's (in, out)
         add(prefix + "w", _array(lin.weight).T, (n_in, n_out))

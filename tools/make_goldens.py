@@ -232,6 +232,18 @@ def check_state_dict_route(mem, case, memory_file):
                 raise RuntimeError(f"{case['name']}: state_dict route wrote a different file")
 
 
+def expect_refusals(options, convert):
+    """For each (name, kwargs): convert(kwargs) must raise UnsupportedError naming `name`."""
+    for name, kwargs in options:
+        try:
+            convert(kwargs)
+        except conv.UnsupportedError as e:
+            if name not in str(e):
+                raise RuntimeError(f"refusal of {name} does not name it: {e}")
+            continue
+        raise RuntimeError(f"{name} was not refused")
+
+
 def check_refusals():
     """Every unsupported option is refused with a message that names it."""
     base = dict(dim=16, dim_head=8, heads=2, chunk_size=4)
@@ -264,15 +276,7 @@ def check_refusals():
         ("store_memory_loss_fn", dict(store_memory_loss_fn=lambda a, b: (a - b).abs().mean(-1))),
         ("adaptive_step_transform", dict(adaptive_step_transform=lambda x: x.sigmoid())),
     ]
-    for name, kwargs in options:
-        mem = NeuralMemory(**{**base, **kwargs})
-        try:
-            conv.memory_config(mem)
-        except conv.UnsupportedError as e:
-            if name not in str(e):
-                raise RuntimeError(f"refusal of {name} does not name it: {e}")
-            continue
-        raise RuntimeError(f"{name} was not refused")
+    expect_refusals(options, lambda kwargs: conv.memory_config(NeuralMemory(**{**base, **kwargs})))
     print(f"converter refuses all {len(options)} unsupported options, naming each")
 
 

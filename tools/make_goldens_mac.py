@@ -55,6 +55,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_titans_pytorch as conv  # noqa: E402
+from make_goldens import expect_refusals  # noqa: E402
 from titans_pytorch import MemoryAsContextTransformer, MemoryMLP  # noqa: E402
 
 MIN_MARGIN = 1e-3
@@ -246,15 +247,8 @@ def check_refusals():
         ("attn_pool_chunks", dict(neural_memory_kwargs=dict(attn_pool_chunks=True))),
         ("momentum_order", dict(neural_memory_kwargs=dict(momentum_order=2))),
     ]
-    for name, kwargs in options:
-        model = MemoryAsContextTransformer(**{**base, **kwargs})
-        try:
-            conv.mac_config(model)
-        except conv.UnsupportedError as e:
-            if name not in str(e):
-                raise RuntimeError(f"refusal of {name} does not name it: {e}")
-            continue
-        raise RuntimeError(f"{name} was not refused")
+    expect_refusals(options,
+                    lambda kwargs: conv.mac_config(MemoryAsContextTransformer(**{**base, **kwargs})))
     print(f"converter refuses all {len(options)} unsupported MAC options, naming each")
 
 
