@@ -9,6 +9,7 @@
 #include <limits>
 #include <string>
 
+#include "flush_denormals.hpp"
 #include "linalg.hpp"
 #include "titans/error.hpp"
 
@@ -245,6 +246,7 @@ void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& ca
 void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache,
                               const AttentionInputs& in, int n, float* out, int ith, int nth,
                               std::atomic<int>* next) {
+  const FlushDenormals flush;  // on every thread that computes (flush_denormals.hpp)
   const int64_t position = cache.position();  // read by every thread before the first barrier
   if (next != nullptr) {
     const int tiles = (n + kTile - 1) / kTile, items = shape.heads * tiles;
@@ -271,6 +273,7 @@ void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache
 
 void AttentionWorkspace::Attend(const AttentionShape& shape, const AttentionCache& cache,
                                 const AttentionInputs& in, int n, float* out, int ith, int nth) {
+  const FlushDenormals flush;
   const int tiles = (n + kTile - 1) / kTile;
   // Head-major items: an equal share of heads per thread when H is a multiple of nth, so the
   // threads get the same mix of short (early) and long tiles; adjacent query heads of a share

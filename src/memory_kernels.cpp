@@ -1,5 +1,6 @@
 #include "memory_kernels.hpp"
 
+#include "flush_denormals.hpp"
 #include "linalg.hpp"
 
 #include <omp.h>
@@ -164,6 +165,7 @@ void MemoryWorkspace::RunTiles(const NeuralMemory& memory, MemoryState& state, c
 
 void MemoryWorkspace::RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
                               const float* retrieve, int n, float* out, bool write, Part part) {
+  const FlushDenormals flush;  // on every thread that computes (flush_denormals.hpp)
   const MemoryConfig& c = memory.config();
   const int unit = c.unit(), hd = c.inner_dim();
   Project(memory, state, store, retrieve, n, write, part);

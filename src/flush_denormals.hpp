@@ -1,0 +1,46 @@
+// Flush-to-zero and denormals-are-zero for the kernels' arithmetic, on the calling thread, for
+// the lifetime of a FlushDenormals object (x86 SSE/AVX: the FTZ and DAZ bits of MXCSR).
+//
+// Why: a memory that meets little surprise forgets geometrically (every unit scales its fast
+// weights by 1 - alpha) and its bias-free MLP has W = 0 as a fixed point, so over a long stream
+// the fast weights and everything computed from them shrink below FLT_MIN (1.2e-38) into
+// denormal numbers; the seeded random models of the benchmarks get there by 64K tokens. Many x86
+// CPUs take a microcode assist of about a hundred cycles for an operation with a denormal input
+// or result, which would make a token at 1M context cost many times one at 4K. Values that small
+// change no result next to the normal-sized ones they meet, and with FTZ/DAZ they are zeros.
+// (Zen 4, the project's CI machine, has no such penalty: PERFORMANCE.md measures both modes.)
+//
+// A library must not change its host's floating-point environment, and each thread has its own
+// MXCSR: every kernel entry point and every OpenMP region sets the mode on the thread that
+// computes and restores the two bits as they were when it is done (other bits, such as the
+// sticky exception flags the computation raised, are left as they are). Setting the mode on
+// every thread that computes, in both the one-thread path and the parallel one, also keeps the
+// results independent of the thread count. Elsewhere than x86 this is a no-op.
+#pragma once
+
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define TITANS_HAS_MXCSR 1
+#endif
+
+namespace titans {
+
+class FlushDenormals {
+ public:
+#ifdef TITANS_HAS_MXCSR
+  FlushDenormals() : saved_(_mm_getcsr() & kBits) { _mm_setcsr(_mm_getcsr() | kBits); }
+  ~FlushDenormals() { _mm_setcsr((_mm_getcsr() & ~kBits) | saved_); }
+#else
+  FlushDenormals() = default;
+#endif
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+#ifdef TITANS_HAS_MXCSR
+  static constexpr unsigned kBits = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
+  unsigned saved_;
+#endif
+};
+
+}  // namespace titans
