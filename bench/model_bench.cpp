@@ -1,12 +1,8 @@
 // Whole 4-layer models of every block kind (issue 3, "What must be shown"): tokens per second
 // for prefill, and the cost of one decoded token at context position 1K, 64K and 1M.
 //
-// Models: d_model 256, SwiGLU 1024, attention 8 heads x 32 (8 kv heads), window 512, 4
-// persistent pairs, memory MemoryConfig::Paper(256, 4, 64, 2, 64) without its own output
-// projection, MAC segment 64 (= the memory's unit), byte vocabulary (256), tied head, seeded
-// random weights. Kinds: lmm, mal, mag, mac, attention (a plain sliding-window transformer) and
-// full (attention with window 0: the full-attention baseline, whose cache keeps every key).
-// Token ids: token at stream position i is (i * 7919) % 256.
+// Models and token stream: bench/bench_models.hpp (4 layers of one kind, d_model 256, seeded
+// random weights; kinds lmm, mal, mag, mac, attention and full).
 //
 // BM_Prefill/<kind>/<threads>: one Forward of 2048 tokens per iteration; 8 iterations cover
 // the contexts 0..16K of a fresh stream (the session is reset outside the timed region when it
@@ -30,11 +26,10 @@
 //
 // The memory of a random model dies out: ModelWeights::Random forgets about 1/1000 per token
 // and the memory's bias-free SiLU MLP has W = 0 as a fixed point of its updates, so the fast
-// weights decay geometrically. In the streams of this benchmark every fast weight of every kind
-// is below FLT_MIN (denormal) by 64K tokens and sits at a few multiples of the smallest
-// denormal at 1M. The 64K and 1M decode runs therefore compute with denormal memory weights
-// (the arithmetic is the same: no step skips zeros). Zen 4 does denormal FMAs at full speed;
-// CPUs with denormal assists would slow down there.
+// weights decay geometrically. In the streams of this benchmark most fast weights of every kind
+// fall below FLT_MIN by 64K tokens, where the kernels flush them to zero
+// (src/flush_denormals.hpp): the 64K and 1M decode runs compute with memory weights that are
+// mostly zeros (the arithmetic is the same: no step skips zeros).
 //
 // Flags of this program (besides Google Benchmark's own):
 //   --decode_threads=N  OpenMP threads of the decode sessions (default 1: a single token is
@@ -59,7 +54,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -69,20 +63,21 @@
 #include <thread>
 #include <vector>
 
+#include "bench_main.hpp"
+#include "bench_models.hpp"
 #include "titans/titans.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using titans::BlockKind;
 using titans::Model;
-using titans::ModelConfig;
 using titans::Session;
 using titans::SessionOptions;
 
-enum Kind { kLmm, kMal, kMag, kMac, kAttention, kFull, kKinds };
-constexpr std::array<const char*, kKinds> kKindNames = {"lmm", "mal",       "mag",
-                                                        "mac", "attention", "full"};
+using Kind = titans::bench::ModelKind;
+using enum titans::bench::ModelKind;
+constexpr int kKinds = titans::bench::kModelKinds;
+constexpr const auto& kKindNames = titans::bench::kModelKindNames;
 
 constexpr int kPrefillTokens = 2048;      // tokens per Forward of BM_Prefill
 constexpr int64_t kPrefillReset = 16384;  // BM_Prefill resets its stream here
@@ -94,38 +89,9 @@ int setup_jobs = 2;                       // --setup_jobs
 int setup_threads = 1;                    // --setup_threads
 std::string snapshot_dir;                 // --snapshot_dir (empty: no cache)
 
-int32_t TokenAt(int64_t i) { return static_cast<int32_t>((i * 7919) % 256); }
-
-ModelConfig ConfigFor(Kind kind) {
-  ModelConfig c;
-  c.vocab_size = 256;
-  c.d_model = 256;
-  c.ffn_hidden = 1024;
-  c.tie_embeddings = true;
-  const BlockKind block = kind == kLmm   ? BlockKind::kLmm
-                          : kind == kMal ? BlockKind::kMal
-                          : kind == kMag ? BlockKind::kMag
-                          : kind == kMac ? BlockKind::kMac
-                                         : BlockKind::kAttention;
-  c.layers.assign(4, block);
-  c.attention.heads = 8;
-  c.attention.kv_heads = 8;
-  c.attention.head_dim = 32;
-  c.attention.window = kind == kFull ? 0 : 512;
-  c.attention.persistent = 4;
-  c.memory = titans::MemoryConfig::Paper(256, 4, 64, 2, 64);
-  c.memory.output_proj = false;
-  c.segment = kind == kMac ? c.memory.unit() : 0;
-  return c;
-}
-
 std::shared_ptr<const Model> ModelFor(Kind kind) {
   static std::array<std::shared_ptr<const Model>, kKinds> models;
-  if (!models[kind]) {
-    const ModelConfig config = ConfigFor(kind);
-    models[kind] =
-        std::make_shared<const Model>(config, titans::ModelWeights::Random(config, 1234));
-  }
+  if (!models[kind]) models[kind] = titans::bench::MakeBenchModel(kind);
   return models[kind];
 }
 
@@ -157,7 +123,7 @@ double Feed(Session& session, int n, std::vector<int32_t>& tokens, std::vector<f
   tokens.resize(static_cast<size_t>(n));
   logits.resize(static_cast<size_t>(n) * 256);
   const int64_t p = session.position();
-  for (int i = 0; i < n; ++i) tokens[static_cast<size_t>(i)] = TokenAt(p + i);
+  for (int i = 0; i < n; ++i) tokens[static_cast<size_t>(i)] = titans::bench::StreamToken(p + i);
   const auto start = Clock::now();
   session.Forward(tokens, logits);
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -330,7 +296,7 @@ class Snapshots {
 };
 
 double Step(Session& session, std::vector<int32_t>& token, std::vector<float>& logits) {
-  token[0] = TokenAt(session.position());
+  token[0] = titans::bench::StreamToken(session.position());
   const auto start = Clock::now();
   session.Forward(token, logits);
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -428,36 +394,24 @@ void RegisterAll() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Our own flags first; Google Benchmark rejects flags it does not know.
-  std::vector<char*> args;
-  auto value = [](const char* arg, const char* flag) -> const char* {
-    return std::strncmp(arg, flag, std::strlen(flag)) == 0 ? arg + std::strlen(flag) : nullptr;
-  };
-  for (int i = 0; i < argc; ++i) {
-    if (const char* v = value(argv[i], "--decode_threads=")) {
-      decode_threads = std::atoi(v);
-    } else if (const char* v = value(argv[i], "--setup_jobs=")) {
-      setup_jobs = std::atoi(v);
-    } else if (const char* v = value(argv[i], "--setup_threads=")) {
-      setup_threads = std::atoi(v);
-    } else if (const char* v = value(argv[i], "--snapshot_dir=")) {
-      snapshot_dir = v;
-      std::filesystem::create_directories(snapshot_dir);
-    } else {
-      args.push_back(argv[i]);
-    }
-  }
-  if (decode_threads < 1 || setup_jobs < 1 || setup_threads < 1) {
-    std::fprintf(stderr, "--decode_threads, --setup_jobs and --setup_threads must be >= 1\n");
-    return 1;
-  }
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);  // argv[argc] is null, as main's
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  RegisterAll();
-  Snapshots::Prepare(SelectedDecodeKinds(), setup_jobs);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  using titans::bench::Flag;
+  return titans::bench::BenchmarkMain(
+      argc, argv,
+      {Flag{"--decode_threads=", [](const char* v) { decode_threads = std::atoi(v); }},
+       Flag{"--setup_jobs=", [](const char* v) { setup_jobs = std::atoi(v); }},
+       Flag{"--setup_threads=", [](const char* v) { setup_threads = std::atoi(v); }},
+       Flag{"--snapshot_dir=",
+            [](const char* v) {
+              snapshot_dir = v;
+              std::filesystem::create_directories(snapshot_dir);
+            }}},
+      [] {
+        if (decode_threads < 1 || setup_jobs < 1 || setup_threads < 1) {
+          std::fprintf(stderr, "--decode_threads, --setup_jobs and --setup_threads must be >= 1\n");
+          return false;
+        }
+        RegisterAll();
+        Snapshots::Prepare(SelectedDecodeKinds(), setup_jobs);
+        return true;
+      });
 }

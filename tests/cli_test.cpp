@@ -13,12 +13,14 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "io/safetensors.hpp"
+#include "svg_check.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
@@ -133,7 +135,7 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, VersionAndHelp) {
   EXPECT_EQ(Ok({"--version"}).rfind("titans ", 0), 0u);
   EXPECT_NE(Ok({"--help"}).find("make-model"), std::string::npos);
-  for (const char* sub : {"make-model", "info", "generate", "forward"}) {
+  for (const char* sub : {"make-model", "info", "generate", "forward", "bench"}) {
     EXPECT_NE(Ok({sub, "--help"}).find(std::string("Usage: titans ") + sub), std::string::npos);
   }
   // A malformed command line: status 2 and an `error:` line.
@@ -142,7 +144,10 @@ TEST_F(CliTest, VersionAndHelp) {
         {"bogus"},
         {"generate", "m.safetensors"},
         {"generate", "m.safetensors", "--prompt-tokens", "1,x"},
-        {"forward", "m.safetensors", "--input", "in"}}) {
+        {"forward", "m.safetensors", "--input", "in"},
+        {"bench", "--kinds", "lmm,bogus"},
+        {"bench", "--contexts", "1K,0"},
+        {"bench", "--contexts", "4X"}}) {
     const Result r = Titans(args);
     EXPECT_EQ(r.status, 2) << r;
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;
@@ -441,6 +446,94 @@ TEST_F(CliTest, ForwardEmbeddingsWritesHiddenStates) {
   Ok({"forward", Path("t.safetensors"), "--input", Path("in.safetensors"), "--output",
       Path("t_out.safetensors")});
   ReadOutput(Path("t_out.safetensors"), "hidden", {n, d});
+}
+
+TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
+  const std::string out = Ok({"bench", "--contexts", "256,512", "--kinds", "lmm,full", "--threads",
+                              "1", "--json", Path("bench.json"), "--plot", Path("bench.svg")});
+  EXPECT_NE(out.find("lmm"), std::string::npos) << out;
+  EXPECT_NE(out.find("512 / 256"), std::string::npos) << out;  // the ratios of each kind
+  const auto records = nlohmann::json::parse(ReadFile(Path("bench.json")));
+  ASSERT_TRUE(records.is_array());
+  ASSERT_EQ(records.size(), 4u) << records.dump(2);
+  size_t i = 0;
+  for (const char* kind : {"lmm", "full"}) {
+    for (int64_t context : {256, 512}) {
+      const auto& r = records[i++];
+      EXPECT_EQ(r.at("kind"), kind) << r;
+      EXPECT_EQ(r.at("context"), context) << r;
+      EXPECT_EQ(r.at("status"), "ok") << r;
+      EXPECT_EQ(r.at("tokens"), context) << r;
+      EXPECT_EQ(r.at("threads"), 1) << r;
+      const double tokens_per_s = r.at("tokens_per_s"), s_per_token = r.at("s_per_token");
+      EXPECT_GT(tokens_per_s, 0) << r;
+      EXPECT_NEAR(tokens_per_s * s_per_token, 1.0, 1e-9) << r;
+      EXPECT_GT(r.at("last_piece_s_per_token").get<double>(), 0) << r;
+      EXPECT_GT(r.at("peak_rss_bytes").get<int64_t>(), 1 << 20) << r;
+    }
+  }
+  const std::string svg = ReadFile(Path("bench.svg"));
+  EXPECT_EQ(testing::SvgProblem(svg), "") << svg;
+  for (const char* text : {">lmm<", ">full<", ">256<", ">512<", "Peak resident memory"}) {
+    EXPECT_NE(svg.find(text), std::string::npos) << text;
+  }
+
+  // --max-seconds: the first point stops after its first piece and is recorded as skipped with
+  // the reason, and so are the larger contexts of that kind.
+  Ok({"bench", "--contexts", "256,512", "--kinds", "lmm", "--threads", "1", "--piece", "64",
+      "--max-seconds", "1e-6", "--json", Path("capped.json")});
+  const auto capped = nlohmann::json::parse(ReadFile(Path("capped.json")));
+  ASSERT_EQ(capped.size(), 2u) << capped.dump(2);
+  for (const auto& r : capped) {
+    EXPECT_EQ(r.at("status"), "skipped") << r;
+    EXPECT_TRUE(r.at("tokens_per_s").is_null()) << r;
+  }
+  EXPECT_EQ(capped[0].at("tokens"), 64) << capped[0];
+  EXPECT_NE(capped[0].at("reason").get<std::string>().find("stopped at --max-seconds"),
+            std::string::npos);
+  EXPECT_NE(capped[1].at("reason").get<std::string>().find("a smaller context"), std::string::npos);
+
+  // An output that cannot be written: status 1 after the run, nothing left behind.
+  ExpectError({"bench", "--contexts", "64", "--kinds", "lmm", "--json", Path("no/such/dir.json")},
+              "no/such/dir.json");
+}
+
+TEST_F(CliTest, NiahRunsTheGridWithBaselinesAndWritesJsonAndHeatmaps) {
+  const std::string out =
+      Ok({"niah", "--lengths", "1K,2K", "--depths", "0,100", "--trials", "2", "--threads", "1",
+          "--baseline", "--full-max", "1K", "--json", Path("niah.json"), "--plot",
+          Path("niah.svg")});
+  EXPECT_NE(out.find("writes off"), std::string::npos) << out;
+  const auto records = nlohmann::json::parse(ReadFile(Path("niah.json")));
+  ASSERT_TRUE(records.is_array());
+  // titans and writes_off: 2 lengths x 2 depths; full attention only up to --full-max (1K).
+  ASSERT_EQ(records.size(), 4u + 4u + 2u) << records.dump(2);
+  for (const auto& r : records) {
+    const std::string model = r.at("model");
+    const int64_t length = r.at("length");
+    const double depth = r.at("depth");
+    EXPECT_EQ(r.at("trials"), 2) << r;
+    EXPECT_EQ(r.at("answers").size(), 2u) << r;
+    EXPECT_EQ(r.at("haystack"), "noise") << r;
+    // The needle at depth 0 is beyond the 256-token window: only the memory (or full attention)
+    // recalls it; at depth 100 it is within the window.
+    const double expected = model == "writes_off" && depth == 0 ? 0.0 : 1.0;
+    EXPECT_EQ(r.at("accuracy").get<double>(), expected) << r;
+    if (model == "full_attention") {
+      EXPECT_EQ(length, 1024) << r;
+    }
+  }
+  for (const char* file : {"niah.svg", "niah_writes_off.svg", "niah_full_attention.svg"}) {
+    const std::string svg = ReadFile(Path(file));
+    EXPECT_EQ(testing::SvgProblem(svg), "") << file;
+    EXPECT_NE(svg.find(">2K<"), std::string::npos) << file;
+    EXPECT_NE(svg.find(">100%<"), std::string::npos) << file;
+  }
+  ExpectError({"niah", "--lengths", "100"}, "cannot hold the needle");
+  const Result malformed = Titans({"niah", "--lengths", "4X"});  // a command-line error
+  EXPECT_EQ(malformed.status, 2) << malformed;
+  EXPECT_NE(malformed.err.find("--lengths"), std::string::npos) << malformed;
+  ExpectError({"niah", "--haystack", Path("missing.txt")}, "missing.txt");
 }
 
 TEST_F(CliTest, ErrorsExitWithStatusOneAndAnErrorLine) {

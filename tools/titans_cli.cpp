@@ -5,6 +5,9 @@
 //   titans generate MODEL (--prompt-tokens 1,2,3 | --prompt TEXT) [-n N] [sampler options]
 //   titans forward MODEL --input IN --output OUT [--split a,b,... | --every N]
 //                  [--load-state F] [--save-state F]
+//   titans bench [--contexts 1K,4K,...] [--kinds lmm,mac,...] [--json F] [--plot F]
+//   titans niah [--lengths 1K,4K,...] [--depths 0,50,...] [--trials N] [--baseline] [--json F]
+//               [--plot F] [--model MODEL] [--haystack TEXT]
 //
 // Exit status: 0 on success, 1 when running the command fails (the library's titans::Error:
 // a bad model or input file, a token out of range, ...), 2 for a malformed command line. Every
@@ -19,6 +22,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -30,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include "cli_bench.hpp"
+#include "cli_niah.hpp"
 #include "io/safetensors.hpp"
 #include "titans/titans.hpp"
 
@@ -725,6 +731,9 @@ int main(int argc, char** argv) {
   forward->add_option("--save-state", fa.save_state,
                       "after the input, write the session state to this file");
 
+  const std::function<int()> run_bench = titans::cli::AddBenchCommand(app);
+  const std::function<int()> run_niah = titans::cli::AddNiahCommand(app);
+
   try {
     app.parse(argc, argv);
     if (generate->parsed()) {
@@ -749,6 +758,8 @@ int main(int argc, char** argv) {
     if (info->parsed()) return RunInfo(info_model, info_config_only);
     if (generate->parsed()) return RunGenerate(ga);
     if (forward->parsed()) return RunForward(fa);
+    if (const int status = run_bench(); status >= 0) return status;
+    if (const int status = run_niah(); status >= 0) return status;
   } catch (const std::exception& e) {
     std::cout.flush();
     std::cerr << "error: " << e.what() << "\n";

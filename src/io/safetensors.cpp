@@ -447,4 +447,10 @@ void WriteSafetensors(const std::string& path, const std::map<std::string, std::
   file.Commit();
 }
 
+void WriteFileAtomically(const std::string& path, std::string_view contents) {
+  TempFile file(path);
+  file.Write(contents.data(), contents.size());
+  file.Commit();
+}
+
 }  // namespace titans::io

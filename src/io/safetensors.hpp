@@ -15,6 +15,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace titans::io {
@@ -65,5 +66,9 @@ struct TensorToWrite {
 // On error `path` is untouched and the temporary file removed; throws Error(kIo).
 void WriteSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
                       const std::vector<TensorToWrite>& tensors);
+
+// Writes `contents` to `path` the same atomic way (the command-line program's JSON and SVG
+// outputs). Throws Error(kIo).
+void WriteFileAtomically(const std::string& path, std::string_view contents);
 
 }  // namespace titans::io

@@ -1,0 +1,326 @@
+// `titans bench`: the cost of a token and the peak resident memory against context length
+// (issue 4), for the benchmark models of bench/bench_models.hpp (4 layers, d_model 256: lmm,
+// mac, mag, mal, the sliding-window transformer and the full-attention baseline). Every point
+// is bench::MeasureContext (bench/context_cost.hpp): a fresh session prefilled over C tokens
+// streamed in pieces. Prints a table, writes JSON records and an SVG plot (docs/CLI.md,
+// docs/PERFORMANCE.md).
+//
+// Points a run cannot afford are skipped and recorded with the reason: a context whose growing
+// KV cache (full attention) would need more than half the available memory, a context whose
+// predicted prefill time exceeds --max-seconds, and every larger context of a kind after one of
+// its points hit --max-seconds (that point stops after the piece that crossed the limit).
+#include "cli_bench.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bench_models.hpp"
+#include "context_cost.hpp"
+#include "io/safetensors.hpp"
+#include "plot.hpp"
+#include "titans/titans.hpp"
+
+namespace titans::cli {
+namespace {
+
+using bench::ContextCost;
+
+struct BenchArgs {
+  std::vector<int64_t> contexts = {1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20};
+  std::vector<std::string> kinds = {"lmm", "mac", "mag", "mal", "full"};
+  int threads = 0;
+  int piece = 4096;
+  double max_seconds = 600;
+  std::string json_path, plot_path;
+};
+
+struct Point {
+  std::string kind;
+  int64_t context = 0;
+  ContextCost cost;     // cost.tokens == 0: not run
+  std::string skipped;  // empty: measured; otherwise why it was not (or not completely)
+
+  bool measured() const { return skipped.empty(); }
+};
+
+// 4096 -> "4K", 1048576 -> "1M", 1000 -> "1000".
+std::string ContextLabel(int64_t n) {
+  if (n % (int64_t{1} << 20) == 0) return std::to_string(n >> 20) + "M";
+  if (n % (int64_t{1} << 10) == 0) return std::to_string(n >> 10) + "K";
+  return std::to_string(n);
+}
+
+std::string Format(const char* format, double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, format, value);
+  return text;
+}
+
+double Mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+double Gib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 30); }
+
+// Prefill seconds at `context`, from the last two complete points of the kind: t = a C + b C^2
+// (a: the per-token work, b: attention over a growing cache), a, b >= 0. With one point the
+// cost is taken as linear. Negative when there is nothing to go by.
+double PredictSeconds(const std::vector<const Point*>& done, int64_t context) {
+  if (done.empty()) return -1;
+  const auto c = static_cast<double>(context);
+  const Point& last = *done.back();
+  const double c2 = static_cast<double>(last.context), t2 = last.cost.seconds;
+  if (done.size() == 1) return t2 * c / c2;
+  const Point& before = *done[done.size() - 2];
+  const double c1 = static_cast<double>(before.context), t1 = before.cost.seconds;
+  double b = (t2 / c2 - t1 / c1) / (c2 - c1);
+  double a = t1 / c1 - b * c1;
+  if (b < 0) {
+    b = 0;
+    a = t2 / c2;
+  } else if (a < 0) {
+    a = 0;
+    b = t2 / (c2 * c2);
+  }
+  return a * c + b * c * c;
+}
+
+// Why the point should not run, or "" if it should.
+std::string SkipReason(const BenchArgs& a, const ModelConfig& config,
+                       const std::vector<const Point*>& done, int64_t context) {
+  const int64_t cache = bench::GrowingCacheBytes(config, context);
+  const int64_t available = bench::AvailableMemoryBytes();
+  // A growing std::vector holds its old and its new buffer while it moves: up to twice the cache.
+  if (cache > 0 && available >= 0 && 2 * cache > available) {
+    return "its KV cache needs " + Format("%.1f", Gib(cache)) + " GiB (up to twice that while it " +
+           "grows), " + Format("%.1f", Gib(available)) + " GiB available";
+  }
+  const double predicted = PredictSeconds(done, context);
+  if (a.max_seconds > 0 && predicted > a.max_seconds) {
+    return "predicted " + Format("%.0f", predicted) + " s of prefill > --max-seconds " +
+           Format("%g", a.max_seconds);
+  }
+  return "";
+}
+
+void PrintHeader() {
+  std::printf("%-9s %8s %10s %10s %14s %13s %9s\n", "kind", "context", "tokens/s", "us/token",
+              "last us/token", "peak RSS MiB", "cpu/wall");
+}
+
+void PrintRow(const Point& p) {
+  if (p.measured()) {
+    std::printf("%-9s %8s %10.0f %10.1f %14.1f %13.1f %9.2f\n", p.kind.c_str(),
+                ContextLabel(p.context).c_str(), p.cost.tokens_per_s(), 1e6 * p.cost.s_per_token(),
+                1e6 * p.cost.last_piece_s_per_token(), Mib(p.cost.peak_rss_bytes),
+                p.cost.cpu_seconds / p.cost.seconds);
+  } else {
+    std::printf("%-9s %8s   skipped: %s\n", p.kind.c_str(), ContextLabel(p.context).c_str(),
+                p.skipped.c_str());
+  }
+  std::fflush(stdout);
+}
+
+// Per kind: the largest measured context against 4K (or the smallest measured context).
+void PrintRatios(const std::vector<Point>& points, const std::vector<std::string>& kinds) {
+  bool header = false;
+  for (const std::string& kind : kinds) {
+    std::vector<const Point*> measured;  // by context: points are in increasing context
+    for (const Point& p : points) {
+      if (p.kind == kind && p.measured()) measured.push_back(&p);
+    }
+    if (measured.size() < 2) continue;
+    const auto at_4k = std::find_if(measured.begin(), measured.end(),
+                                    [](const Point* p) { return p->context == 4096; });
+    const Point& reference = at_4k != measured.end() ? **at_4k : *measured.front();
+    const Point& largest = *measured.back();
+    if (&reference == &largest) continue;
+    if (!header) {
+      std::printf("\nlargest context against the reference (time per token; peak memory):\n");
+      header = true;
+    }
+    const ContextCost &r = reference.cost, &l = largest.cost;
+    std::printf("%-9s %s / %s: s/token x%.3f, last piece x%.3f, peak RSS x%.3f\n", kind.c_str(),
+                ContextLabel(largest.context).c_str(), ContextLabel(reference.context).c_str(),
+                l.s_per_token() / r.s_per_token(),
+                l.last_piece_s_per_token() / r.last_piece_s_per_token(),
+                static_cast<double>(l.peak_rss_bytes) / static_cast<double>(r.peak_rss_bytes));
+  }
+}
+
+nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int piece) {
+  auto records = nlohmann::ordered_json::array();
+  for (const Point& p : points) {
+    nlohmann::ordered_json r = {
+        {"kind", p.kind}, {"context", p.context}, {"status", p.measured() ? "ok" : "skipped"}};
+    if (!p.measured()) r["reason"] = p.skipped;
+    const bool ok = p.measured();
+    r["tokens_per_s"] = ok ? nlohmann::ordered_json(p.cost.tokens_per_s()) : nullptr;
+    r["s_per_token"] = ok ? nlohmann::ordered_json(p.cost.s_per_token()) : nullptr;
+    r["last_piece_s_per_token"] =
+        ok ? nlohmann::ordered_json(p.cost.last_piece_s_per_token()) : nullptr;
+    r["peak_rss_bytes"] =
+        ok && p.cost.peak_rss_bytes >= 0 ? nlohmann::ordered_json(p.cost.peak_rss_bytes) : nullptr;
+    r["peak_rss_per_point"] = p.cost.peak_rss_per_point;
+    r["tokens"] = p.cost.tokens;  // fed: less than context when --max-seconds stopped the point
+    r["seconds"] = p.cost.seconds;
+    r["cpu_seconds"] = p.cost.cpu_seconds;  // of the process: noise shows as cpu < wall
+    r["threads"] = threads;
+    r["piece"] = piece;
+    records.push_back(std::move(r));
+  }
+  return records;
+}
+
+void WritePlot(const std::string& path, const std::vector<Point>& points,
+               const std::vector<std::string>& kinds, const std::vector<int64_t>& contexts,
+               int threads) {
+  plot::Axis x{.title = "context length (tokens)", .log = true, .ticks = {}};
+  for (int64_t c : contexts) x.ticks.emplace_back(static_cast<double>(c), ContextLabel(c));
+  plot::LineChart time{.title = "Time per token (whole prefill / context)",
+                       .x = x,
+                       .y = {.title = "microseconds per token", .log = true, .ticks = {}},
+                       .series = {}};
+  plot::LineChart memory{.title = "Peak resident memory of the process",
+                         .x = x,
+                         .y = {.title = "MiB", .log = true, .ticks = {}},
+                         .series = {}};
+  for (const std::string& kind : kinds) {
+    plot::Series t{.name = kind, .x = {}, .y = {}}, m = t;
+    for (const Point& p : points) {
+      if (p.kind != kind || !p.measured()) continue;
+      t.x.push_back(static_cast<double>(p.context));
+      t.y.push_back(1e6 * p.cost.s_per_token());
+      if (p.cost.peak_rss_bytes > 0) {
+        m.x.push_back(static_cast<double>(p.context));
+        m.y.push_back(Mib(p.cost.peak_rss_bytes));
+      }
+    }
+    time.series.push_back(std::move(t));
+    memory.series.push_back(std::move(m));
+  }
+  plot::WriteLineChartsSvg(path,
+                           "Prefill cost against context length (4 layers, d_model 256, " +
+                               std::to_string(threads) + (threads == 1 ? " thread)" : " threads)"),
+                           {time, memory});
+}
+
+int RunBench(const BenchArgs& a) {
+  std::vector<int64_t> contexts = a.contexts;
+  std::sort(contexts.begin(), contexts.end());
+  contexts.erase(std::unique(contexts.begin(), contexts.end()), contexts.end());
+  const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+  std::printf("prefill of a fresh session per point, pieces of %d tokens, %d thread%s\n", a.piece,
+              threads, threads == 1 ? "" : "s");
+  PrintHeader();
+
+  std::vector<std::string> kinds;  // in the order given, each once
+  for (const std::string& kind : a.kinds) {
+    if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
+  }
+
+  std::vector<Point> points;
+  points.reserve(kinds.size() * contexts.size());  // never moves: `done` points into it
+  for (const std::string& kind : kinds) {
+    const auto model = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
+    std::vector<const Point*> done;  // this kind's measured points
+    std::string stopped;             // set when a point of this kind hit --max-seconds
+    for (const int64_t context : contexts) {
+      Point p{.kind = kind, .context = context, .cost = {}, .skipped = stopped};
+      if (p.skipped.empty()) p.skipped = SkipReason(a, model->config(), done, context);
+      if (p.skipped.empty()) {
+        const std::string label = kind + " " + ContextLabel(context);
+        double last_report = 0;
+        bench::ContextOptions options{
+            .threads = threads,
+            .piece = a.piece,
+            .max_seconds = a.max_seconds,
+            // Progress of long points on stderr, every 10 s.
+            .on_piece = [&](int64_t tokens, double seconds) {
+              if (seconds - last_report < 10 || tokens == context) return;
+              last_report = seconds;
+              const double rate = static_cast<double>(tokens) / seconds;
+              std::fprintf(stderr, "bench: %s: %lld of %lld tokens, %.0f tokens/s, %.0f s left\n",
+                           label.c_str(), static_cast<long long>(tokens),
+                           static_cast<long long>(context), rate,
+                           static_cast<double>(context - tokens) / rate);
+            }};
+        p.cost = bench::MeasureContext(model, context, options);
+        if (!p.cost.finite) {
+          throw std::runtime_error("bench: " + label + ": the model's logits are not finite");
+        }
+        if (!p.cost.complete()) {
+          p.skipped = "stopped at --max-seconds " + Format("%g", a.max_seconds) + " after " +
+                      std::to_string(p.cost.tokens) + " tokens (" + Format("%.0f", p.cost.seconds) +
+                      " s)";
+          stopped = "a smaller context of this kind hit --max-seconds";
+        }
+      }
+      PrintRow(p);
+      points.push_back(std::move(p));
+      if (points.back().measured()) done.push_back(&points.back());
+    }
+  }
+  PrintRatios(points, kinds);
+
+  if (!a.json_path.empty()) {
+    io::WriteFileAtomically(a.json_path, ToJson(points, threads, a.piece).dump(2) + "\n");
+    std::printf("wrote %s\n", a.json_path.c_str());
+  }
+  if (!a.plot_path.empty()) {
+    WritePlot(a.plot_path, points, kinds, contexts, threads);
+    std::printf("wrote %s\n", a.plot_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> AddBenchCommand(CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench",
+      "Prefill cost and peak memory against context length for the benchmark models (4 layers, "
+      "d_model 256, random weights): a fresh session per point, fed in pieces "
+      "(docs/PERFORMANCE.md)");
+  CLI::Validator tokens = CLI::AsSizeValue(false);  // 4K = 4096, 1M = 1048576
+  tokens.description("");
+  cmd->add_option("--contexts", args->contexts, "context lengths in tokens (K = 1024, M = 1024^2)")
+      ->delimiter(',')
+      ->transform(tokens)
+      ->check(CLI::PositiveNumber)
+      ->type_name("N,N,...")
+      ->capture_default_str();
+  std::vector<std::string> names(bench::kModelKindNames.begin(), bench::kModelKindNames.end());
+  cmd->add_option("--kinds", args->kinds,
+                  "models: lmm, mac, mag, mal (Titans), attention (window 512), full (full "
+                  "attention)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(names))
+      ->type_name("KIND,...")
+      ->capture_default_str();
+  cmd->add_option("--threads", args->threads, "OpenMP threads (0 = all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--piece", args->piece, "tokens per Forward call")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--max-seconds", args->max_seconds,
+                  "time limit of one point's prefill (0 = none): a point stops after the piece "
+                  "that crosses it, and larger contexts predicted to cross it are skipped")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--json", args->json_path,
+                  "write one record per kind and context (kind, context, tokens_per_s, "
+                  "s_per_token, peak_rss_bytes, ...)");
+  cmd->add_option("--plot", args->plot_path,
+                  "write an SVG plot: time per token and peak memory against context length");
+  return [cmd, args]() { return cmd->parsed() ? RunBench(*args) : -1; };
+}
+
+}  // namespace titans::cli

@@ -1,0 +1,370 @@
+// `titans niah`: runs the needle-in-a-haystack grid (context lengths x needle depths x trials)
+// on the constructed demo model or a model file, prints the accuracy table, and writes JSON and
+// an SVG heatmap. docs/NIAH.md describes the task and the model; docs/CLI.md the options.
+#include "cli_niah.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.hpp"
+#include "plot.hpp"
+#include "titans/niah.hpp"
+#include "titans/titans.hpp"
+
+namespace titans::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct NiahArgs {
+  std::string model_path;     // empty: the constructed demo model
+  std::string haystack_path;  // empty: the noise block
+  std::vector<int64_t> lengths = {1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20};
+  std::vector<double> depths = {0, 25, 50, 75, 100};  // percent
+  int trials = 3;
+  uint64_t seed = 0;
+  int window = 256;
+  int threads = 1;  // the demo model is small: a second thread gains little and suffers most
+                    // when another process holds a core
+  bool baseline = false;
+  int64_t full_max = 1 << 14;
+  std::string json_path, plot_path;
+};
+
+std::string LengthLabel(int64_t n) {
+  if (n % (int64_t{1} << 20) == 0) return std::to_string(n >> 20) + "M";
+  if (n % (int64_t{1} << 10) == 0) return std::to_string(n >> 10) + "K";
+  return std::to_string(n);
+}
+
+std::string DepthLabel(double percent) {
+  std::ostringstream s;
+  s << percent << "%";
+  return s.str();
+}
+
+std::string Duration(double seconds) {
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char buffer[32];
+  if (s >= 3600)
+    std::snprintf(buffer, sizeof buffer, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  else if (s >= 60)
+    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", s / 60, s % 60);
+  else
+    std::snprintf(buffer, sizeof buffer, "%llds", s);
+  return buffer;
+}
+
+// A distinct, reproducible needle (key and number) per trial of every cell.
+uint64_t TrialSeed(uint64_t seed, int64_t length, double depth, int trial) {
+  uint64_t x = seed;
+  for (uint64_t v : {static_cast<uint64_t>(length), static_cast<uint64_t>(depth * 1000.0),
+                     static_cast<uint64_t>(trial)}) {
+    x ^= v + 0x9e3779b97f4a7c15ULL + (x << 6) + (x >> 2);
+  }
+  return x;
+}
+
+// One-line progress on stderr (tokens/s and time left), redrawn at most twice a second; only
+// on a terminal, so that logs stay clean.
+class ProgressLine {
+ public:
+  ProgressLine(std::string label, int64_t total)
+      : label_(std::move(label)),
+        total_(total),
+        enabled_(isatty(fileno(stderr)) != 0),
+        start_(Clock::now()),
+        last_(start_) {}
+
+  void Update(int64_t done) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (now - last_ < std::chrono::milliseconds(500) && done < total_) return;
+    last_ = now;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+    const double left = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
+    std::fprintf(stderr, "\r%s: %5.1f%% of %s tokens, %.0f tokens/s, %s left   ", label_.c_str(),
+                 100.0 * static_cast<double>(done) / static_cast<double>(total_),
+                 LengthLabel(total_).c_str(), rate, Duration(left).c_str());
+    shown_ = true;
+  }
+  ~ProgressLine() {
+    if (shown_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string label_;
+  int64_t total_;
+  bool enabled_;
+  Clock::time_point start_, last_;
+  bool shown_ = false;
+};
+
+struct TrialRecord {
+  std::string expected, answer;
+};
+
+struct Cell {
+  int64_t length = 0;
+  double depth = 0;  // percent
+  int correct = 0;
+  double seconds = 0;
+  std::vector<TrialRecord> trials;
+  double accuracy() const {
+    return static_cast<double>(correct) / static_cast<double>(trials.size());
+  }
+};
+
+struct GridRun {
+  std::string name;         // "titans", "writes_off", "full_attention"
+  std::string description;  // one line for the table's title
+  std::vector<Cell> cells;  // lengths x depths, in the order of the grid
+};
+
+GridRun RunGrid(const std::string& name, const std::string& description,
+                std::shared_ptr<const Model> model, const std::string& haystack,
+                const std::vector<int64_t>& lengths, const NiahArgs& a) {
+  GridRun run{name, description, {}};
+  int64_t total = 0;
+  for (int64_t length : lengths) total += length * static_cast<int64_t>(a.depths.size()) * a.trials;
+  Session session(std::move(model), SessionOptions{.threads = a.threads});
+  ProgressLine progress(name, total);
+  int64_t finished = 0;  // tokens of the finished trials
+  for (int64_t length : lengths) {
+    for (double depth : a.depths) {
+      Cell cell{length, depth, 0, 0.0, {}};
+      for (int trial = 0; trial < a.trials; ++trial) {
+        const niah::TrialSpec spec{length, depth / 100.0, TrialSeed(a.seed, length, depth, trial)};
+        const niah::TrialResult r =
+            niah::RunTrial(session, haystack, spec,
+                           [&](int64_t done, int64_t) { progress.Update(finished + done); });
+        finished += length;
+        cell.correct += r.correct ? 1 : 0;
+        cell.seconds += r.seconds;
+        cell.trials.push_back({r.expected, r.answer});
+      }
+      run.cells.push_back(std::move(cell));
+    }
+  }
+  progress.Update(total);
+  return run;
+}
+
+void PrintTable(const GridRun& run, const std::vector<int64_t>& lengths, const NiahArgs& a) {
+  std::cout << "\n"
+            << run.description << "\nexact match, % of " << a.trials
+            << (a.trials == 1 ? " trial" : " trials") << "\n";
+  std::cout << std::setw(8) << "depth";
+  for (int64_t length : lengths) std::cout << std::setw(7) << LengthLabel(length);
+  std::cout << "\n";
+  for (double depth : a.depths) {
+    std::cout << std::setw(8) << DepthLabel(depth);
+    for (int64_t length : lengths) {
+      const Cell* found = nullptr;
+      for (const Cell& c : run.cells) {
+        if (c.length == length && c.depth == depth) found = &c;
+      }
+      std::cout << std::setw(7);
+      if (found)
+        std::cout << static_cast<int>(100.0 * found->accuracy() + 0.5);
+      else
+        std::cout << "-";
+    }
+    std::cout << "\n";
+  }
+  double seconds = 0;
+  int64_t tokens = 0;
+  for (const Cell& c : run.cells) {
+    seconds += c.seconds;
+    tokens += c.length * static_cast<int64_t>(c.trials.size());
+  }
+  std::cout << "time " << Duration(seconds) << ", " << std::fixed << std::setprecision(0)
+            << static_cast<double>(tokens) / seconds << " tokens/s" << std::defaultfloat
+            << std::endl;
+}
+
+nlohmann::json ToJson(const std::vector<GridRun>& runs, const std::string& haystack_name) {
+  nlohmann::json records = nlohmann::json::array();
+  for (const GridRun& run : runs) {
+    for (const Cell& c : run.cells) {
+      nlohmann::json answers = nlohmann::json::array();
+      for (const TrialRecord& t : c.trials) {
+        answers.push_back({{"expected", t.expected}, {"answer", t.answer}});
+      }
+      records.push_back({{"model", run.name},
+                         {"haystack", haystack_name},
+                         {"length", c.length},
+                         {"depth", c.depth},
+                         {"trials", c.trials.size()},
+                         {"correct", c.correct},
+                         {"accuracy", c.accuracy()},
+                         {"seconds", c.seconds},
+                         {"answers", answers}});
+    }
+  }
+  return records;
+}
+
+// "niah.svg" -> "niah_writes_off.svg" for the baselines' heatmaps.
+std::string PlotPath(const std::string& path, const std::string& run_name, bool first) {
+  if (first) return path;
+  const std::filesystem::path p(path);
+  return (p.parent_path() / (p.stem().string() + "_" + run_name + p.extension().string())).string();
+}
+
+void WritePlot(const GridRun& run, const std::vector<int64_t>& lengths, const NiahArgs& a,
+               const std::string& path) {
+  std::vector<std::string> x_labels, y_labels;
+  for (int64_t length : lengths) x_labels.push_back(LengthLabel(length));
+  for (double depth : a.depths) y_labels.push_back(DepthLabel(depth));
+  // values[depth][length]; NaN where the run has no cell (a baseline's skipped lengths).
+  std::vector<std::vector<double>> values(a.depths.size(),
+                                          std::vector<double>(lengths.size(), std::nan("")));
+  for (const Cell& c : run.cells) {
+    for (size_t y = 0; y < a.depths.size(); ++y) {
+      for (size_t x = 0; x < lengths.size(); ++x) {
+        if (c.length == lengths[x] && c.depth == a.depths[y]) values[y][x] = c.accuracy();
+      }
+    }
+  }
+  plot::WriteHeatmapSvg(path, run.description, "context length (tokens)", "needle depth", x_labels,
+                        y_labels, values);
+}
+
+int RunNiah(const NiahArgs& a) {
+  const std::vector<int64_t>& lengths = a.lengths;
+  const int64_t full_max = a.full_max;
+
+  std::string haystack(niah::kNoiseBlock);
+  std::string haystack_name = "noise";
+  if (!a.haystack_path.empty()) {
+    std::ifstream in(a.haystack_path, std::ios::binary);
+    if (!in) throw Error(ErrorCode::kIo, "cannot open haystack file '" + a.haystack_path + "'");
+    std::ostringstream text;
+    text << in.rdbuf();
+    haystack = text.str();
+    if (haystack.empty())
+      throw Error(ErrorCode::kInvalidArgument, "haystack file '" + a.haystack_path + "' is empty");
+    haystack_name = std::filesystem::path(a.haystack_path).filename().string();
+  }
+
+  std::shared_ptr<const Model> model;
+  std::string description;
+  if (a.model_path.empty()) {
+    model = niah::BuildNeedleModel({.window = a.window});
+    description = "titans: constructed model, window " + std::to_string(a.window);
+  } else {
+    model = Model::Load(a.model_path);
+    if (model->config().vocab_size != 256) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "niah feeds bytes as tokens: the model needs vocab_size 256, '" + a.model_path +
+                      "' has " + std::to_string(model->config().vocab_size));
+    }
+    description = "titans: " + a.model_path;
+  }
+  std::cout << "needle in a haystack: haystack " << haystack_name << ", lengths";
+  for (int64_t length : lengths) std::cout << " " << LengthLabel(length);
+  std::cout << ", " << a.trials << (a.trials == 1 ? " trial" : " trials") << " per cell, seed "
+            << a.seed << std::endl;
+
+  std::vector<GridRun> runs;
+  runs.push_back(RunGrid("titans", description, model, haystack, lengths, a));
+  PrintTable(runs.back(), lengths, a);
+  if (a.baseline) {
+    runs.push_back(RunGrid("writes_off", "baseline: memory writes off (step size 0)",
+                           niah::WithoutMemoryWrites(*model), haystack, lengths, a));
+    PrintTable(runs.back(), lengths, a);
+    if (a.model_path.empty()) {
+      std::vector<int64_t> fitting;
+      for (int64_t length : lengths) {
+        if (length <= full_max) fitting.push_back(length);
+      }
+      runs.push_back(
+          RunGrid("full_attention",
+                  "baseline: full attention, no memory (<= " + LengthLabel(full_max) + ")",
+                  niah::BuildNeedleModel({.full_attention = true}), haystack, fitting, a));
+      PrintTable(runs.back(), lengths, a);
+    } else {
+      std::cout << "(no full-attention baseline for a model file: only the constructed model has "
+                   "one)\n";
+    }
+  }
+
+  if (!a.json_path.empty()) {
+    io::WriteFileAtomically(a.json_path, ToJson(runs, haystack_name).dump(2) + "\n");
+    std::cout << "wrote " << a.json_path << "\n";
+  }
+  if (!a.plot_path.empty()) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const std::string path = PlotPath(a.plot_path, runs[i].name, i == 0);
+      WritePlot(runs[i], lengths, a, path);
+      std::cout << "heatmap: " << path << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> AddNiahCommand(CLI::App& app) {
+  auto args = std::make_shared<NiahArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "niah",
+      "Needle in a haystack: recall of a 7-digit number from far back in the context, over a "
+      "grid of context lengths and needle depths (docs/NIAH.md)");
+  cmd->add_option("--model", args->model_path,
+                  "a byte-level model file (vocab 256); default: the constructed demo model");
+  cmd->add_option("--haystack", args->haystack_path,
+                  "a UTF-8 text file, repeated as needed; default: the noise block \"The grass is "
+                  "green. ...\"");
+  CLI::Validator tokens = CLI::AsSizeValue(false);  // 4K = 4096, 1M = 1048576
+  tokens.description("");
+  cmd->add_option("--lengths", args->lengths, "context lengths in tokens (K = 1024, M = 1024^2)")
+      ->delimiter(',')
+      ->transform(tokens)
+      ->check(CLI::PositiveNumber)
+      ->type_name("N,N,...")
+      ->capture_default_str();
+  cmd->add_option("--depths", args->depths, "needle depths in percent of the haystack")
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  cmd->add_option("--trials", args->trials, "needles (seeds) per cell")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "first seed of the needles")->capture_default_str();
+  cmd->add_option("--window", args->window, "attention window of the constructed model (1..1024)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--threads", args->threads, "OpenMP threads (0 = all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_flag("--baseline", args->baseline,
+                "also run the model with its memory writes off and (constructed model only) a "
+                "full-attention model up to --full-max");
+  cmd->add_option("--full-max", args->full_max,
+                  "longest context for the full-attention baseline (its cost grows with the "
+                  "square of the length)")
+      ->transform(tokens)
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--json", args->json_path, "write one record per cell and model as JSON");
+  cmd->add_option("--plot", args->plot_path,
+                  "write the accuracy heatmap as SVG (baselines: FILE_writes_off.svg, ...)");
+  return [cmd, args]() { return cmd->parsed() ? RunNiah(*args) : -1; };
+}
+
+}  // namespace titans::cli
