@@ -5,11 +5,12 @@
 // plot and time limits.
 //
 // BM_Context/<kind>/<C>: one iteration is one point; C = 1K, 4K, 16K, 64K, 256K, 1M (full
-// attention up to 64K: its prefill grows with C^2, 256K would take about 40 minutes). Manual
+// attention up to 64K: its prefill grows with C^2, 256K would take about 50 minutes). Manual
 // time: the Forward calls. Counters: tok/s, us/token (whole prefill / C), last_us/token (the
 // final piece: the marginal cost at C), cpu/wall (the process's CPU time over the wall time: below
 // the thread count when other processes took the cores) and peak_MiB (the process's peak
-// resident memory during the point).
+// resident memory during the point; the models of the kinds run before stay loaded, so compare
+// it within a kind).
 //
 // Flags of this program (besides Google Benchmark's own):
 //   --threads=N        OpenMP threads of the sessions (default 1: steadier on a shared machine)
