@@ -50,13 +50,6 @@ struct Point {
   bool measured() const { return skipped.empty(); }
 };
 
-// 4096 -> "4K", 1048576 -> "1M", 1000 -> "1000".
-std::string ContextLabel(int64_t n) {
-  if (n % (int64_t{1} << 20) == 0) return std::to_string(n >> 20) + "M";
-  if (n % (int64_t{1} << 10) == 0) return std::to_string(n >> 10) + "K";
-  return std::to_string(n);
-}
-
 std::string Format(const char* format, double value) {
   char text[64];
   std::snprintf(text, sizeof text, format, value);
@@ -115,12 +108,12 @@ void PrintHeader() {
 void PrintRow(const Point& p) {
   if (p.measured()) {
     std::printf("%-9s %8s %10.0f %10.1f %14.1f %13.1f %9.2f\n", p.kind.c_str(),
-                ContextLabel(p.context).c_str(), p.cost.tokens_per_s(), 1e6 * p.cost.s_per_token(),
-                1e6 * p.cost.last_piece_s_per_token(), Mib(p.cost.peak_rss_bytes),
-                p.cost.cpu_seconds / p.cost.seconds);
+                plot::TokenCountLabel(p.context).c_str(), p.cost.tokens_per_s(),
+                1e6 * p.cost.s_per_token(), 1e6 * p.cost.last_piece_s_per_token(),
+                Mib(p.cost.peak_rss_bytes), p.cost.cpu_seconds / p.cost.seconds);
   } else {
-    std::printf("%-9s %8s   skipped: %s\n", p.kind.c_str(), ContextLabel(p.context).c_str(),
-                p.skipped.c_str());
+    std::printf("%-9s %8s   skipped: %s\n", p.kind.c_str(),
+                plot::TokenCountLabel(p.context).c_str(), p.skipped.c_str());
   }
   std::fflush(stdout);
 }
@@ -145,8 +138,8 @@ void PrintRatios(const std::vector<Point>& points, const std::vector<std::string
     }
     const ContextCost &r = reference.cost, &l = largest.cost;
     std::printf("%-9s %s / %s: s/token x%.3f, last piece x%.3f, peak RSS x%.3f\n", kind.c_str(),
-                ContextLabel(largest.context).c_str(), ContextLabel(reference.context).c_str(),
-                l.s_per_token() / r.s_per_token(),
+                plot::TokenCountLabel(largest.context).c_str(),
+                plot::TokenCountLabel(reference.context).c_str(), l.s_per_token() / r.s_per_token(),
                 l.last_piece_s_per_token() / r.last_piece_s_per_token(),
                 static_cast<double>(l.peak_rss_bytes) / static_cast<double>(r.peak_rss_bytes));
   }
@@ -180,7 +173,7 @@ void WritePlot(const std::string& path, const std::vector<Point>& points,
                const std::vector<std::string>& kinds, const std::vector<int64_t>& contexts,
                int threads) {
   plot::Axis x{.title = "context length (tokens)", .log = true, .ticks = {}};
-  for (int64_t c : contexts) x.ticks.emplace_back(static_cast<double>(c), ContextLabel(c));
+  for (int64_t c : contexts) x.ticks.emplace_back(static_cast<double>(c), plot::TokenCountLabel(c));
   plot::LineChart time{.title = "Time per token (whole prefill / context)",
                        .x = x,
                        .y = {.title = "microseconds per token", .log = true, .ticks = {}},
@@ -233,7 +226,7 @@ int RunBench(const BenchArgs& a) {
       Point p{.kind = kind, .context = context, .cost = {}, .skipped = stopped};
       if (p.skipped.empty()) p.skipped = SkipReason(a, model->config(), done, context);
       if (p.skipped.empty()) {
-        const std::string label = kind + " " + ContextLabel(context);
+        const std::string label = kind + " " + plot::TokenCountLabel(context);
         double last_report = 0;
         bench::ContextOptions options{
             .threads = threads,

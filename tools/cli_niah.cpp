@@ -43,12 +43,6 @@ struct NiahArgs {
   std::string json_path, plot_path;
 };
 
-std::string LengthLabel(int64_t n) {
-  if (n % (int64_t{1} << 20) == 0) return std::to_string(n >> 20) + "M";
-  if (n % (int64_t{1} << 10) == 0) return std::to_string(n >> 10) + "K";
-  return std::to_string(n);
-}
-
 std::string DepthLabel(double percent) {
   std::ostringstream s;
   s << percent << "%";
@@ -98,7 +92,7 @@ class ProgressLine {
     const double left = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
     std::fprintf(stderr, "\r%s: %5.1f%% of %s tokens, %.0f tokens/s, %s left   ", label_.c_str(),
                  100.0 * static_cast<double>(done) / static_cast<double>(total_),
-                 LengthLabel(total_).c_str(), rate, Duration(left).c_str());
+                 plot::TokenCountLabel(total_).c_str(), rate, Duration(left).c_str());
     shown_ = true;
   }
   ~ProgressLine() {
@@ -168,7 +162,7 @@ void PrintTable(const GridRun& run, const std::vector<int64_t>& lengths, const N
             << run.description << "\nexact match, % of " << a.trials
             << (a.trials == 1 ? " trial" : " trials") << "\n";
   std::cout << std::setw(8) << "depth";
-  for (int64_t length : lengths) std::cout << std::setw(7) << LengthLabel(length);
+  for (int64_t length : lengths) std::cout << std::setw(7) << plot::TokenCountLabel(length);
   std::cout << "\n";
   for (double depth : a.depths) {
     std::cout << std::setw(8) << DepthLabel(depth);
@@ -228,7 +222,7 @@ std::string PlotPath(const std::string& path, const std::string& run_name, bool 
 void WritePlot(const GridRun& run, const std::vector<int64_t>& lengths, const NiahArgs& a,
                const std::string& path) {
   std::vector<std::string> x_labels, y_labels;
-  for (int64_t length : lengths) x_labels.push_back(LengthLabel(length));
+  for (int64_t length : lengths) x_labels.push_back(plot::TokenCountLabel(length));
   for (double depth : a.depths) y_labels.push_back(DepthLabel(depth));
   // values[depth][length]; NaN where the run has no cell (a baseline's skipped lengths).
   std::vector<std::vector<double>> values(a.depths.size(),
@@ -276,7 +270,7 @@ int RunNiah(const NiahArgs& a) {
     description = "titans: " + a.model_path;
   }
   std::cout << "needle in a haystack: haystack " << haystack_name << ", lengths";
-  for (int64_t length : lengths) std::cout << " " << LengthLabel(length);
+  for (int64_t length : lengths) std::cout << " " << plot::TokenCountLabel(length);
   std::cout << ", " << a.trials << (a.trials == 1 ? " trial" : " trials") << " per cell, seed "
             << a.seed << std::endl;
 
@@ -292,10 +286,10 @@ int RunNiah(const NiahArgs& a) {
       for (int64_t length : lengths) {
         if (length <= full_max) fitting.push_back(length);
       }
-      runs.push_back(
-          RunGrid("full_attention",
-                  "baseline: full attention, no memory (<= " + LengthLabel(full_max) + ")",
-                  niah::BuildNeedleModel({.full_attention = true}), haystack, fitting, a));
+      runs.push_back(RunGrid(
+          "full_attention",
+          "baseline: full attention, no memory (<= " + plot::TokenCountLabel(full_max) + ")",
+          niah::BuildNeedleModel({.full_attention = true}), haystack, fitting, a));
       PrintTable(runs.back(), lengths, a);
     } else {
       std::cout << "(no full-attention baseline for a model file: only the constructed model has "

@@ -365,4 +365,10 @@ void WriteHeatmapSvg(const std::string& path, const std::string& title, const st
   io::WriteFileAtomically(path, svg.str());
 }
 
+std::string TokenCountLabel(int64_t n) {
+  if (n % (int64_t{1} << 20) == 0) return std::to_string(n >> 20) + "M";
+  if (n % (int64_t{1} << 10) == 0) return std::to_string(n >> 10) + "K";
+  return std::to_string(n);
+}
+
 }  // namespace titans::plot

@@ -6,6 +6,7 @@
 // the file cannot be written.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,5 +45,8 @@ void WriteHeatmapSvg(const std::string& path, const std::string& title, const st
                      const std::string& y_title, const std::vector<std::string>& x_labels,
                      const std::vector<std::string>& y_labels,
                      const std::vector<std::vector<double>>& values);
+
+// A token count as the tables and axes show it: 4096 -> "4K", 1048576 -> "1M", 1000 -> "1000".
+std::string TokenCountLabel(int64_t n);
 
 }  // namespace titans::plot
