@@ -534,6 +534,9 @@ TEST_F(CliTest, NiahRunsTheGridWithBaselinesAndWritesJsonAndHeatmaps) {
   EXPECT_EQ(malformed.status, 2) << malformed;
   EXPECT_NE(malformed.err.find("--lengths"), std::string::npos) << malformed;
   ExpectError({"niah", "--haystack", Path("missing.txt")}, "missing.txt");
+  const Result png = Titans({"niah", "--plot", Path("niah.png")});  // SVG only, refused at once
+  EXPECT_EQ(png.status, 2) << png;
+  EXPECT_NE(png.err.find("*.svg"), std::string::npos) << png;
 }
 
 TEST_F(CliTest, ErrorsExitWithStatusOneAndAnErrorLine) {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bench_models.hpp"
+#include "cli_options.hpp"
 #include "context_cost.hpp"
 #include "io/safetensors.hpp"
 #include "plot.hpp"
@@ -311,7 +312,8 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
                   "write one record per kind and context (kind, context, tokens_per_s, "
                   "s_per_token, peak_rss_bytes, ...)");
   cmd->add_option("--plot", args->plot_path,
-                  "write an SVG plot: time per token and peak memory against context length");
+                  "write an SVG plot: time per token and peak memory against context length")
+      ->check(SvgPath());
   return [cmd, args]() { return cmd->parsed() ? RunBench(*args) : -1; };
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_options.hpp"
 #include "io/safetensors.hpp"
 #include "plot.hpp"
 #include "titans/niah.hpp"
@@ -357,7 +358,8 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--json", args->json_path, "write one record per cell and model as JSON");
   cmd->add_option("--plot", args->plot_path,
-                  "write the accuracy heatmap as SVG (baselines: FILE_writes_off.svg, ...)");
+                  "write the accuracy heatmap as SVG (baselines: FILE_writes_off.svg, ...)")
+      ->check(SvgPath());
   return [cmd, args]() { return cmd->parsed() ? RunNiah(*args) : -1; };
 }
 
