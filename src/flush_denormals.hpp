@@ -14,8 +14,9 @@
 //
 // A library must not change its host's floating-point environment, and each thread has its own
 // MXCSR: the functions that every computing thread of a kernel runs, in the one-thread path and
-// inside the OpenMP region alike (the memory's RunTile, the attention's Step and Attend), set
-// the mode on their thread and restore the two bits as they were when they return (other bits,
+// inside the OpenMP region alike (the memory's RunTile, the attention's Step and Attend, the
+// session's Forward and ForwardEmbeddings and the workers of its ParallelMultiply), set the
+// mode on their thread and restore the two bits as they were when they return (other bits,
 // such as the sticky exception flags the computation raised, are left as they are). The same
 // mode on every thread also keeps results independent of the thread count. Elsewhere than x86
 // this is a no-op.

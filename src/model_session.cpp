@@ -30,6 +30,7 @@
 #include <numeric>
 
 #include "attention.hpp"
+#include "flush_denormals.hpp"
 #include "linalg.hpp"
 #include "session_kernels.hpp"
 #include "session_state.hpp"
@@ -286,6 +287,7 @@ int64_t Session::position() const { return state_->position; }
 const Model& Session::model() const { return *model_; }
 
 void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) {
+  const FlushDenormals flush;  // the session's own arithmetic too (flush_denormals.hpp)
   const ModelConfig& c = model_->config();
   const Index d = c.d_model, vocab = c.vocab_size, n = static_cast<Index>(tokens.size());
   if (vocab == 0) {
@@ -330,6 +332,7 @@ void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) 
 }
 
 void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<float> hidden) {
+  const FlushDenormals flush;
   const ModelConfig& c = model_->config();
   const Index d = c.d_model;
   if (embeddings.size() % static_cast<size_t>(d) != 0 || hidden.size() != embeddings.size()) {

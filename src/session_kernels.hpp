@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attention.hpp"
+#include "flush_denormals.hpp"
 #include "linalg.hpp"
 #include "titans/memory.hpp"
 #include "titans/model.hpp"
@@ -45,11 +46,12 @@ void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b
                        : static_cast<int>(std::clamp(flops / per_thread, 1.0,
                                                      static_cast<double>(options.threads)));
   if (team == 1) {
-    linalg::Multiply(c, a, b);
+    linalg::Multiply(c, a, b);  // the caller (Session::Forward*) holds a FlushDenormals
     return;
   }
 #pragma omp parallel num_threads(team)
   {
+    const FlushDenormals flush;  // on every worker, as in the kernels (flush_denormals.hpp)
     const linalg::Range r =
         linalg::Share(static_cast<int>(c.rows()), omp_get_thread_num(), omp_get_num_threads());
     if (r.size() > 0) {
