@@ -281,8 +281,7 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
       "Prefill cost and peak memory against context length for the benchmark models (4 layers, "
       "d_model 256, random weights): a fresh session per point, fed in pieces "
       "(docs/PERFORMANCE.md)");
-  CLI::Validator tokens = CLI::AsSizeValue(false);  // 4K = 4096, 1M = 1048576
-  tokens.description("");
+  const CLI::Validator tokens = TokenCount();
   cmd->add_option("--contexts", args->contexts, "context lengths in tokens (K = 1024, M = 1024^2)")
       ->delimiter(',')
       ->transform(tokens)

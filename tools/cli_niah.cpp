@@ -127,6 +127,14 @@ struct GridRun {
   std::string name;         // "titans", "writes_off", "full_attention"
   std::string description;  // one line for the table's title
   std::vector<Cell> cells;  // lengths x depths, in the order of the grid
+
+  // The cell of (length, depth), or null where the run skipped it (a baseline's long lengths).
+  const Cell* Find(int64_t length, double depth) const {
+    for (const Cell& c : cells) {
+      if (c.length == length && c.depth == depth) return &c;
+    }
+    return nullptr;
+  }
 };
 
 GridRun RunGrid(const std::string& name, const std::string& description,
@@ -168,10 +176,7 @@ void PrintTable(const GridRun& run, const std::vector<int64_t>& lengths, const N
   for (double depth : a.depths) {
     std::cout << std::setw(8) << DepthLabel(depth);
     for (int64_t length : lengths) {
-      const Cell* found = nullptr;
-      for (const Cell& c : run.cells) {
-        if (c.length == length && c.depth == depth) found = &c;
-      }
+      const Cell* found = run.Find(length, depth);
       std::cout << std::setw(7);
       if (found)
         std::cout << static_cast<int>(100.0 * found->accuracy() + 0.5);
@@ -225,14 +230,12 @@ void WritePlot(const GridRun& run, const std::vector<int64_t>& lengths, const Ni
   std::vector<std::string> x_labels, y_labels;
   for (int64_t length : lengths) x_labels.push_back(plot::TokenCountLabel(length));
   for (double depth : a.depths) y_labels.push_back(DepthLabel(depth));
-  // values[depth][length]; NaN where the run has no cell (a baseline's skipped lengths).
+  // values[depth][length]; NaN where the run has no cell.
   std::vector<std::vector<double>> values(a.depths.size(),
                                           std::vector<double>(lengths.size(), std::nan("")));
-  for (const Cell& c : run.cells) {
-    for (size_t y = 0; y < a.depths.size(); ++y) {
-      for (size_t x = 0; x < lengths.size(); ++x) {
-        if (c.length == lengths[x] && c.depth == a.depths[y]) values[y][x] = c.accuracy();
-      }
+  for (size_t y = 0; y < a.depths.size(); ++y) {
+    for (size_t x = 0; x < lengths.size(); ++x) {
+      if (const Cell* c = run.Find(lengths[x], a.depths[y])) values[y][x] = c->accuracy();
     }
   }
   plot::WriteHeatmapSvg(path, run.description, "context length (tokens)", "needle depth", x_labels,
@@ -325,8 +328,7 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
   cmd->add_option("--haystack", args->haystack_path,
                   "a UTF-8 text file, repeated as needed; default: the noise block \"The grass is "
                   "green. ...\"");
-  CLI::Validator tokens = CLI::AsSizeValue(false);  // 4K = 4096, 1M = 1048576
-  tokens.description("");
+  const CLI::Validator tokens = TokenCount();
   cmd->add_option("--lengths", args->lengths, "context lengths in tokens (K = 1024, M = 1024^2)")
       ->delimiter(',')
       ->transform(tokens)

@@ -8,6 +8,14 @@
 
 namespace titans::cli {
 
+// A token count with an optional binary suffix: 4K = 4096, 1M = 1048576 (CLI11's size parser,
+// with K = 1024 and the description it would add to --help removed).
+inline CLI::Validator TokenCount() {
+  CLI::Validator tokens = CLI::AsSizeValue(false);
+  tokens.description("");
+  return tokens;
+}
+
 // --plot FILE: the charts are SVG text, so the name must end in .svg (checked before a long run
 // rather than after it). rsvg-convert (Debian: librsvg2-bin) turns one into a PNG.
 inline CLI::Validator SvgPath() {
