@@ -191,8 +191,7 @@ void BuildShiftLayer(LayerWeights& layer) {
       At(m.conv_q, kMemoryWidth, kConvKernel - 2 - slot, channel) = 1.0f;
     }
   }
-  m.b_theta.assign(m.b_theta.size(), -30.0f);
-  m.b_alpha.assign(m.b_alpha.size(), -30.0f);
+  m.b_alpha.assign(m.b_alpha.size(), -30.0f);  // alpha = 0: W0 = identity is never decayed
   for (int j = 0; j < kMemoryWidth; ++j) At(m.mlp[0], kMemoryWidth, j, j) = 1.0f;
   // Input: the constant and one class one-hot (squared norm 2); the read fills three slots.
   MemoryBranchOutput(layer.memory, RmsScale(2.0f), kSlots, std::span<const int>(kPrev, kSlots));

@@ -392,13 +392,17 @@ def memory_weights(mem, config):
 def convert(mem, path, ttt_batch_size=None):
     """Writes the engine memory file for NeuralMemory `mem`; returns the config dict."""
     config = memory_config(mem, ttt_batch_size)
-    tensors = memory_weights(mem, config)
+    _write_engine_file(path, FORMAT, config, memory_weights(mem, config))
+    return config
+
+
+def _write_engine_file(path, file_format, config, tensors):
+    """An engine file: the tensors, with the format, its version and the config as metadata."""
     write_safetensors(path, tensors, {
-        "format": FORMAT,
+        "format": file_format,
         "format_version": FORMAT_VERSION,
         "config": json.dumps(config, separators=(",", ":")),
     })
-    return config
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,12 +668,7 @@ def mac_weights(model, config):
 def convert_mac(model, path):
     """Writes the engine model file for MemoryAsContextTransformer `model`; returns the config."""
     config = mac_config(model)
-    tensors = mac_weights(model, config)
-    write_safetensors(path, tensors, {
-        "format": MODEL_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": json.dumps(config, separators=(",", ":")),
-    })
+    _write_engine_file(path, MODEL_FORMAT, config, mac_weights(model, config))
     return config
 
 
