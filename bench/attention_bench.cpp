@@ -1,4 +1,4 @@
-// Throughput of the sliding-window attention kernel (src/attention.hpp) alone: a stream of
+// Throughput of the sliding-window attention kernel (src/ops/attention.hpp) alone: a stream of
 // tokens in pieces of `piece` tokens with the cache carried, in the steady state (the cache is
 // filled with more than w tokens before timing, so every token sees exactly w keys). Against a
 // plain Eigen GEMM with the same total FLOPs (square, n = cbrt(F / 2)), on the same number of
@@ -21,7 +21,7 @@
 #include <random>
 #include <vector>
 
-#include "attention.hpp"
+#include "ops/attention.hpp"
 #include "bench_util.hpp"
 
 namespace {

@@ -1,8 +1,8 @@
 // Prefill cost against context length (issue 4): for the Titans kinds lmm, mac, mag, mal and the
-// full-attention baseline of bench/bench_models.hpp (4 layers, d_model 256), a fresh session
-// prefilled over C tokens streamed in pieces of 4096 (bench/context_cost.hpp describes the
-// measurement). `titans bench` measures the same points with the same code and adds JSON, a
-// plot and time limits.
+// full-attention baseline of titans/evals/bench_models.hpp (4 layers, d_model 256), a fresh
+// session prefilled over C tokens streamed in pieces of 4096 (titans/evals/context_cost.hpp
+// describes the measurement). `titans bench` measures the same points with the same code and
+// adds JSON, a plot and time limits.
 //
 // BM_Context/<kind>/<C>: one iteration is one point; C = 1K, 4K, 16K, 64K, 256K, 1M (full
 // attention up to 64K: its prefill grows with C^2, 256K would take about 50 minutes). Manual
@@ -27,8 +27,8 @@
 #include <string>
 
 #include "bench_main.hpp"
-#include "bench_models.hpp"
-#include "context_cost.hpp"
+#include "titans/evals/bench_models.hpp"
+#include "titans/evals/context_cost.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // Whole 4-layer models of every block kind (issue 3, "What must be shown"): tokens per second
 // for prefill, and the cost of one decoded token at context position 1K, 64K and 1M.
 //
-// Models and token stream: bench/bench_models.hpp (4 layers of one kind, d_model 256, seeded
+// Models and token stream: titans/evals/bench_models.hpp (4 layers of one kind, d_model 256, seeded
 // random weights; kinds lmm, mal, mag, mac, attention and full).
 //
 // BM_Prefill/<kind>/<threads>: one Forward of 2048 tokens per iteration; 8 iterations cover
@@ -28,7 +28,7 @@
 // and the memory's bias-free SiLU MLP has W = 0 as a fixed point of its updates, so the fast
 // weights decay geometrically. In the streams of this benchmark most fast weights of every kind
 // fall below FLT_MIN by 64K tokens, where the kernels flush them to zero
-// (src/flush_denormals.hpp): the 64K and 1M decode runs compute with memory weights that are
+// (src/ops/flush_denormals.hpp): the 64K and 1M decode runs compute with memory weights that are
 // mostly zeros (the arithmetic is the same: no step skips zeros).
 //
 // Flags of this program (besides Google Benchmark's own):
@@ -64,7 +64,7 @@
 #include <vector>
 
 #include "bench_main.hpp"
-#include "bench_models.hpp"
+#include "titans/evals/bench_models.hpp"
 #include "titans/titans.hpp"
 
 namespace {

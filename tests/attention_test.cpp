@@ -1,8 +1,9 @@
-// The sliding-window attention kernel (src/attention.hpp) against the naive masked softmax
-// reference (SEMANTICS.md invariant 6) over windows, persistent pairs, grouped heads and head
-// widths; streaming with the cache carried (invariant 2), the ring wrapping many times, causality
-// (1), thread count (7), rotary positions, shape validation and allocation-freedom.
-#include "attention.hpp"
+// The sliding-window attention kernel (src/ops/attention.hpp) against the naive masked softmax
+// reference (src/reference/attention_reference.hpp; SEMANTICS.md invariant 6) over windows,
+// persistent pairs, grouped heads and head widths; streaming with the cache carried (invariant
+// 2), the ring wrapping many times, causality (1), thread count (7), rotary positions, shape
+// validation and allocation-freedom.
+#include "ops/attention.hpp"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "alloc_counter.hpp"
+#include "reference/attention_reference.hpp"
 #include "titans/error.hpp"
 
 namespace titans {

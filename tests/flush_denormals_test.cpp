@@ -1,7 +1,7 @@
-// Flush-to-zero in the kernels (src/flush_denormals.hpp): denormals are zeros while a kernel
+// Flush-to-zero in the kernels (src/ops/flush_denormals.hpp): denormals are zeros while a kernel
 // computes, and the host's floating-point mode is what it was afterwards, on the calling thread
 // and on OpenMP's worker threads.
-#include "flush_denormals.hpp"
+#include "ops/flush_denormals.hpp"
 
 #include <gtest/gtest.h>
 #include <omp.h>

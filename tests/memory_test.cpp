@@ -377,8 +377,8 @@ TEST_P(MemoryGridTest, FastPathMatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Grid, MemoryGridTest, testing::ValuesIn(Grid()), GridName);
 
-// A few grid-like cases over more than one tile of the fast path (MemoryWorkspace::kTile = 128
-// tokens), whole call and a call that ends mid-unit.
+// A few grid-like cases over more than one tile of the fast path (MemorySession::Workspace::kTile
+// = 128 tokens), whole call and a call that ends mid-unit.
 TEST(MemoryFastPath, LongSequencesAcrossTiles) {
   for (int index : {5, 46, 133, 301, 366, 423, 475}) {
     const GridCase g = Grid().at(static_cast<size_t>(index));

@@ -1,8 +1,8 @@
-// Needle in a haystack (include/titans/niah.hpp): the trial text is what docs/NIAH.md says, and
+// Needle in a haystack (titans/evals/niah.hpp): the trial text is what docs/NIAH.md says, and
 // the constructed model recalls the needle through its memory beyond the attention window, fails
 // there with its memory's writes off, and recalls through attention alone when the attention
 // sees everything.
-#include "titans/niah.hpp"
+#include "titans/evals/niah.hpp"
 
 #include <gtest/gtest.h>
 

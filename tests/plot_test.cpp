@@ -1,6 +1,6 @@
-// The command-line program's SVG charts (tools/plot.cpp): well-formed files that show the given
+// The evaluations' SVG charts (evals/plot.cpp): well-formed files that show the given
 // values and labels, bad input rejected with titans::Error before any file is written.
-#include "plot.hpp"
+#include "titans/evals/plot.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// A check that a file the program wrote is well-formed SVG (tests of tools/plot.cpp and of the
+// A check that a file the program wrote is well-formed SVG (tests of evals/plot.cpp and of the
 // command-line program): one <svg> root after an optional XML declaration, every element closed
 // in order, attribute quotes paired, and `&` only in the five predefined entities. Enough to
 // catch broken output without an XML parser.

@@ -3,7 +3,7 @@
 
     cmake --preset release && cmake --build --preset release --target titans_tp_compare
     /work/venv-tp/bin/python tools/bench_titans_pytorch.py \
-        --engine build/release/bench/titans_tp_compare [--configs small,readme,...] \
+        --engine build/release/tools/titans_tp_compare [--configs small,readme,...] \
         [--tokens 1024 4096] [--threads 1 2] [--repetitions 7] [--json results.json]
 
 For every configuration (CASES) and token count the script builds the module with
@@ -12,7 +12,7 @@ tools/convert_titans_pytorch.py, and writes one seeded random input (embeddings 
 NeuralMemory, token ids for a MemoryAsContextTransformer) to a safetensors file. Then, per thread
 count, it times one full titans-pytorch call over all tokens (`mem(x)` / `model(tokens)`, under
 torch.no_grad, torch.set_num_threads(T)) and the engine on the same files with the same thread
-count (bench/tp_compare.cpp: MemorySession / Session Forward on a fresh session), alternating
+count (tools/tp_compare.cpp: MemorySession / Session Forward on a fresh session), alternating
 the two in every round (the order flips each round) so that load from other processes hits
 both sides alike, and reports the medians. Each side is warmed up first (titans-pytorch once per
 row; the engine once per process, since every round is a new process). The engine's output of
@@ -48,7 +48,7 @@ import convert_titans_pytorch as conv  # noqa: E402
 from titans_pytorch import MemoryAsContextTransformer, NeuralMemory  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_ENGINE = REPO / "build" / "release" / "bench" / "titans_tp_compare"
+DEFAULT_ENGINE = REPO / "build" / "release" / "tools" / "titans_tp_compare"
 # Above this 1-minute load average before the run starts, other processes compete for the
 # cores: the run goes on (both sides alternate, so the ratio stays meaningful) with a warning.
 # Once running, the benchmark itself adds 1-2 to the load (recorded per row in the JSON).

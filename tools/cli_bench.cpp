@@ -1,9 +1,9 @@
 // `titans bench`: the cost of a token and the peak resident memory against context length
-// (issue 4), for the benchmark models of bench/bench_models.hpp (4 layers, d_model 256: lmm,
-// mac, mag, mal, the sliding-window transformer and the full-attention baseline). Every point
-// is bench::MeasureContext (bench/context_cost.hpp): a fresh session prefilled over C tokens
-// streamed in pieces. Prints a table, writes JSON records and an SVG plot (docs/CLI.md,
-// docs/PERFORMANCE.md).
+// (issue 4), for the benchmark models of titans/evals/bench_models.hpp (4 layers, d_model 256:
+// lmm, mac, mag, mal, the sliding-window transformer and the full-attention baseline). Every
+// point is bench::MeasureContext (titans/evals/context_cost.hpp): a fresh session prefilled
+// over C tokens streamed in pieces. Prints a table, writes JSON records and an SVG plot
+// (docs/CLI.md, docs/PERFORMANCE.md).
 //
 // Points a run cannot afford are skipped and recorded with the reason: a context whose growing
 // KV cache (full attention) would need more than half the available memory, a context whose
@@ -21,11 +21,11 @@
 #include <string>
 #include <vector>
 
-#include "bench_models.hpp"
 #include "cli_options.hpp"
-#include "context_cost.hpp"
 #include "io/safetensors.hpp"
-#include "plot.hpp"
+#include "titans/evals/bench_models.hpp"
+#include "titans/evals/context_cost.hpp"
+#include "titans/evals/plot.hpp"
 #include "titans/titans.hpp"
 
 namespace titans::cli {

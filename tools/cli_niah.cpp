@@ -20,8 +20,8 @@
 
 #include "cli_options.hpp"
 #include "io/safetensors.hpp"
-#include "plot.hpp"
-#include "titans/niah.hpp"
+#include "titans/evals/niah.hpp"
+#include "titans/evals/plot.hpp"
 #include "titans/titans.hpp"
 
 namespace titans::cli {

@@ -4,15 +4,15 @@
 A NeuralMemory becomes an engine memory file (docs/STATE_FORMAT.md, `NeuralMemory::Load`):
 safetensors with the metadata
     format = "titans.memory", format_version = "1", config = MemoryConfig JSON
-and one F32 tensor per weight the config uses (src/memory_weights.cpp, ForEachWeight). The
+and one F32 tensor per weight the config uses (src/memory/weights.cpp, ForEachWeight). The
 options map to the engine's `MemoryConfig::TitansPytorch` preset.
 
 A MemoryAsContextTransformer becomes an engine model file (docs/FILE_FORMAT.md, `Model::Load`):
     format = "titans.model", format_version = "1", config = ModelConfig JSON with
     architecture "titans_pytorch_mac"
-and its tensor table (src/tp_mac_weights.hpp). docs/TITANS_PYTORCH.md has the full tables. Every
-option the engine cannot reproduce is refused with an `UnsupportedError` that names it; nothing
-is dropped silently.
+and its tensor table (src/model/arch/titans_pytorch_mac_weights.hpp). docs/TITANS_PYTORCH.md
+has the full tables. Every option the engine cannot reproduce is refused with an
+`UnsupportedError` that names it; nothing is dropped silently.
 
 From Python (the module itself):
 
@@ -406,8 +406,9 @@ def _write_engine_file(path, file_format, config, tensors):
 
 
 # --------------------------------------------------------------------------------------------
-# MemoryAsContextTransformer -> engine model file (src/model_io.cpp; ModelConfig architecture
-# "titans_pytorch_mac", tensor table src/tp_mac_weights.hpp; docs/TITANS_PYTORCH.md)
+# MemoryAsContextTransformer -> engine model file (src/model/model.cpp; ModelConfig architecture
+# "titans_pytorch_mac", tensor table src/model/arch/titans_pytorch_mac_weights.hpp;
+# docs/TITANS_PYTORCH.md)
 
 MODEL_FORMAT = "titans.model"
 SINKHORN_ITERS = 20  # the engine's mHC runs the package default (sinkhorn_knopps, 20 iterations)
@@ -594,7 +595,7 @@ def _refuse_mac(problems):
 
 def mac_weights(model, config):
     """[(engine tensor name, float32 array)] in the engine's table order
-    (src/tp_mac_weights.hpp)."""
+    (src/model/arch/titans_pytorch_mac_weights.hpp)."""
     d, V, f = config["d_model"], config["vocab_size"], config["ffn_hidden"]
     H, dh = config["attention"]["heads"], config["attention"]["head_dim"]
     P, S = config["attention"]["persistent"], config["tp_mac"]["streams"]

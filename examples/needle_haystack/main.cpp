@@ -1,6 +1,7 @@
-// needle_haystack: the needle-in-a-haystack test through the library's API (include/titans/
-// niah.hpp). Builds the constructed demo model, hides a 7-digit number at a few depths of a long
-// noise haystack, and asks for it back -- with the memory writing and with its writes off.
+// needle_haystack: the needle-in-a-haystack test through the evaluations library
+// (titans/evals/niah.hpp, evals/). Builds the constructed demo model, hides a 7-digit number at
+// a few depths of a long noise haystack, and asks for it back -- with the memory writing and
+// with its writes off.
 // `titans niah` runs the full grid, with baselines, JSON and a heatmap (docs/NIAH.md).
 //
 //   needle_haystack [context_tokens]   (default 65536)
@@ -8,7 +9,7 @@
 #include <cstdlib>
 #include <exception>
 
-#include "titans/niah.hpp"
+#include "titans/evals/niah.hpp"
 
 int main(int argc, char** argv) {
   try {

@@ -19,22 +19,9 @@
 #include <vector>
 
 #include "titans/memory_config.hpp"
+#include "titans/tensor.hpp"
 
 namespace titans {
-
-// A named view of one tensor, for file IO and validation. shape is row-major, outermost first.
-struct TensorView {
-  std::string name;
-  std::vector<int64_t> shape;
-  float* data;
-  int64_t size() const;
-};
-struct ConstTensorView {
-  std::string name;
-  std::vector<int64_t> shape;
-  const float* data;
-  int64_t size() const;
-};
 
 // The learned weights of one memory layer. Tensors an option switches off are empty.
 struct MemoryWeights {
@@ -82,16 +69,9 @@ class NeuralMemory {
   int input_width() const { return config_.d_model; }
   int output_width() const { return config_.output_proj ? config_.d_model : config_.inner_dim(); }
 
-  // Derived, packed forms used by the fast path (built once here, never per token).
-  // [d, 3H]: columns [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha; bias [3H] likewise.
-  const std::vector<float>& packed_gates() const { return packed_gates_; }
-  const std::vector<float>& packed_gate_bias() const { return packed_gate_bias_; }
-
  private:
   MemoryConfig config_;
   MemoryWeights weights_;
-  std::vector<float> packed_gates_;
-  std::vector<float> packed_gate_bias_;
 };
 
 // Mutable state of one stream through one memory layer. Plain buffers, all sized at creation.
@@ -104,7 +84,7 @@ struct MemoryState {
   // conv_q_read is the query tail of the read-only stream (MemorySession::Read).
   std::vector<float> conv_q, conv_k, conv_v, conv_q_read;
   // The current unit's tokens not yet written: `pending` rows of keys and values [U, H*dh]
-  // and gate logits [U, 3H] (theta, eta, alpha logits as in NeuralMemory::packed_gates).
+  // and gate logits [U, 3H] (columns [0,H) theta, [H,2H) eta, [2H,3H) alpha logits).
   int pending = 0;
   std::vector<float> pending_k, pending_v, pending_gates;
 
@@ -123,8 +103,6 @@ struct SessionOptions {
   // (docs/PERFORMANCE.md). 0: every thread always joins (tests use it to exercise threading).
   double min_flops_per_thread = 1e8;
 };
-
-class MemoryWorkspace;  // scratch of the fast path (src/), sized once per session
 
 class MemorySession {
  public:
@@ -173,7 +151,8 @@ class MemorySession {
   std::shared_ptr<const NeuralMemory> memory_;
   SessionOptions options_;
   MemoryState state_;
-  std::unique_ptr<MemoryWorkspace> workspace_;
+  class Workspace;  // the fast path's scratch and packed gates (src/memory/kernels.hpp)
+  std::unique_ptr<Workspace> workspace_;
 };
 
 }  // namespace titans

@@ -47,6 +47,9 @@ struct LayerWeights {
 // titans-pytorch MemoryAsContextTransformer (Architecture::kTitansPytorchMac;
 // docs/TITANS_PYTORCH.md has the mapping from its state_dict). S = tp_mac.streams,
 // M = tp_mac.longterm_tokens, Ha = attention heads, da = head_dim, Np = persistent.
+// These structs are public API and as stable as the rest of ModelWeights, which holds them by
+// value (ModelWeights::tp_mac): they are this architecture's model-file tensors one for one
+// (docs/FILE_FORMAT.md), so they change only with the file format's version.
 
 // One manifold-constrained hyper-connection (mHC) around a branch; all empty when S = 1 (a
 // plain residual). Per token, with streams h_s and n_s = h_s / |h_s| * sqrt(d) * norm:

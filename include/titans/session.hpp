@@ -68,17 +68,12 @@ class Session {
   void Save(const std::string& path) const;
   void Load(const std::string& path);
 
-  // Opaque: the stream's state and the scratch of the fast path (defined in src/).
-  struct State;
-  struct Workspace;       // architecture kTitans
-  struct TpMacWorkspace;  // architecture kTitansPytorchMac
-
  private:
+  // The stream's state and the architecture that runs it (src/model/session_state.hpp).
+  struct Impl;
   std::shared_ptr<const Model> model_;
   SessionOptions options_;
-  std::unique_ptr<State> state_;
-  std::unique_ptr<Workspace> workspace_;             // one of these two, by architecture
-  std::unique_ptr<TpMacWorkspace> tp_mac_workspace_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace titans

@@ -7,3 +7,4 @@
 #include "titans/model.hpp"
 #include "titans/model_config.hpp"
 #include "titans/session.hpp"
+#include "titans/tensor.hpp"

@@ -9,7 +9,7 @@
 
 #include "io/safetensors.hpp"
 #include "titans/error.hpp"
-#include "titans/memory.hpp"
+#include "titans/tensor.hpp"
 
 namespace titans::io {
 

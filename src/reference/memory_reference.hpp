@@ -4,7 +4,7 @@
 // one token at a time, in any floating point type (double for ground truth, float to compare
 // rounding). It MATERIALISES all memory parameters after every update step and keeps that
 // history, so `weights_after(k)` is the full set of fast weights after k steps (k = 0 is W0).
-// Nothing here is shared with the fast path (src/memory_kernels.cpp): the point is to be an
+// Nothing here is shared with the fast path (src/memory/kernels.cpp): the point is to be an
 // independent second implementation.
 //
 // Conventions (the same as the fast path): row vectors, `x W` with W row-major (in, out); the

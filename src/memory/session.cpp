@@ -4,7 +4,7 @@
 #include <limits>
 #include <utility>
 
-#include "memory_kernels.hpp"
+#include "memory/kernels.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
 
@@ -18,7 +18,7 @@ MemorySession::MemorySession(std::shared_ptr<const NeuralMemory> memory, Session
   }
   if (options_.threads == 0) options_.threads = omp_get_max_threads();
   state_ = MemoryState::Initial(*memory_);
-  workspace_ = std::make_unique<MemoryWorkspace>(*memory_, options_);
+  workspace_ = std::make_unique<Workspace>(*memory_, options_);
 }
 
 MemorySession::~MemorySession() = default;

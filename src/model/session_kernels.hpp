@@ -1,5 +1,5 @@
-// Helpers shared by the model sessions (internal): the Titans stack
-// (src/model_session.cpp) and the titans-pytorch MAC (src/tp_mac_session.cpp).
+// Helpers shared by the architectures of a Session (internal): the Titans stack
+// (src/model/arch/titans.cpp) and the titans-pytorch MAC (src/model/arch/titans_pytorch_mac.cpp).
 #pragma once
 
 #include <omp.h>
@@ -8,31 +8,14 @@
 #include <cmath>
 #include <vector>
 
-#include "attention.hpp"
-#include "flush_denormals.hpp"
-#include "linalg.hpp"
+#include "ops/attention.hpp"
+#include "ops/flush_denormals.hpp"
+#include "ops/linalg.hpp"
+#include "ops/norms.hpp"
 #include "titans/memory.hpp"
 #include "titans/model.hpp"
 
 namespace titans::session {
-
-// out = RMSNorm(in) * gain for each of n rows of width `width` (`groups` norms per row, each
-// over width / groups features, with gain [width]): the model's norms (groups = 1) and the
-// memory branch's per-head norm (groups = H). in and out may be the same buffer.
-inline void RmsNormRows(const float* in, const std::vector<float>& gain, linalg::Index n,
-                        linalg::Index width, linalg::Index groups, float eps, float* out) {
-  using linalg::ConstView;
-  using linalg::View;
-  const linalg::Index g = width / groups;
-  for (linalg::Index t = 0; t < n; ++t) {
-    for (linalg::Index h = 0; h < groups; ++h) {
-      const auto x = ConstView(in + t * width + h * g, 1, g, g);
-      const float inv = 1.0f / std::sqrt(x.squaredNorm() / static_cast<float>(g) + eps);
-      View(out + t * width + h * g, 1, g, g) =
-          (x.array() * inv * ConstView(gain.data() + h * g, 1, g, g).array()).matrix();
-    }
-  }
-}
 
 // c = a b with the rows of c split over up to options.threads threads: fewer for little work
 // (one region per product costs a few microseconds: about 4 MFLOP per thread pay for it, or
@@ -51,7 +34,7 @@ void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b
   }
 #pragma omp parallel num_threads(team)
   {
-    const FlushDenormals flush;  // on every worker, as in the kernels (flush_denormals.hpp)
+    const FlushDenormals flush;  // on every worker, as in the kernels (src/ops/flush_denormals.hpp)
     const linalg::Range r =
         linalg::Share(static_cast<int>(c.rows()), omp_get_thread_num(), omp_get_num_threads());
     if (r.size() > 0) {

@@ -27,7 +27,8 @@ void Require(bool ok, const std::string& message) {
 bool UsesMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
 bool UsesSlidingAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
 
-// kTitansPytorchMac (docs/TITANS_PYTORCH.md): what its session (src/tp_mac_session.cpp) runs.
+// kTitansPytorchMac (docs/TITANS_PYTORCH.md): what its session runs
+// (src/model/arch/titans_pytorch_mac.cpp).
 void ValidateTpMac(const ModelConfig& c) {
   const TpMacOptions& o = c.tp_mac;
   Require(c.vocab_size > 0, "titans_pytorch_mac needs a vocabulary (vocab_size > 0)");

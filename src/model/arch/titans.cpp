@@ -1,7 +1,7 @@
-// Session: a Model run over a stream (SEMANTICS.md sections 2 and 3). This file runs the Titans
-// stack (architecture kTitans); a titans-pytorch MemoryAsContextTransformer model
-// (kTitansPytorchMac) has its own workspace and runs in src/tp_mac_session.cpp, with the same
-// State, Reset and Clone.
+// The Titans stack (architecture kTitans; SEMANTICS.md sections 2 and 3): the Runner of
+// src/model/arch/architecture.hpp for its models. Session (src/model/session.cpp) checks the
+// inputs and owns the state; a titans-pytorch MemoryAsContextTransformer model
+// (kTitansPytorchMac) runs in titans_pytorch_mac.cpp instead.
 //
 // The stream is processed in pieces of at most kPiece tokens; each piece goes through the whole
 // stack before the next one starts, so every layer sees its input in order and a session can
@@ -22,34 +22,37 @@
 // is exactly "token i sees h_j and u_j for j <= i". h_i and u_i share token i's rotary
 // position. The kernel also computes outputs at the h slots, which are dropped: MAC pays
 // twice the attention FLOPs of a plain segment-local layer for this simplicity.
-#include <omp.h>
-
 #include <algorithm>
-#include <cmath>
-#include <limits>
-#include <numeric>
+#include <memory>
 
-#include "attention.hpp"
-#include "flush_denormals.hpp"
-#include "linalg.hpp"
-#include "session_kernels.hpp"
-#include "session_state.hpp"
-#include "titans/error.hpp"
-#include "titans/session.hpp"
-#include "tp_mac_session.hpp"
+#include "model/arch/architecture.hpp"
+#include "model/session_kernels.hpp"
+#include "model/session_state.hpp"
+#include "ops/attention.hpp"
+#include "ops/linalg.hpp"
+#include "ops/norms.hpp"
 
-namespace titans {
-using namespace linalg;   // NOLINT: the session is written in terms of these helpers
-using namespace session;  // NOLINT: layer kinds and attention shapes
-
+namespace titans::arch {
 namespace {
+
+using namespace linalg;   // NOLINT: the stack is written in terms of these helpers
+using namespace session;  // NOLINT: state, layer kinds and attention shapes
 
 constexpr int kPiece = 64;  // tokens per pass through the stack
 
-}  // namespace
+bool HasMac(const ModelConfig& c) {
+  return std::find(c.layers.begin(), c.layers.end(), BlockKind::kMac) != c.layers.end();
+}
+
+// MAC's segment-local attention: the whole current segment (2 C_s interleaved rows) is visible.
+AttentionShape MacShapeOf(const ModelConfig& c) {
+  AttentionShape s = ShapeOf(c);
+  s.window = 2 * c.segment;
+  return s;
+}
 
 // Scratch for one piece of kPiece tokens, sized once per session.
-struct Session::Workspace {
+struct Workspace {
   Workspace(const ModelConfig& c, int threads)
       : attention(ShapeOf(c), threads),
         x(kPiece, c.d_model),
@@ -82,13 +85,10 @@ struct Session::Workspace {
   RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
 };
 
-namespace {
-
 // The blocks, one function per sub-layer; `n` rows of the workspace are live.
 class Stack {
  public:
-  Stack(const Model& model, Session::State& state, Session::Workspace& ws,
-        const SessionOptions& options)
+  Stack(const Model& model, State& state, Workspace& ws, const SessionOptions& options)
       : model_(model), c_(model.config()), state_(state), ws_(ws), options_(options) {}
 
   // Runs rows [0, n) of ws.x through every layer.
@@ -248,213 +248,73 @@ class Stack {
 
   const Model& model_;
   const ModelConfig& c_;
-  Session::State& state_;
-  Session::Workspace& ws_;
+  State& state_;
+  Workspace& ws_;
   const SessionOptions& options_;
+};
+
+
+class TitansRunner final : public Runner {
+ public:
+  TitansRunner(const Model& model, const SessionOptions& options)
+      : model_(model), options_(options), ws_(model.config(), options.threads) {}
+
+  // MAC layers have their own, segment-local cache.
+  AttentionShape CacheShape(size_t l) const override {
+    const ModelConfig& c = model_.config();
+    return c.layers[l] == BlockKind::kMac ? MacShapeOf(c) : ShapeOf(c);
+  }
+  int64_t MemoryPosition(int64_t position) const override { return position; }
+  // A MAC cache holds its segment's interleaved h, u rows; the others are at the stream's
+  // position.
+  int64_t CachePosition(size_t l, int64_t position) const override {
+    const ModelConfig& c = model_.config();
+    if (c.layers[l] == BlockKind::kMac) return 2 * SegmentLocalRows(position, c.segment);
+    return position;
+  }
+
+  void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n,
+           float* logits, float* hidden) override {
+    const ModelConfig& c = model_.config();
+    const ModelWeights& w = model_.weights();
+    const Index d = c.d_model, vocab = c.vocab_size;
+    Workspace& ws = ws_;
+    Stack stack(model_, state, ws, options_);
+    if (tokens != nullptr) {
+      const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
+      for (Index p0 = 0; p0 < n; p0 += kPiece) {
+        const Index rows = std::min<Index>(kPiece, n - p0);
+        for (Index i = 0; i < rows; ++i) ws.x.row(i) = embedding.row(tokens[p0 + i]);
+        stack.Run(rows);
+        stack.Norm(ws.x, w.final_norm, rows, ws.u);
+        MatMap out = View(logits + p0 * vocab, rows, vocab, vocab);
+        if (c.tie_embeddings) {
+          ParallelMultiply(options_, out, ws.u.topRows(rows), embedding.transpose());
+        } else {
+          ParallelMultiply(options_, out, ws.u.topRows(rows),
+                           ConstView(w.lm_head.data(), d, vocab, vocab));
+        }
+      }
+      return;
+    }
+    for (Index p0 = 0; p0 < n; p0 += kPiece) {
+      const Index rows = std::min<Index>(kPiece, n - p0);
+      ws.x.topRows(rows) = ConstView(embeddings + p0 * d, rows, d, d);
+      stack.Run(rows);
+      RmsNormRows(ws.x.data(), w.final_norm, rows, d, 1, c.norm_eps, hidden + p0 * d);
+    }
+  }
+
+ private:
+  const Model& model_;
+  const SessionOptions options_;
+  Workspace ws_;
 };
 
 }  // namespace
 
-Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
-    : model_(std::move(model)), options_(options) {
-  if (!model_) throw Error(ErrorCode::kInvalidArgument, "Session needs a model");
-  if (options_.threads < 0) {
-    throw Error(ErrorCode::kInvalidArgument, "SessionOptions::threads must be >= 0");
-  }
-  if (options_.threads == 0) options_.threads = omp_get_max_threads();
-  const ModelConfig& c = model_->config();
-  state_ = std::make_unique<State>();
-  for (size_t l = 0; l < c.layers.size(); ++l) {
-    const BlockKind kind = c.layers[l];
-    state_->memory.push_back(HasMemory(kind) ? std::make_unique<MemorySession>(
-                                                   model_->memory(static_cast<int>(l)), options_)
-                                             : nullptr);
-    state_->attention.push_back(
-        HasAttention(kind) ? std::make_unique<AttentionCache>(CacheShapeOf(c, l)) : nullptr);
-  }
-  if (IsTpMac(c)) {
-    tp_mac_workspace_ = std::make_unique<TpMacWorkspace>(*model_, options_.threads);
-  } else {
-    workspace_ = std::make_unique<Workspace>(c, options_.threads);
-  }
+std::unique_ptr<Runner> MakeTitans(const Model& model, const SessionOptions& options) {
+  return std::make_unique<TitansRunner>(model, options);
 }
 
-Session::~Session() = default;
-Session::Session(Session&&) noexcept = default;
-Session& Session::operator=(Session&&) noexcept = default;
-
-int64_t Session::position() const { return state_->position; }
-const Model& Session::model() const { return *model_; }
-
-void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) {
-  const FlushDenormals flush;  // the session's own arithmetic too (flush_denormals.hpp)
-  const ModelConfig& c = model_->config();
-  const Index d = c.d_model, vocab = c.vocab_size, n = static_cast<Index>(tokens.size());
-  if (vocab == 0) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "this model takes input embeddings (vocab_size 0): use ForwardEmbeddings");
-  }
-  if (static_cast<Index>(logits.size()) != n * vocab) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "logits have room for " + std::to_string(logits.size()) + " values, " +
-                    std::to_string(n) + " tokens need " + std::to_string(n * vocab));
-  }
-  for (Index i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      throw Error(ErrorCode::kInvalidArgument, "token " + std::to_string(tokens[i]) +
-                                                   " at index " + std::to_string(i) +
-                                                   " is outside the vocabulary [0, " +
-                                                   std::to_string(vocab) + ")");
-    }
-  }
-  if (tp_mac_workspace_) {
-    tp_mac::Run(*model_, *state_, *tp_mac_workspace_, options_, tokens.data(), nullptr, n,
-                logits.data(), nullptr);
-    return;
-  }
-  const ModelWeights& w = model_->weights();
-  const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
-  Workspace& ws = *workspace_;
-  Stack stack(*model_, *state_, ws, options_);
-  for (Index p0 = 0; p0 < n; p0 += kPiece) {
-    const Index rows = std::min<Index>(kPiece, n - p0);
-    for (Index i = 0; i < rows; ++i) ws.x.row(i) = embedding.row(tokens[p0 + i]);
-    stack.Run(rows);
-    stack.Norm(ws.x, w.final_norm, rows, ws.u);
-    MatMap out = View(logits.data() + p0 * vocab, rows, vocab, vocab);
-    if (c.tie_embeddings) {
-      ParallelMultiply(options_, out, ws.u.topRows(rows), embedding.transpose());
-    } else {
-      ParallelMultiply(options_, out, ws.u.topRows(rows),
-                       ConstView(w.lm_head.data(), d, vocab, vocab));
-    }
-  }
-}
-
-void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<float> hidden) {
-  const FlushDenormals flush;
-  const ModelConfig& c = model_->config();
-  const Index d = c.d_model;
-  if (embeddings.size() % static_cast<size_t>(d) != 0 || hidden.size() != embeddings.size()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "embeddings must be [n, " + std::to_string(d) + "] and hidden the same size (" +
-                    std::to_string(embeddings.size()) + " and " + std::to_string(hidden.size()) +
-                    " values)");
-  }
-  for (size_t i = 0; i < embeddings.size(); ++i) {
-    if (!std::isfinite(embeddings[i])) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "input embedding is not finite at token " + std::to_string(i / d) +
-                      ", feature " + std::to_string(i % d));
-    }
-  }
-  const Index n = static_cast<Index>(embeddings.size()) / d;
-  if (tp_mac_workspace_) {
-    tp_mac::Run(*model_, *state_, *tp_mac_workspace_, options_, nullptr, embeddings.data(), n,
-                nullptr, hidden.data());
-    return;
-  }
-  Workspace& ws = *workspace_;
-  Stack stack(*model_, *state_, ws, options_);
-  for (Index p0 = 0; p0 < n; p0 += kPiece) {
-    const Index rows = std::min<Index>(kPiece, n - p0);
-    ws.x.topRows(rows) = ConstView(embeddings.data() + p0 * d, rows, d, d);
-    stack.Run(rows);
-    RmsNormRows(ws.x.data(), model_->weights().final_norm, rows, d, 1, c.norm_eps,
-                hidden.data() + p0 * d);
-  }
-}
-
-std::vector<int32_t> Session::Generate(std::span<const int32_t> prompt, int max_new_tokens,
-                                       const SamplerOptions& sampler) {
-  const Index vocab = model_->config().vocab_size;
-  if (max_new_tokens < 0) {
-    throw Error(ErrorCode::kInvalidArgument, "max_new_tokens must be >= 0");
-  }
-  if (prompt.empty() && max_new_tokens > 0) {
-    throw Error(ErrorCode::kInvalidArgument, "Generate needs a prompt of at least one token");
-  }
-  std::vector<float> logits(prompt.size() * static_cast<size_t>(vocab));
-  Forward(prompt, logits);
-  if (max_new_tokens == 0) return {};
-  std::vector<int32_t> generated;
-  generated.reserve(static_cast<size_t>(max_new_tokens));
-  std::mt19937_64 rng(sampler.seed);
-  std::span<const float> last(logits.data() + (prompt.size() - 1) * vocab,
-                              static_cast<size_t>(vocab));
-  std::vector<float> step_logits(static_cast<size_t>(vocab));
-  for (int i = 0; i < max_new_tokens; ++i) {
-    const int32_t token = SampleToken(last, sampler, rng);
-    generated.push_back(token);
-    if (i + 1 == max_new_tokens) break;  // the last token need not be fed
-    Forward(std::span<const int32_t>(&generated.back(), 1), step_logits);
-    last = step_logits;
-  }
-  return generated;
-}
-
-void Session::Reset() {
-  for (auto& memory : state_->memory) {
-    if (memory) memory->Reset();
-  }
-  for (auto& cache : state_->attention) {
-    if (cache) cache->Reset();
-  }
-  state_->position = 0;
-}
-
-Session Session::Clone() const {
-  Session copy(model_, options_);
-  copy.state_->position = state_->position;
-  for (size_t l = 0; l < state_->memory.size(); ++l) {
-    if (state_->memory[l]) {
-      copy.state_->memory[l] = std::make_unique<MemorySession>(state_->memory[l]->Clone());
-    }
-    if (state_->attention[l]) {
-      copy.state_->attention[l] = std::make_unique<AttentionCache>(*state_->attention[l]);
-    }
-  }
-  return copy;
-}
-
-int32_t SampleToken(std::span<const float> logits, const SamplerOptions& options,
-                    std::mt19937_64& rng) {
-  if (logits.empty()) throw Error(ErrorCode::kInvalidArgument, "no logits to sample from");
-  if (!(options.temperature >= 0) || !(options.top_p > 0 && options.top_p <= 1) ||
-      options.top_k < 0) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "sampler options: temperature >= 0, 0 < top_p <= 1, top_k >= 0");
-  }
-  for (float x : logits) {
-    if (!std::isfinite(x)) throw Error(ErrorCode::kInvalidArgument, "non-finite logit");
-  }
-  const auto best = std::max_element(logits.begin(), logits.end());
-  if (options.temperature == 0) return static_cast<int32_t>(best - logits.begin());
-  // Candidates by descending logit; keep top_k, then the top_p nucleus, then draw.
-  std::vector<int32_t> order(logits.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  size_t keep = order.size();
-  if (options.top_k > 0) keep = std::min(keep, static_cast<size_t>(options.top_k));
-  std::vector<double> p(keep);
-  double total = 0;
-  for (size_t i = 0; i < keep; ++i) {
-    p[i] = std::exp((static_cast<double>(logits[order[i]]) - *best) / options.temperature);
-    total += p[i];
-  }
-  double mass = 0;
-  size_t nucleus = 0;
-  while (nucleus < keep && mass < options.top_p * total) mass += p[nucleus++];
-  nucleus = std::max<size_t>(nucleus, 1);
-  // u in [0, mass): 53 random bits, independent of the standard library's distributions.
-  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53 * mass;
-  double acc = 0;
-  for (size_t i = 0; i < nucleus; ++i) {
-    acc += p[i];
-    if (u < acc) return order[i];
-  }
-  return order[nucleus - 1];
-}
-
-}  // namespace titans
+}  // namespace titans::arch

@@ -1,6 +1,6 @@
 // Needle in a haystack: the constructed demo model, the trial text and the trial runner.
 // docs/NIAH.md explains the construction; the comments here give the layout.
-#include "titans/niah.hpp"
+#include "titans/evals/niah.hpp"
 
 #include <algorithm>
 #include <array>

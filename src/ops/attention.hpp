@@ -1,6 +1,7 @@
 // Causal multi-head attention with a sliding window, rotary positions, grouped key/value heads
 // and persistent key/value pairs (SEMANTICS.md section 2). Internal API: the blocks of issue 3
-// (MAL, MAG, MAC) call it; it is not a public header.
+// (MAL, MAG, MAC) call it; it is not a public header. The naive reference the tests compare it
+// with is src/reference/attention_reference.hpp.
 //
 // Shapes (row-major, one row per token, heads concatenated along the row):
 //   q, out            [n, heads * head_dim]      query head h: columns [h*dh, (h+1)*dh)
@@ -22,7 +23,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "linalg.hpp"
+#include "ops/linalg.hpp"
 
 namespace titans {
 
@@ -163,11 +164,5 @@ class AttentionWorkspace {
   int threads_;
   std::vector<Scratch> scratch_;
 };
-
-// Naive masked softmax attention of a whole sequence at positions 0..n-1 (the tests'
-// reference): materialises every query's score row over [persistent | keys 0..n-1], masks it,
-// accumulates in double. Same shapes as above; out [n, H*dh].
-void ReferenceAttention(const AttentionShape& shape, const AttentionInputs& in, int n,
-                        float* out);
 
 }  // namespace titans

@@ -1,7 +1,8 @@
 // The tensor table of a titans-pytorch MemoryAsContextTransformer model (architecture
-// kTitansPytorchMac; internal). src/model_weights.cpp walks it for views, validation, allocation
-// and random initialisation, exactly as it walks the Titans table; docs/FILE_FORMAT.md lists the
-// names and tools/convert_titans_pytorch.py (mac_weights) writes them in this order.
+// kTitansPytorchMac; internal). src/model/weights.cpp walks it for views, validation, allocation
+// and random initialisation, exactly as it walks the Titans table (titans_weights.hpp);
+// docs/FILE_FORMAT.md lists the names and tools/convert_titans_pytorch.py (mac_weights) writes
+// them in this order.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +11,14 @@
 
 #include "titans/model.hpp"
 
-namespace titans::tp_mac {
+namespace titans::arch {
 
 // tensor(name, shape, vector&) for every plain tensor of `c`, memory(layer, prefix,
 // MemoryWeights&) for the NeuralMemory of every kMac layer, in file order. Layers beyond
 // w.tp_mac.layers.size() are skipped (Validate reports a wrong layer count first).
 template <class Weights, class Tensor, class Memory>
-void ForEachWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memory&& memory) {
+void ForEachTitansPytorchMacWeight(const ModelConfig& c, Weights& w, Tensor&& tensor,
+                                   Memory&& memory) {
   using Shape = std::vector<int64_t>;
   const int64_t d = c.d_model, f = c.ffn_hidden, v = c.vocab_size, h = c.attention.heads;
   const int64_t qw = h * c.attention.head_dim, np = c.attention.persistent;
@@ -82,4 +84,4 @@ void ForEachWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memory&& m
   tensor("lm_head", Shape{d, v}, w.lm_head);
 }
 
-}  // namespace titans::tp_mac
+}  // namespace titans::arch

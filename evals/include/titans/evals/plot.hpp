@@ -1,4 +1,4 @@
-// Charts as SVG for the command-line program (`titans bench`, `titans niah`): multi-series line
+// Charts as SVG for the evaluations (`titans bench`, `titans niah`): multi-series line
 // charts with log or linear axes, and a heatmap of values in [0, 1]. Plain SVG 1.1 text, no
 // dependencies; files are written atomically (a failed write leaves no partial file).
 //

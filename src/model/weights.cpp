@@ -1,17 +1,19 @@
 // The model's weight table: one place that names every tensor of a model and its shape (the
 // file format, docs/FILE_FORMAT.md), used by the views, validation, allocation and random
-// initialisation alike. The memory layers' own tensors come from the memory's table
-// (MemoryWeights), prefixed with "layers.<l>.memory.". A titans-pytorch MAC model has a table
-// of its own (src/tp_mac_weights.hpp), walked by the same code.
+// initialisation alike. Each architecture has its table (src/model/arch/titans_weights.hpp,
+// src/model/arch/titans_pytorch_mac_weights.hpp), walked by the same code here. The memory
+// layers' own tensors come from the memory's table (MemoryWeights), prefixed with
+// "layers.<l>.memory.".
 #include <cmath>
 #include <functional>
 #include <numeric>
 #include <string>
 #include <string_view>
 
-#include "random.hpp"
+#include "model/arch/titans_pytorch_mac_weights.hpp"
+#include "model/arch/titans_weights.hpp"
+#include "ops/random.hpp"
 #include "titans/error.hpp"
-#include "tp_mac_weights.hpp"
 #include "titans/model.hpp"
 
 namespace titans {
@@ -21,64 +23,16 @@ int64_t Product(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
 }
 
-bool UsesMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
-bool UsesAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
-
-std::string LayerPrefix(size_t l) { return "layers." + std::to_string(l) + "."; }
-
-// The tensor table: tensor(name, shape, vector&) for every plain tensor `c` uses and
-// memory(layer, prefix, MemoryWeights&) for the NeuralMemory of every memory layer, in file
-// order. Written once as a template so the const and mutable uses cannot disagree. Layers
-// beyond weights.layers.size() are skipped (Validate reports a wrong layer count first).
+// The tensor table of the model's architecture (src/model/arch/): tensor(name, shape, vector&)
+// for every plain tensor `c` uses and memory(layer, prefix, MemoryWeights&) for the NeuralMemory
+// of every memory layer, in file order.
 template <class Weights, class Tensor, class Memory>
 void ForEachWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memory&& memory) {
   if (c.architecture == Architecture::kTitansPytorchMac) {
-    tp_mac::ForEachWeight(c, w, tensor, memory);
-    return;
+    arch::ForEachTitansPytorchMacWeight(c, w, tensor, memory);
+  } else {
+    arch::ForEachTitansWeight(c, w, tensor, memory);
   }
-  using Shape = std::vector<int64_t>;
-  const int64_t d = c.d_model, f = c.ffn_hidden, v = c.vocab_size;
-  const int64_t qw = int64_t{c.attention.heads} * c.attention.head_dim;
-  const int64_t kvw = int64_t{c.attention.kv_heads} * c.attention.head_dim;
-  const int64_t np = c.attention.persistent;
-  const int64_t mh = c.memory.heads, mdh = c.memory.head_dim, mw = mh * mdh;
-
-  if (v > 0) tensor("embedding", Shape{v, d}, w.embedding);
-  for (size_t l = 0; l < c.layers.size() && l < w.layers.size(); ++l) {
-    const BlockKind kind = c.layers[l];
-    auto& layer = w.layers[l];
-    const std::string p = LayerPrefix(l);
-    tensor(p + "norm", Shape{d}, layer.norm);
-    if (kind == BlockKind::kMal) tensor(p + "attn_norm", Shape{d}, layer.attn_norm);
-    if (kind == BlockKind::kMag) {
-      tensor(p + "gate_norm_y", Shape{d}, layer.gate_norm_y);
-      tensor(p + "gate_norm_m", Shape{d}, layer.gate_norm_m);
-    }
-    if (UsesAttention(kind)) {
-      auto& a = layer.attention;
-      tensor(p + "attention.w_q", Shape{d, qw}, a.w_q);
-      tensor(p + "attention.w_k", Shape{d, kvw}, a.w_k);
-      tensor(p + "attention.w_v", Shape{d, kvw}, a.w_v);
-      tensor(p + "attention.w_o", Shape{qw, d}, a.w_o);
-      if (np > 0) {
-        tensor(p + "attention.persistent_k", Shape{np, kvw}, a.persistent_k);
-        tensor(p + "attention.persistent_v", Shape{np, kvw}, a.persistent_v);
-      }
-    }
-    if (UsesMemory(kind)) {
-      auto& m = layer.memory;
-      memory(l, p + "memory.", m.memory);
-      tensor(p + "memory_branch.norm", Shape{mh, mdh}, m.norm);
-      tensor(p + "memory_branch.w_g", Shape{d, mw}, m.w_g);
-      tensor(p + "memory_branch.w_o", Shape{mw, d}, m.w_o);
-    }
-    tensor(p + "ffn_norm", Shape{d}, layer.ffn_norm);
-    tensor(p + "ffn_gate", Shape{d, f}, layer.ffn_gate);
-    tensor(p + "ffn_up", Shape{d, f}, layer.ffn_up);
-    tensor(p + "ffn_down", Shape{f, d}, layer.ffn_down);
-  }
-  tensor("final_norm", Shape{d}, w.final_norm);
-  if (v > 0 && !c.tie_embeddings) tensor("lm_head", Shape{d, v}, w.lm_head);
 }
 
 template <class View, class Weights>

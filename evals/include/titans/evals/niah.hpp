@@ -1,4 +1,4 @@
-// titans/niah.hpp: needle-in-a-haystack recall (docs/NIAH.md).
+// titans/evals/niah.hpp: needle-in-a-haystack recall (docs/NIAH.md).
 //
 // A single-needle test in the style of RULER's S-NIAH: a haystack of `length` tokens (a repeated
 // noise block, or any text) holds one sentence "One of the special magic numbers for {key} is:

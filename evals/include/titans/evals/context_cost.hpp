@@ -36,7 +36,7 @@
 #include <string>
 #include <vector>
 
-#include "bench_models.hpp"
+#include "titans/evals/bench_models.hpp"
 #include "titans/titans.hpp"
 
 namespace titans::bench {

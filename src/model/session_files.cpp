@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "io/checked_file.hpp"
-#include "session_state.hpp"
+#include "model/arch/architecture.hpp"
+#include "model/session_state.hpp"
+#include "ops/attention.hpp"
 #include "titans/error.hpp"
 
 namespace titans {
@@ -43,9 +45,10 @@ void Session::Save(const std::string& path) const {
     scalars.push_back(value);
     tensors.push_back({std::move(name), io::DType::kI64, {1}, &scalars.back()});
   };
-  scalar("position", state_->position);
+  const session::State& state = impl_->state;
+  scalar("position", state.position);
   for (size_t l = 0; l < c.layers.size(); ++l) {
-    if (const MemorySession* memory = state_->memory[l].get()) {
+    if (const MemorySession* memory = state.memory[l].get()) {
       const std::string prefix = Prefix(l, "memory");
       scalar(prefix + "position", memory->state().position);
       scalar(prefix + "pending", memory->state().pending);
@@ -53,7 +56,7 @@ void Session::Save(const std::string& path) const {
         tensors.push_back({prefix + view.name, io::DType::kF32, view.shape, view.data});
       }
     }
-    if (const AttentionCache* cache = state_->attention[l].get()) {
+    if (const AttentionCache* cache = state.attention[l].get()) {
       const std::string prefix = Prefix(l, "attention");
       scalar(prefix + "position", cache->position());
       const int64_t width = cache->kv_width();
@@ -84,8 +87,9 @@ void Session::Load(const std::string& path) {
              "session saved for another model config: file " + io::Truncated(saved.ToJson()) +
                  ", this model " + io::Truncated(c.ToJson()));
   }
-  auto next = std::make_unique<State>();
-  next->position = io::ReadI64Scalar(path, file, "position");
+  const arch::Runner& runner = *impl_->runner;
+  session::State next;
+  next.position = io::ReadI64Scalar(path, file, "position");
   std::set<std::string> scalars{"position"};
   std::vector<TensorView> views;  // every F32 tensor, read and checked at once below
   std::vector<MemoryState> memory_states(c.layers.size());
@@ -108,7 +112,7 @@ void Session::Load(const std::string& path) {
   for (size_t l = 0; l < c.layers.size(); ++l) {
     if (!session::HasAttention(c.layers[l])) continue;
     const std::string prefix = Prefix(l, "attention");
-    const AttentionShape shape = session::CacheShapeOf(c, l);
+    const AttentionShape shape = runner.CacheShape(l);
     const int64_t position = io::ReadI64Scalar(path, file, prefix + "position");
     if (position < 0) io::Fail(ErrorCode::kFormat, path, prefix + "position is negative");
     const int64_t count = shape.window > 0 ? std::min<int64_t>(shape.window, position) : position;
@@ -130,37 +134,37 @@ void Session::Load(const std::string& path) {
         auto memory = std::make_unique<MemorySession>(model_->memory(static_cast<int>(l)),
                                                       options_);
         memory->SetState(std::move(memory_states[l]));
-        if (memory->position() != session::MemoryPositionOf(c, next->position)) {
+        if (memory->position() != runner.MemoryPosition(next.position)) {
           throw Error(ErrorCode::kInvalidArgument,
                       "layer " + std::to_string(l) + "'s memory is at position " +
                           std::to_string(memory->position()) + ", expected " +
-                          std::to_string(session::MemoryPositionOf(c, next->position)) +
-                          " for a session at " + std::to_string(next->position));
+                          std::to_string(runner.MemoryPosition(next.position)) +
+                          " for a session at " + std::to_string(next.position));
         }
-        next->memory.push_back(std::move(memory));
+        next.memory.push_back(std::move(memory));
       } else {
-        next->memory.push_back(nullptr);
+        next.memory.push_back(nullptr);
       }
       if (session::HasAttention(c.layers[l])) {
-        const int64_t expected = session::CachePositionOf(c, l, next->position);
+        const int64_t expected = runner.CachePosition(l, next.position);
         if (cache_positions[l] != expected) {
           throw Error(ErrorCode::kInvalidArgument,
                       "layer " + std::to_string(l) + "'s attention cache is at position " +
                           std::to_string(cache_positions[l]) + ", expected " +
                           std::to_string(expected));
         }
-        auto cache = std::make_unique<AttentionCache>(session::CacheShapeOf(c, l));
+        auto cache = std::make_unique<AttentionCache>(runner.CacheShape(l));
         cache->Restore(cache_positions[l], rows[2 * l].data(), rows[2 * l + 1].data(),
                        static_cast<int64_t>(rows[2 * l].size()) / cache->kv_width());
-        next->attention.push_back(std::move(cache));
+        next.attention.push_back(std::move(cache));
       } else {
-        next->attention.push_back(nullptr);
+        next.attention.push_back(nullptr);
       }
     }
   } catch (const Error& e) {
     io::Fail(ErrorCode::kFormat, path, e.what());
   }
-  state_ = std::move(next);
+  impl_->state = std::move(next);
 }
 
 }  // namespace titans

@@ -1,6 +1,6 @@
-// SVG charts (tools/plot.hpp). Layout in pixels; text sizes are estimated (7 px per character
-// at the 12 px font), which is all the layout needs: labels are short.
-#include "plot.hpp"
+// SVG charts (evals/include/titans/evals/plot.hpp). Layout in pixels; text sizes are estimated
+// (7 px per character at the 12 px font), which is all the layout needs: labels are short.
+#include "titans/evals/plot.hpp"
 
 #include <algorithm>
 #include <array>

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "random.hpp"
+#include "ops/random.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
 
@@ -125,9 +125,6 @@ InitRule RuleFor(const MemoryConfig& c, const std::string& name) {
 
 }  // namespace
 
-int64_t TensorView::size() const { return Product(shape); }
-int64_t ConstTensorView::size() const { return Product(shape); }
-
 std::vector<TensorView> MemoryWeights::Tensors(const MemoryConfig& config) {
   return Views<TensorView>(config, *this, [](auto&&... a) { ForEachWeight(a...); });
 }
@@ -182,25 +179,6 @@ NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
   config_.Validate();
   weights_.Validate(config_);
-  // Pack the three gate projections into one [d, 3H] matrix (one product per token block);
-  // without momentum the eta columns are zero and never read.
-  const int d = config_.d_model, h = config_.heads;
-  packed_gates_.assign(static_cast<size_t>(d) * 3 * static_cast<size_t>(h), 0.0f);
-  packed_gate_bias_.assign(3 * static_cast<size_t>(h), 0.0f);
-  const std::vector<float>* gate_w[3] = {&weights_.w_theta, &weights_.w_eta, &weights_.w_alpha};
-  const std::vector<float>* gate_b[3] = {&weights_.b_theta, &weights_.b_eta, &weights_.b_alpha};
-  for (int g = 0; g < 3; ++g) {
-    if (gate_w[g]->empty()) continue;
-    for (int i = 0; i < d; ++i) {
-      for (int j = 0; j < h; ++j) {
-        packed_gates_[static_cast<size_t>(i * 3 * h + g * h + j)] =
-            (*gate_w[g])[static_cast<size_t>(i * h + j)];
-      }
-    }
-    for (int j = 0; j < h; ++j) {
-      packed_gate_bias_[static_cast<size_t>(g * h + j)] = (*gate_b[g])[static_cast<size_t>(j)];
-    }
-  }
 }
 
 MemoryState MemoryState::Initial(const NeuralMemory& memory) {

@@ -15,14 +15,14 @@
 #include <Eigen/Core>
 #include <vector>
 
-#include "linalg.hpp"
+#include "ops/linalg.hpp"
 #include "titans/memory.hpp"
 
 namespace titans {
 
-class MemoryWorkspace {
+class MemorySession::Workspace {
  public:
-  MemoryWorkspace(const NeuralMemory& memory, const SessionOptions& options);
+  Workspace(const NeuralMemory& memory, const SessionOptions& options);
 
   // Runs n tokens (any n >= 0) through `state`: store [n, d], retrieve [n, d],
   // out [n, memory.output_width()]. Inputs must already be checked (finite, sizes).
@@ -57,6 +57,9 @@ class MemoryWorkspace {
 
   int threads_;
   double min_flops_per_thread_;
+  // The three gate projections packed into one [d, 3H] matrix, one product per tile: columns
+  // [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha; bias [3H] likewise.
+  std::vector<float> packed_gates_, packed_gate_bias_;
   // Tile scratch, kTile rows each.
   RowMatrix xs_, xr_;              // [P, d] normalised store / retrieve inputs
   RowMatrix q_ext_, k_ext_, v_ext_;  // [K-1+P, H*dh] projections before the convolution

@@ -1,7 +1,7 @@
-#include "memory_kernels.hpp"
+#include "memory/kernels.hpp"
 
-#include "flush_denormals.hpp"
-#include "linalg.hpp"
+#include "ops/flush_denormals.hpp"
+#include "ops/linalg.hpp"
 
 #include <omp.h>
 
@@ -85,7 +85,7 @@ constexpr int kColumnAlign = 16;  // one AVX-512 register of floats
 
 }  // namespace
 
-MemoryWorkspace::MemoryWorkspace(const NeuralMemory& memory, const SessionOptions& options)
+MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOptions& options)
     : threads_(options.threads), min_flops_per_thread_(options.min_flops_per_thread) {
   const MemoryConfig& c = memory.config();
   const Index p = kTile, d = c.d_model, h = c.heads, dh = c.head_dim, hd = c.inner_dim();
@@ -123,20 +123,39 @@ MemoryWorkspace::MemoryWorkspace(const NeuralMemory& memory, const SessionOption
   decay_all_.assign(static_cast<size_t>(h), 0.0f);
   momentum_all_.assign(static_cast<size_t>(h), 0.0f);
   momentum_carry_.assign(static_cast<size_t>(h), 0.0f);
+  // Without momentum the eta columns are zero and never read.
+  const MemoryWeights& w = memory.weights();
+  packed_gates_.assign(static_cast<size_t>(d * 3 * h), 0.0f);
+  packed_gate_bias_.assign(static_cast<size_t>(3 * h), 0.0f);
+  const std::vector<float>* gate_w[3] = {&w.w_theta, &w.w_eta, &w.w_alpha};
+  const std::vector<float>* gate_b[3] = {&w.b_theta, &w.b_eta, &w.b_alpha};
+  for (Index g = 0; g < 3; ++g) {
+    if (gate_w[g]->empty()) continue;
+    for (Index i = 0; i < d; ++i) {
+      for (Index j = 0; j < h; ++j) {
+        packed_gates_[static_cast<size_t>(i * 3 * h + g * h + j)] =
+            (*gate_w[g])[static_cast<size_t>(i * h + j)];
+      }
+    }
+    for (Index j = 0; j < h; ++j) {
+      packed_gate_bias_[static_cast<size_t>(g * h + j)] = (*gate_b[g])[static_cast<size_t>(j)];
+    }
+  }
 }
 
-void MemoryWorkspace::Run(const NeuralMemory& memory, MemoryState& state, const float* store,
-                          const float* retrieve, int n, float* out) {
+void MemorySession::Workspace::Run(const NeuralMemory& memory, MemoryState& state,
+                                   const float* store, const float* retrieve, int n, float* out) {
   RunTiles(memory, state, store, retrieve, n, out, /*write=*/true);
 }
 
-void MemoryWorkspace::ReadOnly(const NeuralMemory& memory, MemoryState& state,
-                               const float* retrieve, int n, float* out) {
+void MemorySession::Workspace::ReadOnly(const NeuralMemory& memory, MemoryState& state,
+                                        const float* retrieve, int n, float* out) {
   RunTiles(memory, state, nullptr, retrieve, n, out, /*write=*/false);
 }
 
-void MemoryWorkspace::RunTiles(const NeuralMemory& memory, MemoryState& state, const float* store,
-                               const float* retrieve, int n, float* out, bool write) {
+void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState& state,
+                                        const float* store, const float* retrieve, int n,
+                                        float* out, bool write) {
   const MemoryConfig& c = memory.config();
   const Index d = c.d_model, d_out = memory.output_width();
   for (int t0 = 0; t0 < n; t0 += kTile) {
@@ -163,9 +182,10 @@ void MemoryWorkspace::RunTiles(const NeuralMemory& memory, MemoryState& state, c
   }
 }
 
-void MemoryWorkspace::RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
-                              const float* retrieve, int n, float* out, bool write, Part part) {
-  const FlushDenormals flush;  // on every thread that computes (flush_denormals.hpp)
+void MemorySession::Workspace::RunTile(const NeuralMemory& memory, MemoryState& state,
+                                       const float* store, const float* retrieve, int n, float* out,
+                                       bool write, Part part) {
+  const FlushDenormals flush;  // on every thread that computes (ops/flush_denormals.hpp)
   const MemoryConfig& c = memory.config();
   const int unit = c.unit(), hd = c.inner_dim();
   Project(memory, state, store, retrieve, n, write, part);
@@ -213,9 +233,9 @@ void MemoryWorkspace::RunTile(const NeuralMemory& memory, MemoryState& state, co
   }
 }
 
-void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
-                              const float* store, const float* retrieve, int n, bool write,
-                              Part part) {
+void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& state,
+                                       const float* store, const float* retrieve, int n, bool write,
+                                       Part part) {
   const MemoryConfig& c = memory.config();
   const MemoryWeights& w = memory.weights();
   const Index d = c.d_model, hd = c.inner_dim(), h = c.heads, dh = c.head_dim;
@@ -265,8 +285,8 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
     Multiply(v_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_v.data(), d, hd, hd));
     // Gate logits [n, 3H] = xs [n, d] x packed [d, 3H] + bias.
     auto g = gates_.middleRows(r0, nr);
-    Multiply(g, xs, ConstView(memory.packed_gates().data(), d, 3 * h, 3 * h));
-    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(memory.packed_gate_bias().data(), 3 * h);
+    Multiply(g, xs, ConstView(packed_gates_.data(), d, 3 * h, 3 * h));
+    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(packed_gate_bias_.data(), 3 * h);
   }
   Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
 
@@ -319,8 +339,8 @@ void MemoryWorkspace::Project(const NeuralMemory& memory, MemoryState& state,
   Barrier(part.nth);  // reads and writes use every row
 }
 
-void MemoryWorkspace::Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1,
-                           Part part) {
+void MemorySession::Workspace::Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1,
+                                    Part part) {
   // Rows are independent: each thread runs its share of the rows through every layer.
   const Range share = Share(r1 - r0, part.ith, part.nth);
   const Index dh = c.head_dim, hd = c.inner_dim(), rows = share.size(), t0 = r0 + share.begin;
@@ -396,8 +416,8 @@ void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float
 
 }  // namespace
 
-void MemoryWorkspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
-                                int64_t position_after, Part part) {
+void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
+                                         int64_t position_after, Part part) {
   const MemoryConfig& c = memory.config();
   const Index dh = c.head_dim, hd = c.inner_dim(), u = c.unit();
   const int depth = c.depth;
@@ -529,7 +549,7 @@ void MemoryWorkspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
   Barrier(part.nth);  // later reads and writes use the new weights
 }
 
-void MemoryWorkspace::Output(const NeuralMemory& memory, int n, float* out, Part part) {
+void MemorySession::Workspace::Output(const NeuralMemory& memory, int n, float* out, Part part) {
   const MemoryConfig& c = memory.config();
   const Index dh = c.head_dim, hd = c.inner_dim(), d_out = memory.output_width();
   Barrier(part.nth);  // y_ rows come from every thread

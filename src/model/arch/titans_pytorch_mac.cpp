@@ -1,5 +1,7 @@
-// titans-pytorch MemoryAsContextTransformer as a model kind of its own (docs/TITANS_PYTORCH.md;
-// ../shared/spec/TP-NOTES.md section 4, with the corrections in docs/TITANS_PYTORCH.md).
+// titans-pytorch MemoryAsContextTransformer as a model kind of its own (architecture
+// kTitansPytorchMac: the Runner of src/model/arch/architecture.hpp for its models;
+// docs/TITANS_PYTORCH.md; ../shared/spec/TP-NOTES.md section 4, with the corrections in
+// docs/TITANS_PYTORCH.md). Its tensor table is titans_pytorch_mac_weights.hpp.
 //
 // The token stream is interspersed: after every `segment` tokens come M learned long-term
 // memory tokens, run when the next token arrives (titans-pytorch appends them only to a segment
@@ -7,7 +9,7 @@
 // enters as x_p = embedding (or long-term token) + MLP_0(p / C) + MLP_1(p mod C), the axial
 // position embedding with C = tp_mac.memory_segment. The residual is S streams
 // h_s = x + stream_embed[s]. Per layer, each branch reads and writes the streams through a
-// manifold-constrained hyper-connection (mHC, model.hpp HyperConnectionWeights):
+// manifold-constrained hyper-connection (mHC, titans/model.hpp HyperConnectionWeights):
 //   memory (kMac layers)  m = NeuralMemory(branch input), written and read at every row;
 //                         added to the streams, or (gate_attn_output) gating the attention
 //   attention             RMSNorm, q k v, value residual v += sigmoid(x W_mix + b) (v_first - v)
@@ -22,20 +24,25 @@
 //
 // Rows are processed in pieces of at most kRows; each piece goes through every layer before the
 // next, which is exact because every layer is causal, so a stream can be fed in any pieces.
-#include "tp_mac_session.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <span>
+#include <vector>
 
-#include "session_kernels.hpp"
+#include "model/arch/architecture.hpp"
+#include "model/session_kernels.hpp"
+#include "model/session_state.hpp"
+#include "ops/attention.hpp"
+#include "ops/linalg.hpp"
+#include "ops/norms.hpp"
 
-namespace titans {
-using namespace linalg;   // NOLINT: written in terms of these helpers
-using namespace session;  // NOLINT
-
+namespace titans::arch {
 namespace {
+
+using namespace linalg;   // NOLINT: written in terms of these helpers
+using namespace session;  // NOLINT: state, layer kinds and attention shapes
 
 using RowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
 
@@ -68,10 +75,51 @@ void AxialMlp(const AxialMlpWeights& w, int64_t first, Index rows, Index d, RowM
   o.rowwise() += RowOf(w.b2);
 }
 
-}  // namespace
+// Positions (rows) of the interspersed sequence a session has run after `position` tokens. The
+// M long-term memory tokens after a segment are run when the next token arrives (titans-pytorch
+// appends them only to a segment that is followed by a token).
+int64_t TpMacRows(const ModelConfig& c, int64_t position) {
+  return position == 0 ? 0 : position + c.tp_mac.longterm_tokens * ((position - 1) / c.segment);
+}
 
-Session::TpMacWorkspace::TpMacWorkspace(const Model& model, int threads)
-    : attention(CacheShapeOf(model.config(), 0), threads) {
+// Every layer's attention cache: the W + 1 latest rows when sliding, else its window's rows.
+AttentionShape CacheShapeOf(const ModelConfig& c) {
+  AttentionShape s = ShapeOf(c);
+  s.window = c.attention.window + (c.tp_mac.sliding ? 1 : 0);
+  return s;
+}
+
+// Scratch for one piece of at most kRows interspersed rows, sized once per session. S = streams,
+// Ha*da = attention width, f = ffn_hidden, C = tp_mac.memory_segment.
+struct Workspace {
+  static constexpr int kRows = 64;
+
+  Workspace(const Model& model, int threads);
+
+  AttentionWorkspace attention;
+  RowMatrix x;                  // [P, d] a piece's inputs: token or long-term embedding + position
+  RowMatrix streams;            // [P*S, d] residual streams, row i*S + s
+  RowMatrix normed;             // [P*S, d] the hyper-connection's normalised streams
+  RowMatrix dynamic;            // [P*S, 1+S] normed streams times dynamic_alpha
+  RowMatrix mixed;              // [P*S, d] streams mixed by the Sinkhorn matrix
+  std::vector<float> beta;      // [P*S] weight of the branch output in each stream
+  std::vector<float> sinkhorn;  // [S, S]
+  RowMatrix branch;             // [P, d] a branch's input
+  RowMatrix out;                // [P, d] a branch's output
+  RowMatrix gate;               // [P, d] sigmoid(memory output) gating the attention output
+  RowMatrix xn;                 // [P, d] normalised branch input
+  RowMatrix q, k, v, att, v_first;  // [P, Ha*da]; v_first: the first layer's values
+  RowMatrix mix;                    // [P, Ha] value residual mix
+  RowMatrix ffn_a, ffn_b;           // [P, f]
+  RowMatrix axial_inner;            // [C, d] MLP_1(j) for j = 0..C-1
+  RowMatrix axial_outer;            // [1, d] MLP_0(axial_outer_index)
+  int64_t axial_outer_index = -1;
+  RowMatrix axial_h0, axial_h1;    // [1, 2d] the axial MLP's hidden rows
+  std::vector<int64_t> row_token;  // [P] index of the call's token in row i; -1: long-term
+};
+
+Workspace::Workspace(const Model& model, int threads)
+    : attention(CacheShapeOf(model.config()), threads) {
   const ModelConfig& c = model.config();
   const Index p = kRows, d = c.d_model, s = c.tp_mac.streams, f = c.ffn_hidden;
   const Index qw = Index{c.attention.heads} * c.attention.head_dim;
@@ -100,14 +148,11 @@ Session::TpMacWorkspace::TpMacWorkspace(const Model& model, int threads)
   row_token.resize(static_cast<size_t>(p));
 }
 
-namespace {
-
 // The layers, one function per branch; rows [0, n) of the workspace are live, at interspersed
 // positions p0, p0 + 1, ...
 class Stack {
  public:
-  Stack(const Model& model, Session::State& state, Session::TpMacWorkspace& ws,
-        const SessionOptions& options)
+  Stack(const Model& model, State& state, Workspace& ws, const SessionOptions& options)
       : c_(model.config()),
         w_(model.weights().tp_mac),
         state_(state),
@@ -241,7 +286,7 @@ class Stack {
 
   // ws.out = SegmentedAttention(ws.branch), times ws.gate when `gated`.
   void Attention(size_t l, const TpMacLayerWeights& w, Index n, int64_t p0, bool gated) {
-    const AttentionShape shape = CacheShapeOf(c_, l);
+    const AttentionShape shape = CacheShapeOf(c_);
     const Index qw = shape.q_width(), heads = shape.heads, dh = shape.head_dim;
     Norm(w.attention_norm, n);
     const auto input = ws_.xn.topRows(n);
@@ -313,77 +358,103 @@ class Stack {
 
   const ModelConfig& c_;
   const TpMacWeights& w_;
-  Session::State& state_;
-  Session::TpMacWorkspace& ws_;
+  State& state_;
+  Workspace& ws_;
   const SessionOptions& options_;
   const Index d_, s_;
 };
 
+class TitansPytorchMacRunner final : public Runner {
+ public:
+  TitansPytorchMacRunner(const Model& model, const SessionOptions& options)
+      : model_(model), options_(options), ws_(model, options.threads) {}
+
+  AttentionShape CacheShape(size_t) const override { return CacheShapeOf(model_.config()); }
+  int64_t MemoryPosition(int64_t position) const override {
+    return TpMacRows(model_.config(), position);
+  }
+  // A sliding cache is at the row position; a block-diagonal one holds its window's rows.
+  int64_t CachePosition(size_t, int64_t position) const override {
+    const ModelConfig& c = model_.config();
+    const int64_t rows = TpMacRows(c, position);
+    return c.tp_mac.sliding ? rows : SegmentLocalRows(rows, c.attention.window);
+  }
+
+  // Runs the tokens after the rows the session already ran, piece by piece of interspersed rows.
+  void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n,
+           float* logits, float* hidden) override {
+    const Model& model = model_;
+    const SessionOptions& options = options_;
+    Workspace& ws = ws_;
+    const ModelConfig& c = model.config();
+    const ModelWeights& w = model.weights();
+    const Index d = c.d_model, vocab = c.vocab_size, inner = c.tp_mac.memory_segment;
+    Stack stack(model, state, ws, options);
+    int64_t row0 = TpMacRows(c, state.position);  // interspersed position of the piece's row 0
+    Index rows = 0;
+
+    // Runs the piece and writes the outputs of its token rows (consecutive tokens of this call).
+    auto flush = [&] {
+      if (rows == 0) return;
+      stack.Run(rows, row0);
+      stack.ReduceStreams(rows);
+      Index kept = 0;
+      int64_t first = -1;
+      for (Index i = 0; i < rows; ++i) {
+        const int64_t token = ws.row_token[static_cast<size_t>(i)];
+        if (token < 0) continue;
+        if (first < 0) first = token;
+        ws.branch.row(kept++) = ws.out.row(i);
+      }
+      if (kept > 0) {
+        float* normed = logits != nullptr ? ws.xn.data() : hidden + first * d;
+        RmsNormRows(ws.branch.data(), w.final_norm, kept, d, 1, c.norm_eps, normed);
+        if (logits != nullptr) {
+          ParallelMultiply(options, View(logits + first * vocab, kept, vocab, vocab),
+                           ws.xn.topRows(kept), ConstView(w.lm_head.data(), d, vocab, vocab));
+        }
+      }
+      row0 += rows;
+      rows = 0;
+    };
+    // Appends one row: `source` [d] plus the axial position embedding of its position.
+    auto append = [&](const float* source, int64_t token) {
+      const int64_t p = row0 + rows;
+      if (p / inner != ws.axial_outer_index) {
+        ws.axial_outer_index = p / inner;
+        AxialMlp(w.tp_mac.axial[0], ws.axial_outer_index, 1, d, ws.axial_h0, ws.axial_h1,
+                 ws.axial_outer.data());
+      }
+      ws.x.row(rows) = ConstView(source, 1, d, d) + ws.axial_outer + ws.axial_inner.row(p % inner);
+      ws.row_token[static_cast<size_t>(rows)] = token;
+      if (++rows == Workspace::kRows) flush();
+    };
+
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = state.position + i;
+      if (t > 0 && t % c.segment == 0) {
+        for (int m = 0; m < c.tp_mac.longterm_tokens; ++m) {
+          append(w.tp_mac.longterm.data() + m * d, -1);
+        }
+      }
+      append(tokens != nullptr ? w.embedding.data() + static_cast<Index>(tokens[i]) * d
+                               : embeddings + i * d,
+             i);
+    }
+    flush();
+    state.position += n;
+  }
+
+ private:
+  const Model& model_;
+  const SessionOptions options_;
+  Workspace ws_;
+};
+
 }  // namespace
 
-namespace tp_mac {
-
-void Run(const Model& model, Session::State& state, Session::TpMacWorkspace& ws,
-         const SessionOptions& options, const int32_t* tokens, const float* embeddings, int64_t n,
-         float* logits, float* hidden) {
-  const ModelConfig& c = model.config();
-  const ModelWeights& w = model.weights();
-  const Index d = c.d_model, vocab = c.vocab_size, inner = c.tp_mac.memory_segment;
-  Stack stack(model, state, ws, options);
-  int64_t row0 = TpMacRows(c, state.position);  // interspersed position of the piece's row 0
-  Index rows = 0;
-
-  // Runs the piece and writes the outputs of its token rows (consecutive tokens of this call).
-  auto flush = [&] {
-    if (rows == 0) return;
-    stack.Run(rows, row0);
-    stack.ReduceStreams(rows);
-    Index kept = 0;
-    int64_t first = -1;
-    for (Index i = 0; i < rows; ++i) {
-      const int64_t token = ws.row_token[static_cast<size_t>(i)];
-      if (token < 0) continue;
-      if (first < 0) first = token;
-      ws.branch.row(kept++) = ws.out.row(i);
-    }
-    if (kept > 0) {
-      float* normed = logits != nullptr ? ws.xn.data() : hidden + first * d;
-      RmsNormRows(ws.branch.data(), w.final_norm, kept, d, 1, c.norm_eps, normed);
-      if (logits != nullptr) {
-        ParallelMultiply(options, View(logits + first * vocab, kept, vocab, vocab),
-                         ws.xn.topRows(kept), ConstView(w.lm_head.data(), d, vocab, vocab));
-      }
-    }
-    row0 += rows;
-    rows = 0;
-  };
-  // Appends one row: `source` [d] plus the axial position embedding of its position.
-  auto append = [&](const float* source, int64_t token) {
-    const int64_t p = row0 + rows;
-    if (p / inner != ws.axial_outer_index) {
-      ws.axial_outer_index = p / inner;
-      AxialMlp(w.tp_mac.axial[0], ws.axial_outer_index, 1, d, ws.axial_h0, ws.axial_h1,
-               ws.axial_outer.data());
-    }
-    ws.x.row(rows) = ConstView(source, 1, d, d) + ws.axial_outer + ws.axial_inner.row(p % inner);
-    ws.row_token[static_cast<size_t>(rows)] = token;
-    if (++rows == Session::TpMacWorkspace::kRows) flush();
-  };
-
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t t = state.position + i;
-    if (t > 0 && t % c.segment == 0) {
-      for (int m = 0; m < c.tp_mac.longterm_tokens; ++m) {
-        append(w.tp_mac.longterm.data() + m * d, -1);
-      }
-    }
-    append(tokens != nullptr ? w.embedding.data() + static_cast<Index>(tokens[i]) * d
-                             : embeddings + i * d,
-           i);
-  }
-  flush();
-  state.position += n;
+std::unique_ptr<Runner> MakeTitansPytorchMac(const Model& model, const SessionOptions& options) {
+  return std::make_unique<TitansPytorchMacRunner>(model, options);
 }
 
-}  // namespace tp_mac
-}  // namespace titans
+}  // namespace titans::arch
