@@ -13,6 +13,7 @@ packages=(
   libgmock-dev        # GoogleMock
   libbenchmark-dev    # Google Benchmark
   libcli11-dev        # command-line parsing for the tools and examples
+  python3             # tools/check_layers.py (standard library only)
   pkg-config
   ca-certificates
   git
