@@ -14,6 +14,14 @@ packages=(
   libbenchmark-dev    # Google Benchmark
   libcli11-dev        # command-line parsing for the tools and examples
   python3             # tools/check_layers.py (standard library only)
+  python3-torch       # the training twin (python/titans/torch) and its tests: torch 1.13, CPU
+  python3-numpy       # training data sampler, tests
+  python3-pytest      # tests/python
+  libopenblas0-openmp # a fast BLAS for Debian's torch (its default is the reference BLAS, ~10x slower)
+  bible-kjv           # training and held-out text (tools/prepare_data.py): the `bible` program
+  bible-kjv-text      #   and the King James Version
+  fortunes            #   fortune files
+  jargon-text         #   the Jargon File
   pkg-config
   ca-certificates
   git

@@ -57,7 +57,7 @@ __all__ = ["Corpus", "sample_batch", "Template", "TEMPLATES", "ADJECTIVES", "NOU
 
 # ---------------------------------------------------------------------------------------------
 # Word lists. The first 16 adjectives and nouns are the ones `titans niah` builds its keys from
-# (src/niah.cpp), so its keys are in distribution; the rest are ours.
+# (evals/niah.cpp), so its keys are in distribution; the rest are ours.
 
 ADJECTIVES = (
     "gentle crimson silent hollow bright frozen ancient restless golden quiet distant bitter "
