@@ -20,8 +20,8 @@ option(TITANS_SANITIZE_UNDEFINED
 
 # Native code generation. With g++ 12 a bare -march=native also implies the host's tuning
 # (-mtune=znver3 on the Zen 4 CI machine), which costs 20-40% in Eigen GEMM; generic tuning
-# with the native ISA is measured fastest (PERF-NOTES.md sections 1b and 6). clang 14 is fastest
-# with plain -march=native.
+# with the native ISA is measured fastest (GEMM microbenchmarks on the CI machine; README.md,
+# build options). clang 14 is fastest with plain -march=native.
 set(_titans_native_flags "")
 if(TITANS_NATIVE)
   check_cxx_compiler_flag("-march=native" TITANS_COMPILER_HAS_MARCH_NATIVE)

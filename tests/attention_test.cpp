@@ -1,5 +1,5 @@
 // The sliding-window attention kernel (src/ops/attention.hpp) against the naive masked softmax
-// reference (src/reference/attention_reference.hpp; SEMANTICS.md invariant 6) over windows,
+// reference (src/reference/attention_reference.hpp; docs/SEMANTICS.md invariant 6) over windows,
 // persistent pairs, grouped heads and head widths; streaming with the cache carried (invariant
 // 2), the ring wrapping many times, causality (1), thread count (7), rotary positions, shape
 // validation and allocation-freedom.

@@ -1,5 +1,5 @@
 // The fast path (titans::MemorySession, float) against the naive reference
-// (src/reference/memory_reference.hpp, double) over a grid of configurations (SEMANTICS.md
+// (src/reference/memory_reference.hpp, double) over a grid of configurations (docs/SEMANTICS.md
 // invariant 5), plus causality (1), streaming (2), the exact recurrence (3), thread count
 // independence (7) and input validation.
 //
@@ -597,8 +597,8 @@ INSTANTIATE_TEST_SUITE_P(Configs, InvariantTest, testing::ValuesIn(InvariantConf
                          InvariantName);
 
 // ---------------------------------------------------------------------------------------------
-// Invariant 3: s = chunk = 1 is the plain token-by-token recurrence of SEMANTICS 1.3: the fast
-// weights after every token equal the reference's, for every read rule and offset.
+// Invariant 3: s = chunk = 1 is the plain token-by-token recurrence of docs/SEMANTICS.md 1.3:
+// the fast weights after every token equal the reference's, for every read rule and offset.
 
 TEST(MemoryFastPath, ExactRecurrenceTokenByToken) {
   for (ReadRule read : {ReadRule::kChunk, ReadRule::kStep}) {

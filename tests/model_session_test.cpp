@@ -1,4 +1,4 @@
-// Session: the model-level invariants of SEMANTICS.md section 4 for every block kind and a
+// Session: the model-level invariants of docs/SEMANTICS.md section 4 for every block kind and a
 // mixed stack: causality (1), streaming (2), thread count (7), clone/reset, bad input, and the
 // sampler.
 #include <gtest/gtest.h>

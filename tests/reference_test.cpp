@@ -1,5 +1,5 @@
 // Tests of the naive reference (src/reference/memory_reference.hpp) against the math of
-// SEMANTICS.md section 1, independently of the fast path: the hand-written gradient against
+// docs/SEMANTICS.md section 1, independently of the fast path: the hand-written gradient against
 // finite differences (invariant 4), the gated delta rule (invariant 9), causality and the read
 // rule / offset.
 #include <gtest/gtest.h>
@@ -476,7 +476,8 @@ INSTANTIATE_TEST_SUITE_P(
                     ReadCase{"step_o1_s4_never", ReadRule::kStep, 1, 4, 0, true}),
     [](const testing::TestParamInfo<ReadCase>& info) { return std::string(info.param.name); });
 
-// SEMANTICS 1.4 and the TP-NOTES 2.6 table (C = 4: W0 W0 W0 W1 W1 W1 W1 W2 W2).
+// docs/SEMANTICS.md 1.4 and titans-pytorch's read table (docs/TITANS_PYTORCH.md, "Which weights a
+// token reads"; C = 4: W0 W0 W0 W1 W1 W1 W1 W2 W2).
 TEST(ReferenceReadRule, ReadStepsTables) {
   MemoryConfig c = MemoryConfig::TitansPytorch(8, 1, 8, /*chunk_size=*/4);
   const NeuralMemory tp(c, MemoryWeights::Random(c, 1));

@@ -1,7 +1,7 @@
 // Session state files (MemorySession::Save / Load), Clone and Reset: saving mid-stream, loading
-// into a new session and continuing equals never stopping, bit for bit (SEMANTICS.md section 4,
-// invariant 8); a file for another config, a corrupt file or a missing file throws and leaves
-// the session exactly as it was.
+// into a new session and continuing equals never stopping, bit for bit (docs/SEMANTICS.md
+// section 4, invariant 8); a file for another config, a corrupt file or a missing file throws
+// and leaves the session exactly as it was.
 #include <gtest/gtest.h>
 
 #include "scratch_dir.hpp"

@@ -255,8 +255,9 @@ TEST_P(TitansPytorchMac, GreedyGenerationMatchesSample) {
 // titans-pytorch's cached decoding (sample(use_cache=True)) is not its full forward: persistent
 // keys are not rotated but cached queries are rotated at their position in the cache (not in the
 // sequence), and the non-sliding cache is emptied at the wrong rows after a prompt longer than a
-// window (TP-NOTES 4.7). The engine always computes the full forward, so its greedy tokens are
-// the uncached ones; where the recorded cached tokens differ, they differ from the engine's.
+// window (docs/TITANS_PYTORCH.md, "cached decoding is not the forward pass"). The engine always
+// computes the full forward, so its greedy tokens are the uncached ones; where the recorded
+// cached tokens differ, they differ from the engine's.
 TEST_P(TitansPytorchMac, CachedDecodingOfTitansPytorchIsNotFollowed) {
   const Golden g = Golden::Load(GetParam());
   const bool same = g.info.at("cached_equals_uncached").get<bool>();

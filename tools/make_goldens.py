@@ -13,7 +13,8 @@ exercised) and rounded to float32, and the model is run in float64 three ways on
 float32-representable input of T tokens (T not a multiple of the chunk size):
   full    one call over all T tokens;
   calls   chunk-aligned continued calls with the state carried (every call starts at a chunk
-          boundary and completes at least one chunk: TP-NOTES 2.9 paths are avoided);
+          boundary and completes at least one chunk: the paths where titans-pytorch is
+          inconsistent, docs/TITANS_PYTORCH.md, are avoided);
   tokens  one token per call (decoding).
 Files per case <name>:
   <name>.memory.safetensors   the engine memory file (tools/convert_titans_pytorch.py, F32)

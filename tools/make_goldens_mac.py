@@ -19,9 +19,10 @@ only in `sliding_window_attn` (no tensor depends on it). Per variant, in float64
                   the whole sequence, so this is the package's consistent answer;
   greedy_cached   the same with use_cache=True, recorded to document that titans-pytorch's
                   cached decoding is not its full forward (docs/TITANS_PYTORCH.md: persistent
-                  memory keys against cache-relative query rotations, and TP-NOTES 4.7); the
-                  index also records the largest logit difference of cached decoding of the
-                  case's tokens against the full call.
+                  memory keys against cache-relative query rotations, and the non-sliding
+                  cache emptied at the wrong rows); the index also records the largest
+                  logit difference of cached decoding of the case's tokens against the full
+                  call.
 The prompt is the first `prompt` tokens of the case's tokens. The script fails if a greedy
 step's top-two logit margin is below 1e-3 (the engine's float32 logits could then pick the
 other token).
@@ -68,7 +69,8 @@ def case_list():
         # num_persist_mem_tokens=4, num_longterm_mem_tokens=16) of the package README, at
         # width 64 and with segments of 16: W = C = 20, every layer has memory (heads 1,
         # dim_head 64, expansion 4, momentum, max_lr 1, batch_size None), 4 streams. The
-        # 40-token prompt spans 48 interspersed positions (48 mod 20 != 0: TP-NOTES 4.7).
+        # 40-token prompt spans 48 interspersed positions (48 mod 20 != 0: the non-sliding
+        # cache is emptied at the wrong rows, docs/TITANS_PYTORCH.md).
         dict(name="readme_small", seed=3008, T=96, prompt=40, new=40,
              variants=OrderedDict(block=False, sliding=True),
              kwargs=dict(num_tokens=256, dim=64, depth=2, segment_len=16,

@@ -6,7 +6,7 @@
 //
 // The memory's weights are *constructed*, not trained, so that recall means something without a
 // training run. With depth 1 the memory is one dh x dh matrix W, and with no momentum a write is
-// the gated delta rule (SEMANTICS.md 1.3, invariant 9):
+// the gated delta rule (docs/SEMANTICS.md 1.3, invariant 9):
 //     W <- (1 - alpha) W - 2 theta k^T (k W - v)
 // We choose the projections so that an input row [key | value] gives k = key / |key| and
 // v = value, theta = 0.5 (one write of a unit key stores its value exactly: k W_new = v) and

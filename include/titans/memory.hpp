@@ -1,4 +1,4 @@
-// titans/memory.hpp: the neural long-term memory (SEMANTICS.md section 1).
+// titans/memory.hpp: the neural long-term memory (docs/SEMANTICS.md section 1).
 //
 //   NeuralMemory   immutable: config + learned weights of one memory layer; share it freely
 //                  (std::shared_ptr<const NeuralMemory>) across threads and sessions.

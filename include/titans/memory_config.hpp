@@ -1,7 +1,7 @@
 // titans/memory_config.hpp: every option of one neural long-term memory layer.
 //
-// The options follow ../shared/spec/SEMANTICS.md section 1 one for one; the comment on each
-// field names the paragraph it comes from. Two presets cover the common cases: `Paper` (the
+// The options follow docs/SEMANTICS.md section 1 one for one; the comment on each field names
+// the paragraph it comes from. Two presets cover the common cases: `Paper` (the
 // Titans paper, chunk-wise gradient descent) and `TitansPytorch` (the PyPI package
 // `titans-pytorch`, NeuralMemory(chunk_size=C, batch_size=B)).
 #pragma once
@@ -46,7 +46,8 @@ struct MemoryConfig {
   int read_offset = 0;  // o: 0 or 1
 
   // 1.5 Head output.
-  bool output_gate = false;  // per-head sigmoid(r W_gate) on the retrieved values
+  bool output_gate = false;  // per-head sigmoid(r^ W_gate) on the retrieved values (r^: r after
+                             // retrieve_norm)
   bool output_proj = true;   // project H*dh -> d; without it the output is [n, H*dh]
 
   int hidden_dim() const { return static_cast<int>(static_cast<float>(head_dim) * expansion); }

@@ -24,7 +24,7 @@ struct AttentionWeights {
   std::vector<float> persistent_v;  // [Np, Hkv*da]
 };
 
-// The memory branch of a block (SEMANTICS.md 3): NeuralMemory (without its own output
+// The memory branch of a block (docs/SEMANTICS.md 3.1): NeuralMemory (without its own output
 // projection) -> per-head RMSNorm -> times SiLU(r W_g) -> output projection.
 struct MemoryBranchWeights {
   MemoryWeights memory;     // the NeuralMemory's weights (its config: ModelConfig::memory)

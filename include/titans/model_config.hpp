@@ -1,8 +1,9 @@
-// titans/model_config.hpp: the configuration of a whole Titans model (SEMANTICS.md sections 2
-// and 3): token embedding (or raw input embeddings), a stack of blocks whose kinds may mix per
-// layer, a final RMSNorm and an LM head (optionally tied to the embedding). A config can also
-// describe titans-pytorch's MemoryAsContextTransformer (Architecture::kTitansPytorchMac,
-// docs/TITANS_PYTORCH.md), which the engine runs as a model kind of its own.
+// titans/model_config.hpp: the configuration of a whole Titans model (docs/SEMANTICS.md
+// sections 2 and 3): token embedding (or raw input embeddings), a stack of blocks whose kinds
+// may mix per layer, a final RMSNorm and an LM head (optionally tied to the embedding). A config
+// can also describe titans-pytorch's MemoryAsContextTransformer (Architecture::kTitansPytorchMac,
+// docs/SEMANTICS.md section 5, docs/TITANS_PYTORCH.md), which the engine runs as a model kind of
+// its own.
 #pragma once
 
 #include <string>
@@ -12,7 +13,7 @@
 
 namespace titans {
 
-// One block of the stack (pre-norm, residual; SEMANTICS.md section 3).
+// One block of the stack (pre-norm, residual; docs/SEMANTICS.md section 3).
 enum class BlockKind {
   kLmm,        // h = x + Mem(n(x)); out = h + FFN(n(h))
   kMal,        // h = x + Mem(n(x)); h = h + SWA(n(h)); out = h + FFN(n(h))
@@ -23,7 +24,7 @@ enum class BlockKind {
 
 // The network a ModelConfig describes.
 enum class Architecture {
-  kTitans,            // this engine's stack of blocks (SEMANTICS.md section 3)
+  kTitans,            // this engine's stack of blocks (docs/SEMANTICS.md section 3)
   kTitansPytorchMac,  // titans-pytorch MemoryAsContextTransformer (docs/TITANS_PYTORCH.md)
 };
 

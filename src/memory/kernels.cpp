@@ -374,8 +374,8 @@ void MemorySession::Workspace::Read(const MemoryConfig& c, const MemoryState& st
 
 namespace {
 
-// The unit's coefficients for one head (SEMANTICS 1.6, 0-based steps j = 0..m-1 of s tokens),
-// with eta_j, alpha_j from the mean logit of step j: after the unit
+// The unit's coefficients for one head (docs/SEMANTICS.md 1.6, 0-based steps j = 0..m-1 of s
+// tokens), with eta_j, alpha_j from the mean logit of step j: after the unit
 //   S = E0 S_in + sum_j e_j u_j,  W = A0 W_in + f S_in + sum_j c_j u_j,  where
 //   e_j = prod_{i>j} eta_i, a_j = prod_{i>j} (1 - alpha_i), c_j = a_j + eta_{j+1} c_{j+1},
 //   A0 = prod (1 - alpha), E0 = prod eta, f = sum_j a_j prod_{i<=j} eta_i.

@@ -1,7 +1,7 @@
-// The fast path of the neural memory (SEMANTICS.md 1.6): per tile of tokens the projections,
-// per unit (commit block, or step) the gradients of all its tokens at W_base and the momentum
-// and decay recurrences folded into coefficient-weighted products, and batched reads. All
-// scratch is sized here once per session; Run allocates nothing.
+// The fast path of the neural memory (docs/SEMANTICS.md 1.6): per tile of tokens the
+// projections, per unit (commit block, or step) the gradients of all its tokens at W_base and
+// the momentum and decay recurrences folded into coefficient-weighted products, and batched
+// reads. All scratch is sized here once per session; Run allocates nothing.
 //
 // Threading: Run opens one OpenMP parallel region per tile (fewer threads when the tile has
 // little work). Every thread walks the same control flow and does its share (ith, nth) of each

@@ -1,5 +1,5 @@
 // Causal multi-head attention with a sliding window, rotary positions, grouped key/value heads
-// and persistent key/value pairs (SEMANTICS.md section 2). Internal API: the blocks of issue 3
+// and persistent key/value pairs (docs/SEMANTICS.md section 2). Internal API: the blocks of issue 3
 // (MAL, MAG, MAC) call it; it is not a public header. The naive reference the tests compare it
 // with is src/reference/attention_reference.hpp.
 //
@@ -44,7 +44,7 @@ struct AttentionShape {
 };
 
 // Rotary position embedding in place, as rotary-embedding-torch does for titans-pytorch
-// (TP-NOTES.md 4.4): x [n, heads * dh], row t at absolute position first_position + t. In
+// (docs/SEMANTICS.md 2.1): x [n, heads * dh], row t at absolute position first_position + t. In
 // every head the interleaved pairs (x[2i], x[2i+1]) turn by the angle pos * base^(-2i/dh):
 //   x'[2i] = x[2i] cos - x[2i+1] sin,   x'[2i+1] = x[2i+1] cos + x[2i] sin.
 // Angles, cos and sin are computed in double from the absolute position (exact at any position,

@@ -1,7 +1,7 @@
 // memory_reference.hpp: a naive reference of the neural long-term memory (header-only, tests).
 //
-// Written for clarity, not speed: it follows ../../shared/spec/SEMANTICS.md section 1 literally,
-// one token at a time, in any floating point type (double for ground truth, float to compare
+// Written for clarity, not speed: it follows docs/SEMANTICS.md section 1 literally, one token
+// at a time, in any floating point type (double for ground truth, float to compare
 // rounding). It MATERIALISES all memory parameters after every update step and keeps that
 // history, so `weights_after(k)` is the full set of fast weights after k steps (k = 0 is W0).
 // Nothing here is shared with the fast path (src/memory/kernels.cpp): the point is to be an
@@ -111,7 +111,7 @@ struct MemoryTrace {
   std::vector<Scalar> y;               // M(u)
 };
 
-// M(u) for one head (SEMANTICS 1.1), keeping every intermediate.
+// M(u) for one head (docs/SEMANTICS.md 1.1), keeping every intermediate.
 template <class Scalar>
 MemoryTrace<Scalar> MemoryForwardTrace(const MemoryConfig& config, const HeadParams<Scalar>& p,
                                        const Scalar* u) {
@@ -164,7 +164,7 @@ std::vector<Scalar> MemoryForward(const MemoryConfig& config, const HeadParams<S
   return MemoryForwardTrace(config, p, u).y;
 }
 
-// lambda of SEMANTICS 1.3: 1 (kSum) or 1/dh (kMean).
+// lambda of docs/SEMANTICS.md 1.3: 1 (kSum) or 1/dh (kMean).
 template <class Scalar>
 Scalar LossLambda(const MemoryConfig& config) {
   return config.loss == LossScale::kSum ? Scalar(1) : Scalar(1) / Scalar(config.head_dim);
@@ -180,7 +180,7 @@ Scalar Loss(const MemoryConfig& config, const HeadParams<Scalar>& p, const Scala
   return lambda * theta * sq;
 }
 
-// d Loss / d (W_1..W_L, g), by hand (TP-NOTES 2.3):
+// d Loss / d (W_1..W_L, g), by hand (docs/SEMANTICS.md 1.3):
 //   e = 2 lambda theta (y - v)                         (dL/dy)
 //   plain:       dz_L = e
 //   ln_residual: dg = e * n;  gn = e * (1 + g);
@@ -372,7 +372,7 @@ class ReferenceMemory {
   const std::vector<TokenTrace>& tokens() const { return tokens_; }
   const std::vector<StepTrace>& step_trace() const { return steps_; }
 
-  // SEMANTICS 1.4: the number of steps whose weights token t reads.
+  // docs/SEMANTICS.md 1.4: the number of steps whose weights token t reads.
   int64_t ReadSteps(int64_t t) const {
     const int64_t o = config_.read_offset;
     const int64_t s = config_.step;
@@ -446,7 +446,7 @@ class ReferenceMemory {
     return y;
   }
 
-  // Per-head normalisation of q or k (SEMANTICS 1.2 step 5).
+  // Per-head normalisation of q or k (docs/SEMANTICS.md 1.2 step 5).
   void QkNormalise(std::vector<Scalar>& x, const std::vector<Scalar>& gain) const {
     const int dh = config_.head_dim;
     for (int h = 0; h < config_.heads; ++h) {
@@ -515,7 +515,7 @@ class ReferenceMemory {
     const int64_t t = position() - 1;
     if ((t + 1) % c.step == 0) WriteStep(t + 1 - c.step);
 
-    // Read (SEMANTICS 1.4).
+    // Read (docs/SEMANTICS.md 1.4).
     const int64_t k_read = ReadSteps(t);
     if (k_read > steps()) throw std::logic_error("read rule reads weights not yet written");
     tk.read_steps = k_read;
@@ -534,7 +534,7 @@ class ReferenceMemory {
     }
   }
 
-  // SEMANTICS 1.3 for the step made of tokens [first, first + s).
+  // docs/SEMANTICS.md 1.3 for the step made of tokens [first, first + s).
   void WriteStep(int64_t first) {
     const MemoryConfig& c = config_;
     const int d = c.d_model;

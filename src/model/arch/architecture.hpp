@@ -2,9 +2,10 @@
 // inputs, owns the stream's state (src/model/session_state.hpp) and leaves the rest to a Runner
 // of the model's architecture, one file each:
 //   titans.cpp              Architecture::kTitans: the stack of LMM, MAL, MAG, MAC and attention
-//                           blocks (SEMANTICS.md sections 2 and 3)
+//                           blocks (docs/SEMANTICS.md sections 2 and 3)
 //   titans_pytorch_mac.cpp  Architecture::kTitansPytorchMac: titans-pytorch's
-//                           MemoryAsContextTransformer (docs/TITANS_PYTORCH.md)
+//                           MemoryAsContextTransformer (docs/SEMANTICS.md section 5,
+//                           docs/TITANS_PYTORCH.md)
 // Each has a tensor table next to it (titans_weights.hpp, titans_pytorch_mac_weights.hpp) that
 // src/model/weights.cpp walks. A new architecture is a new runner and table here, a case in
 // MakeRunner (src/model/session.cpp) and in ModelWeights' table (src/model/weights.cpp), and its

@@ -1,4 +1,4 @@
-// The Titans stack (architecture kTitans; SEMANTICS.md sections 2 and 3): the Runner of
+// The Titans stack (architecture kTitans; docs/SEMANTICS.md sections 2 and 3): the Runner of
 // src/model/arch/architecture.hpp for its models. Session (src/model/session.cpp) checks the
 // inputs and owns the state; a titans-pytorch MemoryAsContextTransformer model
 // (kTitansPytorchMac) runs in titans_pytorch_mac.cpp instead.

@@ -1,7 +1,7 @@
 // titans-pytorch MemoryAsContextTransformer as a model kind of its own (architecture
 // kTitansPytorchMac: the Runner of src/model/arch/architecture.hpp for its models;
-// docs/TITANS_PYTORCH.md; ../shared/spec/TP-NOTES.md section 4, with the corrections in
-// docs/TITANS_PYTORCH.md). Its tensor table is titans_pytorch_mac_weights.hpp.
+// docs/SEMANTICS.md section 5, and in full docs/TITANS_PYTORCH.md). Its tensor table is
+// titans_pytorch_mac_weights.hpp.
 //
 // The token stream is interspersed: after every `segment` tokens come M learned long-term
 // memory tokens, run when the next token arrives (titans-pytorch appends them only to a segment
