@@ -298,8 +298,18 @@ std::shared_ptr<const Model> BuildNeedleModel(const NeedleModelOptions& options)
 
 std::shared_ptr<const Model> WithoutMemoryWrites(const Model& model) {
   ModelConfig config = model.config();
-  config.memory.max_lr = 0.0f;
-  return std::make_shared<const Model>(config, model.weights());
+  config.memory.max_lr = 0.0f;  // theta = 0: no gradient enters the momentum or the weights
+  // No forgetting either: with theta = 0 the update is still W = (1 - alpha) W, which would fade
+  // W0 towards zero. A decay gate with zero weights and bias -1e4 gives alpha = 1 / (1 + e^1e4)
+  // = 0 exactly, so the weights are multiplied by exactly 1.
+  ModelWeights weights = model.weights();
+  const auto no_forgetting = [](MemoryWeights& m) {
+    std::fill(m.w_alpha.begin(), m.w_alpha.end(), 0.0f);
+    std::fill(m.b_alpha.begin(), m.b_alpha.end(), -1e4f);
+  };
+  for (LayerWeights& layer : weights.layers) no_forgetting(layer.memory.memory);
+  for (TpMacLayerWeights& layer : weights.tp_mac.layers) no_forgetting(layer.memory);
+  return std::make_shared<const Model>(config, std::move(weights));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ class Scale {
       lo_ = std::floor(lo_ / step) * step;
       hi_ = std::ceil(hi_ / step) * step;
       for (double v = lo_; v <= hi_ + step / 2; v += step) {
-        ticks_.emplace_back(std::abs(v) < step / 2 ? 0.0 : v, TickLabel(v));
+        const double tick = std::abs(v) < step / 2 ? 0.0 : v;  // not 5e-18 after rounding
+        ticks_.emplace_back(tick, TickLabel(tick));
       }
     }
   }
@@ -274,6 +275,10 @@ const char* TextColour(const Rgb& c) {
 
 void WriteLineChartsSvg(const std::string& path, const std::string& title,
                         const std::vector<LineChart>& charts) {
+  io::WriteFileAtomically(path, LineChartsSvg(title, charts));
+}
+
+std::string LineChartsSvg(const std::string& title, const std::vector<LineChart>& charts) {
   if (charts.empty()) Invalid("no chart to draw");
   for (const LineChart& chart : charts) CheckChart(chart);
   const double width = kChartWidth * static_cast<double>(charts.size());
@@ -285,7 +290,7 @@ void WriteLineChartsSvg(const std::string& path, const std::string& title,
     DrawChart(svg, charts[i], kChartWidth * static_cast<double>(i), kTitleHeight);
   }
   svg << "</svg>\n";
-  io::WriteFileAtomically(path, svg.str());
+  return svg.str();
 }
 
 void WriteHeatmapSvg(const std::string& path, const std::string& title, const std::string& x_title,
@@ -366,6 +371,7 @@ void WriteHeatmapSvg(const std::string& path, const std::string& title, const st
 }
 
 std::string TokenCountLabel(int64_t n) {
+  if (n == 0) return "0";
   if (n % (int64_t{1} << 20) == 0) return std::to_string(n >> 20) + "M";
   if (n % (int64_t{1} << 10) == 0) return std::to_string(n >> 10) + "K";
   return std::to_string(n);

@@ -21,6 +21,7 @@
 
 #include "io/safetensors.hpp"
 #include "svg_check.hpp"
+#include "titans/evals/eval.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
@@ -135,7 +136,7 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, VersionAndHelp) {
   EXPECT_EQ(Ok({"--version"}).rfind("titans ", 0), 0u);
   EXPECT_NE(Ok({"--help"}).find("make-model"), std::string::npos);
-  for (const char* sub : {"make-model", "info", "generate", "forward", "bench"}) {
+  for (const char* sub : {"make-model", "info", "generate", "forward", "bench", "niah", "eval"}) {
     EXPECT_NE(Ok({sub, "--help"}).find(std::string("Usage: titans ") + sub), std::string::npos);
   }
   // A malformed command line: status 2 and an `error:` line.
@@ -537,6 +538,114 @@ TEST_F(CliTest, NiahRunsTheGridWithBaselinesAndWritesJsonAndHeatmaps) {
   const Result png = Titans({"niah", "--plot", Path("niah.png")});  // SVG only, refused at once
   EXPECT_EQ(png.status, 2) << png;
   EXPECT_NE(png.err.find("*.svg"), std::string::npos) << png;
+}
+
+TEST_F(CliTest, EvalPrintsBitsPerByteByPositionAndWritesJsonAndAPlot) {
+  const std::string model = Path("m.safetensors"), text = Path("text.txt");
+  Ok({"make-model", model});  // mag, window 64, memory unit 16
+  std::string prose;
+  for (int i = 0; prose.size() < 1500; ++i) {
+    prose += "Line " + std::to_string(i) + ": the memory learns at test time. ";
+  }
+  prose.resize(1500);
+  std::ofstream(text, std::ios::binary) << prose;
+
+  const std::string out = Ok({"eval", model, text, "--reset-every", "256", "--threads", "1",
+                              "--json", Path("e.json"), "--plot", Path("e.svg")});
+  for (const char* s :
+       {"1500 bytes", "1499 predicted", "W = 64 (attention window)", "writes on", "writes off",
+        "reset every 256", "0-64", "64-256", "256-1K", "1K-1500", "overall", "wrote "}) {
+    EXPECT_NE(out.find(s), std::string::npos) << s << " in\n" << out;
+  }
+  // The records: 3 variants x (4 buckets + overall), the same figures as the library's.
+  const auto records = nlohmann::json::parse(ReadFile(Path("e.json")));
+  ASSERT_TRUE(records.is_array());
+  ASSERT_EQ(records.size(), 15u) << records.dump(2);
+  const eval::Evaluation e =
+      eval::Evaluate(Model::Load(model), prose, {.reset_every = 256, .threads = 1});
+  const int64_t bounds[5] = {0, 64, 256, 1024, 1500};
+  size_t i = 0;
+  for (const eval::Variant& v : e.variants) {
+    int64_t tokens = 0;
+    for (int k = 0; k < 5; ++k, ++i) {
+      const auto& r = records[i];
+      const bool overall = k == 4;
+      const eval::Bucket& b = overall ? v.result.overall : v.result.buckets[static_cast<size_t>(k)];
+      const eval::Bucket& on = overall ? e.variants[0].result.overall
+                                       : e.variants[0].result.buckets[static_cast<size_t>(k)];
+      EXPECT_EQ(r.at("model"), model) << r;
+      EXPECT_EQ(r.at("text"), text) << r;
+      EXPECT_EQ(r.at("bytes"), 1500) << r;
+      EXPECT_EQ(r.at("window"), 64) << r;
+      EXPECT_EQ(r.at("variant"), v.name) << r;
+      EXPECT_EQ(r.at("overall"), overall) << r;
+      EXPECT_EQ(r.at("bucket_begin"), overall ? 0 : bounds[k]) << r;
+      EXPECT_EQ(r.at("bucket_end"), overall ? 1500 : bounds[k + 1]) << r;
+      EXPECT_EQ(r.at("tokens"), b.tokens) << r;
+      EXPECT_DOUBLE_EQ(r.at("bits_per_byte").get<double>(), b.bits_per_byte()) << r;
+      EXPECT_DOUBLE_EQ(r.at("difference").get<double>(), b.bits_per_byte() - on.bits_per_byte());
+      if (v.name == "reset") {
+        EXPECT_EQ(r.at("reset_every"), 256) << r;
+      } else {
+        EXPECT_TRUE(r.at("reset_every").is_null()) << r;
+      }
+      if (!overall) tokens += r.at("tokens").get<int64_t>();
+    }
+    EXPECT_EQ(tokens, 1499);  // the buckets partition the predicted bytes
+  }
+  EXPECT_EQ(records[4].at("difference"), 0.0);  // writes on against itself
+  const std::string svg = ReadFile(Path("e.svg"));
+  EXPECT_EQ(testing::SvgProblem(svg), "") << svg;
+  for (const char* s : {">writes on<", ">writes off<", ">reset every 256<", ">64<", ">1K<",
+                        "Bits per byte by position", "Difference against writes on"}) {
+    EXPECT_NE(svg.find(s), std::string::npos) << s;
+  }
+
+  // --window and --max-bytes: other buckets, a shorter text.
+  Ok({"eval", model, text, "--window", "100", "--max-bytes", "1000", "--threads", "1", "--json",
+      Path("w.json")});
+  const auto w = nlohmann::json::parse(ReadFile(Path("w.json")));
+  ASSERT_EQ(w.size(), 2u * 4u) << w.dump(2);  // [0,100) [100,400) [400,1000), overall
+  EXPECT_EQ(w[2].at("bucket_end"), 1000);
+  EXPECT_EQ(w[3].at("tokens"), 999);
+  EXPECT_EQ(w[3].at("window"), 100);
+
+  // Bad input: status 1, one error line, no output file.
+  std::ofstream(Path("empty.txt")) << "";
+  std::ofstream(Path("one.txt")) << "x";
+  Ok({"make-model", Path("v48.safetensors"), "--vocab", "48", "--d-model", "32"});
+  Ok({"make-model", Path("v0.safetensors"), "--vocab", "0", "--d-model", "32"});
+  Ok({"make-model", Path("attention.safetensors"), "--kind", "attention", "--d-model", "32"});
+  const std::string json = Path("bad.json");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"eval", model, Path("missing.txt")}, "missing.txt"},
+      {{"eval", model, dir_.string()}, "is a directory"},
+      {{"eval", model, Path("empty.txt")}, "is empty"},
+      {{"eval", model, Path("one.txt")}, "at least 2"},
+      {{"eval", model, text, "--max-bytes", "1"}, "at least 2"},
+      {{"eval", Path("missing.safetensors"), text}, "missing.safetensors"},
+      {{"eval", Path("v48.safetensors"), text}, "vocab_size 256"},
+      {{"eval", Path("v0.safetensors"), text}, "input embeddings"},
+      {{"eval", model, text, "--reset-every", "100"}, "multiple of the memory's unit (16"},
+      {{"eval", Path("attention.safetensors"), text, "--reset-every", "64"}, "no memory"},
+      {{"eval", model, text, "--plot", Path("no/such/dir/e.svg")}, "does not exist"},
+  };
+  for (auto [args, what] : bad) {
+    args.insert(args.end(), {"--json", json});
+    ExpectError(args, what);
+    EXPECT_FALSE(std::filesystem::exists(json)) << args[2];
+  }
+  // A malformed command line: status 2.
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"eval", model},
+                                             {"eval", model, text, "--piece", "0"},
+                                             {"eval", model, text, "--window", "0"},
+                                             {"eval", model, text, "--reset-every", "x"},
+                                             {"eval", model, text, "--plot", Path("e.png")}}) {
+    const Result r = Titans(args);
+    EXPECT_EQ(r.status, 2) << r;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;
+  }
 }
 
 TEST_F(CliTest, ErrorsExitWithStatusOneAndAnErrorLine) {

@@ -84,6 +84,26 @@ TEST(PlotTest, LineChartsAreWellFormedAndShowTheirData) {
   EXPECT_EQ(SvgProblem(ReadFile(path)), "");
 }
 
+TEST(PlotTest, ZeroIsLabelledZero) {
+  // A linear axis through 0 whose steps do not add up to 0 exactly (-0.03 + 3 x 0.01) labels its
+  // zero tick "0", not the rounding error; a token count of 0 is "0".
+  plot::LineChart chart;
+  chart.x.log = true;
+  chart.series = {{"d", {32, 160, 640, 2560}, {0.0, -0.0011, 0.0062, -0.0267}}};
+  const std::string svg = plot::LineChartsSvg("zero", {chart});
+  EXPECT_EQ(SvgProblem(svg), "") << svg;
+  EXPECT_NE(svg.find(">0<"), std::string::npos) << svg;
+  EXPECT_EQ(svg.find("e-1"), std::string::npos) << svg;
+  EXPECT_EQ(plot::TokenCountLabel(0), "0");
+  EXPECT_EQ(plot::TokenCountLabel(64), "64");
+  EXPECT_EQ(plot::TokenCountLabel(3 << 10), "3K");
+  EXPECT_EQ(plot::TokenCountLabel(int64_t{2} << 20), "2M");
+  // The text WriteLineChartsSvg writes.
+  const ScratchDir scratch("plot_test_");
+  plot::WriteLineChartsSvg(scratch.Path("z.svg"), "zero", {chart});
+  EXPECT_EQ(ReadFile(scratch.Path("z.svg")), svg);
+}
+
 TEST(PlotTest, HeatmapShowsEveryCell) {
   const ScratchDir scratch("plot_test_");
   const std::string path = scratch.Path("heat.svg");

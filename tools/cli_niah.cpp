@@ -3,8 +3,6 @@
 // an SVG heatmap. docs/NIAH.md describes the task and the model; docs/CLI.md the options.
 #include "cli_niah.hpp"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +17,7 @@
 #include <vector>
 
 #include "cli_options.hpp"
+#include "cli_progress.hpp"
 #include "io/safetensors.hpp"
 #include "titans/evals/niah.hpp"
 #include "titans/evals/plot.hpp"
@@ -26,8 +25,6 @@
 
 namespace titans::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 struct NiahArgs {
   std::string model_path;     // empty: the constructed demo model
@@ -50,18 +47,6 @@ std::string DepthLabel(double percent) {
   return s.str();
 }
 
-std::string Duration(double seconds) {
-  const auto s = static_cast<long long>(seconds + 0.5);
-  char buffer[32];
-  if (s >= 3600)
-    std::snprintf(buffer, sizeof buffer, "%lldh%02lldm", s / 3600, s / 60 % 60);
-  else if (s >= 60)
-    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", s / 60, s % 60);
-  else
-    std::snprintf(buffer, sizeof buffer, "%llds", s);
-  return buffer;
-}
-
 // A distinct, reproducible needle (key and number) per trial of every cell.
 uint64_t TrialSeed(uint64_t seed, int64_t length, double depth, int trial) {
   uint64_t x = seed;
@@ -71,42 +56,6 @@ uint64_t TrialSeed(uint64_t seed, int64_t length, double depth, int trial) {
   }
   return x;
 }
-
-// One-line progress on stderr (tokens/s and time left), redrawn at most twice a second; only
-// on a terminal, so that logs stay clean.
-class ProgressLine {
- public:
-  ProgressLine(std::string label, int64_t total)
-      : label_(std::move(label)),
-        total_(total),
-        enabled_(isatty(fileno(stderr)) != 0),
-        start_(Clock::now()),
-        last_(start_) {}
-
-  void Update(int64_t done) {
-    if (!enabled_) return;
-    const auto now = Clock::now();
-    if (now - last_ < std::chrono::milliseconds(500) && done < total_) return;
-    last_ = now;
-    const double elapsed = std::chrono::duration<double>(now - start_).count();
-    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
-    const double left = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
-    std::fprintf(stderr, "\r%s: %5.1f%% of %s tokens, %.0f tokens/s, %s left   ", label_.c_str(),
-                 100.0 * static_cast<double>(done) / static_cast<double>(total_),
-                 plot::TokenCountLabel(total_).c_str(), rate, Duration(left).c_str());
-    shown_ = true;
-  }
-  ~ProgressLine() {
-    if (shown_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  std::string label_;
-  int64_t total_;
-  bool enabled_;
-  Clock::time_point start_, last_;
-  bool shown_ = false;
-};
 
 struct TrialRecord {
   std::string expected, answer;

@@ -8,6 +8,7 @@
 //   titans bench [--contexts 1K,4K,...] [--kinds lmm,mac,...] [--json F] [--plot F]
 //   titans niah [--lengths 1K,4K,...] [--depths 0,50,...] [--trials N] [--baseline] [--json F]
 //               [--plot F] [--model MODEL] [--haystack TEXT]
+//   titans eval MODEL TEXT [--window W] [--reset-every N] [--max-bytes N] [--json F] [--plot F]
 //
 // Exit status: 0 on success, 1 when running the command fails (the library's titans::Error:
 // a bad model or input file, a token out of range, ...), 2 for a malformed command line. Every
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "cli_bench.hpp"
+#include "cli_eval.hpp"
 #include "cli_niah.hpp"
 #include "io/safetensors.hpp"
 #include "titans/titans.hpp"
@@ -733,6 +735,7 @@ int main(int argc, char** argv) {
 
   const std::function<int()> run_bench = titans::cli::AddBenchCommand(app);
   const std::function<int()> run_niah = titans::cli::AddNiahCommand(app);
+  const std::function<int()> run_eval = titans::cli::AddEvalCommand(app);
 
   try {
     app.parse(argc, argv);
@@ -760,6 +763,7 @@ int main(int argc, char** argv) {
     if (forward->parsed()) return RunForward(fa);
     if (const int status = run_bench(); status >= 0) return status;
     if (const int status = run_niah(); status >= 0) return status;
+    if (const int status = run_eval(); status >= 0) return status;
   } catch (const std::exception& e) {
     std::cout.flush();
     std::cerr << "error: " << e.what() << "\n";

@@ -62,6 +62,19 @@ class Session {
   void Reset();             // back to position 0
   Session Clone() const;    // an independent copy of this stream
 
+  // Forgets what the memories have written while the stream goes on: every memory layer's
+  // fast weights (and kLnResidual gains) go back to the model's initial W0 and its momentum to
+  // zero, as in a new session; the position, the attention caches and the memories'
+  // convolution tails (the projections of the last K-1 inputs, from which the next keys and
+  // queries are made: an input window like the attention caches, not written content) are
+  // kept. So a stream that calls ResetMemory every N tokens differs from one that does not only
+  // by what its memories wrote before each reset (`titans eval --reset-every`, docs/CLI.md).
+  // Allowed only where every memory has written all it was given: its position a multiple of
+  // MemoryConfig::unit() (for kTitans models: a multiple of the unit in tokens, which for MAC
+  // layers is the segment); otherwise throws Error(kInvalidArgument) and changes nothing. A
+  // model without memory layers has nothing to forget (no-op).
+  void ResetMemory();
+
   // Session files: safetensors with the model config and a format version in the metadata,
   // written atomically. Load checks that the file belongs to this model's config; on any
   // error the session is left as it was.

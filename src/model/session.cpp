@@ -8,6 +8,8 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "model/arch/architecture.hpp"
 #include "model/session_state.hpp"
@@ -145,6 +147,46 @@ void Session::Reset() {
     if (cache) cache->Reset();
   }
   state.position = 0;
+}
+
+void Session::ResetMemory() {
+  session::State& state = impl_->state;
+  // Every memory is checked before any is reset, so that a refused call changes nothing.
+  for (size_t l = 0; l < state.memory.size(); ++l) {
+    const MemorySession* memory = state.memory[l].get();
+    if (memory == nullptr) continue;
+    const MemoryState& s = memory->state();
+    const int unit = memory->memory().config().unit();
+    if (s.pending != 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "ResetMemory at position " + std::to_string(state.position) +
+                      ": the memory of layer " + std::to_string(l) + " holds " +
+                      std::to_string(s.pending) + " tokens of an unfinished unit of " +
+                      std::to_string(unit) + " (its position is " + std::to_string(s.position) +
+                      "); reset only where the memories' positions are multiples of their unit");
+    }
+    // The tails are kept and SetState checks them: a tail that overflowed is refused here.
+    for (const std::vector<float>* tail : {&s.conv_q, &s.conv_k, &s.conv_v, &s.conv_q_read}) {
+      for (float v : *tail) {
+        if (!std::isfinite(v)) {
+          throw Error(ErrorCode::kInvalidArgument, "ResetMemory: the convolution tail of layer " +
+                                                       std::to_string(l) +
+                                                       "'s memory is not finite");
+        }
+      }
+    }
+  }
+  for (auto& memory : state.memory) {
+    if (!memory) continue;
+    const MemoryState& old = memory->state();
+    MemoryState fresh = MemoryState::Initial(memory->memory());
+    fresh.position = old.position;
+    fresh.conv_q = old.conv_q;
+    fresh.conv_k = old.conv_k;
+    fresh.conv_v = old.conv_v;
+    fresh.conv_q_read = old.conv_q_read;
+    memory->SetState(std::move(fresh));
+  }
 }
 
 Session Session::Clone() const {

@@ -37,6 +37,8 @@ struct LineChart {
 // be > 0; every x must be finite, every y finite or NaN.
 void WriteLineChartsSvg(const std::string& path, const std::string& title,
                         const std::vector<LineChart>& charts);
+// The same SVG text, for a caller that writes it later (after other outputs succeeded).
+std::string LineChartsSvg(const std::string& title, const std::vector<LineChart>& charts);
 
 // A heatmap: values[y][x] in [0, 1], or NaN for a cell without a value (drawn grey, "n/a").
 // Cells are coloured red (0) -> amber (0.5) -> green (1) and show the value in percent. Row y
