@@ -1,5 +1,7 @@
 #include "io/checked_file.hpp"
 
+#include "io/json.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -38,12 +40,12 @@ const std::string& CheckHeader(const std::string& path, const SafetensorsFile& f
   const std::string& found = RequireMetadata(path, file, what, "format");
   if (found != format) {
     Fail(ErrorCode::kFormat, path,
-         "format is \"" + Truncated(found) + "\", expected \"" + format + "\"");
+         "format is " + Quoted(found) + ", expected \"" + format + "\"");
   }
   const std::string& found_version = RequireMetadata(path, file, what, "format_version");
   if (found_version != version) {
     Fail(ErrorCode::kFormat, path,
-         "unsupported format_version \"" + Truncated(found_version) + "\" (this build reads " +
+         "unsupported format_version " + Quoted(found_version) + " (this build reads " +
              version + ")");
   }
   return RequireMetadata(path, file, what, "config");
@@ -100,7 +102,7 @@ void ReadTensors(const std::string& path, const SafetensorsFile& file,
   for (const TensorRecord& t : file.tensors()) {
     if (records.count(t.name)) {
       Fail(ErrorCode::kFormat, path,
-           "unexpected tensor \"" + t.name + "\" (" + std::to_string(records.size()) +
+           "unexpected tensor " + Quoted(t.name) + " (" + std::to_string(records.size()) +
                " unexpected in all)");
     }
   }

@@ -18,6 +18,7 @@
 #include <set>
 #include <utility>
 
+#include "io/json.hpp"
 #include "titans/error.hpp"
 
 namespace titans::io {
@@ -96,15 +97,17 @@ Json ParseHeader(const std::string& path, const char* begin, const char* end) {
     } else if (event == Json::parse_event_t::key) {
       const std::string& key = parsed.get_ref<const std::string&>();
       if (!open_objects.back().insert(key).second) {
-        Fail(ErrorCode::kFormat, path, "header repeats the key \"" + key + "\"");
+        Fail(ErrorCode::kFormat, path, "header repeats the key " + Quoted(key));
       }
     }
     return true;
   };
+  // Nesting first: parsing, copying and destroying a deeply nested value recurse.
+  CheckJsonDepth(std::string_view(begin, static_cast<size_t>(end - begin)), path + ": header");
   try {
     return Json::parse(begin, end, reject_duplicates);
   } catch (const Json::exception& e) {
-    Fail(ErrorCode::kFormat, path, std::string("header is not valid JSON: ") + e.what());
+    Fail(ErrorCode::kFormat, path, "header is not valid JSON: " + Printable(e.what(), 500));
   }
 }
 
@@ -119,7 +122,7 @@ std::optional<int64_t> NonNegative(const Json& j) {
 // One header entry {"dtype", "shape", "data_offsets"} checked against the data section.
 TensorRecord ParseTensor(const std::string& path, const std::string& name, const Json& entry,
                          std::span<const std::byte> data) {
-  const std::string where = "tensor \"" + name + "\"";
+  const std::string where = "tensor " + Quoted(name);
   auto fail = [&](const std::string& problem) {
     Fail(ErrorCode::kFormat, path, where + ": " + problem);
   };
@@ -128,7 +131,7 @@ TensorRecord ParseTensor(const std::string& path, const std::string& name, const
   }
   for (const auto& [key, value] : entry.items()) {
     if (key != "dtype" && key != "shape" && key != "data_offsets") {
-      fail("unexpected key \"" + key + "\"");
+      fail("unexpected key " + Quoted(key));
     }
   }
   for (const char* key : {"dtype", "shape", "data_offsets"}) {
@@ -140,14 +143,14 @@ TensorRecord ParseTensor(const std::string& path, const std::string& name, const
   const Json& dtype = entry["dtype"];
   if (!dtype.is_string()) fail("dtype is not a string");
   const std::optional<DType> parsed = ParseDType(dtype.get<std::string>());
-  if (!parsed) fail("unsupported dtype " + dtype.dump() + " (supported: F32, F64, I32, I64)");
+  if (!parsed) fail("unsupported dtype " + Shown(dtype) + " (supported: F32, F64, I32, I64)");
   t.dtype = *parsed;
 
   const Json& shape = entry["shape"];
   if (!shape.is_array()) fail("shape is not an array");
   for (const Json& dim : shape) {
     const std::optional<int64_t> v = NonNegative(dim);
-    if (!v) fail("shape " + shape.dump() + " has an entry that is not a non-negative integer");
+    if (!v) fail("shape " + Shown(shape) + " has an entry that is not a non-negative integer");
     t.shape.push_back(*v);
   }
 
@@ -157,11 +160,11 @@ TensorRecord ParseTensor(const std::string& path, const std::string& name, const
     begin = NonNegative(offsets[0]), end = NonNegative(offsets[1]);
   }
   if (!begin || !end) {
-    fail("data_offsets " + offsets.dump() + " is not [begin, end] of non-negative integers");
+    fail("data_offsets " + Shown(offsets) + " is not [begin, end] of non-negative integers");
   }
-  if (*begin > *end) fail("data_offsets " + offsets.dump() + " has begin > end");
+  if (*begin > *end) fail("data_offsets " + Shown(offsets) + " has begin > end");
   if (static_cast<uint64_t>(*end) > data.size()) {
-    fail("data_offsets " + offsets.dump() + " run past the end of the " +
+    fail("data_offsets " + Shown(offsets) + " run past the end of the " +
          std::to_string(data.size()) + "-byte data section (file truncated?)");
   }
   const uint64_t bytes = static_cast<uint64_t>(*end - *begin);
@@ -169,7 +172,7 @@ TensorRecord ParseTensor(const std::string& path, const std::string& name, const
   uint64_t needed = 0;
   const bool overflow = !elements || __builtin_mul_overflow(*elements, DTypeSize(t.dtype), &needed);
   if (overflow || needed != bytes) {
-    fail("data_offsets " + offsets.dump() + " span " + std::to_string(bytes) +
+    fail("data_offsets " + Shown(offsets) + " span " + std::to_string(bytes) +
          " bytes, but shape " + ShapeString(t.shape) + " of " + ToString(t.dtype) + " needs " +
          (overflow ? std::string("more than 2^64") : std::to_string(needed)));
   }
@@ -196,12 +199,12 @@ void CheckTiling(const std::string& path, const std::vector<TensorRecord>& tenso
     const size_t begin = begin_of(t);
     if (begin < covered) {
       Fail(ErrorCode::kFormat, path,
-           "tensors \"" + previous->name + "\" and \"" + t->name + "\" overlap");
+           "tensors " + Quoted(previous->name) + " and " + Quoted(t->name) + " overlap");
     }
     if (begin > covered) {
       Fail(ErrorCode::kFormat, path,
            "data bytes [" + std::to_string(covered) + ", " + std::to_string(begin) +
-               ") before tensor \"" + t->name + "\" belong to no tensor");
+               ") before tensor " + Quoted(t->name) + " belong to no tensor");
     }
     covered = begin + t->bytes.size();
     previous = t;
@@ -363,7 +366,7 @@ SafetensorsFile SafetensorsFile::Open(const std::string& path) {
     if (!value.is_object()) Fail(ErrorCode::kFormat, path, "__metadata__ is not a JSON object");
     for (const auto& [name, entry] : value.items()) {
       if (!entry.is_string()) {
-        Fail(ErrorCode::kFormat, path, "__metadata__ \"" + name + "\" is not a string");
+        Fail(ErrorCode::kFormat, path, "__metadata__ " + Quoted(name) + " is not a string");
       }
       file.metadata_.emplace(name, entry.get<std::string>());
     }
@@ -384,16 +387,16 @@ void SafetensorsFile::ReadF32(const std::string& name, const std::vector<int64_t
   const std::string expected = "expected F32 " + ShapeString(shape);
   const TensorRecord* t = Find(name);
   if (t == nullptr) {
-    Fail(ErrorCode::kMismatch, path, "no tensor \"" + name + "\" (" + expected + ")");
+    Fail(ErrorCode::kMismatch, path, "no tensor " + Quoted(name) + " (" + expected + ")");
   }
   if (t->dtype != DType::kF32 || t->shape != shape) {
     Fail(ErrorCode::kMismatch, path,
-         "tensor \"" + name + "\" is " + ToString(t->dtype) + " " + ShapeString(t->shape) + ", " +
+         "tensor " + Quoted(name) + " is " + ToString(t->dtype) + " " + ShapeString(t->shape) + ", " +
              expected);
   }
   if (out.size_bytes() != t->bytes.size()) {
     Fail(ErrorCode::kInvalidArgument, path,
-         "tensor \"" + name + "\" " + ShapeString(shape) + " has " +
+         "tensor " + Quoted(name) + " " + ShapeString(shape) + " has " +
              std::to_string(t->bytes.size() / sizeof(float)) + " values, the output buffer " +
              std::to_string(out.size()));
   }
@@ -412,17 +415,17 @@ void WriteSafetensors(const std::string& path, const std::map<std::string, std::
   uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
     if (t.name == "__metadata__" || header.contains(t.name)) {
-      invalid("tensor name \"" + t.name + "\" is taken");
+      invalid("tensor name " + Quoted(t.name) + " is taken");
     }
     if (std::any_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; })) {
-      invalid("tensor \"" + t.name + "\" has a negative dimension in " + ShapeString(t.shape));
+      invalid("tensor " + Quoted(t.name) + " has a negative dimension in " + ShapeString(t.shape));
     }
     const std::optional<uint64_t> elements = Elements(t.shape);
     uint64_t bytes = 0;
     if (!elements || __builtin_mul_overflow(*elements, DTypeSize(t.dtype), &bytes)) {
-      invalid("tensor \"" + t.name + "\" shape " + ShapeString(t.shape) + " is too large");
+      invalid("tensor " + Quoted(t.name) + " shape " + ShapeString(t.shape) + " is too large");
     }
-    if (bytes > 0 && t.data == nullptr) invalid("tensor \"" + t.name + "\" has no data");
+    if (bytes > 0 && t.data == nullptr) invalid("tensor " + Quoted(t.name) + " has no data");
     header[t.name] = Json{{"dtype", ToString(t.dtype)},
                           {"shape", t.shape},
                           {"data_offsets", {offset, offset + bytes}}};

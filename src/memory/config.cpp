@@ -5,6 +5,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "io/json.hpp"
+#include "memory/config_json.hpp"
 #include "titans/error.hpp"
 
 namespace titans {
@@ -45,12 +47,12 @@ const char* EnumName(Enum value) {
 
 // Reads enum `key`, rejecting names outside the table (nlohmann maps them to the first entry).
 template <class Enum>
-Enum ReadEnum(const nlohmann::json& j, const char* key) {
-  const auto& node = j.at(key);
+Enum ReadEnum(const io::ConfigObject& c, const char* key) {
+  const nlohmann::json& node = io::Field(c, key);
   const Enum value = node.get<Enum>();
-  if (nlohmann::json(value) != node) {
-    throw Error(ErrorCode::kFormat, std::string("config: unknown value ") + node.dump() +
-                                        " for \"" + key + "\"");
+  if (!node.is_string() || nlohmann::json(value) != node) {
+    throw Error(ErrorCode::kFormat, c.what + ": unknown value " + io::Shown(node) + " for \"" +
+                                        c.prefix + key + "\"");
   }
   return value;
 }
@@ -68,12 +70,19 @@ void MemoryConfig::Validate() const {
   Require(heads >= 1, "heads must be >= 1");
   Require(head_dim >= 1, "head_dim must be >= 1");
   Require(depth >= 1, "depth must be >= 1");
-  Require(std::isfinite(expansion) && expansion > 0 && hidden_dim() >= 1,
-          "expansion must give a hidden width >= 1");
+  // Products in int64 / double first: the int accessors below must not overflow.
+  Require(int64_t{heads} * head_dim <= config_limits::kMaxWidth,
+          "heads * head_dim must be <= " + std::to_string(config_limits::kMaxWidth));
+  Require(std::isfinite(expansion) && expansion > 0 &&
+              static_cast<double>(head_dim) * expansion <= config_limits::kMaxWidth,
+          "expansion must give a hidden width <= " + std::to_string(config_limits::kMaxWidth));
+  Require(hidden_dim() >= 1, "expansion must give a hidden width >= 1");
   Require(depth == 1 || activation != Activation::kNone,
           "the memory MLP needs an activation (gelu or silu) when depth > 1");
   Require(qkv_activation != Activation::kGelu, "qkv_activation must be none or silu");
-  Require(layer_norm_eps > 0 && rms_eps > 0, "norm epsilons must be > 0");
+  Require(std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && std::isfinite(rms_eps) &&
+              rms_eps > 0,
+          "norm epsilons must be finite and > 0");
   Require(conv_kernel >= 0, "conv_kernel must be >= 0 (0 = no convolution)");
   Require(std::isfinite(max_lr) && max_lr >= 0, "max_lr must be finite and >= 0");
   Require(step >= 1, "step (s) must be >= 1");
@@ -82,6 +91,10 @@ void MemoryConfig::Validate() const {
   Require(read != ReadRule::kChunk || chunk > 0,
           "read = chunk needs chunk > 0 (with chunk = 0 use read = step)");
   Require(read_offset == 0 || read_offset == 1, "read_offset must be 0 or 1");
+  // Every session keeps the keys, values and gates of one unit: bound what a config implies.
+  Require(int64_t{unit()} * inner_dim() <= config_limits::kMaxUnitValues,
+          "the unit (" + std::to_string(unit()) + " tokens) times heads * head_dim (" +
+              std::to_string(inner_dim()) + ") must be <= 2^28");
 }
 
 double MemoryConfig::FlopsPerToken() const {
@@ -160,38 +173,39 @@ std::string MemoryConfig::ToJson() const {
   return j.dump();
 }
 
-MemoryConfig MemoryConfig::FromJson(const std::string& text) {
+MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
+  using namespace config_limits;
   MemoryConfig c;
-  try {
-    const nlohmann::json j = nlohmann::json::parse(text);
-    c.d_model = j.at("d_model").get<int>();
-    c.heads = j.at("heads").get<int>();
-    c.head_dim = j.at("head_dim").get<int>();
-    c.depth = j.at("depth").get<int>();
-    c.expansion = j.at("expansion").get<float>();
-    c.activation = ReadEnum<Activation>(j, "activation");
-    c.output = ReadEnum<MemoryOutput>(j, "output");
-    c.layer_norm_eps = j.at("layer_norm_eps").get<float>();
-    c.store_norm = j.at("store_norm").get<bool>();
-    c.retrieve_norm = j.at("retrieve_norm").get<bool>();
-    c.rms_eps = j.at("rms_eps").get<float>();
-    c.conv_kernel = j.at("conv_kernel").get<int>();
-    c.qkv_activation = ReadEnum<Activation>(j, "qkv_activation");
-    c.qk_norm = ReadEnum<QkNorm>(j, "qk_norm");
-    c.max_lr = j.at("max_lr").get<float>();
-    c.momentum = j.at("momentum").get<bool>();
-    c.loss = ReadEnum<LossScale>(j, "loss");
-    c.step = j.at("step").get<int>();
-    c.chunk = j.at("chunk").get<int>();
-    c.read = ReadEnum<ReadRule>(j, "read");
-    c.read_offset = j.at("read_offset").get<int>();
-    c.output_gate = j.at("output_gate").get<bool>();
-    c.output_proj = j.at("output_proj").get<bool>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::kFormat, std::string("memory config JSON: ") + e.what());
-  }
+  c.d_model = io::IntField(j, "d_model", 1, kMaxWidth);
+  c.heads = io::IntField(j, "heads", 1, kMaxWidth);
+  c.head_dim = io::IntField(j, "head_dim", 1, kMaxWidth);
+  c.depth = io::IntField(j, "depth", 1, kMaxDepth);
+  c.expansion = io::FloatField(j, "expansion", 0.0, 1024.0, /*lo_open=*/true);
+  c.activation = ReadEnum<Activation>(j, "activation");
+  c.output = ReadEnum<MemoryOutput>(j, "output");
+  c.layer_norm_eps = io::FloatField(j, "layer_norm_eps", 1e-30, 1.0);
+  c.store_norm = io::BoolField(j, "store_norm");
+  c.retrieve_norm = io::BoolField(j, "retrieve_norm");
+  c.rms_eps = io::FloatField(j, "rms_eps", 1e-30, 1.0);
+  c.conv_kernel = io::IntField(j, "conv_kernel", 0, kMaxConvKernel);
+  c.qkv_activation = ReadEnum<Activation>(j, "qkv_activation");
+  c.qk_norm = ReadEnum<QkNorm>(j, "qk_norm");
+  c.max_lr = io::FloatField(j, "max_lr", 0.0, 1e6);
+  c.momentum = io::BoolField(j, "momentum");
+  c.loss = ReadEnum<LossScale>(j, "loss");
+  c.step = io::IntField(j, "step", 1, kMaxUnit);
+  c.chunk = io::IntField(j, "chunk", 0, kMaxUnit);
+  c.read = ReadEnum<ReadRule>(j, "read");
+  c.read_offset = io::IntField(j, "read_offset", 0, 1);
+  c.output_gate = io::BoolField(j, "output_gate");
+  c.output_proj = io::BoolField(j, "output_proj");
   c.Validate();
   return c;
+}
+
+MemoryConfig MemoryConfig::FromJson(const std::string& text) {
+  const nlohmann::json j = io::ParseConfigText(text, "memory config JSON");
+  return ReadMemoryConfig(io::ConfigObject{j, "memory config JSON", ""});
 }
 
 }  // namespace titans

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "io/json.hpp"
+#include "memory/config_json.hpp"
 #include "titans/error.hpp"
 
 namespace titans {
@@ -44,6 +47,8 @@ void ValidateTpMac(const ModelConfig& c) {
   Require(c.segment >= 1, "titans_pytorch_mac needs segment (segment_len) >= 1");
   Require(o.longterm_tokens >= 0, "tp_mac.longterm_tokens must be >= 0");
   Require(o.memory_segment >= 1, "tp_mac.memory_segment must be >= 1");
+  Require(int64_t{o.memory_segment} * c.d_model <= config_limits::kMaxUnitValues,
+          "tp_mac.memory_segment times d_model must be <= 2^28");
   Require(o.streams >= 1, "tp_mac.streams must be >= 1");
   const AttentionOptions& a = c.attention;
   Require(a.heads >= 1 && a.kv_heads == a.heads,
@@ -51,9 +56,13 @@ void ValidateTpMac(const ModelConfig& c) {
   Require(a.head_dim >= 2 && a.head_dim % 2 == 0, "attention head_dim must be even (rotary)");
   Require(a.persistent >= 0, "attention persistent must be >= 0");
   Require(std::isfinite(a.rope_base) && a.rope_base > 1, "attention rope_base must be > 1");
-  Require(a.window == c.segment + o.longterm_tokens,
+  Require(int64_t{a.heads} * a.head_dim <= config_limits::kMaxWidth,
+          "attention heads * head_dim must be <= " + std::to_string(config_limits::kMaxWidth));
+  Require(o.streams <= config_limits::kMaxStreams,
+          "tp_mac.streams must be <= " + std::to_string(config_limits::kMaxStreams));
+  Require(int64_t{a.window} == int64_t{c.segment} + o.longterm_tokens,
           "titans_pytorch_mac attention window must be segment + tp_mac.longterm_tokens (" +
-              std::to_string(c.segment + o.longterm_tokens) + "), got " +
+              std::to_string(int64_t{c.segment} + o.longterm_tokens) + "), got " +
               std::to_string(a.window));
   if (std::find(c.layers.begin(), c.layers.end(), BlockKind::kMac) != c.layers.end()) {
     c.memory.Validate();
@@ -108,6 +117,8 @@ void ModelConfig::Validate() const {
     Require(a.heads >= 1 && a.kv_heads >= 1 && a.heads % a.kv_heads == 0,
             "attention heads must be a positive multiple of kv_heads");
     Require(a.head_dim >= 2 && a.head_dim % 2 == 0, "attention head_dim must be even (rotary)");
+    Require(int64_t{a.heads} * a.head_dim <= config_limits::kMaxWidth,
+            "attention heads * head_dim must be <= " + std::to_string(config_limits::kMaxWidth));
     Require(a.window >= 0, "attention window must be >= 0 (0 = full causal attention)");
     Require(a.persistent >= 0, "attention persistent must be >= 0");
     Require(std::isfinite(a.rope_base) && a.rope_base > 1, "attention rope_base must be > 1");
@@ -121,6 +132,7 @@ void ModelConfig::Validate() const {
   }
   if (any_mac) {
     Require(segment > 0, "a mac layer needs segment > 0");
+    Require(segment <= (1 << 30), "segment must be <= 2^30 (its cache holds 2 segment rows)");
     Require(segment == memory.unit(),
             "segment must equal the memory's unit (chunk for read = chunk, step for read = "
             "step): the memory is written once per segment, at its end, so every token of a "
@@ -154,48 +166,57 @@ std::string ModelConfig::ToJson() const {
 }
 
 ModelConfig ModelConfig::FromJson(const std::string& text) {
+  using namespace config_limits;
+  const std::string what = "model config JSON";
+  const nlohmann::json parsed = io::ParseConfigText(text, what);
+  const io::ConfigObject j{parsed, what, ""};
   ModelConfig c;
-  try {
-    const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.contains("architecture")) {
-      c.architecture = j.at("architecture").get<Architecture>();
-      if (nlohmann::json(c.architecture) != j.at("architecture")) {
-        throw Error(ErrorCode::kFormat,
-                    "model config: unknown architecture " + j.at("architecture").dump());
-      }
+  if (!parsed.is_object()) {
+    throw Error(ErrorCode::kFormat, what + ": the config is a JSON " +
+                                        std::string(parsed.type_name()) + ", not an object");
+  }
+  if (parsed.contains("architecture")) {
+    const nlohmann::json& node = parsed.at("architecture");
+    c.architecture = node.get<Architecture>();
+    if (!node.is_string() || nlohmann::json(c.architecture) != node) {
+      throw Error(ErrorCode::kFormat, what + ": unknown architecture " + io::Shown(node));
     }
-    c.vocab_size = j.at("vocab_size").get<int>();
-    c.d_model = j.at("d_model").get<int>();
-    c.ffn_hidden = j.at("ffn_hidden").get<int>();
-    c.norm_eps = j.at("norm_eps").get<float>();
-    c.tie_embeddings = j.at("tie_embeddings").get<bool>();
-    c.layers.clear();
-    for (const auto& name : j.at("layers")) {
-      const BlockKind kind = name.get<BlockKind>();
-      if (nlohmann::json(kind) != name) {
-        throw Error(ErrorCode::kFormat, "model config: unknown layer kind " + name.dump());
-      }
-      c.layers.push_back(kind);
+  }
+  c.vocab_size = io::IntField(j, "vocab_size", 0, kMaxWidth);
+  c.d_model = io::IntField(j, "d_model", 1, kMaxWidth);
+  c.ffn_hidden = io::IntField(j, "ffn_hidden", 1, kMaxWidth);
+  c.norm_eps = io::FloatField(j, "norm_eps", 1e-30, 1.0);
+  c.tie_embeddings = io::BoolField(j, "tie_embeddings");
+  const nlohmann::json& layers = io::Field(j, "layers");
+  if (!layers.is_array()) {
+    throw Error(ErrorCode::kFormat,
+                what + ": layers must be an array of block kinds, got " + io::Shown(layers));
+  }
+  c.layers.clear();
+  for (const auto& name : layers) {
+    const BlockKind kind = name.get<BlockKind>();
+    if (!name.is_string() || nlohmann::json(kind) != name) {
+      throw Error(ErrorCode::kFormat, what + ": unknown layer kind " + io::Shown(name));
     }
-    const auto& a = j.at("attention");
-    c.attention.heads = a.at("heads").get<int>();
-    c.attention.kv_heads = a.at("kv_heads").get<int>();
-    c.attention.head_dim = a.at("head_dim").get<int>();
-    c.attention.window = a.at("window").get<int>();
-    c.attention.persistent = a.at("persistent").get<int>();
-    c.attention.rope_base = a.at("rope_base").get<float>();
-    c.memory = MemoryConfig::FromJson(j.at("memory").dump());
-    c.segment = j.at("segment").get<int>();
-    if (c.architecture == Architecture::kTitansPytorchMac) {
-      const auto& o = j.at("tp_mac");
-      c.tp_mac.longterm_tokens = o.at("longterm_tokens").get<int>();
-      c.tp_mac.memory_segment = o.at("memory_segment").get<int>();
-      c.tp_mac.sliding = o.at("sliding").get<bool>();
-      c.tp_mac.streams = o.at("streams").get<int>();
-      c.tp_mac.gate_attn_output = o.at("gate_attn_output").get<bool>();
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::kFormat, std::string("model config JSON: ") + e.what());
+    c.layers.push_back(kind);
+  }
+  const io::ConfigObject a = io::ObjectField(j, "attention");
+  c.attention.heads = io::IntField(a, "heads", 1, kMaxWidth);
+  c.attention.kv_heads = io::IntField(a, "kv_heads", 1, kMaxWidth);
+  c.attention.head_dim = io::IntField(a, "head_dim", 1, kMaxWidth);
+  // The window only bounds the cache, which grows with the stream: any int.
+  c.attention.window = io::IntField(a, "window", 0, std::numeric_limits<int>::max());
+  c.attention.persistent = io::IntField(a, "persistent", 0, kMaxWidth);
+  c.attention.rope_base = io::FloatField(a, "rope_base", 1.0, 1e12, /*lo_open=*/true);
+  c.memory = ReadMemoryConfig(io::ObjectField(j, "memory"));
+  c.segment = io::IntField(j, "segment", 0, kMaxUnit);
+  if (c.architecture == Architecture::kTitansPytorchMac) {
+    const io::ConfigObject o = io::ObjectField(j, "tp_mac");
+    c.tp_mac.longterm_tokens = io::IntField(o, "longterm_tokens", 0, kMaxWidth);
+    c.tp_mac.memory_segment = io::IntField(o, "memory_segment", 1, kMaxUnit);
+    c.tp_mac.sliding = io::BoolField(o, "sliding");
+    c.tp_mac.streams = io::IntField(o, "streams", 1, kMaxStreams);
+    c.tp_mac.gate_attn_output = io::BoolField(o, "gate_attn_output");
   }
   c.Validate();
   return c;
