@@ -79,23 +79,14 @@ int64_t ReadI64Scalar(const std::string& path, const SafetensorsFile& file,
   return value;
 }
 
-void ReadTensors(const std::string& path, const SafetensorsFile& file,
-                 const std::vector<TensorView>& views, const std::set<std::string>& others) {
+void CheckTensors(const std::string& path, const SafetensorsFile& file,
+                  const std::vector<TensorView>& views, const std::set<std::string>& others) {
   std::unordered_map<std::string, const TensorRecord*> records;
   for (const TensorRecord& t : file.tensors()) {
     if (!others.count(t.name)) records.emplace(t.name, &t);
   }
   for (const TensorView& view : views) {
-    const TensorRecord& t = RequireTensor(path, file, view.name, DType::kF32, view.shape);
-    // The reader checked that the byte count matches shape x dtype size.
-    if (!t.bytes.empty()) std::memcpy(view.data, t.bytes.data(), t.bytes.size());
-    for (int64_t i = 0; i < view.size(); ++i) {
-      if (!std::isfinite(view.data[i])) {
-        Fail(ErrorCode::kFormat, path,
-             "tensor \"" + view.name + "\" has a non-finite value (" +
-                 std::to_string(view.data[i]) + ") at flat index " + std::to_string(i));
-      }
-    }
+    RequireTensor(path, file, view.name, DType::kF32, view.shape);
     records.erase(view.name);
   }
   // Name the first leftover in file order, so the message does not depend on hashing.
@@ -104,6 +95,23 @@ void ReadTensors(const std::string& path, const SafetensorsFile& file,
       Fail(ErrorCode::kFormat, path,
            "unexpected tensor " + Quoted(t.name) + " (" + std::to_string(records.size()) +
                " unexpected in all)");
+    }
+  }
+}
+
+void ReadTensors(const std::string& path, const SafetensorsFile& file,
+                 const std::vector<TensorView>& views, const std::set<std::string>& others) {
+  CheckTensors(path, file, views, others);
+  for (const TensorView& view : views) {
+    const TensorRecord& t = *file.Find(view.name);
+    // The reader checked that the byte count matches shape x dtype size.
+    if (!t.bytes.empty()) std::memcpy(view.data, t.bytes.data(), t.bytes.size());
+    for (int64_t i = 0; i < view.size(); ++i) {
+      if (!std::isfinite(view.data[i])) {
+        Fail(ErrorCode::kFormat, path,
+             "tensor \"" + view.name + "\" has a non-finite value (" +
+                 std::to_string(view.data[i]) + ") at flat index " + std::to_string(i));
+      }
     }
   }
 }

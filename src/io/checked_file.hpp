@@ -40,8 +40,15 @@ const TensorRecord& RequireTensor(const std::string& path, const SafetensorsFile
 int64_t ReadI64Scalar(const std::string& path, const SafetensorsFile& file,
                       const std::string& name);
 
-// Fills every view from the file (each present, F32, of exactly the view's shape, finite) and
-// rejects any tensor that is neither a view nor in `others` (kFormat).
+// Checks that the file holds every view's tensor (present, F32, of exactly the view's shape) and
+// no tensor that is neither a view nor in `others` (kFormat). Reads no values and uses no
+// view's data: callers check a whole table this way before allocating anything for it, so a
+// config in a small file cannot demand memory its tensors do not occupy in the file.
+void CheckTensors(const std::string& path, const SafetensorsFile& file,
+                  const std::vector<TensorView>& views, const std::set<std::string>& others = {});
+
+// CheckTensors, then fills every view from the file and checks that every value is finite
+// (kFormat).
 void ReadTensors(const std::string& path, const SafetensorsFile& file,
                  const std::vector<TensorView>& views, const std::set<std::string>& others = {});
 

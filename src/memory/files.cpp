@@ -59,6 +59,11 @@ std::shared_ptr<const NeuralMemory> NeuralMemory::Load(const std::string& path) 
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
   const MemoryConfig config = io::ParseConfig<MemoryConfig>(
       path, io::CheckHeader(path, file, "memory", kWeightsFormat, kFormatVersion));
+  {  // the file holds every tensor of the config before any is allocated (Model::Load too)
+    MemoryWeights skeleton;  // empty vectors: names and shapes only
+    skeleton.mlp.resize(static_cast<size_t>(config.depth));
+    io::CheckTensors(path, file, skeleton.Tensors(config));
+  }
   MemoryWeights weights = MemoryWeights::Zeros(config);
   io::ReadTensors(path, file, weights.Tensors(config));
   return std::make_shared<const NeuralMemory>(config, std::move(weights));

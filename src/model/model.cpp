@@ -20,6 +20,24 @@ namespace {
 constexpr const char* kModelFormat = "titans.model";
 constexpr const char* kFormatVersion = "1";
 
+// The config's tensor table (names and shapes; no data: every view's pointer is null), from
+// weights whose vectors are all empty: nothing proportional to the tensors is allocated.
+std::vector<TensorView> TableOf(const ModelConfig& config, ModelWeights& skeleton) {
+  const size_t layers = config.layers.size();
+  if (config.architecture == Architecture::kTitansPytorchMac) {
+    skeleton.tp_mac.layers.resize(layers);
+    for (TpMacLayerWeights& l : skeleton.tp_mac.layers) {
+      l.memory.mlp.resize(static_cast<size_t>(config.memory.depth));
+    }
+  } else {
+    skeleton.layers.resize(layers);
+    for (LayerWeights& l : skeleton.layers) {
+      l.memory.memory.mlp.resize(static_cast<size_t>(config.memory.depth));
+    }
+  }
+  return skeleton.Tensors(config);
+}
+
 }  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights)
@@ -50,6 +68,13 @@ std::shared_ptr<const Model> Model::Load(const std::string& path) {
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
   const ModelConfig config = io::ParseConfig<ModelConfig>(
       path, io::CheckHeader(path, file, "model", kModelFormat, kFormatVersion));
+  // Every tensor the config implies must be in the file, of its shape, before any is
+  // allocated: a small file whose config asks for a huge model fails here, having allocated
+  // nothing in proportion to it (the file's own tensors are bounded by its size).
+  {
+    ModelWeights skeleton;
+    io::CheckTensors(path, file, TableOf(config, skeleton));
+  }
   ModelWeights weights = ModelWeights::Zeros(config);
   io::ReadTensors(path, file, weights.Tensors(config));
   return std::make_shared<const Model>(std::move(config), std::move(weights));

@@ -53,7 +53,8 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
                                                  model_->memory(static_cast<int>(l)), options_)
                                            : nullptr);
     state.attention.push_back(HasAttention(kind) ? std::make_unique<AttentionCache>(
-                                                       impl_->runner->CacheShape(l))
+                                                       impl_->runner->CacheShape(l),
+                                                       session::kReservedCacheRows)
                                                  : nullptr);
   }
 }

@@ -120,9 +120,12 @@ void Session::Load(const std::string& path) {
     scalars.insert(prefix + "position");
     const std::vector<int64_t> dims{count, shape.kv_width()};
     for (int which = 0; which < 2; ++which) {
+      const std::string name = prefix + (which == 0 ? "keys" : "values");
+      // The rows are in the file before they are allocated (the position is the file's word).
+      io::RequireTensor(path, file, name, io::DType::kF32, dims);
       std::vector<float>& r = rows[2 * l + static_cast<size_t>(which)];
       r.resize(static_cast<size_t>(count * shape.kv_width()));
-      views.push_back({prefix + (which == 0 ? "keys" : "values"), dims, r.data()});
+      views.push_back({name, dims, r.data()});
     }
   }
   io::ReadTensors(path, file, views, scalars);
@@ -153,7 +156,8 @@ void Session::Load(const std::string& path) {
                           std::to_string(cache_positions[l]) + ", expected " +
                           std::to_string(expected));
         }
-        auto cache = std::make_unique<AttentionCache>(runner.CacheShape(l));
+        auto cache =
+            std::make_unique<AttentionCache>(runner.CacheShape(l), session::kReservedCacheRows);
         cache->Restore(cache_positions[l], rows[2 * l].data(), rows[2 * l + 1].data(),
                        static_cast<int64_t>(rows[2 * l].size()) / cache->kv_width());
         next.attention.push_back(std::move(cache));

@@ -22,6 +22,11 @@ struct State {
   std::vector<std::unique_ptr<AttentionCache>> attention;  // per layer; null without attention
 };
 
+// Rows of every attention cache allocated when a session is made (or loaded): a window up to
+// this size is allocated whole, so Forward allocates nothing; a larger window's cache grows
+// with the stream (docs/FILE_FORMAT.md "Session files").
+inline constexpr int64_t kReservedCacheRows = 8192;
+
 inline bool HasAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
 inline bool HasMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
 

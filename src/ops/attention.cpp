@@ -102,13 +102,31 @@ AttentionCache::AttentionCache(const AttentionShape& shape, int64_t reserve_toke
   if (reserve_tokens < 0) {
     throw Error(ErrorCode::kInvalidArgument, "AttentionCache: reserve_tokens must be >= 0");
   }
-  if (window_ > 0) {
-    keys_.assign(static_cast<size_t>(window_) * kv_width_, 0.0f);
-    values_.assign(keys_.size(), 0.0f);
-  } else {
+  if (window_ == 0) {
     keys_.reserve(static_cast<size_t>(reserve_tokens) * kv_width_);
     values_.reserve(static_cast<size_t>(reserve_tokens) * kv_width_);
+  } else {
+    // The first min(w, reserve_tokens) rows now; Reserve grows the ring beyond as the stream
+    // arrives.
+    const size_t rows = static_cast<size_t>(std::min<int64_t>(window_, reserve_tokens));
+    keys_.assign(rows * static_cast<size_t>(kv_width_), 0.0f);
+    values_.assign(keys_.size(), 0.0f);
   }
+}
+
+void AttentionCache::Reserve(int n) {
+  if (window_ == 0 || n <= 0) return;
+  const int64_t rows = allocated_rows(), needed = RowsNeeded(n);
+  if (needed <= rows) return;
+  // Doubling (amortised copies), never beyond the window. Before the ring first wraps the
+  // slots are 0 .. position - 1, so the rows keep their slots in the larger buffer.
+  const int64_t grown = std::min<int64_t>(window_, std::max<int64_t>({needed, 2 * rows, 16}));
+  const size_t size = static_cast<size_t>(grown) * static_cast<size_t>(kv_width_);
+  std::vector<float> keys(size, 0.0f), values(size, 0.0f);
+  std::copy(keys_.begin(), keys_.end(), keys.begin());
+  std::copy(values_.begin(), values_.end(), values.begin());
+  keys_.swap(keys);
+  values_.swap(values);
 }
 
 void AttentionCache::CopyRows(const float* k, const float* v, int r0, int r1, int n,
@@ -131,6 +149,7 @@ void AttentionCache::Advance(int n) {
 void AttentionCache::Append(const float* k, const float* v, int n) {
   if (n <= 0) return;
   if (window_ > 0) {
+    Reserve(n);
     CopyRows(k, v, 0, n, n, position_);
   } else {
     const size_t count = static_cast<size_t>(n) * kv_width_;
@@ -220,6 +239,7 @@ void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& ca
                 "AttentionWorkspace::Forward: missing input pointer (q, k, v, out, or the "
                 "persistent keys/values of a shape with persistent pairs)");
   }
+  cache.Reserve(n);  // outside the parallel region: the ring may grow (and throw bad_alloc)
   // Enough work per thread to pay for the region and its barriers; never more threads than
   // work items.
   const int items = shape.heads * ((n + kTile - 1) / kTile);
@@ -259,7 +279,14 @@ void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache
   } else {
     Attend(shape, cache, in, n, out, ith, nth);
   }
+  // Whether the ring must grow first (decided by every thread before anything changes; the
+  // convenience Forward has reserved already, so only the in-region Forward can get here).
+  const bool grow = cache.window() > 0 && cache.RowsNeeded(n) > cache.allocated_rows();
   linalg::Barrier(nth);  // every query has read the old entries that the new keys overwrite
+  if (grow) {
+    if (ith == 0) cache.Reserve(n);
+    linalg::Barrier(nth);
+  }
   if (cache.window() > 0) {
     // The copies use the position read above, so thread 0 may advance meanwhile.
     const Range rows = Share(n, ith, nth);

@@ -14,8 +14,9 @@
 // AttentionWorkspace::Forward attends a block of n new tokens against [persistent | cache |
 // new keys] with a tiled online softmax (flash-attention style), then appends the new keys and
 // values to the ring. Cost per token is proportional to (min(w, context) + persistent), not to
-// the context. Forward allocates nothing (all scratch is sized at construction), except a
-// full-attention cache (w = 0) that outgrows the capacity reserved for it.
+// the context. Forward allocates nothing (all scratch is sized at construction), except a cache
+// that outgrows the rows reserved for it: a windowed cache grows (doubling) until it holds w
+// rows, a full-attention cache (w = 0) without bound.
 #pragma once
 
 #include <Eigen/Core>
@@ -54,10 +55,11 @@ void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_positio
 // One layer's attention state: the rotated keys and values of the last `window` tokens.
 // With window w > 0 the rows are a ring: the key of absolute position j is in slot j mod w, so
 // the valid entries (positions [first(), position())) form at most two contiguous segments in
-// chronological order. With window 0 (full attention, for baselines) every key is kept, in
-// slot j - first(); capacity for `reserve_tokens` rows is reserved at construction, and
-// appending beyond it reallocates (the only allocation of the attention path, accepted for
-// the baseline).
+// chronological order. Only min(w, reserve_tokens) rows are allocated at construction; beyond
+// them the ring grows as the stream needs it (doubling, up to w rows), so a large window costs
+// memory only for the tokens actually seen (slot j mod w = j until the ring first wraps). With
+// window 0 (full attention, for baselines) every key is kept, in slot j - first(); capacity for
+// `reserve_tokens` rows is reserved at construction, and appending beyond it reallocates.
 class AttentionCache {
  public:
   explicit AttentionCache(const AttentionShape& shape, int64_t reserve_tokens = 0);
@@ -76,6 +78,14 @@ class AttentionCache {
   // Appends n rows of rotated keys and values [n, kv_width] at positions position()...
   // (AttentionWorkspace::Forward does this itself after attending.)
   void Append(const float* k, const float* v, int n);
+  // Makes room for n more rows (window mode: grows the ring, keeping its rows; may throw
+  // std::bad_alloc). Append and the convenience Forward call it; callers of the in-region
+  // Forward(..., ith, nth) call it before their parallel region.
+  void Reserve(int n);
+  // Rows allocated (window mode: at most w).
+  int64_t allocated_rows() const {
+    return kv_width_ > 0 ? static_cast<int64_t>(keys_.size()) / kv_width_ : 0;
+  }
   // Back to position 0, empty (keeps the memory).
   void Reset();
   // Replaces the contents with `count` rows of rotated keys and values [count, kv_width] for
@@ -93,9 +103,15 @@ class AttentionCache {
   void CopyRows(const float* k, const float* v, int r0, int r1, int n, int64_t position);
   void Advance(int n);
 
+  // Rows a window-mode ring needs to append n rows at the current position.
+  int64_t RowsNeeded(int n) const {
+    return position_ + n >= window_ ? window_ : position_ + n;
+  }
+
   int window_, kv_width_;
   int64_t position_ = 0, count_ = 0;
-  std::vector<float> keys_, values_;  // [rows, kv_width]: w rows, or count_ rows when w = 0
+  // [rows, kv_width]: up to w rows (grown by Reserve), or count_ rows when w = 0
+  std::vector<float> keys_, values_;
 };
 
 // Pointers of one call. q and k are already rotated (ApplyRotary at positions
