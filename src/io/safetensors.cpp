@@ -1,7 +1,9 @@
 // safetensors reader (mmap, validate everything first) and atomic writer. See safetensors.hpp.
 #include "io/safetensors.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -216,20 +219,89 @@ void CheckTiling(const std::string& path, const std::vector<TensorRecord>& tenso
   }
 }
 
+// The temporary files this process is writing (full names as TempFile builds them), so that
+// RemoveStaleTempFiles never takes one of this process's own.
+std::mutex active_temp_mutex;
+std::set<std::string> active_temp_files;
+
+void SetActive(const std::string& path, bool active) {
+  const std::lock_guard<std::mutex> lock(active_temp_mutex);
+  if (active) {
+    active_temp_files.insert(path);
+  } else {
+    active_temp_files.erase(path);
+  }
+}
+
+// "<pid>.<n>" with both decimal (no sign, no leading '+'); the pid, or 0 if `rest` is not that.
+pid_t ParseTempSuffix(std::string_view rest) {
+  const size_t dot = rest.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot + 1 == rest.size() || dot > 10) return 0;
+  int64_t pid = 0;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    if (i == dot) continue;
+    if (rest[i] < '0' || rest[i] > '9') return 0;
+    if (i < dot) pid = pid * 10 + (rest[i] - '0');
+  }
+  return pid > 0 && pid <= std::numeric_limits<pid_t>::max() ? static_cast<pid_t>(pid) : 0;
+}
+
+// Removes the temporary files "<target>.tmp.<pid>.<n>" that a save to `target` killed before
+// its rename left behind: those of a process that no longer exists (kill(pid, 0) fails with
+// ESRCH) and those with this process's pid that it is not writing (left by an earlier process
+// with the same pid). A live writer's file is never touched (a pid of another user answers
+// EPERM: alive). Best effort: what cannot be read or removed is left alone.
+void RemoveStaleTempFiles(const std::string& target) {
+  const std::filesystem::path target_path(target);
+  std::string dir = target_path.parent_path().string();
+  if (dir.empty()) dir = ".";
+  const std::string prefix = target_path.filename().string() + ".tmp.";
+  DIR* listing = ::opendir(dir.c_str());
+  if (listing == nullptr) return;
+  const pid_t self = ::getpid();
+  while (const dirent* entry = ::readdir(listing)) {
+    const std::string_view name(entry->d_name);
+    if (!name.starts_with(prefix)) continue;
+    const std::string_view rest = name.substr(prefix.size());
+    const pid_t pid = ParseTempSuffix(rest);
+    if (pid == 0) continue;
+    const std::string path = target + ".tmp." + std::string(rest);
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    bool stale = false;
+    if (pid == self) {
+      const std::lock_guard<std::mutex> lock(active_temp_mutex);
+      stale = active_temp_files.count(path) == 0;
+    } else {
+      stale = ::kill(pid, 0) != 0 && errno == ESRCH;
+    }
+    if (stale) ::unlink(path.c_str());
+  }
+  ::closedir(listing);
+}
+
 // A temporary file next to `target` that becomes `target` on Commit() and is removed otherwise,
-// so a failed or interrupted write never leaves a half-written `target` or stray files.
+// so a failed or interrupted write never leaves a half-written `target` or stray files. A
+// process killed while writing cannot remove its file: the next TempFile for the same target
+// does (RemoveStaleTempFiles).
 class TempFile {
  public:
   explicit TempFile(std::string target)
       : target_(std::move(target)),
         path_(target_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter_++)),
-        fd_(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)) {
-    if (fd_.get() < 0) FailErrno(path_, "cannot create temporary file");
+        fd_(Create(target_, path_)) {
+    if (fd_.get() < 0) {
+      const int error = errno;
+      SetActive(path_, false);
+      errno = error;
+      FailErrno(path_, "cannot create temporary file");
+    }
   }
   TempFile(const TempFile&) = delete;
   TempFile& operator=(const TempFile&) = delete;
   ~TempFile() {
     if (!renamed_) ::unlink(path_.c_str());  // fd_ closes after; unlinking an open file is fine
+    SetActive(path_, false);
   }
 
   void Write(const void* data, size_t size) {
@@ -252,6 +324,7 @@ class TempFile {
       FailErrno(target_, "cannot rename " + path_ + " to it");
     }
     renamed_ = true;
+    SetActive(path_, false);
     std::string dir = std::filesystem::path(target_).parent_path().string();
     if (dir.empty()) dir = ".";
     Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -261,6 +334,14 @@ class TempFile {
   }
 
  private:
+  // Registers `path` as this process's, removes stale temporary files of `target`, creates
+  // `path`; the descriptor or -1 (errno set).
+  static int Create(const std::string& target, const std::string& path) {
+    SetActive(path, true);
+    RemoveStaleTempFiles(target);
+    return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  }
+
   static inline std::atomic<uint64_t> counter_{0};  // distinct names for concurrent writers
   std::string target_, path_;
   Fd fd_;
@@ -318,7 +399,14 @@ SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&&) noexcept = defaul
 SafetensorsFile::~SafetensorsFile() = default;
 
 SafetensorsFile SafetensorsFile::Open(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // stat before open: opening a FIFO for reading blocks until a writer appears (forever, for a
+  // path given by mistake), and opening a device can have effects of its own.
+  struct stat before {};
+  if (::stat(path.c_str(), &before) != 0) FailErrno(path, "cannot open");
+  if (!S_ISREG(before.st_mode)) Fail(ErrorCode::kIo, path, "not a regular file");
+  // O_NONBLOCK as well: should the path be replaced by a FIFO in between, open still returns
+  // (and fstat refuses it). It changes nothing for a regular file.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (fd.get() < 0) FailErrno(path, "cannot open");
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) FailErrno(path, "cannot stat");

@@ -1,0 +1,111 @@
+// Hostile paths and killed saves (issue 13, items 6, 7): a FIFO given as a model path is
+// refused at once instead of blocking; temporary files that killed saves left behind are removed
+// by the next save to the same target, and those of live processes never.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hostile_input.hpp"
+#include "io/safetensors.hpp"
+#include "scratch_dir.hpp"
+#include "titans/titans.hpp"
+
+namespace titans {
+namespace {
+
+using namespace hostile;
+using testing::ScratchDir;
+
+// ---------------------------------------------------------------------------------------------
+// 6. A FIFO as a model path is refused at once.
+
+TEST(HostileFiles, FifoIsRefusedWithoutBlocking) {
+  ScratchDir scratch("titans_hostile_");
+  const std::string path = scratch.Path("model.fifo");
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << std::strerror(errno);
+  // Should Open block (the bug), writers opened after 5 s let it return, and the time shows.
+  std::atomic<bool> done{false};
+  std::thread unblock([&] {
+    for (int i = 0; !done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (i >= 50) {  // from 5 s on, a writer now and then: every blocked open returns
+        const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+        if (fd >= 0) ::close(fd);
+      }
+    }
+  });
+  const auto start = std::chrono::steady_clock::now();
+  ExpectError([&] { io::SafetensorsFile::Open(path); }, ErrorCode::kIo,
+              {path, "not a regular file"});
+  ExpectError([&] { Model::Load(path); }, ErrorCode::kIo, {"not a regular file"});
+  done = true;
+  unblock.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // A directory too.
+  ExpectError([&] { Model::Load(scratch.dir().string()); }, ErrorCode::kIo, {"not a regular file"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Temporary files of killed saves are removed by the next save to the same target.
+
+pid_t DeadPid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;  // reaped: no such process (until the pid is reused, which takes a while)
+}
+
+TEST(HostileFiles, NextSaveRemovesStaleTemporaryFiles) {
+  ScratchDir scratch("titans_hostile_");
+  const std::string target = scratch.Path("model.safetensors");
+  const std::string dead = std::to_string(DeadPid());
+  const std::string live = std::to_string(::getppid());  // alive: our parent
+  const std::string self = std::to_string(::getpid());
+  const std::vector<std::string> stale{"model.safetensors.tmp." + dead + ".0",
+                                       "model.safetensors.tmp." + dead + ".17",
+                                       "model.safetensors.tmp." + self + ".999999"};
+  const std::vector<std::string> kept{
+      "model.safetensors.tmp." + live + ".3",     // a live process's save in progress
+      "other.safetensors.tmp." + dead + ".0",     // another target's
+      "model.safetensors.tmp." + dead + ".x",     // not the pattern
+      "model.safetensors.tmp." + dead,            // not the pattern
+      "model.safetensors.tmp.-" + dead + ".1",    // not the pattern
+      "model.safetensors.tmp." + dead + ".1.bak"  // not the pattern
+  };
+  for (const std::string& name : stale) WriteAll(scratch.Path(name), "half a file");
+  for (const std::string& name : kept) WriteAll(scratch.Path(name), "keep");
+  ASSERT_EQ(::mkdir(scratch.Path("model.safetensors.tmp." + dead + ".5").c_str(), 0700), 0);
+
+  const ModelConfig c = Small();
+  Model(c, ModelWeights::Random(c, 1)).Save(target);
+  std::vector<std::string> expected = kept;
+  expected.push_back("model.safetensors");
+  expected.push_back("model.safetensors.tmp." + dead + ".5");  // a directory: left alone
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(scratch.Listing(), expected);
+  EXPECT_NO_THROW(Model::Load(target));
+
+  // A session file and a memory state file the same way (every save goes through one writer).
+  const std::string state = scratch.Path("state.safetensors");
+  WriteAll(state + ".tmp." + dead + ".1", "half");
+  MemoryConfig m = MemoryConfig::Paper(32, 2, 8);
+  MemorySession session(std::make_shared<const NeuralMemory>(m, MemoryWeights::Random(m, 1)));
+  session.Save(state);
+  EXPECT_FALSE(std::filesystem::exists(state + ".tmp." + dead + ".1"));
+}
+
+}  // namespace
+}  // namespace titans
