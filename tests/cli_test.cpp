@@ -1,9 +1,16 @@
 // The command-line program `titans` (tools/titans_cli.cpp, docs/CLI.md), run as a separate
-// process from the build tree: make-model, info, generate (token ids and text), forward whole
-// and split, and its errors (status 1 and one `error:` line, never an abort). tools/CMakeLists.txt
-// defines TITANS_CLI_PATH for this file; without the CLI (TITANS_BUILD_CLI=OFF) the tests skip.
+// process from the build tree: the list of commands, make-model, info on every kind of file,
+// generate (token ids and text, llama.cpp's option names, prompts from files and standard input,
+// streaming, stop strings, repeat penalty), forward whole and split, and its errors (status 1
+// and one `error:` line, never an abort; status 2 and ranges in plain words for the command
+// line). tools/CMakeLists.txt defines TITANS_CLI_PATH for this file; without the CLI
+// (TITANS_BUILD_CLI=OFF) the tests skip.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +22,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -84,8 +92,10 @@ class CliTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
-  Result Titans(const std::vector<std::string>& args) const {
-    std::string command = Quote(kCli);
+  // With `input`: a file piped into the program's standard input (`cat input | titans ...`).
+  Result Titans(const std::vector<std::string>& args, const std::string& input = "") const {
+    std::string command = input.empty() ? "" : "cat " + Quote(input) + " | ";
+    command += Quote(kCli);
     for (const std::string& a : args) command += " " + Quote(a);
     command += " >" + Quote(Path("stdout.txt")) + " 2>" + Quote(Path("stderr.txt"));
     const int raw = std::system(command.c_str());
@@ -700,6 +710,473 @@ TEST_F(CliTest, ErrorsExitWithStatusOneAndAnErrorLine) {
                 what);
   }
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 15: the command line as a person meets it.
+
+constexpr const char* kCommands[] = {"make-model", "info",  "generate", "forward",
+                                     "bench",      "niah",  "eval"};
+
+// The lines of `text` under "Commands:" up to the next blank line.
+std::vector<std::string> CommandLines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  std::string line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (inside && line.empty()) break;
+    if (inside) lines.push_back(line);
+    if (line == "Commands:") inside = true;
+  }
+  return lines;
+}
+
+void ExpectCommandList(const std::string& text) {
+  const std::vector<std::string> lines = CommandLines(text);
+  ASSERT_EQ(lines.size(), std::size(kCommands)) << text;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    // "  name  summary": one line per command, in the order they are defined.
+    EXPECT_EQ(lines[i].rfind("  " + std::string(kCommands[i]) + " ", 0), 0u) << lines[i];
+    EXPECT_GT(lines[i].size(), 20u) << lines[i];
+    EXPECT_LE(lines[i].size(), 100u) << lines[i];
+  }
+}
+
+TEST_F(CliTest, CommandsAreListedOneLineEach) {
+  const Result none = Titans({});  // a malformed command line: status 2, the list on stderr
+  EXPECT_EQ(none.status, 2) << none;
+  EXPECT_EQ(none.err.rfind("error: no command given\n", 0), 0u) << none;
+  EXPECT_EQ(none.out, "");
+  ExpectCommandList(none.err);
+  for (const char* help : {"--help", "-h"}) {
+    const Result r = Titans({help});
+    EXPECT_EQ(r.status, 0) << r;
+    EXPECT_EQ(r.err, "") << r;
+    ExpectCommandList(r.out);
+    EXPECT_NE(r.out.find("Usage: titans COMMAND"), std::string::npos) << r;
+  }
+  const Result bogus = Titans({"bogus"});
+  EXPECT_EQ(bogus.status, 2) << bogus;
+  EXPECT_EQ(bogus.err.rfind("error: unknown command \"bogus\"\n", 0), 0u) << bogus;
+  ExpectCommandList(bogus.err);
+  // A command's own --help is CLI11's, with every option.
+  EXPECT_NE(Ok({"generate", "--help"}).find("--repeat-penalty"), std::string::npos);
+}
+
+TEST_F(CliTest, RangeErrorsNameTheRangeInPlainWords) {
+  const std::string m = Path("m.safetensors");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"generate", m, "-p", "x", "--temperature", "-1"},
+       "--temperature: must be at least 0, got -1"},
+      {{"generate", m, "-p", "x", "--temp", "-0.5"}, "--temperature: must be at least 0, got -0.5"},
+      {{"generate", m, "-p", "x", "--temp", "hot"},
+       "--temperature: must be a number at least 0, got \"hot\""},
+      {{"generate", m, "-p", "x", "--top-p", "0"},
+       "--top-p: must be greater than 0 and at most 1, got 0"},
+      {{"generate", m, "-p", "x", "--top-p", "1.5"},
+       "--top-p: must be greater than 0 and at most 1, got 1.5"},
+      {{"generate", m, "-p", "x", "--top-k", "-3"}, "--top-k: must be at least 0, got -3"},
+      {{"generate", m, "-p", "x", "-n", "-1"}, "--max-new-tokens: must be at least 0, got -1"},
+      {{"generate", m, "-p", "x", "-t", "-2"}, "--threads: must be at least 0, got -2"},
+      {{"generate", m, "-p", "x", "--repeat-penalty", "0"},
+       "--repeat-penalty: must be greater than 0, got 0"},
+      {{"generate", m, "-p", "x", "--repeat-last-n", "-2"},
+       "--repeat-last-n: must be at least -1, got -2"},
+      {{"make-model", m, "--d-model", "0"}, "--d-model: must be at least 1, got 0"},
+      {{"make-model", m, "--window", "-1"}, "--window: must be at least 0, got -1"},
+      {{"forward", m, "--input", m, "--output", m, "--every", "0"},
+       "--every: must be at least 1, got 0"},
+      {{"bench", "--contexts", "1K,0"}, "--contexts: must be at least 1, got 0"},
+      {{"bench", "--max-seconds", "-1"}, "--max-seconds: must be at least 0, got -1"},
+      {{"niah", "--depths", "0,150"}, "--depths: must be between 0 and 100, got 150"},
+      {{"niah", "--window", "2000"}, "--window: must be between 1 and 1024, got 2000"},
+      {{"eval", m, m, "--piece", "0"}, "--piece: must be at least 1, got 0"},
+  };
+  for (const auto& [args, message] : cases) {
+    const Result r = Titans(args);
+    EXPECT_EQ(r.status, 2) << r;
+    EXPECT_EQ(r.err.rfind("error: " + message + "\n", 0), 0u) << "expected " << message << "\n"
+                                                              << r;
+    EXPECT_LT(r.err.size(), 200u) << r;  // no 300-digit bound
+  }
+}
+
+TEST_F(CliTest, GenerateTakesLlamaCppOptionNames) {
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "-s", "4"});
+  Ok({"make-model", Path("same.safetensors"), "--seed", "4"});
+  EXPECT_EQ(ReadFile(m), ReadFile(Path("same.safetensors")));  // -s = --seed
+
+  const std::string prompt = "Titans learn";
+  Session session(Model::Load(m), SessionOptions{1});
+  const SamplerOptions sampler{.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .seed = 3};
+  const std::vector<int32_t> bytes =
+      session.Generate(std::vector<int32_t>(prompt.begin(), prompt.end()), 24, sampler);
+  const std::string expected(bytes.begin(), bytes.end());
+
+  // llama.cpp's names, the long names, and the model as -m / --model or as MODEL.
+  EXPECT_EQ(Ok({"generate", "-m", m, "-p", prompt, "-n", "24", "--temp", "0.8", "--top-k", "40",
+                "--top-p", "0.9", "-s", "3", "-t", "1", "--raw"}),
+            expected);
+  EXPECT_EQ(Ok({"generate", "--model", m, "--prompt", prompt, "--max-new-tokens", "24",
+                "--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "3",
+                "--threads", "1", "--raw"}),
+            expected);
+  EXPECT_EQ(Ok({"generate", m, "-p", prompt, "-n", "24", "--temp", "0.8", "--top-k", "40",
+                "--top-p", "0.9", "-s", "3", "-t", "1", "--raw"}),
+            expected);
+
+  // The model twice or not at all, two prompts: malformed.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"generate", m, "-m", m, "-p", "x"},
+        {"generate", "-p", "x"},
+        {"generate", m, "-p", "x", "-f", Path("p.txt")},
+        {"generate", m, "-p", "x", "--prompt-tokens", "1"},
+        {"generate", m, "-f", Path("p.txt"), "--prompt-tokens", "1"}}) {
+    const Result r = Titans(args);
+    EXPECT_EQ(r.status, 2) << r;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;
+  }
+
+  // -t for the other commands' threads.
+  WriteTokens(Path("in.safetensors"), {1, 2, 3}, io::DType::kI32);
+  Ok({"forward", m, "--input", Path("in.safetensors"), "--output", Path("o.safetensors"), "-t",
+      "1"});
+}
+
+TEST_F(CliTest, GenerateReadsThePromptFromAFileOrStandardInput) {
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "--seed", "2"});
+  const std::string prompt = "A prompt\nover two lines, with \xce\xbc and a backslash \\";
+  std::ofstream(Path("prompt.txt"), std::ios::binary) << prompt;
+  const std::vector<std::string> options = {"-n", "40", "--temp", "1", "-s", "5", "-t", "1"};
+  const auto run = [&](std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {"generate", m});
+    args.insert(args.end(), options.begin(), options.end());
+    const Result r = Titans(args, input);
+    EXPECT_EQ(r.status, 0) << r;
+    return r.out;
+  };
+  const std::string expected = run({"-p", prompt});
+  EXPECT_FALSE(expected.empty());
+  EXPECT_EQ(run({"-f", Path("prompt.txt")}), expected);
+  EXPECT_EQ(run({"--file", Path("prompt.txt")}), expected);
+  EXPECT_EQ(run({"-f", "-"}, Path("prompt.txt")), expected);        // piped into the process
+  EXPECT_EQ(run({"--prompt", "-"}, Path("prompt.txt")), expected);  // the same
+  EXPECT_EQ(run({"-p", "-"}, Path("prompt.txt")), expected);
+
+  std::ofstream(Path("empty.txt")) << "";
+  const Result empty = Titans({"generate", m, "-f", "-"}, Path("empty.txt"));
+  EXPECT_EQ(empty.status, 1) << empty;
+  EXPECT_NE(empty.err.find("the prompt is empty"), std::string::npos) << empty;
+  ExpectError({"generate", m, "-f", Path("empty.txt")}, "the prompt is empty");
+  ExpectError({"generate", m, "-f", Path("missing.txt")}, "missing.txt");
+  ExpectError({"generate", m, "-f", dir_.string()}, "is a directory");
+  Ok({"make-model", Path("v48.safetensors"), "--vocab", "48", "--d-model", "32"});
+  ExpectError({"generate", Path("v48.safetensors"), "-f", Path("prompt.txt")}, "vocab_size 256");
+}
+
+// Starts `titans args` with its standard output on a pipe, reads until the first bytes arrive,
+// notes whether the process is still running then, and kills it. A program that streams writes
+// its first token long before it could finish 10^8 of them (and it would block on the full
+// pipe after 64 KiB anyway); one that prints at the end shows nothing for hours, which the poll
+// below turns into a failure after `patience_s` (a guard, never reached by a working program).
+struct FirstOutput {
+  std::string bytes;
+  bool running = false;  // the process had not ended when they arrived
+};
+FirstOutput ReadFirstOutput(const std::vector<std::string>& args, const std::string& err_path,
+                            int patience_s = 300) {
+  // Everything the child needs is prepared before fork (only async-signal-safe calls after it).
+  std::vector<std::string> storage = args;
+  std::vector<char*> argv = {const_cast<char*>(kCli)};
+  for (std::string& a : storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int fds[2];
+  if (pipe(fds) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (err >= 0) dup2(err, STDERR_FILENO);
+    execv(kCli, argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  FirstOutput first;
+  if (pid < 0) {
+    close(fds[0]);
+    return first;
+  }
+  pollfd p{fds[0], POLLIN, 0};
+  while (first.bytes.empty() && poll(&p, 1, patience_s * 1000) > 0) {
+    char buffer[4096];
+    const ssize_t n = read(fds[0], buffer, sizeof buffer);
+    if (n <= 0) break;  // the end of the output: the process ended without writing
+    first.bytes.append(buffer, static_cast<size_t>(n));
+  }
+  int status = 0;
+  first.running = waitpid(pid, &status, WNOHANG) == 0;
+  kill(pid, SIGKILL);
+  close(fds[0]);
+  waitpid(pid, &status, 0);
+  return first;
+}
+
+TEST_F(CliTest, GenerateStreamsTokensAsTheyAreMade) {
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "--seed", "3"});
+  const auto model = Model::Load(m);
+  const std::string prompt = "Stream: ";
+  const std::vector<int32_t> prompt_tokens(prompt.begin(), prompt.end());
+  Session session(model, SessionOptions{1});
+  const SamplerOptions sampler{.temperature = 1.0f, .seed = 11};
+  const std::vector<int32_t> made = session.Generate(prompt_tokens, 256, sampler);
+  const std::string expected(made.begin(), made.end());
+
+  // Text: the first bytes arrive while the process still has almost all of 10^8 tokens to make,
+  // and they are the continuation's first bytes.
+  const FirstOutput text = ReadFirstOutput({"generate", m, "-p", prompt, "-n", "100000000",
+                                            "--temp", "1", "-s", "11", "-t", "1", "--raw"},
+                                           Path("text_err.txt"));
+  ASSERT_FALSE(text.bytes.empty()) << ReadFile(Path("text_err.txt"));
+  EXPECT_TRUE(text.running) << "the first bytes came only when the process had ended";
+  const size_t compared = std::min(text.bytes.size(), expected.size() - 4);
+  EXPECT_EQ(text.bytes.substr(0, compared), expected.substr(0, compared));
+
+  // Token ids: the same.
+  const FirstOutput ids = ReadFirstOutput({"generate", m, "--prompt-tokens", Join(prompt_tokens),
+                                           "-n", "100000000", "--temp", "1", "-s", "11", "-t",
+                                           "1"},
+                                          Path("ids_err.txt"));
+  ASSERT_FALSE(ids.bytes.empty()) << ReadFile(Path("ids_err.txt"));
+  EXPECT_TRUE(ids.running) << "the first ids came only when the process had ended";
+  const std::string all_ids = Join(made);
+  const size_t n = std::min(ids.bytes.size(), all_ids.size());
+  EXPECT_EQ(ids.bytes.substr(0, n), all_ids.substr(0, n));
+
+  // --stats: the timings, on stderr, at the end; stdout holds only the text.
+  const Result stats = Titans({"generate", m, "-p", prompt, "-n", "20", "--temp", "1", "-s", "11",
+                               "-t", "1", "--raw", "--stats"});
+  EXPECT_EQ(stats.status, 0) << stats;
+  EXPECT_EQ(stats.out, expected.substr(0, 20));
+  for (const char* line : {"load: ", "prompt: 8 tokens in ", "generation: 20 tokens in ",
+                           "the first "}) {
+    EXPECT_NE(stats.err.find(line), std::string::npos) << line << "\n" << stats;
+  }
+}
+
+// Bytes of `text` from `at` on, `length` of them without a NUL (an argument cannot hold one).
+std::string PieceWithoutNul(const std::string& text, size_t at, size_t length) {
+  for (; at + length <= text.size(); ++at) {
+    const std::string piece = text.substr(at, length);
+    if (piece.find('\0') == std::string::npos) return piece;
+  }
+  return "";
+}
+
+TEST_F(CliTest, GenerateStopsAtAStopStringAndPenalizesRepeats) {
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "--seed", "8"});
+  const auto model = Model::Load(m);
+  const std::string prompt = "Stop here: ";
+  const std::vector<int32_t> prompt_tokens(prompt.begin(), prompt.end());
+  Session session(model, SessionOptions{1});
+  const SamplerOptions sampler{.temperature = 1.0f, .seed = 2};
+  const std::vector<int32_t> made = session.Generate(prompt_tokens, 300, sampler);
+  const std::string all(made.begin(), made.end());
+  const std::vector<std::string> sampling = {"-n", "300", "--temp", "1", "-s", "2", "-t", "1"};
+
+  // Two stop strings: generation ends where the output first ends with either; the stop string
+  // is written.
+  const std::string stop_a = PieceWithoutNul(all, 150, 3), stop_b = PieceWithoutNul(all, 220, 2);
+  ASSERT_FALSE(stop_a.empty());
+  ASSERT_FALSE(stop_b.empty());
+  const size_t end = std::min(all.find(stop_a) + 3, all.find(stop_b) + 2);
+  std::vector<std::string> args = {"generate", m, "-p", prompt, "--stop", stop_a, "--stop", stop_b,
+                                   "--raw", "--stats"};
+  args.insert(args.end(), sampling.begin(), sampling.end());
+  const Result r = Titans(args);
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_EQ(r.out, all.substr(0, end));
+  EXPECT_NE(r.err.find("generation: " + std::to_string(end) + " tokens"), std::string::npos) << r;
+  EXPECT_NE(r.err.find("stopped by --stop"), std::string::npos) << r;
+  // A stop string that never comes: all 300 tokens.
+  args = {"generate", m, "-p", prompt, "--stop", "never said", "--raw"};
+  args.insert(args.end(), sampling.begin(), sampling.end());
+  EXPECT_EQ(Ok(args), all);
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"generate", m, "-p", prompt, "--stop", ""},
+        {"generate", m, "--prompt-tokens", "1,2", "--stop", "x"}}) {
+    const Result b = Titans(bad);
+    EXPECT_EQ(b.status, 2) << b;
+  }
+
+  // --repeat-penalty P over the last N tokens (prompt included), as llama.cpp: positive logits
+  // of those tokens divided by P, the others multiplied by it, before sampling.
+  const auto reference = [&](float penalty, int last_n, const SamplerOptions& s, int count) {
+    Session ref(model, SessionOptions{1});
+    std::vector<int32_t> history = prompt_tokens;
+    std::vector<float> logits(prompt_tokens.size() * 256);
+    ref.Forward(prompt_tokens, logits);
+    std::vector<float> last(logits.end() - 256, logits.end());
+    std::mt19937_64 rng(s.seed);
+    std::vector<int32_t> out;
+    for (int i = 0; i < count; ++i) {
+      const size_t from = history.size() > static_cast<size_t>(last_n)
+                              ? history.size() - static_cast<size_t>(last_n)
+                              : 0;
+      std::vector<bool> seen(256, false);
+      for (size_t k = from; k < history.size(); ++k) seen[static_cast<size_t>(history[k])] = true;
+      for (size_t t = 0; t < 256; ++t) {
+        if (seen[t]) last[t] = last[t] <= 0 ? last[t] * penalty : last[t] / penalty;
+      }
+      const int32_t token = SampleToken(last, s, rng);
+      out.push_back(token);
+      history.push_back(token);
+      ref.Forward(std::span<const int32_t>(&token, 1), last);
+    }
+    return out;
+  };
+  const SamplerOptions greedy;
+  const std::vector<int32_t> penalized = reference(1.5f, 16, greedy, 60);
+  EXPECT_EQ(Ok({"generate", m, "--prompt-tokens", Join(prompt_tokens), "-n", "60", "-t", "1",
+                "--repeat-penalty", "1.5", "--repeat-last-n", "16"}),
+            Join(penalized) + "\n");
+  const std::vector<int32_t> plain =
+      Session(model, SessionOptions{1}).Generate(prompt_tokens, 60, greedy);
+  EXPECT_NE(penalized, plain);  // the penalty changes what a random model repeats
+  EXPECT_EQ(Ok({"generate", m, "--prompt-tokens", Join(prompt_tokens), "-n", "60", "-t", "1",
+                "--repeat-penalty", "1"}),
+            Join(plain) + "\n");
+  // Sampled, with the default window of 64.
+  const SamplerOptions sampled{.temperature = 0.9f, .top_k = 50, .seed = 6};
+  EXPECT_EQ(Ok({"generate", m, "--prompt-tokens", Join(prompt_tokens), "-n", "80", "-t", "1",
+                "--temp", "0.9", "--top-k", "50", "-s", "6", "--repeat-penalty", "1.3"}),
+            Join(reference(1.3f, 64, sampled, 80)) + "\n");
+}
+
+// A copy of a safetensors file with the I64 scalar `name` set to `value`.
+void CopyWithScalar(const std::string& from, const std::string& to, const std::string& name,
+                    int64_t value) {
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(from);
+  std::vector<io::TensorToWrite> tensors;
+  for (const io::TensorRecord& t : file.tensors()) {
+    tensors.push_back({t.name, t.dtype, t.shape, t.name == name ? static_cast<const void*>(&value)
+                                                                : t.bytes.data()});
+  }
+  io::WriteSafetensors(to, file.metadata(), tensors);
+}
+
+TEST_F(CliTest, InfoDescribesEveryFileTheEngineWrites) {
+  // A model.
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "--kind", "mixed", "--layers", "5", "--window", "8", "--chunk", "4",
+      "--seed", "2"});
+  const ModelConfig config = Model::Load(m)->config();
+  EXPECT_NE(Ok({"info", m}).find("format: titans.model version 1"), std::string::npos);
+
+  // A session state after 150 tokens: the model config, the position, per layer the memory's
+  // state and the attention cache, the tensors.
+  std::vector<int64_t> tokens(150);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int64_t>(i * 7 % 256);
+  WriteTokens(Path("in.safetensors"), tokens, io::DType::kI32);
+  Ok({"forward", m, "--input", Path("in.safetensors"), "--output", Path("out.safetensors"),
+      "--save-state", Path("session.safetensors"), "-t", "1"});
+  const std::string session = Ok({"info", Path("session.safetensors")});
+  for (const char* s : {"format: titans.session version 1", "position: 150 tokens",
+                        "layers: lmm,mal,mag,mac,attention", "\"window\": 8", "tensors: ",
+                        "\nlayers.0.memory.w_cur.0 ", "\nlayers.4.attention.keys "}) {
+    EXPECT_NE(session.find(s), std::string::npos) << s << " in\n" << session;
+  }
+  const io::SafetensorsFile state = io::SafetensorsFile::Open(Path("session.safetensors"));
+  for (size_t l = 0; l < config.layers.size(); ++l) {
+    const std::string prefix = "layers." + std::to_string(l) + ".";
+    std::string expected = "layer " + std::to_string(l) + " (" + ToString(config.layers[l]) + "):";
+    if (config.layers[l] != BlockKind::kAttention) {
+      int64_t values = 0, bytes = 0;
+      for (const io::TensorRecord& t : state.tensors()) {
+        if (t.name.rfind(prefix + "memory.", 0) != 0) continue;
+        int64_t n = 1;
+        for (int64_t d : t.shape) n *= d;
+        values += n;
+        bytes += static_cast<int64_t>(t.bytes.size());
+      }
+      expected += " memory state " + std::to_string(values) + " values (" +
+                  std::to_string(bytes) + " bytes), position 150, 2 tokens pending";  // 150 % 4
+    }
+    if (config.layers[l] != BlockKind::kLmm) {
+      const io::TensorRecord* keys = state.Find(prefix + "attention.keys");
+      ASSERT_NE(keys, nullptr);
+      expected += std::string(config.layers[l] == BlockKind::kAttention ? " " : "; ") +
+                  "attention cache " + std::to_string(keys->shape[0]) + " rows of " +
+                  std::to_string(keys->shape[1]) + " keys and values (" +
+                  std::to_string(2 * keys->bytes.size()) + " bytes), position ";
+      if (config.layers[l] == BlockKind::kAttention) {
+        EXPECT_EQ(keys->shape[0], 8);  // the window
+      }
+      // (a MAC cache holds the interleaved rows of its segment: its own position)
+      if (config.layers[l] != BlockKind::kMac) expected += "150";
+    }
+    EXPECT_NE(session.find(expected), std::string::npos) << expected << " in\n" << session;
+  }
+  EXPECT_EQ(ModelConfig::FromJson(Ok({"info", Path("session.safetensors"), "--config-only"})),
+            config);
+  // It checks the state as Session::Load does: a memory position that disagrees is refused.
+  CopyWithScalar(Path("session.safetensors"), Path("bad_session.safetensors"),
+                 "layers.0.memory.position", 149);
+  ExpectError({"info", Path("bad_session.safetensors")}, "bad_session.safetensors");
+
+  // Memory weights and a memory state.
+  const MemoryConfig mc = MemoryConfig::Paper(32, 2, 16, 2, 8);
+  const auto memory = std::make_shared<const NeuralMemory>(mc, MemoryWeights::Random(mc, 5));
+  memory->Save(Path("memory.safetensors"));
+  const std::string weights = Ok({"info", Path("memory.safetensors")});
+  int64_t parameters = 0;
+  for (const ConstTensorView& t : memory->weights().Tensors(mc)) {
+    EXPECT_NE(weights.find("\n" + t.name + " "), std::string::npos) << t.name << "\n" << weights;
+    parameters += t.size();
+  }
+  for (const std::string& s :
+       {std::string("format: titans.memory version 1"),
+        std::string("memory: 2 heads x 16, MLP depth 2, unit 8 tokens"),
+        "total: " + std::to_string(parameters) + " parameters"}) {
+    EXPECT_NE(weights.find(s), std::string::npos) << s << " in\n" << weights;
+  }
+  EXPECT_EQ(MemoryConfig::FromJson(Ok({"info", Path("memory.safetensors"), "--config-only"})), mc);
+
+  MemorySession stream(memory, SessionOptions{1});
+  std::vector<float> x(21 * 32), y(21 * static_cast<size_t>(memory->output_width()));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.1f * static_cast<float>(i));
+  stream.Forward(x, y);
+  stream.Save(Path("memory_state.safetensors"));
+  const std::string memory_state = Ok({"info", Path("memory_state.safetensors")});
+  for (const char* s : {"format: titans.memory_state version 1",
+                        "position: 21 tokens, 5 of them pending", "\nw_cur.0 ", "\npending_k ",
+                        "memory: 2 heads x 16"}) {
+    EXPECT_NE(memory_state.find(s), std::string::npos) << s << " in\n" << memory_state;
+  }
+  EXPECT_EQ(
+      MemoryConfig::FromJson(Ok({"info", Path("memory_state.safetensors"), "--config-only"})), mc);
+  CopyWithScalar(Path("memory_state.safetensors"), Path("bad_state.safetensors"), "pending", 4);
+  ExpectError({"info", Path("bad_state.safetensors")}, "bad_state.safetensors");
+
+  // The outputs of titans forward.
+  const std::string out = Ok({"info", Path("out.safetensors")});
+  for (const char* s : {"format: titans.forward version 1", "input: tokens", "\nlogits "}) {
+    EXPECT_NE(out.find(s), std::string::npos) << s << " in\n" << out;
+  }
+
+  // Anything else: status 1, naming the format.
+  const float f = 1;
+  io::WriteSafetensors(Path("other.safetensors"), {{"format", "something.else"}},
+                       {{"x", io::DType::kF32, {1}, &f}});
+  ExpectError({"info", Path("other.safetensors")}, "format \"something.else\"");
+  io::WriteSafetensors(Path("plain.safetensors"), {}, {{"x", io::DType::kF32, {1}, &f}});
+  ExpectError({"info", Path("plain.safetensors")}, "no \"format\"");
 }
 
 }  // namespace

@@ -285,7 +285,7 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
   cmd->add_option("--contexts", args->contexts, "context lengths in tokens (K = 1024, M = 1024^2)")
       ->delimiter(',')
       ->transform(tokens)
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->type_name("N,N,...")
       ->capture_default_str();
   std::vector<std::string> names(bench::kModelKindNames.begin(), bench::kModelKindNames.end());
@@ -296,16 +296,16 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
       ->check(CLI::IsMember(names))
       ->type_name("KIND,...")
       ->capture_default_str();
-  cmd->add_option("--threads", args->threads, "OpenMP threads (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+  cmd->add_option("-t,--threads", args->threads, "OpenMP threads (0 = all)")
+      ->check(AtLeast(0))
       ->capture_default_str();
   cmd->add_option("--piece", args->piece, "tokens per Forward call")
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->capture_default_str();
   cmd->add_option("--max-seconds", args->max_seconds,
                   "time limit of one point's prefill (0 = none): a point stops after the piece "
                   "that crosses it, and larger contexts predicted to cross it are skipped")
-      ->check(CLI::NonNegativeNumber)
+      ->check(AtLeast(0))
       ->capture_default_str();
   cmd->add_option("--json", args->json_path,
                   "write one record per kind and context (kind, context, tokens_per_s, "

@@ -269,21 +269,21 @@ std::function<int()> AddEvalCommand(CLI::App& app) {
                   "W of the position buckets [0,W), [W,4W), [4W,16W), ... [the model's attention "
                   "window; without one, the memory's unit]")
       ->transform(tokens)
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   cmd->add_option("--reset-every", args->reset_every,
                   "also measure the model with its memory reset to its initial weights every N "
                   "tokens (a multiple of the memory's unit; K = 1024)")
       ->transform(tokens)
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   cmd->add_option("--max-bytes", args->max_bytes, "use only the first N bytes of the text")
       ->transform(tokens)
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   cmd->add_option("--piece", args->piece, "tokens per Forward call")
       ->transform(tokens)
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->capture_default_str();
-  cmd->add_option("--threads", args->threads, "OpenMP threads (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+  cmd->add_option("-t,--threads", args->threads, "OpenMP threads (0 = all)")
+      ->check(AtLeast(0))
       ->capture_default_str();
   cmd->add_option("--json", args->json_path,
                   "write one record per variant and bucket, and per variant overall");

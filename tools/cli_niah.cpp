@@ -272,7 +272,7 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
       "niah",
       "Needle in a haystack: recall of a 7-digit number from far back in the context, over a "
       "grid of context lengths and needle depths (docs/NIAH.md)");
-  cmd->add_option("--model", args->model_path,
+  cmd->add_option("-m,--model", args->model_path,
                   "a byte-level model file (vocab 256); default: the constructed demo model");
   cmd->add_option("--haystack", args->haystack_path,
                   "a UTF-8 text file, repeated as needed; default: the noise block \"The grass is "
@@ -281,22 +281,22 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
   cmd->add_option("--lengths", args->lengths, "context lengths in tokens (K = 1024, M = 1024^2)")
       ->delimiter(',')
       ->transform(tokens)
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->type_name("N,N,...")
       ->capture_default_str();
   cmd->add_option("--depths", args->depths, "needle depths in percent of the haystack")
       ->delimiter(',')
-      ->check(CLI::Range(0.0, 100.0))
+      ->check(Between(0, 100))
       ->capture_default_str();
   cmd->add_option("--trials", args->trials, "needles (seeds) per cell")
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "first seed of the needles")->capture_default_str();
+  cmd->add_option("-s,--seed", args->seed, "first seed of the needles")->capture_default_str();
   cmd->add_option("--window", args->window, "attention window of the constructed model (1..1024)")
-      ->check(CLI::Range(1, 1024))
+      ->check(Between(1, 1024))
       ->capture_default_str();
-  cmd->add_option("--threads", args->threads, "OpenMP threads (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+  cmd->add_option("-t,--threads", args->threads, "OpenMP threads (0 = all)")
+      ->check(AtLeast(0))
       ->capture_default_str();
   cmd->add_flag("--baseline", args->baseline,
                 "also run the model with its memory writes off and (constructed model only) a "
@@ -305,7 +305,7 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
                   "longest context for the full-attention baseline (its cost grows with the "
                   "square of the length)")
       ->transform(tokens)
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->capture_default_str();
   cmd->add_option("--json", args->json_path, "write one record per cell and model as JSON");
   cmd->add_option("--plot", args->plot_path,

@@ -1,8 +1,9 @@
 // titans: the command-line program (docs/CLI.md).
 //
 //   titans make-model OUT [--config CONFIG.json | --kind K --layers N --d-model D ...] [--seed S]
-//   titans info MODEL [--config-only]
-//   titans generate MODEL (--prompt-tokens 1,2,3 | --prompt TEXT) [-n N] [sampler options]
+//   titans info FILE [--config-only]          (model, session state, memory weights or state)
+//   titans generate MODEL (--prompt-tokens 1,2,3 | -p TEXT | -f FILE) [-n N] [sampler options]
+//                   [--stop STR]... [--repeat-penalty P] [--stats]   (streams the output)
 //   titans forward MODEL --input IN --output OUT [--split a,b,... | --every N]
 //                  [--load-state F] [--save-state F]
 //   titans bench [--contexts 1K,4K,...] [--kinds lmm,mac,...] [--json F] [--plot F]
@@ -10,9 +11,10 @@
 //               [--plot F] [--model MODEL] [--haystack TEXT]
 //   titans eval MODEL TEXT [--window W] [--reset-every N] [--max-bytes N] [--json F] [--plot F]
 //
+// `titans` alone, `titans --help` and an unknown command list the commands, one line each.
 // Exit status: 0 on success, 1 when running the command fails (the library's titans::Error:
-// a bad model or input file, a token out of range, ...), 2 for a malformed command line. Every
-// failure prints one line `error: <message>` to stderr.
+// a bad model or input file, a token out of range, ...), 2 for a malformed command line
+// (`titans` alone included). Every failure prints one line `error: <message>` to stderr.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -20,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -29,15 +32,18 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli_bench.hpp"
 #include "cli_eval.hpp"
 #include "cli_niah.hpp"
+#include "cli_options.hpp"
 #include "io/safetensors.hpp"
 #include "titans/titans.hpp"
 
@@ -48,6 +54,9 @@
 namespace {
 
 using titans::BlockKind;
+using titans::cli::AtLeast;
+using titans::cli::GreaterThan;
+using titans::cli::NumberIn;
 using titans::Error;
 using titans::ErrorCode;
 namespace io = titans::io;
@@ -245,34 +254,47 @@ int RunMakeModel(const MakeModelArgs& a) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// info
+// info: every file the engine writes, by the `format` in its metadata
 
-std::string PrettyConfig(const titans::ModelConfig& config) {
-  return nlohmann::ordered_json::parse(config.ToJson()).dump(2);
+std::string PrettyJson(const std::string& json) {
+  return nlohmann::ordered_json::parse(json).dump(2);
 }
 
-int RunInfo(const std::string& path, bool config_only) {
-  const std::shared_ptr<const titans::Model> model = titans::Model::Load(path);  // checks all
-  if (config_only) {
-    std::cout << PrettyConfig(model->config()) << "\n";
-    return 0;
+std::string PrettyConfig(const titans::ModelConfig& config) { return PrettyJson(config.ToJson()); }
+
+// The value of a [1] I64 tensor (the file was checked by the library's Load before).
+int64_t ScalarI64(const io::SafetensorsFile& file, const std::string& name) {
+  const io::TensorRecord* t = file.Find(name);
+  int64_t value = 0;
+  if (t != nullptr && t->dtype == io::DType::kI64 && t->bytes.size() == sizeof value) {
+    std::memcpy(&value, t->bytes.data(), sizeof value);
   }
-  const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
+  return value;
+}
+
+// Values and bytes of the tensors whose names start with `prefix`.
+struct TensorTotals {
+  int64_t tensors = 0, values = 0, bytes = 0;
+};
+TensorTotals Totals(const io::SafetensorsFile& file, const std::string& prefix = "") {
+  TensorTotals totals;
+  for (const io::TensorRecord& t : file.tensors()) {
+    if (t.name.rfind(prefix, 0) != 0) continue;
+    ++totals.tensors;
+    totals.values += Elements(t.shape);
+    totals.bytes += static_cast<int64_t>(t.bytes.size());
+  }
+  return totals;
+}
+
+// The tensors in file order with name, dtype, shape and number of values, then the totals
+// ("parameters" for weights, "values" for states).
+void PrintTensorTable(const io::SafetensorsFile& file, const char* values_word) {
   std::vector<const io::TensorRecord*> table;
   for (const io::TensorRecord& t : file.tensors()) table.push_back(&t);
   std::stable_sort(table.begin(), table.end(), [](const auto* a, const auto* b) {
     return a->bytes.data() < b->bytes.data();  // file order
   });
-  const auto meta = [&](const char* key) {
-    const auto it = file.metadata().find(key);
-    return it == file.metadata().end() ? std::string("?") : it->second;
-  };
-  std::cout << "file: " << path << " (" << std::filesystem::file_size(path) << " bytes)\n"
-            << "format: " << meta("format") << " version " << meta("format_version") << "\n"
-            << "layers: " << KindList(model->config()) << "\n"
-            << "config:\n"
-            << PrettyConfig(model->config()) << "\n";
-
   size_t name_width = 4, shape_width = 5;
   for (const auto* t : table) {
     name_width = std::max(name_width, t->name.size());
@@ -284,86 +306,332 @@ int RunInfo(const std::string& path, bool config_only) {
   };
   std::cout << "tensors: " << table.size() << "\n"
             << pad("name", name_width) << "  dtype  " << pad("shape", shape_width) << "  values\n";
-  int64_t total = 0, bytes = 0;
   for (const auto* t : table) {
-    const int64_t n = Elements(t->shape);
-    total += n;
-    bytes += static_cast<int64_t>(t->bytes.size());
     std::cout << pad(t->name, name_width) << "  " << pad(io::ToString(t->dtype), 5) << "  "
-              << pad(ShapeString(t->shape), shape_width) << "  " << n << "\n";
+              << pad(ShapeString(t->shape), shape_width) << "  " << Elements(t->shape) << "\n";
   }
-  std::cout << "total: " << total << " parameters, " << bytes << " bytes of tensor data\n";
-  return 0;
+  const TensorTotals totals = Totals(file);
+  std::cout << "total: " << totals.values << " " << values_word << ", " << totals.bytes
+            << " bytes of tensor data\n";
+}
+
+// A config stored in a file's metadata, parsed (and validated) with Config::FromJson.
+template <class Config>
+Config ConfigOf(const std::string& path, const std::map<std::string, std::string>& metadata) {
+  const auto it = metadata.find("config");
+  if (it == metadata.end()) {
+    throw Error(ErrorCode::kFormat, path + ": no \"config\" in the metadata");
+  }
+  try {
+    return Config::FromJson(it->second);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kFormat, path + ": bad config in the metadata: " + e.what());
+  }
+}
+
+// Bytes of the weights of `config` (ModelWeights::Zeros), from the tensor table of empty weights:
+// nothing is allocated in proportion to them.
+double WeightBytes(const titans::ModelConfig& config) {
+  titans::ModelWeights skeleton;
+  const auto depth = static_cast<size_t>(config.memory.depth);
+  if (config.architecture == titans::Architecture::kTitansPytorchMac) {
+    skeleton.tp_mac.layers.resize(config.layers.size());
+    for (titans::TpMacLayerWeights& l : skeleton.tp_mac.layers) l.memory.mlp.resize(depth);
+  } else {
+    skeleton.layers.resize(config.layers.size());
+    for (titans::LayerWeights& l : skeleton.layers) l.memory.memory.mlp.resize(depth);
+  }
+  double bytes = 0;
+  for (const titans::ConstTensorView& t : std::as_const(skeleton).Tensors(config)) {
+    double n = sizeof(float);
+    for (int64_t d : t.shape) n *= static_cast<double>(d);
+    bytes += n;
+  }
+  return bytes;
+}
+double WeightBytes(const titans::MemoryConfig& config) {
+  titans::MemoryWeights skeleton;
+  skeleton.mlp.resize(static_cast<size_t>(config.depth));
+  double bytes = 0;
+  for (const titans::ConstTensorView& t : std::as_const(skeleton).Tensors(config)) {
+    double n = sizeof(float);
+    for (int64_t d : t.shape) n *= static_cast<double>(d);
+    bytes += n;
+  }
+  return bytes;
+}
+
+// A state file is checked by loading it into a session of a model (or memory) of its config
+// with zero weights, which are not in the file: refuse a config whose weights would take more
+// than half of the available memory (a small file must not make `info` allocate without bound).
+void CheckAffordable(const std::string& path, double bytes) {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") break;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+    kib = 0;
+  }
+  if (key == "MemAvailable:" && bytes > kib * 1024 / 2) {
+    Fail(path + ": checking this state needs the weights of its config in memory, " +
+         std::to_string(static_cast<int64_t>(bytes / (1 << 20))) +
+         " MiB, more than half of the available memory");
+  }
+}
+
+std::string MemorySummary(const titans::MemoryConfig& m) {
+  return std::to_string(m.heads) + " heads x " + std::to_string(m.head_dim) + ", MLP depth " +
+         std::to_string(m.depth) + ", unit " + std::to_string(m.unit()) + " tokens";
+}
+
+int RunInfo(const std::string& path, bool config_only) {
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
+  const auto meta = [&](const char* key) {
+    const auto it = file.metadata().find(key);
+    return it == file.metadata().end() ? std::string() : it->second;
+  };
+  const std::string format = meta("format");
+  const auto header = [&](const char* what) {
+    std::cout << "file: " << path << " (" << std::filesystem::file_size(path) << " bytes)\n"
+              << "format: " << format << " version " << meta("format_version") << " (" << what
+              << ")\n";
+  };
+
+  if (format == "titans.model") {
+    const std::shared_ptr<const titans::Model> model = titans::Model::Load(path);  // checks all
+    if (config_only) {
+      std::cout << PrettyConfig(model->config()) << "\n";
+      return 0;
+    }
+    header("a model: Model::Save, titans make-model");
+    std::cout << "layers: " << KindList(model->config()) << "\n"
+              << "config:\n"
+              << PrettyConfig(model->config()) << "\n";
+    PrintTensorTable(file, "parameters");
+    return 0;
+  }
+
+  if (format == "titans.session") {
+    // Checked by loading it into a session of a model of its config (weights play no part).
+    const titans::ModelConfig config = ConfigOf<titans::ModelConfig>(path, file.metadata());
+    CheckAffordable(path, WeightBytes(config));
+    auto model = std::make_shared<const titans::Model>(config,
+                                                       titans::ModelWeights::Zeros(config));
+    titans::Session session(model, titans::SessionOptions{1});
+    session.Load(path);
+    if (config_only) {
+      std::cout << PrettyConfig(config) << "\n";
+      return 0;
+    }
+    header("the state of one stream through a model: Session::Save, titans forward --save-state");
+    std::cout << "position: " << session.position() << " tokens\n"
+              << "layers: " << KindList(config) << "\n";
+    for (size_t l = 0; l < config.layers.size(); ++l) {
+      const std::string prefix = "layers." + std::to_string(l) + ".";
+      std::cout << "layer " << l << " (" << ToString(config.layers[l]) << "):";
+      const char* separator = " ";
+      if (file.Find(prefix + "memory.position") != nullptr) {
+        const TensorTotals m = Totals(file, prefix + "memory.");
+        std::cout << separator << "memory state " << m.values << " values (" << m.bytes
+                  << " bytes), position " << ScalarI64(file, prefix + "memory.position") << ", "
+                  << ScalarI64(file, prefix + "memory.pending") << " tokens pending";
+        separator = "; ";
+      }
+      const io::TensorRecord* keys = file.Find(prefix + "attention.keys");
+      const io::TensorRecord* values = file.Find(prefix + "attention.values");
+      if (keys != nullptr && values != nullptr && keys->shape.size() == 2) {
+        std::cout << separator << "attention cache " << keys->shape[0] << " rows of "
+                  << keys->shape[1] << " keys and values ("
+                  << keys->bytes.size() + values->bytes.size() << " bytes), position "
+                  << ScalarI64(file, prefix + "attention.position");
+      }
+      std::cout << "\n";
+    }
+    std::cout << "config:\n" << PrettyConfig(config) << "\n";
+    PrintTensorTable(file, "values");
+    return 0;
+  }
+
+  if (format == "titans.memory") {
+    const std::shared_ptr<const titans::NeuralMemory> memory = titans::NeuralMemory::Load(path);
+    if (config_only) {
+      std::cout << PrettyJson(memory->config().ToJson()) << "\n";
+      return 0;
+    }
+    header("the learned weights of one memory: NeuralMemory::Save");
+    std::cout << "memory: " << MemorySummary(memory->config()) << "\n"
+              << "config:\n"
+              << PrettyJson(memory->config().ToJson()) << "\n";
+    PrintTensorTable(file, "parameters");
+    return 0;
+  }
+
+  if (format == "titans.memory_state") {
+    const titans::MemoryConfig config = ConfigOf<titans::MemoryConfig>(path, file.metadata());
+    CheckAffordable(path, WeightBytes(config));
+    titans::MemorySession session(
+        std::make_shared<const titans::NeuralMemory>(config, titans::MemoryWeights::Zeros(config)),
+        titans::SessionOptions{1});
+    session.Load(path);  // checks all
+    if (config_only) {
+      std::cout << PrettyJson(config.ToJson()) << "\n";
+      return 0;
+    }
+    header("the state of one stream through a memory: MemorySession::Save");
+    std::cout << "position: " << session.position() << " tokens, " << session.state().pending
+              << " of them pending (not yet written; unit " << config.unit() << ")\n"
+              << "memory: " << MemorySummary(config) << "\n"
+              << "config:\n"
+              << PrettyJson(config.ToJson()) << "\n";
+    PrintTensorTable(file, "values");
+    return 0;
+  }
+
+  if (format == "titans.forward") {
+    if (config_only) Fail(path + ": a titans forward output holds no config");
+    header("the outputs of titans forward");
+    for (const char* key : {"input", "pieces", "split", "every", "start_position"}) {
+      if (const std::string value = meta(key); !value.empty()) {
+        std::cout << key << ": " << value << "\n";
+      }
+    }
+    PrintTensorTable(file, "values");
+    return 0;
+  }
+
+  throw Error(ErrorCode::kFormat,
+              path + ": not a file the engine writes: " +
+                  (format.empty() ? std::string("no \"format\" in the metadata")
+                                  : "format \"" + format + "\"") +
+                  " (known: titans.model, titans.session, titans.memory, titans.memory_state, "
+                  "titans.forward)");
 }
 
 // ---------------------------------------------------------------------------------------------
 // generate
 
 struct GenerateArgs {
-  std::string model;
-  std::string prompt_tokens;
-  std::string prompt;
-  bool has_prompt_tokens = false, has_prompt = false;
+  std::string model;                      // as MODEL or -m
+  std::string prompt_tokens, prompt, file;  // exactly one of them
+  bool has_prompt_tokens = false, has_prompt = false, has_file = false;
   int n = 32;
   float temperature = 0.0f;
   int top_k = 0;
   float top_p = 1.0f;
   uint64_t seed = 0;
   int threads = 0;
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
+  std::vector<std::string> stop;
   bool raw = false;
   bool stats = false;
 };
 
-// Length of the valid UTF-8 multi-byte sequence starting at bytes[i] (0 if there is none).
-size_t Utf8Sequence(const std::vector<int32_t>& bytes, size_t i) {
-  const auto at = [&](size_t k) { return static_cast<unsigned>(bytes[k]); };
-  const unsigned b0 = at(i);
-  size_t length = 0;
-  unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    length = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    length = 3;
-    if (b0 == 0xE0) lo = 0xA0;  // no overlong forms
-    if (b0 == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    length = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;  // <= U+10FFFF
-  } else {
-    return 0;
-  }
-  if (i + length > bytes.size()) return 0;
-  if (at(i + 1) < lo || at(i + 1) > hi) return 0;
-  for (size_t k = 2; k < length; ++k) {
-    if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
-  }
-  return length;
+// The whole of standard input or of a file, as bytes.
+std::string ReadAll(std::FILE* in, const std::string& name) {
+  std::string text;
+  char buffer[1 << 16];
+  size_t got = 0;
+  while ((got = std::fread(buffer, 1, sizeof buffer, in)) > 0) text.append(buffer, got);
+  if (std::ferror(in)) throw Error(ErrorCode::kIo, name + ": cannot read");
+  return text;
 }
 
-// Bytes as readable text: printable ASCII, newline, tab and valid UTF-8 sequences as they are,
-// a backslash as "\\", every other byte as "\xHH".
-std::string EscapeBytes(const std::vector<int32_t>& bytes) {
-  std::string s;
-  for (size_t i = 0; i < bytes.size();) {
-    const int32_t b = bytes[i];
-    if (b == '\\') {
-      s += "\\\\";
-    } else if ((b >= 0x20 && b < 0x7F) || b == '\n' || b == '\t') {
-      s += static_cast<char>(b);
-    } else if (const size_t n = Utf8Sequence(bytes, i); n > 0) {
-      for (size_t k = 0; k < n; ++k) s += static_cast<char>(bytes[i + k]);
-      i += n;
-      continue;
-    } else {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned>(b) & 0xFFu);
-      s += hex;
-    }
-    ++i;
-  }
-  return s;
+// The prompt text of --prompt TEXT, --prompt - or -f FILE (- = standard input).
+std::string PromptText(const GenerateArgs& a) {
+  const std::string source = a.has_file ? a.file : a.prompt;
+  if (!a.has_file && source != "-") return a.prompt;
+  if (source == "-") return ReadAll(stdin, "standard input");
+  if (std::filesystem::is_directory(source)) Fail(source + ": is a directory");
+  return ReadTextFile(source);
 }
+
+// Writes the continuation of a byte-level model as it is made, flushing after every write: a
+// byte as soon as it completes a UTF-8 character (or cannot be part of one). Unless raw,
+// printable ASCII, newline, tab and valid UTF-8 characters are written as they are, a
+// backslash as "\\", every other byte as "\xHH".
+class ByteStream {
+ public:
+  explicit ByteStream(bool raw) : raw_(raw) {}
+
+  void Put(unsigned char b) {
+    std::string out;
+    if (!pending_.empty()) {
+      const bool second = pending_.size() == 1;
+      const unsigned u = b;
+      if (u >= (second ? lo_ : 0x80u) && u <= (second ? hi_ : 0xBFu)) {
+        pending_ += static_cast<char>(b);
+        if (pending_.size() == length_) {
+          Write(pending_);
+          pending_.clear();
+        }
+        return;
+      }
+      out = Invalid();  // not a character: its bytes one by one; then b on its own
+    }
+    if (b < 0x80) {
+      out += Ascii(b);
+    } else if (StartsCharacter(b)) {
+      pending_ = std::string(1, static_cast<char>(b));
+    } else {
+      out += Byte(b);
+    }
+    if (!out.empty()) Write(out);
+  }
+
+  // At the end: the bytes of an unfinished character.
+  void Finish() {
+    if (!pending_.empty()) Write(Invalid());
+  }
+
+ private:
+  bool StartsCharacter(unsigned char b) {
+    lo_ = 0x80;
+    hi_ = 0xBF;  // the allowed range of the second byte
+    if (b >= 0xC2 && b <= 0xDF) {
+      length_ = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      length_ = 3;
+      if (b == 0xE0) lo_ = 0xA0;  // no overlong forms
+      if (b == 0xED) hi_ = 0x9F;  // no surrogates
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      length_ = 4;
+      if (b == 0xF0) lo_ = 0x90;
+      if (b == 0xF4) hi_ = 0x8F;  // <= U+10FFFF
+    } else {
+      return false;
+    }
+    return true;
+  }
+  std::string Ascii(unsigned char b) const {
+    if (raw_ || (b >= 0x20 && b < 0x7F && b != '\\') || b == '\n' || b == '\t') {
+      return std::string(1, static_cast<char>(b));
+    }
+    return b == '\\' ? "\\\\" : Byte(b);
+  }
+  std::string Byte(unsigned char b) const {
+    if (raw_) return std::string(1, static_cast<char>(b));
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned>(b));
+    return hex;
+  }
+  std::string Invalid() {
+    std::string out;
+    for (char c : pending_) out += Byte(static_cast<unsigned char>(c));
+    pending_.clear();
+    return out;
+  }
+  static void Write(const std::string& s) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  }
+
+  bool raw_;
+  std::string pending_;  // the first bytes of a character
+  size_t length_ = 0;
+  unsigned lo_ = 0x80, hi_ = 0xBF;
+};
 
 // int64 token ids -> int32, naming the first one that does not fit the vocabulary.
 std::vector<int32_t> ToTokens(const std::vector<int64_t>& ids, int vocab) {
@@ -379,7 +647,43 @@ std::vector<int32_t> ToTokens(const std::vector<int64_t>& ids, int vocab) {
   return tokens;
 }
 
+// The repetition penalty of llama.cpp: the logit of every token among the last N tokens (prompt
+// included) is divided by the penalty when positive and multiplied by it otherwise.
+class RepeatPenalty {
+ public:
+  RepeatPenalty(float penalty, int last_n, int vocab)
+      : penalty_(penalty), last_n_(last_n), counts_(penalty != 1.0f && last_n != 0 ? vocab : 0) {}
+  bool active() const { return !counts_.empty(); }
+  void Add(int32_t token) {
+    if (!active()) return;
+    history_.push_back(token);
+    ++counts_[static_cast<size_t>(token)];
+    if (last_n_ > 0 && history_.size() > static_cast<size_t>(last_n_)) {
+      --counts_[static_cast<size_t>(history_.front())];
+      history_.pop_front();
+    }
+  }
+  void Apply(std::span<float> logits) const {
+    for (size_t t = 0; t < counts_.size(); ++t) {
+      if (counts_[t] == 0) continue;
+      logits[t] = logits[t] <= 0 ? logits[t] * penalty_ : logits[t] / penalty_;
+    }
+  }
+
+ private:
+  float penalty_;
+  int last_n_;  // -1: every token
+  std::vector<int> counts_;
+  std::deque<int32_t> history_;
+};
+
+double Seconds(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 int RunGenerate(const GenerateArgs& a) {
+  using Clock = std::chrono::steady_clock;
+  const auto load_start = Clock::now();
   const std::shared_ptr<const titans::Model> model = titans::Model::Load(a.model);
   const int vocab = model->config().vocab_size;
   if (vocab == 0) {
@@ -387,14 +691,20 @@ int RunGenerate(const GenerateArgs& a) {
          ": this model takes input embeddings (vocab_size 0) and cannot generate "
          "tokens; use `titans forward` with an `embeddings` input");
   }
+  const bool text = !a.has_prompt_tokens;
   std::vector<int32_t> prompt;
-  if (a.has_prompt) {
+  if (text) {
+    const char* option = a.has_file ? "--file" : "--prompt";
     if (vocab != 256) {
-      Fail("--prompt needs a byte-level model (vocab_size 256), " + a.model + " has vocab_size " +
-           std::to_string(vocab) + "; use --prompt-tokens");
+      Fail(std::string(option) + " needs a byte-level model (vocab_size 256), " + a.model +
+           " has vocab_size " + std::to_string(vocab) + "; use --prompt-tokens");
     }
-    if (a.prompt.empty()) Fail("--prompt is empty");
-    for (unsigned char c : a.prompt) prompt.push_back(c);
+    const std::string prompt_text = PromptText(a);
+    if (prompt_text.empty()) {
+      Fail(std::string("the prompt is empty (") + option + " " +
+           (a.has_file ? a.file : a.prompt == "-" ? "-: standard input" : "\"\"") + ")");
+    }
+    for (unsigned char c : prompt_text) prompt.push_back(c);
   } else {
     prompt = ToTokens(ParseIntList(a.prompt_tokens), vocab);
   }
@@ -404,26 +714,78 @@ int RunGenerate(const GenerateArgs& a) {
   sampler.top_p = a.top_p;
   sampler.seed = a.seed;
   titans::Session session(model, titans::SessionOptions{a.threads});
-  const auto start = std::chrono::steady_clock::now();
-  const std::vector<int32_t> generated = session.Generate(prompt, a.n, sampler);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  RepeatPenalty penalty(a.repeat_penalty, a.repeat_last_n, vocab);
+  for (int32_t t : prompt) penalty.Add(t);
 
-  if (a.has_prompt) {
-    if (a.raw) {
-      for (int32_t b : generated) std::cout.put(static_cast<char>(b));
-    } else {
-      std::cout << EscapeBytes(generated) << "\n";
-    }
-  } else {
-    for (size_t i = 0; i < generated.size(); ++i) std::cout << (i ? "," : "") << generated[i];
-    std::cout << "\n";
+  // The prompt, in pieces of at most kPromptPiece tokens (one piece, as Session::Generate
+  // feeds it, up to that length); the logits of its last token start the generation.
+  constexpr size_t kPromptPiece = 4096;
+  const auto start = Clock::now();
+  std::vector<float> logits;
+  for (size_t at = 0; at < prompt.size(); at += kPromptPiece) {
+    const size_t n = std::min(kPromptPiece, prompt.size() - at);
+    logits.resize(n * static_cast<size_t>(vocab));
+    session.Forward(std::span<const int32_t>(prompt.data() + at, n), logits);
   }
-  std::cout.flush();
+  const auto prompt_done = Clock::now();
+  std::vector<float> last(static_cast<size_t>(vocab));
+  if (!logits.empty()) {
+    std::copy(logits.end() - vocab, logits.end(), last.begin());
+  }
+
+  // One token at a time: sample, write, feed back (the last one is not fed), as
+  // Session::Generate does, with the output streamed and the stop strings checked as it goes.
+  ByteStream bytes(a.raw);
+  size_t longest_stop = 0;
+  for (const std::string& s : a.stop) longest_stop = std::max(longest_stop, s.size());
+  std::string tail;  // the last bytes written, for the stop strings
+  const std::string* stopped_by = nullptr;
+  std::mt19937_64 rng(sampler.seed);
+  Clock::time_point first_token = prompt_done;
+  int made = 0;
+  for (; made < a.n; ++made) {
+    if (penalty.active()) penalty.Apply(last);
+    const int32_t token = titans::SampleToken(last, sampler, rng);
+    if (made == 0) first_token = Clock::now();
+    penalty.Add(token);
+    if (text) {
+      bytes.Put(static_cast<unsigned char>(token));
+      if (longest_stop > 0) {
+        tail += static_cast<char>(token);
+        if (tail.size() > longest_stop) tail.erase(0, tail.size() - longest_stop);
+        for (const std::string& s : a.stop) {
+          if (tail.ends_with(s)) stopped_by = &s;
+        }
+      }
+    } else {
+      std::printf("%s%d", made == 0 ? "" : ",", static_cast<int>(token));
+      std::fflush(stdout);
+    }
+    if (stopped_by != nullptr || made + 1 == a.n) {
+      ++made;
+      break;
+    }
+    session.Forward(std::span<const int32_t>(&token, 1), last);
+  }
+  if (text) bytes.Finish();
+  if (!text || !a.raw) std::fputs("\n", stdout);
+  std::fflush(stdout);
+  const auto end = Clock::now();
+
   if (a.stats) {
-    std::fprintf(stderr, "%zu prompt tokens, %zu new tokens in %.3f s (%.1f tokens/s)\n",
-                 prompt.size(), generated.size(), seconds,
-                 static_cast<double>(prompt.size() + generated.size()) / std::max(seconds, 1e-9));
+    const double prompt_s = Seconds(start, prompt_done), new_s = Seconds(prompt_done, end);
+    std::fprintf(stderr, "load: %s in %.3f s\n", a.model.c_str(), Seconds(load_start, start));
+    std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s)\n", prompt.size(),
+                 prompt_s, static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9));
+    std::fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)", made, new_s,
+                 static_cast<double>(made) / std::max(new_s, 1e-9));
+    if (made > 0) {
+      std::fprintf(stderr, ", the first %.3f s after the prompt", Seconds(prompt_done, first_token));
+    }
+    if (stopped_by != nullptr) {
+      std::fprintf(stderr, "; stopped by --stop \"%s\"", stopped_by->c_str());
+    }
+    std::fprintf(stderr, "\n");
   }
   return 0;
 }
@@ -574,6 +936,35 @@ int RunForward(const ForwardArgs& a) {
   return 0;
 }
 
+// The list `titans`, `titans --help` and an unknown command print: every command with one line.
+std::string Overview(CLI::App& app) {
+  static const std::map<std::string, std::string> kSummaries = {
+      {"make-model", "write a model file with seeded random weights"},
+      {"info", "check a file of the engine and show what it holds (model, state, memory)"},
+      {"generate", "continue a prompt, writing the text out as it is made"},
+      {"forward", "run a model over an input file and write its logits or hidden states"},
+      {"bench", "prefill cost and peak memory against the context length"},
+      {"niah", "needle in a haystack: recall of a number from far back in the context"},
+      {"eval", "bits per byte by position, with the memory's writes on, off and reset"}};
+  std::ostringstream out;
+  out << "titans " TITANS_VERSION_STRING
+         ": run Titans models (transformers with a neural long-term memory)\n\n"
+      << "Usage: titans COMMAND [ARGS...]\n"
+      << "       titans COMMAND --help   the arguments and options of a command\n"
+      << "       titans --version\n\n"
+      << "Commands:\n";
+  for (const CLI::App* sub :
+       app.get_subcommands([](CLI::App* s) { return !s->get_name().empty(); })) {
+    const auto it = kSummaries.find(sub->get_name());
+    std::string name = sub->get_name();
+    name.resize(std::max<size_t>(name.size(), 10), ' ');
+    out << "  " << name << "  " << (it != kSummaries.end() ? it->second : sub->get_description())
+        << "\n";
+  }
+  out << "\ndocs/CLI.md documents every command.\n";
+  return out.str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -594,7 +985,7 @@ int main(int argc, char** argv) {
       "--config", mm.config_path,
       "a whole ModelConfig as JSON (docs/FILE_FORMAT.md; `titans info --config-only` prints "
       "one); instead of the shape flags");
-  make_model->add_option("--seed", mm.seed, "seed of the random weights")->capture_default_str();
+  make_model->add_option("-s,--seed", mm.seed, "seed of the random weights")->capture_default_str();
   // The shape flags, over a small byte-level default: vocab 256, d 64, 2 mag layers, attention
   // 4 heads x 16 with window 64, memory Paper(d, 2 heads, d/2, depth 2, chunk 16).
   CLI::Option_group* shape = make_model->add_option_group(
@@ -609,43 +1000,43 @@ int main(int argc, char** argv) {
           ->capture_default_str();
   CLI::Option* layers_opt = shape->add_option("--layers", mm.layers, "number of layers")
                                 ->capture_default_str()
-                                ->check(CLI::PositiveNumber);
+                                ->check(AtLeast(1));
   shape->add_option("--d-model", mm.d_model, "model width d")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--vocab", mm.vocab, "vocabulary size; 0 = raw input embeddings")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   shape->add_option("--ffn-hidden", mm.ffn_hidden, "SwiGLU hidden width [4 * d]")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_flag("--tied", mm.tied,
                   "use the embedding as the LM head (default: a separate lm_head [d, vocab])");
   shape->add_option("--heads", mm.heads, "attention heads")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--kv-heads", mm.kv_heads, "attention key/value heads [heads]")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--head-dim", mm.head_dim, "attention head width [d / heads]")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--window", mm.window, "attention window; 0 = full causal")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   shape->add_option("--persistent", mm.persistent, "persistent key/value pairs per layer")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   shape->add_option("--memory-heads", mm.memory_heads, "memory heads")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--memory-head-dim", mm.memory_head_dim, "memory head width [d / memory heads]")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--memory-depth", mm.memory_depth, "layers of the memory MLP")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--chunk", mm.chunk, "memory commit block (tokens)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   shape->add_option("--segment", mm.segment, "MAC segment length [the memory's unit: chunk]")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   kind_opt->check(CLI::Validator(
       [](std::string& text) -> std::string {
         try {
@@ -658,47 +1049,84 @@ int main(int argc, char** argv) {
       "KIND"));
 
   // info
-  std::string info_model;
+  std::string info_path;
   bool info_config_only = false;
-  CLI::App* info =
-      app.add_subcommand("info", "Check a model file and print its config and its tensor table");
-  info->add_option("MODEL", info_model, "model file")->required();
+  CLI::App* info = app.add_subcommand(
+      "info",
+      "Check any file the engine writes (model, session state, memory weights, memory state, "
+      "forward output) and print what it holds");
+  info->add_option("FILE", info_path, "the file")->required();
   info->add_flag("--config-only", info_config_only,
-                 "print only the config JSON (a file make-model --config reads)");
+                 "print only the config JSON (of a model: a file make-model --config reads)");
 
   // generate
   GenerateArgs ga;
+  std::string model_positional;
   CLI::App* generate = app.add_subcommand(
-      "generate", "Feed a prompt and sample a continuation, one token at a time");
-  generate->add_option("MODEL", ga.model, "model file")->required();
+      "generate",
+      "Feed a prompt and sample a continuation one token at a time, writing it out as it is made");
+  generate->add_option("MODEL", model_positional, "model file (or -m MODEL)");
+  CLI::Option* model_opt =
+      generate->add_option("-m,--model", ga.model, "model file (instead of MODEL)");
   CLI::Option* tokens_opt =
       generate
           ->add_option("--prompt-tokens", ga.prompt_tokens,
                        "prompt token ids, comma-separated; prints the new token ids the same way")
           ->check(IntList(std::numeric_limits<int64_t>::min(), "a token"));
   CLI::Option* text_opt = generate->add_option(
-      "--prompt", ga.prompt,
-      "prompt text for byte-level models (vocab 256): its UTF-8 bytes are the tokens; prints "
-      "the continuation as text");
+      "-p,--prompt", ga.prompt,
+      "prompt text for byte-level models (vocab 256): its UTF-8 bytes are the tokens; - reads "
+      "it from standard input; prints the continuation as text");
+  CLI::Option* file_opt = generate->add_option(
+      "-f,--file", ga.file, "prompt text from a file (- = standard input), as --prompt");
   tokens_opt->excludes(text_opt);
+  tokens_opt->excludes(file_opt);
+  text_opt->excludes(file_opt);
   generate->add_option("-n,--max-new-tokens", ga.n, "tokens to generate")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  generate->add_option("--temperature", ga.temperature, "0 = greedy (argmax)")
+      ->check(AtLeast(0));
+  generate->add_option("--temperature,--temp", ga.temperature, "0 = greedy (argmax)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   generate->add_option("--top-k", ga.top_k, "keep the k most likely tokens (0 = all)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   generate->add_option("--top-p", ga.top_p, "keep the smallest set reaching this probability")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f));
-  generate->add_option("--seed", ga.seed, "seed of the sampler")->capture_default_str();
-  generate->add_option("--threads", ga.threads, "OpenMP threads (0 = all)")
+      ->check(NumberIn(0, 1, /*lo_open=*/true));
+  generate->add_option("-s,--seed", ga.seed, "seed of the sampler")->capture_default_str();
+  generate->add_option("-t,--threads", ga.threads, "OpenMP threads (0 = all)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  generate->add_flag("--raw", ga.raw, "with --prompt: write the bytes as they are (no escapes)");
-  generate->add_flag("--stats", ga.stats, "print the time taken to stderr");
+      ->check(AtLeast(0));
+  generate
+      ->add_option("--repeat-penalty", ga.repeat_penalty,
+                   "divide the positive logits of the last --repeat-last-n tokens by this, "
+                   "multiply the others (llama.cpp; 1 = off)")
+      ->capture_default_str()
+      ->check(GreaterThan(0));
+  generate
+      ->add_option("--repeat-last-n", ga.repeat_last_n,
+                   "tokens the repeat penalty looks back over, prompt included (0 = none, -1 = "
+                   "all)")
+      ->capture_default_str()
+      ->check(AtLeast(-1));
+  CLI::Option* stop_opt =
+      generate
+          ->add_option("--stop", ga.stop,
+                       "stop when the output ends with this text (repeatable; text prompts; the "
+                       "stop text is written)")
+          ->allow_extra_args(false)
+          ->take_all()
+          ->check(CLI::Validator(
+              [](std::string& text) -> std::string {
+                return text.empty() ? "must not be empty" : "";
+              },
+              ""));
+  stop_opt->excludes(tokens_opt);
+  generate->add_flag("--raw", ga.raw, "with a text prompt: write the bytes as they are (no escapes)");
+  generate->add_flag("--stats", ga.stats,
+                     "at the end, print the time of the load, the prompt and the generation to "
+                     "stderr");
 
   // forward
   ForwardArgs fa;
@@ -723,11 +1151,11 @@ int main(int argc, char** argv) {
           ->check(IntList(1, "a piece size"));
   CLI::Option* every_opt =
       forward->add_option("--every", fa.every, "feed the input in pieces of N tokens")
-          ->check(CLI::PositiveNumber);
+          ->check(AtLeast(1));
   split_opt->excludes(every_opt);
-  forward->add_option("--threads", fa.threads, "OpenMP threads (0 = all)")
+  forward->add_option("-t,--threads", fa.threads, "OpenMP threads (0 = all)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   forward->add_option("--load-state", fa.load_state,
                       "continue the stream of a session state file (written by --save-state)");
   forward->add_option("--save-state", fa.save_state,
@@ -737,17 +1165,45 @@ int main(int argc, char** argv) {
   const std::function<int()> run_niah = titans::cli::AddNiahCommand(app);
   const std::function<int()> run_eval = titans::cli::AddEvalCommand(app);
 
+  // `titans`, `titans --help` and `titans bogus`: the commands, one line each.
+  const std::string overview = Overview(app);
+  if (argc < 2) {
+    std::cerr << "error: no command given\n\n" << overview;
+    return 2;
+  }
+  if (const std::string first = argv[1]; !first.starts_with("-")) {
+    const auto named = app.get_subcommands([&](CLI::App* sub) { return sub->get_name() == first; });
+    if (named.empty()) {
+      std::cerr << "error: unknown command \"" << first << "\"\n\n" << overview;
+      return 2;
+    }
+  }
+
   try {
     app.parse(argc, argv);
     if (generate->parsed()) {
+      if (model_opt->count() > 0 && !model_positional.empty()) {
+        throw CLI::ValidationError("generate", "the model is given twice: as MODEL and as -m");
+      }
+      if (model_opt->count() == 0) ga.model = model_positional;
+      if (ga.model.empty()) {
+        throw CLI::ValidationError("generate", "give the model file: MODEL or -m MODEL");
+      }
       ga.has_prompt_tokens = tokens_opt->count() > 0;
       ga.has_prompt = text_opt->count() > 0;
-      if (!ga.has_prompt_tokens && !ga.has_prompt) {
-        throw CLI::ValidationError("generate", "give --prompt-tokens or --prompt");
+      ga.has_file = file_opt->count() > 0;
+      if (!ga.has_prompt_tokens && !ga.has_prompt && !ga.has_file) {
+        throw CLI::ValidationError("generate", "give --prompt, --file or --prompt-tokens");
       }
     }
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    if (e.get_exit_code() == 0) {  // --help, --version
+      if (dynamic_cast<const CLI::CallForHelp*>(&e) != nullptr && app.get_subcommands().empty()) {
+        std::cout << overview;
+        return 0;
+      }
+      return app.exit(e);
+    }
     std::cerr << "error: " << e.what() << "\n"
               << "Run with --help for more information.\n";
     return 2;
@@ -758,7 +1214,7 @@ int main(int argc, char** argv) {
       mm.layers_given = layers_opt->count() > 0;
       return RunMakeModel(mm);
     }
-    if (info->parsed()) return RunInfo(info_model, info_config_only);
+    if (info->parsed()) return RunInfo(info_path, info_config_only);
     if (generate->parsed()) return RunGenerate(ga);
     if (forward->parsed()) return RunForward(fa);
     if (const int status = run_bench(); status >= 0) return status;
