@@ -318,17 +318,17 @@ class NeuralMemory(nn.Module):
             if l > 0:
                 dz = (dz @ W[l].transpose(-1, -2)) * activate_derivative(cfg["activation"],
                                                                            zs[l - 1])
-        a0, fx, e0 = A0[:, None, None], None, None
+        # Scalars per (batch, head) row, broadcast over [G, in, out] and [G, dh].
+        a0, a1 = A0[:, None, None], A0[:, None]
         if e is None:
             W_new = [a0 * w - gc for w, gc in zip(W, grads_c)]
-            g_new = A0[:, None] * g - gsum_c if g is not None else None
+            g_new = a1 * g - gsum_c if g is not None else None
             return W_new, g_new, None, None
-        fx, e0 = f[:, None, None], E0[:, None, None]
-        W_new = [a0 * w + fx * s - gc for w, s, gc in zip(W, S, grads_c)]
-        S_new = [e0 * s - ge for s, ge in zip(S, grads_e)]
+        W_new = [a0 * w + f[:, None, None] * s - gc for w, s, gc in zip(W, S, grads_c)]
+        S_new = [E0[:, None, None] * s - ge for s, ge in zip(S, grads_e)]
         g_new = Sg_new = None
         if g is not None:
-            g_new = A0[:, None] * g + f[:, None] * Sg - gsum_c
+            g_new = a1 * g + f[:, None] * Sg - gsum_c
             Sg_new = E0[:, None] * Sg - gsum_e
         return W_new, g_new, S_new, Sg_new
 
@@ -758,6 +758,9 @@ def save_engine_model(model: TitansModel, path: str) -> None:
     text += b" " * (-(8 + len(text)) % 8)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp.")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the model private
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(text)))
