@@ -20,13 +20,8 @@ if not os.path.exists(CLI):
 
 
 @pytest.fixture(scope="module")
-def heldout(tmp_path_factory):
-    if subprocess.run(["which", "bible"], capture_output=True).returncode != 0:
-        pytest.skip("bible-kjv is not installed (tools/install-deps.sh installs it)")
-    out = tmp_path_factory.mktemp("data")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prepare_data.py"), "--out",
-                    str(out)], check=True, capture_output=True)
-    return out / "heldout_kjv.txt"
+def heldout(data_dir):
+    return data_dir / "heldout_kjv.txt"
 
 
 def overall(records):

@@ -19,16 +19,6 @@ from titans.torch.model import load_engine_model  # noqa: E402
 CLI = os.environ.get("TITANS_CLI", os.path.join(ROOT, "build", "release", "tools", "titans"))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    if subprocess.run(["which", "bible"], capture_output=True).returncode != 0:
-        pytest.skip("bible-kjv is not installed (tools/install-deps.sh installs it)")
-    out = tmp_path_factory.mktemp("data")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prepare_data.py"), "--out",
-                    str(out)], check=True, capture_output=True)
-    return out
-
-
 def losses(run_dir):
     with open(run_dir / "train.jsonl") as f:
         return [json.loads(line)["bpb"] for line in f]
