@@ -329,6 +329,17 @@ Config ConfigOf(const std::string& path, const std::map<std::string, std::string
   }
 }
 
+// F32 bytes of the tensors of a weight table, from their shapes alone.
+double TableBytes(const std::vector<titans::ConstTensorView>& table) {
+  double bytes = 0;
+  for (const titans::ConstTensorView& t : table) {
+    double n = sizeof(float);
+    for (int64_t d : t.shape) n *= static_cast<double>(d);
+    bytes += n;
+  }
+  return bytes;
+}
+
 // Bytes of the weights of `config` (ModelWeights::Zeros), from the tensor table of empty weights:
 // nothing is allocated in proportion to them.
 double WeightBytes(const titans::ModelConfig& config) {
@@ -341,24 +352,12 @@ double WeightBytes(const titans::ModelConfig& config) {
     skeleton.layers.resize(config.layers.size());
     for (titans::LayerWeights& l : skeleton.layers) l.memory.memory.mlp.resize(depth);
   }
-  double bytes = 0;
-  for (const titans::ConstTensorView& t : std::as_const(skeleton).Tensors(config)) {
-    double n = sizeof(float);
-    for (int64_t d : t.shape) n *= static_cast<double>(d);
-    bytes += n;
-  }
-  return bytes;
+  return TableBytes(std::as_const(skeleton).Tensors(config));
 }
 double WeightBytes(const titans::MemoryConfig& config) {
   titans::MemoryWeights skeleton;
   skeleton.mlp.resize(static_cast<size_t>(config.depth));
-  double bytes = 0;
-  for (const titans::ConstTensorView& t : std::as_const(skeleton).Tensors(config)) {
-    double n = sizeof(float);
-    for (int64_t d : t.shape) n *= static_cast<double>(d);
-    bytes += n;
-  }
-  return bytes;
+  return TableBytes(std::as_const(skeleton).Tensors(config));
 }
 
 // A state file is checked by loading it into a session of a model (or memory) of its config
