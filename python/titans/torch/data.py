@@ -190,17 +190,46 @@ class Corpus:
         end = self.doc_starts[i + 1] - 1 if i + 1 < len(self.doc_starts) else len(self.data)
         return np.asarray(self.data[self.doc_starts[i]:end])
 
-    def window_start(self, rng, n):
-        """Start of an n-byte window: the first line start >= a uniform offset, if it fits."""
+    def packages(self):
+        """The Debian packages the documents come from, in order of first appearance."""
+        return list(dict.fromkeys(name.split(":", 1)[0] for name in self.doc_names))
+
+    def window_start(self, rng, n, source_weights=None):
+        """Start of an n-byte window: the first line start >= a random offset, if it fits.
+
+        The offset is uniform over the corpus, or, with source_weights ({package: weight}, the
+        packages of packages(); missing ones weigh 0), uniform over the bytes of a package drawn
+        by weight. Windows may run on into the next documents either way."""
         last = len(self.data) - n
         if last < 0:
             raise ValueError("the %s corpus (%d bytes) is shorter than a %d-byte window"
                              % (self.split, len(self.data), n))
-        u = int(rng.integers(0, last + 1))
+        if source_weights is None:
+            u = int(rng.integers(0, last + 1))
+        else:
+            u = min(self._weighted_offset(rng, source_weights), last)
         i = int(np.searchsorted(self.line_starts, u))
         if i < len(self.line_starts) and self.line_starts[i] <= last:
             return int(self.line_starts[i])
         return u
+
+    def _weighted_offset(self, rng, source_weights):
+        unknown = set(source_weights) - set(self.packages())
+        if unknown:
+            raise ValueError("source_weights names packages not in the corpus: %s; it has %s"
+                             % (sorted(unknown), self.packages()))
+        ends = np.append(self.doc_starts[1:], len(self.data))
+        package = np.array([name.split(":", 1)[0] for name in self.doc_names])
+        w = np.array([float(source_weights.get(p, 0.0)) for p in self.packages()])
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError("source_weights must be >= 0 with a positive sum, got %r"
+                             % (source_weights,))
+        chosen = self.packages()[int(rng.choice(len(w), p=w / w.sum()))]
+        docs = np.flatnonzero(package == chosen)
+        sizes = ends[docs] - self.doc_starts[docs]
+        u = int(rng.integers(0, int(sizes.sum())))
+        i = int(np.searchsorted(np.cumsum(sizes), u, side="right"))
+        return int(self.doc_starts[docs[i]] + u - (np.cumsum(sizes)[i] - sizes[i]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,8 +276,10 @@ def _boundaries(src):
     return np.union1d(np.concatenate([[0], line]), sentence).astype(np.int64)
 
 
-def _recall_row(corpus, rng, row_len, min_distance, n_facts):
-    """One recall sequence of row_len bytes: (uint8 array, answer mask, facts metadata)."""
+def _recall_row(corpus, rng, row_len, min_distance, n_facts, start):
+    """One recall sequence of row_len bytes whose corpus text starts at `start` (None: drawn
+    by corpus.window_start): (uint8 array, answer mask, facts metadata, corpus offset of the
+    text, corpus bytes used)."""
     used = set()
     facts = [_draw_fact(rng, used) for _ in range(n_facts)]
 
@@ -261,7 +292,8 @@ def _recall_row(corpus, rng, row_len, min_distance, n_facts):
         raise ValueError("length + 1 = %d bytes cannot hold a fact with min_distance %d"
                          % (row_len, min_distance))
     n = row_len - inserted(facts)
-    start = corpus.window_start(rng, n)
+    if start is None:
+        start = corpus.window_start(rng, n)
     src = np.asarray(corpus.data[start:start + n])
     bounds = _boundaries(src)
 
@@ -307,10 +339,10 @@ def _recall_row(corpus, rng, row_len, min_distance, n_facts):
     mask = np.zeros(row_len, dtype=bool)
     for a, e in answers:
         mask[a:e] = True
-    return row, mask, meta
+    return row, mask, meta, start, n
 
 
-def sample_batch(corpus, rng, batch, length, recall_fraction, min_distance):
+def sample_batch(corpus, rng, batch, length, recall_fraction, min_distance, starts=None):
     """A training batch (the mixture is described in this module's docstring).
 
     Args:
@@ -320,6 +352,10 @@ def sample_batch(corpus, rng, batch, length, recall_fraction, min_distance):
       recall_fraction: expected fraction of rows with synthetic recall facts, in [0, 1].
       min_distance: least number of bytes between the end of a fact's statement and the start
         of its question (>= 1).
+      starts: None (each row's corpus text starts at corpus.window_start), or a sequence of
+        `batch` corpus offsets where the rows' text starts: for streams, row r of the next
+        batch starts at starts[r] + consumed[r] and continues the text (the last byte of this
+        row's corpus text, a target here, is the first input there).
 
     Returns a dict:
       tokens       np.int64 [batch, length + 1], byte values < 128; inputs [:, :-1], targets
@@ -330,6 +366,8 @@ def sample_batch(corpus, rng, batch, length, recall_fraction, min_distance):
       facts        list (one per row) of lists of dicts: template, key, value,
                    statement_start, statement_end, question_start, answer_start, answer_end
                    (byte offsets in the row; ends exclusive).
+      starts       np.int64 [batch], the corpus offset where each row's text starts.
+      consumed     np.int64 [batch], the row's corpus bytes minus one (length for a plain row).
     """
     if batch < 1 or length < 1:
         raise ValueError("batch and length must be >= 1")
@@ -348,16 +386,35 @@ def sample_batch(corpus, rng, batch, length, recall_fraction, min_distance):
 
     tokens = np.empty((batch, row_len), dtype=np.int64)
     answer_mask = np.zeros((batch, row_len), dtype=bool)
+    if starts is not None and len(starts) != batch:
+        raise ValueError("starts has %d offsets for %d rows" % (len(starts), batch))
+    row_starts = np.zeros(batch, dtype=np.int64)
+    consumed = np.zeros(batch, dtype=np.int64)
     facts = []
     for r in range(batch):
+        start = None if starts is None else int(starts[r])
         if recall[r]:
-            row, mask, meta = _recall_row(corpus, rng, row_len, min_distance,
-                                          int(rng.integers(1, MAX_FACTS + 1)))
+            n_facts = int(rng.integers(1, MAX_FACTS + 1))
+            if start is not None:  # the facts' draws need the row's text: check it fits first
+                _check_window(corpus, start, row_len)
+            row, mask, meta, start, n = _recall_row(corpus, rng, row_len, min_distance,
+                                                    n_facts, start)
             tokens[r] = row
             answer_mask[r] = mask
             facts.append(meta)
         else:
-            start = corpus.window_start(rng, row_len)
+            if start is None:
+                start = corpus.window_start(rng, row_len)
+            _check_window(corpus, start, row_len)
+            n = row_len
             tokens[r] = corpus.data[start:start + row_len]
             facts.append([])
-    return dict(tokens=tokens, answer_mask=answer_mask, recall=recall, facts=facts)
+        row_starts[r], consumed[r] = start, n - 1
+    return dict(tokens=tokens, answer_mask=answer_mask, recall=recall, facts=facts,
+                starts=row_starts, consumed=consumed)
+
+
+def _check_window(corpus, start, n):
+    if start < 0 or start + n > len(corpus):
+        raise ValueError("a %d-byte row at offset %d runs past the %s corpus (%d bytes)"
+                         % (n, start, corpus.split, len(corpus)))

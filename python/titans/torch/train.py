@@ -89,7 +89,7 @@ def matched_config(kind: str) -> dict:
 RECIPE = {
     "seed": 1, "batch": 2, "length": 4096, "lr": 3e-3, "min_lr": 3e-4, "warmup": 30,
     "weight_decay": 0.1, "clip": 1.0, "recall_fraction": 0.5, "recall_weight": 1.0,
-    "eval_bytes": 65536,
+    "eval_bytes": 65536, "stream": 0, "source_weights": None,
 }
 
 # Steps that take about 14 minutes on one idle thread of this machine (measured throughput of
@@ -102,11 +102,22 @@ PRESETS = {f"compare-{kind}": {"config": matched_config(kind), **RECIPE, "steps"
            for kind, steps in COMPARE_STEPS.items()}
 # The shipped model: MAG trained about 80 minutes on one thread.
 PRESETS["mag"] = {"config": matched_config("mag"), **RECIPE, "steps": 850, "eval_every": 100}
+# The long-stream models: each row is a stream of `stream` consecutive 4096-byte pieces
+# (128 KB), the memory and attention state carried from piece to piece (gradients stop at the
+# piece boundary), so the memory meets the states of long texts in training as it does in
+# `titans eval`; three quarters of the streams are KJV text (the held-out books are KJV). Steps
+# for about two hours on one thread with a second job beside it.
+LONG = {**RECIPE, "stream": 32, "eval_every": 100,
+        "source_weights": {"bible-kjv-text": 0.75, "fortunes": 0.125, "jargon-text": 0.125}}
+PRESETS["mag-long"] = {"config": matched_config("mag"), **LONG, "steps": 1000}
+PRESETS["lmm-long"] = {"config": matched_config("lmm"), **LONG, "steps": 1150}
 PRESETS["tiny"] = {  # a smoke test: seconds
     "config": model_config(["attention", "mal"], d=32, ffn=64, window=16, chunk=8),
     **RECIPE, "steps": 20, "batch": 2, "length": 1024, "eval_every": 10, "eval_bytes": 4096,
     "warmup": 5,
 }
+PRESETS["tiny-long"] = {**PRESETS["tiny"], "stream": 4,
+                        "source_weights": LONG["source_weights"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +198,24 @@ def param_groups(model: TitansModel, weight_decay: float):
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def stream_starts(corpus: Corpus, rng: np.random.Generator, r: dict) -> np.ndarray:
+    """Corpus offsets of new streams, one per row, each with room for r["stream"] pieces."""
+    n = r["stream"] * r["length"] + 1
+    return np.array([corpus.window_start(rng, n, r["source_weights"])
+                     for _ in range(r["batch"])], dtype=np.int64)
+
+
+def detached(state):
+    """The model state (nested dicts, lists, tuples of tensors) cut from the autograd graph."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, dict):
+        return {k: detached(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(detached(v) for v in state)
+    return state
+
+
 def learning_rate(step: int, r: dict) -> float:
     if step < r["warmup"]:
         return r["lr"] * (step + 1) / r["warmup"]
@@ -229,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                             betas=(0.9, 0.95), eps=1e-8)
     rng = np.random.default_rng(recipe["seed"])
     start, elapsed_before = 0, 0.0
+    streams = recipe["stream"] > 0
+    stream = {"starts": None, "state": None}  # where the rows' texts go on, and their state
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt_path):
         ckpt = torch.load(ckpt_path)
@@ -236,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.load_state_dict(ckpt["opt"])
         rng.bit_generator.state = ckpt["rng"]
         start, elapsed_before = ckpt["step"], ckpt["seconds"]
+        stream = ckpt["stream"]
     mode = "a" if start > 0 else "w"
     log = open(os.path.join(args.out, "train.jsonl"), mode)
     evlog = open(os.path.join(args.out, "eval.jsonl"), mode)
@@ -249,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     def save(step: int, seconds: float) -> None:
         save_engine_model(model, os.path.join(args.out, "model.safetensors"))
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                    "rng": rng.bit_generator.state, "step": step, "seconds": seconds},
+                    "rng": rng.bit_generator.state, "step": step, "seconds": seconds,
+                    "stream": stream},
                    ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
         run.update(steps_done=step, seconds=seconds,
@@ -262,11 +295,17 @@ def main(argv: list[str] | None = None) -> int:
         lr = learning_rate(step, recipe)
         for group in opt.param_groups:
             group["lr"] = lr
+        if streams and step % recipe["stream"] == 0:  # new streams, their memory empty
+            stream["starts"], stream["state"] = stream_starts(corpus, rng, recipe), None
         batch = sample_batch(corpus, rng, recipe["batch"], recipe["length"],
-                             recipe["recall_fraction"], 4 * recipe["config"]["attention"]["window"])
+                             recipe["recall_fraction"], 4 * recipe["config"]["attention"]["window"],
+                             starts=stream["starts"] if streams else None)
         tokens = torch.from_numpy(batch["tokens"])
         answer = torch.from_numpy(batch["answer_mask"][:, 1:])
-        logits, _ = model(tokens[:, :-1])
+        logits, state = model(tokens[:, :-1], stream["state"])
+        if streams:  # the next piece continues the text and the state (gradients stop here)
+            stream["starts"] = batch["starts"] + batch["consumed"]
+            stream["state"] = detached(state)
         nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(),
                                                 reduction="none").view(answer.shape)
         weight = 1.0 + (recipe["recall_weight"] - 1.0) * answer.to(nll.dtype)
