@@ -240,3 +240,52 @@ def test_speed(corpus):
         data.sample_batch(corpus, rng, 4, 8192, 1.0, 512)
     per_batch = (time.perf_counter() - t0) / 10
     assert per_batch < 0.05, "%.1f ms per 4 x 8192 batch" % (per_batch * 1e3)
+
+
+def test_rows_given_starts_continue_the_text(corpus):
+    """With starts, row r's text starts there; starts + consumed continues it: the next row's
+    first input is this row's last corpus byte (for plain and recall rows alike)."""
+    rng = np.random.default_rng(11)
+    starts = np.array([1000, 2_000_000, 5_000_000])
+    text = np.asarray(corpus.data)
+    for _ in range(4):
+        batch = data.sample_batch(corpus, rng, 3, 2048, 0.5, 512, starts=starts)
+        assert np.array_equal(batch["starts"], starts)
+        for r in range(3):
+            row, mask = batch["tokens"][r], batch["answer_mask"][r]
+            if not batch["recall"][r]:
+                assert batch["consumed"][r] == 2048
+                assert np.array_equal(row, text[starts[r]:starts[r] + 2049])
+            else:  # the row minus its inserts (each with its 1-byte separator) is the text
+                keep = np.ones(len(row), dtype=bool)
+                for f in batch["facts"][r]:
+                    keep[f["statement_start"]:f["statement_end"] + 1] = False
+                    keep[f["question_start"]:f["answer_end"] + 2] = False  # + "." + separator
+                n = batch["consumed"][r] + 1
+                assert n < 2049 and np.array_equal(row[keep], text[starts[r]:starts[r] + n])
+        starts = batch["starts"] + batch["consumed"]
+    with pytest.raises(ValueError, match="runs past"):
+        data.sample_batch(corpus, rng, 1, 2048, 0.0, 512, starts=[len(corpus) - 100])
+    with pytest.raises(ValueError, match="offsets for"):
+        data.sample_batch(corpus, rng, 2, 2048, 0.0, 512, starts=[0])
+
+
+def test_window_start_by_source_weights(corpus):
+    rng = np.random.default_rng(12)
+    assert corpus.packages() == ["bible-kjv-text", "fortunes", "jargon-text"]
+    names = np.array([n.split(":", 1)[0] for n in corpus.doc_names])
+
+    def package_at(offset):
+        return names[np.searchsorted(corpus.doc_starts, offset, side="right") - 1]
+
+    only_jargon = [package_at(corpus.window_start(rng, 4096, {"jargon-text": 1.0}))
+                   for _ in range(50)]
+    assert set(only_jargon) == {"jargon-text"}
+    draws = [package_at(corpus.window_start(rng, 4096, {"bible-kjv-text": 3, "fortunes": 1}))
+             for _ in range(2000)]
+    kjv = draws.count("bible-kjv-text") / len(draws)
+    assert 0.70 < kjv < 0.80 and "jargon-text" not in draws  # a window never starts in jargon
+    with pytest.raises(ValueError, match="not in the corpus"):
+        corpus.window_start(rng, 4096, {"gutenberg": 1.0})
+    with pytest.raises(ValueError, match="positive sum"):
+        corpus.window_start(rng, 4096, {"fortunes": 0.0})

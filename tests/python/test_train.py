@@ -38,8 +38,9 @@ def test_same_seed_same_losses_and_the_model_learns(tmp_path, data_dir):
     assert losses(tmp_path / "c")[:5] != a[:5]
 
 
-def test_resume_continues_the_same_run(tmp_path, data_dir):
-    common = ["--preset", "tiny", "--data", str(data_dir)]
+@pytest.mark.parametrize("preset", ["tiny", "tiny-long"])  # tiny-long: 4-piece streams
+def test_resume_continues_the_same_run(tmp_path, data_dir, preset):
+    common = ["--preset", preset, "--data", str(data_dir)]
     train.main(common + ["--out", str(tmp_path / "whole"), "--steps", "20"])
     train.main(common + ["--out", str(tmp_path / "parts"), "--steps", "20", "--stop-after", "7"])
     run = json.loads((tmp_path / "parts" / "run.json").read_text())
@@ -56,3 +57,36 @@ def test_trained_model_file_loads_in_engine_and_twin(tmp_path, data_dir):
     subprocess.run([CLI, "info", str(path)], check=True, capture_output=True)
     model = load_engine_model(str(path))
     assert model.config["layers"] == train.PRESETS["tiny"]["config"]["layers"]
+
+
+def test_streams_carry_the_state_between_pieces(tmp_path, data_dir, monkeypatch):
+    """In a stream preset the model gets the previous piece's state (detached) for pieces
+    2..stream of a stream and None at each stream's start."""
+    seen = []
+    forward = train.TitansModel.forward
+
+    def spy(self, tokens, state=None, **kw):
+        seen.append(state)
+        if state is not None:
+            assert all(not t.requires_grad for t in _tensors(state))
+        return forward(self, tokens, state, **kw)
+
+    monkeypatch.setattr(train.TitansModel, "forward", spy)
+    monkeypatch.setitem(train.PRESETS["tiny-long"], "eval_every", 1000)
+    train.main(["--preset", "tiny-long", "--data", str(data_dir), "--out", str(tmp_path),
+                "--steps", "9"])
+    stream = train.PRESETS["tiny-long"]["stream"]
+    starts = [s is None for s in seen[:9]]
+    assert starts == [i % stream == 0 for i in range(9)]
+    assert seen[1]["position"] == train.PRESETS["tiny-long"]["length"]
+
+
+def _tensors(state):
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, dict):
+        for v in state.values():
+            yield from _tensors(v)
+    elif isinstance(state, (list, tuple)):
+        for v in state:
+            yield from _tensors(v)
