@@ -58,6 +58,7 @@ void Context(benchmark::State& state, ModelKind kind) {
   state.counters["last_us/token"] = 1e6 * cost.last_piece_s_per_token();
   state.counters["cpu/wall"] = cost.cpu_seconds / cost.seconds;
   state.counters["peak_MiB"] = static_cast<double>(cost.peak_rss_bytes) / (1 << 20);
+  state.counters["session_MiB"] = static_cast<double>(cost.session_bytes) / (1 << 20);
 }
 
 void RegisterAll() {

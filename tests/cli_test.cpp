@@ -30,6 +30,7 @@
 #include "io/safetensors.hpp"
 #include "svg_check.hpp"
 #include "titans/evals/eval.hpp"
+#include "titans/evals/plot.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
@@ -70,6 +71,15 @@ double RelativeError(const std::vector<float>& got, const std::vector<float>& ex
   }
   return std::sqrt(diff / std::max(norm, 1e-30));
 }
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// Whether rsvg-convert runs here, for --plot FILE.png (CI installs it: tools/install-deps.sh).
+bool PngConverterRuns() { return plot::ImagePathProblem("x.png").empty(); }
 
 std::string Join(const std::vector<int32_t>& v) {
   std::string s;
@@ -481,18 +491,25 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
       EXPECT_NEAR(tokens_per_s * s_per_token, 1.0, 1e-9) << r;
       EXPECT_GT(r.at("last_piece_s_per_token").get<double>(), 0) << r;
       EXPECT_GT(r.at("peak_rss_bytes").get<int64_t>(), 1 << 20) << r;
+      // The session's own heap bytes: its state and caches, less than the whole process.
+      EXPECT_GT(r.at("session_bytes").get<int64_t>(), 1 << 16) << r;
     }
   }
+  // full attention keeps every key: its session holds more than lmm's at the same context.
+  EXPECT_GT(records[3].at("session_bytes").get<int64_t>(),
+            records[1].at("session_bytes").get<int64_t>());
   const std::string svg = ReadFile(Path("bench.svg"));
   EXPECT_EQ(testing::SvgProblem(svg), "") << svg;
-  for (const char* text : {">lmm<", ">full<", ">256<", ">512<", "Peak resident memory"}) {
+  for (const char* text : {">lmm<", ">full<", ">256<", ">512<", "Average time per token",
+                           "Last piece: time per token", "The session's own memory",
+                           "Peak resident memory"}) {
     EXPECT_NE(svg.find(text), std::string::npos) << text;
   }
 
   // --max-seconds: the first point stops after its first piece and is recorded as skipped with
   // the reason, and so are the larger contexts of that kind.
   Ok({"bench", "--contexts", "256,512", "--kinds", "lmm", "--threads", "1", "--piece", "64",
-      "--max-seconds", "1e-6", "--json", Path("capped.json")});
+      "--max-seconds", "1e-6", "--json", Path("capped.json"), "--plot", Path("capped.svg")});
   const auto capped = nlohmann::json::parse(ReadFile(Path("capped.json")));
   ASSERT_EQ(capped.size(), 2u) << capped.dump(2);
   for (const auto& r : capped) {
@@ -503,6 +520,20 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
   EXPECT_NE(capped[0].at("reason").get<std::string>().find("stopped at --max-seconds"),
             std::string::npos);
   EXPECT_NE(capped[1].at("reason").get<std::string>().find("a smaller context"), std::string::npos);
+  // The plot marks both points with a cross in each of its four charts, and says why.
+  const std::string capped_svg = ReadFile(Path("capped.svg"));
+  EXPECT_EQ(testing::SvgProblem(capped_svg), "") << capped_svg;
+  EXPECT_EQ(Count(capped_svg, "class=\"skipped\""), 2u * 4u) << capped_svg;
+  EXPECT_NE(capped_svg.find("lmm at 256: skipped, stopped at --max-seconds 1e-06 after 64 tokens"),
+            std::string::npos)
+      << capped_svg;
+  EXPECT_NE(capped_svg.find("lmm at 512: skipped, a smaller context"), std::string::npos);
+  // The same plot as PNG (CI installs rsvg-convert; skipped where it is missing).
+  if (PngConverterRuns()) {
+    Ok({"bench", "--contexts", "256", "--kinds", "lmm", "--threads", "1", "--piece", "64",
+        "--plot", Path("capped.png")});
+    EXPECT_EQ(ReadFile(Path("capped.png")).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  }
 
   // An output that cannot be written: status 1 after the run, nothing left behind.
   ExpectError({"bench", "--contexts", "64", "--kinds", "lmm", "--json", Path("no/such/dir.json")},
@@ -534,20 +565,39 @@ TEST_F(CliTest, NiahRunsTheGridWithBaselinesAndWritesJsonAndHeatmaps) {
       EXPECT_EQ(length, 1024) << r;
     }
   }
-  for (const char* file : {"niah.svg", "niah_writes_off.svg", "niah_full_attention.svg"}) {
-    const std::string svg = ReadFile(Path(file));
-    EXPECT_EQ(testing::SvgProblem(svg), "") << file;
-    EXPECT_NE(svg.find(">2K<"), std::string::npos) << file;
-    EXPECT_NE(svg.find(">100%<"), std::string::npos) << file;
+  // One figure: the three models side by side under one labelled colour bar, a caption with
+  // the haystack, the trials per cell and the seed, and the n/a cells (full attention at 2K)
+  // explained.
+  EXPECT_FALSE(std::filesystem::exists(Path("niah_writes_off.svg")));
+  const std::string svg = ReadFile(Path("niah.svg"));
+  EXPECT_EQ(testing::SvgProblem(svg), "") << svg;
+  for (const char* text :
+       {">titans: constructed model, window 256<", ">baseline: memory writes off (step size 0)<",
+        ">baseline: full attention, no memory (&lt;= 1K)<", ">exact-match accuracy<",
+        "haystack: the noise block &quot;The grass is green. ...&quot; repeated; 2 trials "
+        "(needles) per cell, seed 0<",
+        ">n/a: not run: full attention only up to --full-max 1K"}) {
+    EXPECT_EQ(Count(svg, text), 1u) << text << "\n" << svg;
   }
+  EXPECT_EQ(Count(svg, "fill=\"url(#scale)\""), 1u);
+  EXPECT_EQ(Count(svg, ">n/a<"), 2u);
+  EXPECT_EQ(Count(svg, ">2K<"), 3u);
   ExpectError({"niah", "--lengths", "100"}, "cannot hold the needle");
   const Result malformed = Titans({"niah", "--lengths", "4X"});  // a command-line error
   EXPECT_EQ(malformed.status, 2) << malformed;
   EXPECT_NE(malformed.err.find("--lengths"), std::string::npos) << malformed;
   ExpectError({"niah", "--haystack", Path("missing.txt")}, "missing.txt");
-  const Result png = Titans({"niah", "--plot", Path("niah.png")});  // SVG only, refused at once
+  const Result pdf = Titans({"niah", "--plot", Path("niah.pdf")});  // refused at once
+  EXPECT_EQ(pdf.status, 2) << pdf;
+  EXPECT_NE(pdf.err.find("*.svg or *.png"), std::string::npos) << pdf;
+  // PNG without rsvg-convert on PATH: refused before the run, naming the package.
+  const std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  ::setenv("PATH", dir_.c_str(), 1);
+  const Result png = Titans({"niah", "--plot", Path("niah.png")});
+  ::setenv("PATH", path.c_str(), 1);
   EXPECT_EQ(png.status, 2) << png;
-  EXPECT_NE(png.err.find("*.svg"), std::string::npos) << png;
+  EXPECT_NE(png.err.find("librsvg2-bin"), std::string::npos) << png;
+  EXPECT_FALSE(std::filesystem::exists(Path("niah.png")));
 }
 
 TEST_F(CliTest, EvalPrintsBitsPerByteByPositionAndWritesJsonAndAPlot) {
@@ -651,7 +701,7 @@ TEST_F(CliTest, EvalPrintsBitsPerByteByPositionAndWritesJsonAndAPlot) {
                                              {"eval", model, text, "--piece", "0"},
                                              {"eval", model, text, "--window", "0"},
                                              {"eval", model, text, "--reset-every", "x"},
-                                             {"eval", model, text, "--plot", Path("e.png")}}) {
+                                             {"eval", model, text, "--plot", Path("e.pdf")}}) {
     const Result r = Titans(args);
     EXPECT_EQ(r.status, 2) << r;
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;

@@ -2,7 +2,7 @@
 // (issue 4), for the benchmark models of titans/evals/bench_models.hpp (4 layers, d_model 256:
 // lmm, mac, mag, mal, the sliding-window transformer and the full-attention baseline). Every
 // point is bench::MeasureContext (titans/evals/context_cost.hpp): a fresh session prefilled
-// over C tokens streamed in pieces. Prints a table, writes JSON records and an SVG plot
+// over C tokens streamed in pieces. Prints a table, writes JSON records and a plot (SVG or PNG)
 // (docs/CLI.md, docs/PERFORMANCE.md).
 //
 // Points a run cannot afford are skipped and recorded with the reason: a context whose growing
@@ -102,16 +102,17 @@ std::string SkipReason(const BenchArgs& a, const ModelConfig& config,
 }
 
 void PrintHeader() {
-  std::printf("%-9s %8s %10s %10s %14s %13s %9s\n", "kind", "context", "tokens/s", "us/token",
-              "last us/token", "peak RSS MiB", "cpu/wall");
+  std::printf("%-9s %8s %10s %10s %14s %12s %13s %9s\n", "kind", "context", "tokens/s", "us/token",
+              "last us/token", "session MiB", "peak RSS MiB", "cpu/wall");
 }
 
 void PrintRow(const Point& p) {
   if (p.measured()) {
-    std::printf("%-9s %8s %10.0f %10.1f %14.1f %13.1f %9.2f\n", p.kind.c_str(),
+    std::printf("%-9s %8s %10.0f %10.1f %14.1f %12.1f %13.1f %9.2f\n", p.kind.c_str(),
                 plot::TokenCountLabel(p.context).c_str(), p.cost.tokens_per_s(),
                 1e6 * p.cost.s_per_token(), 1e6 * p.cost.last_piece_s_per_token(),
-                Mib(p.cost.peak_rss_bytes), p.cost.cpu_seconds / p.cost.seconds);
+                Mib(p.cost.session_bytes), Mib(p.cost.peak_rss_bytes),
+                p.cost.cpu_seconds / p.cost.seconds);
   } else {
     std::printf("%-9s %8s   skipped: %s\n", p.kind.c_str(),
                 plot::TokenCountLabel(p.context).c_str(), p.skipped.c_str());
@@ -160,6 +161,8 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
     r["peak_rss_bytes"] =
         ok && p.cost.peak_rss_bytes >= 0 ? nlohmann::ordered_json(p.cost.peak_rss_bytes) : nullptr;
     r["peak_rss_per_point"] = p.cost.peak_rss_per_point;
+    r["session_bytes"] =
+        ok && p.cost.session_bytes >= 0 ? nlohmann::ordered_json(p.cost.session_bytes) : nullptr;
     r["tokens"] = p.cost.tokens;  // fed: less than context when --max-seconds stopped the point
     r["seconds"] = p.cost.seconds;
     r["cpu_seconds"] = p.cost.cpu_seconds;  // of the process: noise shows as cpu < wall
@@ -170,37 +173,61 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
   return records;
 }
 
-void WritePlot(const std::string& path, const std::vector<Point>& points,
-               const std::vector<std::string>& kinds, const std::vector<int64_t>& contexts,
-               int threads) {
+// Four charts against context length, one line per kind: the average and the last piece's time
+// per token, the session's own memory and the process's peak. A skipped point is a cross with
+// its reason in a note.
+std::string PlotSvg(const std::vector<Point>& points, const std::vector<std::string>& kinds,
+                    const std::vector<int64_t>& contexts, int threads, int piece) {
   plot::Axis x{.title = "context length (tokens)", .log = true, .ticks = {}};
   for (int64_t c : contexts) x.ticks.emplace_back(static_cast<double>(c), plot::TokenCountLabel(c));
-  plot::LineChart time{.title = "Time per token (whole prefill / context)",
-                       .x = x,
-                       .y = {.title = "microseconds per token", .log = true, .ticks = {}},
-                       .series = {}};
-  plot::LineChart memory{.title = "Peak resident memory of the process",
-                         .x = x,
-                         .y = {.title = "MiB", .log = true, .ticks = {}},
-                         .series = {}};
+  const auto chart = [&](const std::string& title, const std::string& y_title) {
+    return plot::LineChart{
+        .title = title, .x = x, .y = {.title = y_title, .log = true, .ticks = {}}, .series = {}};
+  };
+  plot::LineChart average = chart("Average time per token (prefill / C)", "microseconds per token");
+  plot::LineChart last =
+      chart("Last piece: time per token at C (marginal)", "microseconds per token");
+  plot::LineChart session = chart("The session's own memory (state, caches)", "MiB");
+  plot::LineChart peak = chart("Peak resident memory of the process", "MiB");
   for (const std::string& kind : kinds) {
-    plot::Series t{.name = kind, .x = {}, .y = {}}, m = t;
-    for (const Point& p : points) {
-      if (p.kind != kind || !p.measured()) continue;
-      t.x.push_back(static_cast<double>(p.context));
-      t.y.push_back(1e6 * p.cost.s_per_token());
-      if (p.cost.peak_rss_bytes > 0) {
-        m.x.push_back(static_cast<double>(p.context));
-        m.y.push_back(Mib(p.cost.peak_rss_bytes));
+    plot::Series a{.name = kind, .x = {}, .y = {}, .skipped = {}}, l = a, s = a, p = a;
+    for (const Point& point : points) {
+      if (point.kind != kind) continue;
+      const auto c = static_cast<double>(point.context);
+      if (!point.measured()) {
+        for (plot::Series* series : {&a, &l, &s, &p}) series->skipped.push_back({c, point.skipped});
+        continue;
+      }
+      a.x.push_back(c);
+      a.y.push_back(1e6 * point.cost.s_per_token());
+      l.x.push_back(c);
+      l.y.push_back(1e6 * point.cost.last_piece_s_per_token());
+      if (point.cost.session_bytes > 0) {
+        s.x.push_back(c);
+        s.y.push_back(Mib(point.cost.session_bytes));
+      }
+      if (point.cost.peak_rss_bytes > 0) {
+        p.x.push_back(c);
+        p.y.push_back(Mib(point.cost.peak_rss_bytes));
       }
     }
-    time.series.push_back(std::move(t));
-    memory.series.push_back(std::move(m));
+    average.series.push_back(std::move(a));
+    last.series.push_back(std::move(l));
+    session.series.push_back(std::move(s));
+    peak.series.push_back(std::move(p));
   }
-  plot::WriteLineChartsSvg(path,
-                           "Prefill cost against context length (4 layers, d_model 256, " +
-                               std::to_string(threads) + (threads == 1 ? " thread)" : " threads)"),
-                           {time, memory});
+  const plot::Figure figure{
+      .title = "Prefill cost against context length (4 layers, d_model 256, " +
+               std::to_string(threads) + (threads == 1 ? " thread)" : " threads)"),
+      .caption =
+          {"benchmark models with random weights; a fresh session per point, fed C tokens in "
+           "pieces of " +
+               std::to_string(piece) + "; the last piece is the final " + std::to_string(piece) +
+               " tokens",
+           "session: heap bytes it holds after the prefill (memory state, attention caches, "
+           "scratch); peak RSS: the whole process (program, weights, buffers, session)"},
+      .columns = 2};
+  return plot::LineChartsSvg(figure, {average, last, session, peak});
 }
 
 int RunBench(const BenchArgs& a) {
@@ -266,7 +293,7 @@ int RunBench(const BenchArgs& a) {
     std::printf("wrote %s\n", a.json_path.c_str());
   }
   if (!a.plot_path.empty()) {
-    WritePlot(a.plot_path, points, kinds, contexts, threads);
+    plot::WriteImage(a.plot_path, PlotSvg(points, kinds, contexts, threads, a.piece));
     std::printf("wrote %s\n", a.plot_path.c_str());
   }
   return 0;
@@ -311,8 +338,9 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
                   "write one record per kind and context (kind, context, tokens_per_s, "
                   "s_per_token, peak_rss_bytes, ...)");
   cmd->add_option("--plot", args->plot_path,
-                  "write an SVG plot: time per token and peak memory against context length")
-      ->check(SvgPath());
+                  "write a plot, SVG or PNG by the name (*.svg, *.png): average and last-piece "
+                  "time per token, the session's memory and the peak RSS against context length")
+      ->check(ImagePath());
   return [cmd, args]() { return cmd->parsed() ? RunBench(*args) : -1; };
 }
 

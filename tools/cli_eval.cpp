@@ -174,7 +174,7 @@ std::string PlotSvg(const eval::Evaluation& e, const EvalArgs& a) {
                        .y = {.title = "difference (bits per byte)", .log = false, .ticks = {}},
                        .series = {}};
   for (const eval::Variant& v : e.variants) {
-    plot::Series s{.name = v.label, .x = {}, .y = {}}, d = s;
+    plot::Series s{.name = v.label, .x = {}, .y = {}, .skipped = {}}, d = s;
     for (size_t i = 0; i < v.result.buckets.size(); ++i) {
       const eval::Bucket& b = v.result.buckets[i];
       const double mid = 0.5 * static_cast<double>(b.begin + b.end);
@@ -192,7 +192,7 @@ std::string PlotSvg(const eval::Evaluation& e, const EvalArgs& a) {
       "titans eval: " + std::filesystem::path(a.model_path).filename().string() + " on " +
       std::filesystem::path(a.text_path).filename().string() + " (" +
       plot::TokenCountLabel(e.bytes) + " bytes, window " + std::to_string(e.window.size) + ")";
-  return plot::LineChartsSvg(title, charts);
+  return plot::LineChartsSvg({.title = title, .caption = {}, .columns = 0}, charts);
 }
 
 int RunEval(const EvalArgs& a) {
@@ -242,13 +242,13 @@ int RunEval(const EvalArgs& a) {
 
   // Both outputs are made before either is written.
   const std::string json = a.json_path.empty() ? "" : ToJson(e, a).dump(2) + "\n";
-  const std::string svg = a.plot_path.empty() ? "" : PlotSvg(e, a);
+  const std::string image = a.plot_path.empty() ? "" : plot::ImageFile(a.plot_path, PlotSvg(e, a));
   if (!a.json_path.empty()) {
     io::WriteFileAtomically(a.json_path, json);
     std::cout << "wrote " << a.json_path << "\n";
   }
   if (!a.plot_path.empty()) {
-    io::WriteFileAtomically(a.plot_path, svg);
+    io::WriteFileAtomically(a.plot_path, image);
     std::cout << "wrote " << a.plot_path << "\n";
   }
   return 0;
@@ -288,8 +288,9 @@ std::function<int()> AddEvalCommand(CLI::App& app) {
   cmd->add_option("--json", args->json_path,
                   "write one record per variant and bucket, and per variant overall");
   cmd->add_option("--plot", args->plot_path,
-                  "write an SVG chart: bits per byte against position, one line per variant")
-      ->check(SvgPath());
+                  "write a chart, SVG or PNG by the name (*.svg, *.png): bits per byte against "
+                  "position, one line per variant")
+      ->check(ImagePath());
   return [cmd, args]() { return cmd->parsed() ? RunEval(*args) : -1; };
 }
 

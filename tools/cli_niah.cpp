@@ -1,6 +1,7 @@
 // `titans niah`: runs the needle-in-a-haystack grid (context lengths x needle depths x trials)
 // on the constructed demo model or a model file, prints the accuracy table, and writes JSON and
-// an SVG heatmap. docs/NIAH.md describes the task and the model; docs/CLI.md the options.
+// one figure of heatmaps (the model and its baselines side by side). docs/NIAH.md describes the
+// task and the model; docs/CLI.md the options.
 #include "cli_niah.hpp"
 
 #include <chrono>
@@ -167,28 +168,44 @@ nlohmann::json ToJson(const std::vector<GridRun>& runs, const std::string& hayst
   return records;
 }
 
-// "niah.svg" -> "niah_writes_off.svg" for the baselines' heatmaps.
-std::string PlotPath(const std::string& path, const std::string& run_name, bool first) {
-  if (first) return path;
-  const std::filesystem::path p(path);
-  return (p.parent_path() / (p.stem().string() + "_" + run_name + p.extension().string())).string();
-}
-
-void WritePlot(const GridRun& run, const std::vector<int64_t>& lengths, const NiahArgs& a,
-               const std::string& path) {
-  std::vector<std::string> x_labels, y_labels;
-  for (int64_t length : lengths) x_labels.push_back(plot::TokenCountLabel(length));
-  for (double depth : a.depths) y_labels.push_back(DepthLabel(depth));
-  // values[depth][length]; NaN where the run has no cell.
-  std::vector<std::vector<double>> values(a.depths.size(),
-                                          std::vector<double>(lengths.size(), std::nan("")));
-  for (size_t y = 0; y < a.depths.size(); ++y) {
-    for (size_t x = 0; x < lengths.size(); ++x) {
-      if (const Cell* c = run.Find(lengths[x], a.depths[y])) values[y][x] = c->accuracy();
+// One figure, the runs side by side under one colour bar; its caption says what a cell is.
+std::string PlotSvg(const std::vector<GridRun>& runs, const std::vector<int64_t>& lengths,
+                    const NiahArgs& a, const std::string& haystack_name) {
+  plot::HeatmapGrid grid{.x_title = "context length (tokens)",
+                         .y_title = "needle depth",
+                         .x_labels = {},
+                         .y_labels = {},
+                         .scale_title = "exact-match accuracy",
+                         .missing = "not run: full attention only up to --full-max " +
+                                    plot::TokenCountLabel(a.full_max) +
+                                    " (its cost grows with the square of the length)",
+                         .panels = {}};
+  for (int64_t length : lengths) grid.x_labels.push_back(plot::TokenCountLabel(length));
+  for (double depth : a.depths) grid.y_labels.push_back(DepthLabel(depth));
+  for (const GridRun& run : runs) {
+    // values[depth][length]; NaN where the run has no cell.
+    plot::Heatmap panel{.title = run.description,
+                        .values = std::vector<std::vector<double>>(
+                            a.depths.size(), std::vector<double>(lengths.size(), std::nan("")))};
+    for (size_t y = 0; y < a.depths.size(); ++y) {
+      for (size_t x = 0; x < lengths.size(); ++x) {
+        if (const Cell* c = run.Find(lengths[x], a.depths[y])) panel.values[y][x] = c->accuracy();
+      }
     }
+    grid.panels.push_back(std::move(panel));
   }
-  plot::WriteHeatmapSvg(path, run.description, "context length (tokens)", "needle depth", x_labels,
-                        y_labels, values);
+  const std::string haystack = a.haystack_path.empty()
+                                   ? "the noise block \"The grass is green. ...\" repeated"
+                                   : haystack_name + ", repeated as needed";
+  const plot::Figure figure{
+      .title = "Needle in a haystack: recall of a 7-digit number by context length and depth",
+      .caption = {"haystack: " + haystack + "; " + std::to_string(a.trials) +
+                      (a.trials == 1 ? " trial" : " trials") + " (needles) per cell, seed " +
+                      std::to_string(a.seed),
+                  "a cell is the share of its trials whose 7 greedy digits are exactly the "
+                  "needle's number"},
+      .columns = 0};
+  return plot::HeatmapsSvg(figure, grid);
 }
 
 int RunNiah(const NiahArgs& a) {
@@ -255,11 +272,8 @@ int RunNiah(const NiahArgs& a) {
     std::cout << "wrote " << a.json_path << "\n";
   }
   if (!a.plot_path.empty()) {
-    for (size_t i = 0; i < runs.size(); ++i) {
-      const std::string path = PlotPath(a.plot_path, runs[i].name, i == 0);
-      WritePlot(runs[i], lengths, a, path);
-      std::cout << "heatmap: " << path << "\n";
-    }
+    plot::WriteImage(a.plot_path, PlotSvg(runs, lengths, a, haystack_name));
+    std::cout << "heatmaps: " << a.plot_path << "\n";
   }
   return 0;
 }
@@ -309,8 +323,9 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--json", args->json_path, "write one record per cell and model as JSON");
   cmd->add_option("--plot", args->plot_path,
-                  "write the accuracy heatmap as SVG (baselines: FILE_writes_off.svg, ...)")
-      ->check(SvgPath());
+                  "write the accuracy heatmaps of every model, side by side, as SVG or PNG "
+                  "(by the name: *.svg, *.png)")
+      ->check(ImagePath());
   return [cmd, args]() { return cmd->parsed() ? RunNiah(*args) : -1; };
 }
 

@@ -11,6 +11,8 @@
 #include <limits>
 #include <string>
 
+#include "titans/evals/plot.hpp"
+
 namespace titans::cli {
 
 // Numbers in range, with messages in plain words ("--temperature: must be at least 0, got -1")
@@ -77,19 +79,11 @@ inline CLI::Validator TokenCount() {
   return tokens;
 }
 
-// --plot FILE: the charts are SVG text, so the name must end in .svg (checked before a long run
-// rather than after it). rsvg-convert (Debian: librsvg2-bin) turns one into a PNG.
-inline CLI::Validator SvgPath() {
-  return CLI::Validator(
-      [](std::string& path) -> std::string {
-        std::string lower = path;
-        std::transform(lower.begin(), lower.end(), lower.begin(),
-                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-        if (lower.size() > 4 && lower.ends_with(".svg")) return "";
-        return "plots are written as SVG: name the file *.svg (for a PNG: rsvg-convert FILE.svg "
-               "-o FILE.png)";
-      },
-      "FILE.svg");
+// --plot FILE: *.svg, or *.png with rsvg-convert on PATH (plot::WriteImage), checked before a
+// long run rather than after it.
+inline CLI::Validator ImagePath() {
+  return CLI::Validator([](std::string& path) { return plot::ImagePathProblem(path); },
+                        "FILE.svg|FILE.png");
 }
 
 }  // namespace titans::cli

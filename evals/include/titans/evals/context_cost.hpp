@@ -17,6 +17,11 @@
 //   The figure is the whole process's peak during the point: the model's weights, the program
 //   and the session. Where the mark cannot be reset, the figure is the peak of the process so far
 //   (peak_rss_per_point = false), an upper bound.
+// - The session's own memory: the heap bytes in use (glibc's mallinfo2: allocated chunks and
+//   mmapped blocks) after the prefill, less those in use just before the session was made; the
+//   buffers of tokens and logits are made before that. It is what the session holds at the end:
+//   the memories' state, the attention caches and the runner's scratch, without the program,
+//   the model's weights and the allocator's free pages that the process's RSS also counts.
 #pragma once
 
 #include <sys/resource.h>
@@ -75,6 +80,17 @@ inline int64_t PeakRssBytes() {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // kilobytes on Linux
 }
 
+// Heap bytes this process has allocated and not freed (glibc: mallinfo2, every arena and the
+// mmapped blocks); -1 without glibc 2.33 or later.
+inline int64_t HeapBytesInUse() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 info = mallinfo2();
+  return static_cast<int64_t>(info.uordblks + info.hblkhd);
+#else
+  return -1;
+#endif
+}
+
 // CPU time of this process (all threads), in seconds.
 inline double CpuSeconds() {
   timespec t{};
@@ -115,6 +131,7 @@ struct ContextCost {
   int64_t last_piece_tokens = 0;
   double last_piece_seconds = 0;
   int64_t peak_rss_bytes = -1;     // -1: unknown
+  int64_t session_bytes = -1;      // heap bytes the session holds after the prefill; -1: unknown
   bool peak_rss_per_point = true;  // false: the process's peak so far (an upper bound)
   bool finite = true;              // the last piece's logits are all finite
 
@@ -136,12 +153,13 @@ inline ContextCost MeasureContext(const std::shared_ptr<const Model>& model, int
 #endif
   cost.peak_rss_per_point = ResetPeakRss();
   {
-    Session session(model, SessionOptions{options.threads});
     const int64_t piece =
         std::min<int64_t>(std::max(options.piece, 1), std::max<int64_t>(context, 1));
     const int64_t vocab = model->config().vocab_size;
     std::vector<int32_t> tokens(static_cast<size_t>(piece));
     std::vector<float> logits(static_cast<size_t>(piece * vocab));
+    const int64_t heap_before = HeapBytesInUse();
+    Session session(model, SessionOptions{options.threads});
     auto feed = [&](int64_t n) {
       tokens.resize(static_cast<size_t>(n));
       logits.resize(static_cast<size_t>(n * vocab));
@@ -168,6 +186,8 @@ inline ContextCost MeasureContext(const std::shared_ptr<const Model>& model, int
     }
     cost.finite =
         std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); });
+    const int64_t heap_after = HeapBytesInUse();
+    if (heap_before >= 0 && heap_after >= 0) cost.session_bytes = heap_after - heap_before;
   }
   cost.peak_rss_bytes = PeakRssBytes();
   return cost;
