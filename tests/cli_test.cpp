@@ -762,6 +762,99 @@ TEST_F(CliTest, ErrorsExitWithStatusOneAndAnErrorLine) {
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
 }
 
+// Issue 13, items 4 and 5: the outputs of one command are all written or none, and no output
+// may name an input or another output.
+TEST_F(CliTest, ForwardWritesAllOutputsOrNoneAndNeverOverItsInputs) {
+  const std::string model = Path("m.safetensors"), in = Path("in.safetensors");
+  Ok({"make-model", model, "--d-model", "32"});
+  WriteTokens(in, {1, 2, 3}, io::DType::kI32);
+  const std::string model_bytes = ReadFile(model), in_bytes = ReadFile(in);
+
+  // The state cannot be written (no such directory): the logits are not written either, and an
+  // older output file keeps its contents.
+  ExpectError({"forward", model, "--input", in, "--output", Path("o"), "--save-state",
+               Path("nodir/s.safetensors")},
+              "nodir/s.safetensors");
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+  std::ofstream(Path("old")) << "old logits";
+  ExpectError({"forward", model, "--input", in, "--output", Path("old"), "--save-state",
+               Path("nodir/s.safetensors")},
+              "nodir/s.safetensors");
+  EXPECT_EQ(ReadFile(Path("old")), "old logits");
+
+  // Collisions, by path or by the same file under another name (a hard link).
+  ASSERT_EQ(::link(model.c_str(), Path("alias.safetensors").c_str()), 0);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+      {{"forward", model, "--input", in, "--output", model},
+       "--output: " + model + " is the MODEL file: writing it would destroy it"},
+      {{"forward", model, "--input", in, "--output", Path("alias.safetensors")},
+       "is the MODEL file"},
+      {{"forward", model, "--input", in, "--output", in}, "is the --input file"},
+      {{"forward", model, "--input", in, "--output", Path("o"), "--save-state", Path("o")},
+       "--save-state: " + Path("o") + " is also the --output file"},
+      {{"forward", model, "--input", in, "--output", Path("o"), "--save-state", model},
+       "is the MODEL file"},
+      {{"forward", model, "--input", in, "--output", Path("./in.safetensors")},
+       "is the --input file"},
+      {{"make-model", Path("c.json"), "--config", Path("c.json")}, "OUT: " + Path("c.json")},
+  };
+  std::ofstream(Path("c.json")) << "{}";
+  for (const auto& [args, message] : refused) {
+    const Result r = Titans(args);
+    EXPECT_EQ(r.status, 2) << r;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;
+    EXPECT_NE(r.err.find(message), std::string::npos) << "expected " << message << "\n" << r;
+  }
+  EXPECT_EQ(ReadFile(model), model_bytes);
+  EXPECT_EQ(ReadFile(in), in_bytes);
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+
+  // Continuing a stream and saving it back over the state it loaded is allowed.
+  Ok({"forward", model, "--input", in, "--output", Path("o1"), "--save-state", Path("s")});
+  Ok({"forward", model, "--input", in, "--output", Path("o2"), "--load-state", Path("s"),
+      "--save-state", Path("s")});
+  EXPECT_EQ(io::SafetensorsFile::Open(Path("o2")).metadata().at("start_position"), "3");
+  std::vector<std::string> left;  // no staged or temporary file remains
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".tmp.") != std::string::npos) left.push_back(name);
+  }
+  EXPECT_TRUE(left.empty()) << left.front();
+}
+
+// Issue 13, item 9: values that used to be coerced or accepted are refused (exit status 2).
+TEST_F(CliTest, OutOfRangeAndMalformedValuesAreRefusedNotCoerced) {
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "--d-model", "32"});
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"generate", m, "-p", "x", "--seed", "-1"},
+       "--seed: must be an integer between 0 and 18446744073709551615, got \"-1\""},
+      {{"generate", m, "-p", "x", "-s", "18446744073709551616"}, "--seed: must be an integer"},
+      {{"make-model", Path("x"), "--seed", "-1"}, "--seed: must be an integer"},
+      {{"generate", m, "--prompt-tokens", "1,,2"}, "an empty item in \"1,,2\""},
+      {{"generate", m, "--prompt-tokens", "1,"}, "an empty item"},
+      {{"generate", m, "--prompt-tokens", ",1"}, "an empty item"},
+      {{"generate", m, "-p", "x", "--temperature", "nan"}, "--temperature: must be a number"},
+      {{"generate", m, "-p", "x", "--top-p", "nan"}, "--top-p: must be a number"},
+      {{"bench", "--contexts", "1234567890123456789012345678901"},
+       "--contexts: must be a token count such as 4096, 4K or 1M"},
+      {{"bench", "--contexts", "2048G"}, "between 0 and 1024G"},
+      {{"bench", "--contexts", "4x"}, "got \"4x\""},
+      {{"make-model", Path("x"), "--kind", "mag", "--segment", "64"},
+       "--segment: only MAC layers have segments, and --kind mag has none"},
+  };
+  for (const auto& [args, message] : cases) {
+    const Result r = Titans(args);
+    EXPECT_EQ(r.status, 2) << r;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;
+    EXPECT_NE(r.err.find(message), std::string::npos) << "expected " << message << "\n" << r;
+  }
+  EXPECT_FALSE(std::filesystem::exists(Path("x")));
+  // Spaces still separate, and suffixes still scale.
+  Ok({"generate", m, "--prompt-tokens", "1, 2 3", "-n", "1"});
+  Ok({"make-model", Path("mac.safetensors"), "--kind", "mac", "--chunk", "8", "--segment", "8"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 15: the command line as a person meets it.
 

@@ -76,14 +76,18 @@ TEST(HostileFiles, NextSaveRemovesStaleTemporaryFiles) {
   const std::string self = std::to_string(::getpid());
   const std::vector<std::string> stale{"model.safetensors.tmp." + dead + ".0",
                                        "model.safetensors.tmp." + dead + ".17",
-                                       "model.safetensors.tmp." + self + ".999999"};
+                                       "model.safetensors.tmp." + self + ".999999",
+                                       // a write into a file that an OutputSet staged
+                                       "model.safetensors.tmp." + dead + ".2.tmp." + dead + ".4"};
   const std::vector<std::string> kept{
       "model.safetensors.tmp." + live + ".3",     // a live process's save in progress
       "other.safetensors.tmp." + dead + ".0",     // another target's
       "model.safetensors.tmp." + dead + ".x",     // not the pattern
       "model.safetensors.tmp." + dead,            // not the pattern
       "model.safetensors.tmp.-" + dead + ".1",    // not the pattern
-      "model.safetensors.tmp." + dead + ".1.bak"  // not the pattern
+      "model.safetensors.tmp." + dead + ".1.bak",       // not the pattern
+      "model.safetensors.tmp." + dead + ".1.tmp.x.2",   // not the pattern
+      "model.safetensors.tmp." + live + ".1.tmp." + dead + ".2"  // a live process's staging
   };
   for (const std::string& name : stale) WriteAll(scratch.Path(name), "half a file");
   for (const std::string& name : kept) WriteAll(scratch.Path(name), "keep");
@@ -105,6 +109,37 @@ TEST(HostileFiles, NextSaveRemovesStaleTemporaryFiles) {
   MemorySession session(std::make_shared<const NeuralMemory>(m, MemoryWeights::Random(m, 1)));
   session.Save(state);
   EXPECT_FALSE(std::filesystem::exists(state + ".tmp." + dead + ".1"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The outputs of one command: all written, or none.
+
+TEST(HostileFiles, OutputSetWritesAllOrNothing) {
+  ScratchDir scratch("titans_hostile_");
+  const std::string a = scratch.Path("a.safetensors"), b = scratch.Path("b.safetensors");
+  WriteAll(a, "old a");
+  const float x = 1.0f;
+  {  // the second output cannot be written (no such directory): a keeps its old contents
+    io::OutputSet outputs;
+    io::WriteSafetensors(outputs.Stage(a), {}, {{"x", io::DType::kF32, {1}, &x}});
+    EXPECT_THROW(io::WriteSafetensors(outputs.Stage(scratch.Path("no/dir/b.safetensors")), {},
+                                      {{"x", io::DType::kF32, {1}, &x}}),
+                 Error);
+  }
+  EXPECT_EQ(scratch.Listing(), std::vector<std::string>{"a.safetensors"});  // staged files gone
+  EXPECT_EQ(ReadAll(a), "old a");
+
+  io::OutputSet outputs;
+  io::WriteSafetensors(outputs.Stage(a), {}, {{"x", io::DType::kF32, {1}, &x}});
+  const ModelConfig c = Small();
+  Model(c, ModelWeights::Random(c, 1)).Save(outputs.Stage(b));
+  EXPECT_EQ(ReadAll(a), "old a");  // nothing renamed before Commit
+  EXPECT_FALSE(std::filesystem::exists(b));
+  outputs.Commit();
+  EXPECT_EQ(scratch.Listing(), (std::vector<std::string>{"a.safetensors", "b.safetensors"}));
+  EXPECT_NO_THROW(io::SafetensorsFile::Open(a).Find("x"));
+  EXPECT_NO_THROW(Model::Load(b));
+  EXPECT_THROW(outputs.Stage(scratch.dir()), Error);  // a directory is no output
 }
 
 }  // namespace

@@ -6,10 +6,15 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 #include "titans/evals/plot.hpp"
 
@@ -71,12 +76,89 @@ inline CLI::Validator GreaterThan(double lo) {
 }
 inline CLI::Validator Between(double lo, double hi) { return NumberIn(lo, hi); }
 
-// A token count with an optional binary suffix: 4K = 4096, 1M = 1048576 (CLI11's size parser,
-// with K = 1024 and the description it would add to --help removed).
+// The largest token count an option takes: 2^40 (1024G), far beyond any run, so that a typo of
+// many digits is refused instead of saturating to 2^63 - 1 and running.
+inline constexpr uint64_t kMaxTokenCount = uint64_t{1} << 40;
+
+// A token count: digits with an optional binary suffix, K = 1024, M = 1024^2, G = 1024^3 (either
+// case), at most kMaxTokenCount; the text is rewritten as the plain number for CLI11.
 inline CLI::Validator TokenCount() {
-  CLI::Validator tokens = CLI::AsSizeValue(false);
-  tokens.description("");
-  return tokens;
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        const std::string refused =
+            "must be a token count such as 4096, 4K or 1M (K = 1024, M = 1024^2, G = 1024^3) "
+            "between 0 and 1024G, got \"" + text + "\"";
+        size_t digits = 0;
+        while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+          ++digits;
+        }
+        if (digits == 0 || digits > 13 || text.size() > digits + 1) return refused;
+        uint64_t value = std::stoull(text.substr(0, digits));  // < 10^13: no overflow
+        if (text.size() == digits + 1) {
+          const char suffix = static_cast<char>(std::toupper(static_cast<unsigned char>(text.back())));
+          const int shift = suffix == 'K' ? 10 : suffix == 'M' ? 20 : suffix == 'G' ? 30 : -1;
+          if (shift < 0 || value > (kMaxTokenCount >> shift)) return refused;
+          value <<= shift;
+        }
+        if (value > kMaxTokenCount) return refused;
+        text = std::to_string(value);
+        return "";
+      },
+      "");
+}
+
+// A seed: an integer between 0 and 2^64 - 1 (CLI11 would read "-1" as 2^64 - 1).
+inline CLI::Validator SeedValue() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        const std::string refused = "must be an integer between 0 and " +
+                                    std::to_string(std::numeric_limits<uint64_t>::max()) +
+                                    ", got \"" + text + "\"";
+        if (text.empty() || text.size() > 20 ||
+            !std::all_of(text.begin(), text.end(),
+                         [](unsigned char c) { return std::isdigit(c) != 0; })) {
+          return refused;
+        }
+        errno = 0;
+        std::strtoull(text.c_str(), nullptr, 10);
+        return errno == ERANGE ? refused : "";
+      },
+      "");
+}
+
+// Refuses (CLI::ValidationError: exit status 2) a command line whose outputs name the same file
+// as one of its inputs or as each other: the output would replace the input before it is read,
+// or one output the other. A pair
+// `allowed` (output, input) may name the same file (--save-state over the --load-state it read).
+// Files that exist are compared by identity, others by their normalised absolute path.
+inline void RefuseCollisions(const std::vector<std::pair<std::string, std::string>>& inputs,
+                             const std::vector<std::pair<std::string, std::string>>& outputs,
+                             const std::pair<std::string, std::string>& allowed = {}) {
+  auto same = [](const std::string& a, const std::string& b) {
+    std::error_code error;
+    if (std::filesystem::equivalent(a, b, error) && !error) return true;
+    const auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a), error);
+    if (error) return a == b;
+    const auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b), error);
+    return error ? a == b : ca == cb;
+  };
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    const auto& [out_name, out_path] = outputs[o];
+    if (out_path.empty()) continue;
+    for (const auto& [in_name, in_path] : inputs) {
+      if (in_path.empty() || (out_name == allowed.first && in_name == allowed.second)) continue;
+      if (same(out_path, in_path)) {
+        throw CLI::ValidationError(out_name,
+                                   out_path + " is the " + in_name + " file: writing it would destroy it");
+      }
+    }
+    for (size_t p = 0; p < o; ++p) {
+      if (!outputs[p].second.empty() && same(out_path, outputs[p].second)) {
+        throw CLI::ValidationError(out_name, out_path + " is also the " + outputs[p].first +
+                                                 " file: one would overwrite the other");
+      }
+    }
+  }
 }
 
 // --plot FILE: *.svg, or *.png with rsvg-convert on PATH (plot::WriteImage), checked before a

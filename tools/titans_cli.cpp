@@ -57,6 +57,8 @@ using titans::BlockKind;
 using titans::cli::AtLeast;
 using titans::cli::GreaterThan;
 using titans::cli::NumberIn;
+using titans::cli::RefuseCollisions;
+using titans::cli::SeedValue;
 using titans::Error;
 using titans::ErrorCode;
 namespace io = titans::io;
@@ -78,10 +80,13 @@ int64_t Elements(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// "1,2,3" (commas and/or spaces) -> integers; throws std::invalid_argument naming the item.
+// "1,2,3" or "1 2 3" or "1, 2, 3" -> integers; throws std::invalid_argument naming the
+// problem. Spaces separate like commas, but a comma must stand between two items: "1,,2", ",1"
+// and "1," are refused rather than read as "1,2" and "1".
 std::vector<int64_t> ParseIntList(const std::string& text) {
   std::vector<int64_t> values;
   std::string item;
+  bool comma_pending = true;  // at the start, as after a comma: an item must come next
   auto flush = [&] {
     if (item.empty()) return;
     size_t used = 0;
@@ -94,9 +99,14 @@ std::vector<int64_t> ParseIntList(const std::string& text) {
     if (used != item.size()) throw std::invalid_argument("\"" + item + "\" is not an integer");
     values.push_back(v);
     item.clear();
+    comma_pending = false;
   };
   for (char c : text) {
-    if (c == ',' || c == ' ') {
+    if (c == ',') {
+      flush();
+      if (comma_pending) throw std::invalid_argument("an empty item in \"" + text + "\"");
+      comma_pending = true;
+    } else if (c == ' ') {
       flush();
     } else {
       item += c;
@@ -104,6 +114,7 @@ std::vector<int64_t> ParseIntList(const std::string& text) {
   }
   flush();
   if (values.empty()) throw std::invalid_argument("the list is empty");
+  if (comma_pending) throw std::invalid_argument("an empty item in \"" + text + "\"");
   return values;
 }
 
@@ -920,7 +931,12 @@ int RunForward(const ForwardArgs& a) {
       {"start_position", std::to_string(start_position)}};
   if (!a.split.empty()) metadata["split"] = JoinInts(pieces);
   if (a.every > 0) metadata["every"] = std::to_string(a.every);
-  io::WriteSafetensors(a.output, metadata, {{name, io::DType::kF32, {total, width}, out.data()}});
+  // Both outputs are written in full before either replaces its target (docs/CLI.md).
+  io::OutputSet outputs;
+  io::WriteSafetensors(outputs.Stage(a.output), metadata,
+                       {{name, io::DType::kF32, {total, width}, out.data()}});
+  if (!a.save_state.empty()) session.Save(outputs.Stage(a.save_state));
+  outputs.Commit();
   std::cout << "wrote " << a.output << ": " << name << " " << ShapeString({total, width})
             << " from " << (tokens_record ? "tokens" : "embeddings") << " in " << pieces.size()
             << (pieces.size() == 1 ? " piece" : " pieces");
@@ -928,7 +944,6 @@ int RunForward(const ForwardArgs& a) {
   if (a.every > 0) std::cout << " of " << a.every;
   std::cout << ", positions " << start_position << ".." << session.position() << "\n";
   if (!a.save_state.empty()) {
-    session.Save(a.save_state);
     std::cout << "wrote " << a.save_state << ": session state at position " << session.position()
               << "\n";
   }
@@ -984,7 +999,9 @@ int main(int argc, char** argv) {
       "--config", mm.config_path,
       "a whole ModelConfig as JSON (docs/FILE_FORMAT.md; `titans info --config-only` prints "
       "one); instead of the shape flags");
-  make_model->add_option("-s,--seed", mm.seed, "seed of the random weights")->capture_default_str();
+  make_model->add_option("-s,--seed", mm.seed, "seed of the random weights")
+      ->capture_default_str()
+      ->check(SeedValue());
   // The shape flags, over a small byte-level default: vocab 256, d 64, 2 mag layers, attention
   // 4 heads x 16 with window 64, memory Paper(d, 2 heads, d/2, depth 2, chunk 16).
   CLI::Option_group* shape = make_model->add_option_group(
@@ -1034,8 +1051,9 @@ int main(int argc, char** argv) {
   shape->add_option("--chunk", mm.chunk, "memory commit block (tokens)")
       ->capture_default_str()
       ->check(AtLeast(1));
-  shape->add_option("--segment", mm.segment, "MAC segment length [the memory's unit: chunk]")
-      ->check(AtLeast(1));
+  CLI::Option* segment_opt =
+      shape->add_option("--segment", mm.segment, "MAC segment length [the memory's unit: chunk]")
+          ->check(AtLeast(1));
   kind_opt->check(CLI::Validator(
       [](std::string& text) -> std::string {
         try {
@@ -1093,7 +1111,9 @@ int main(int argc, char** argv) {
   generate->add_option("--top-p", ga.top_p, "keep the smallest set reaching this probability")
       ->capture_default_str()
       ->check(NumberIn(0, 1, /*lo_open=*/true));
-  generate->add_option("-s,--seed", ga.seed, "seed of the sampler")->capture_default_str();
+  generate->add_option("-s,--seed", ga.seed, "seed of the sampler")
+      ->capture_default_str()
+      ->check(SeedValue());
   generate->add_option("-t,--threads", ga.threads, "OpenMP threads (0 = all)")
       ->capture_default_str()
       ->check(AtLeast(0));
@@ -1180,6 +1200,20 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    if (forward->parsed()) {
+      RefuseCollisions({{"MODEL", fa.model}, {"--input", fa.input}, {"--load-state", fa.load_state}},
+                       {{"--output", fa.output}, {"--save-state", fa.save_state}},
+                       {"--save-state", "--load-state"});
+    }
+    if (make_model->parsed()) RefuseCollisions({{"--config", mm.config_path}}, {{"OUT", mm.out}});
+    if (make_model->parsed() && segment_opt->count() > 0) {
+      const int layers = mm.kind == "mixed" && layers_opt->count() == 0 ? 5 : mm.layers;
+      const std::vector<BlockKind> kinds = ParseKinds(mm.kind, layers);  // checked by --kind
+      if (std::find(kinds.begin(), kinds.end(), BlockKind::kMac) == kinds.end()) {
+        throw CLI::ValidationError("--segment", "only MAC layers have segments, and --kind " +
+                                                    mm.kind + " has none");
+      }
+    }
     if (generate->parsed()) {
       if (model_opt->count() > 0 && !model_positional.empty()) {
         throw CLI::ValidationError("generate", "the model is given twice: as MODEL and as -m");

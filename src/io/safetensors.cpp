@@ -233,12 +233,20 @@ void SetActive(const std::string& path, bool active) {
   }
 }
 
-// "<pid>.<n>" with both decimal (no sign, no leading '+'); the pid, or 0 if `rest` is not that.
+// "<pid>.<n>" with both decimal (no sign, no leading '+'), or "<pid>.<n>.tmp.<pid>.<n>" (the
+// temporary file of a write to a file that OutputSet staged); the first pid, or 0 if `rest` is
+// neither.
 pid_t ParseTempSuffix(std::string_view rest) {
   const size_t dot = rest.find('.');
   if (dot == 0 || dot == std::string_view::npos || dot + 1 == rest.size() || dot > 10) return 0;
+  size_t end = rest.find('.', dot + 1);
+  if (end == std::string_view::npos) {
+    end = rest.size();
+  } else if (!rest.substr(end).starts_with(".tmp.") || ParseTempSuffix(rest.substr(end + 5)) == 0) {
+    return 0;
+  }
   int64_t pid = 0;
-  for (size_t i = 0; i < rest.size(); ++i) {
+  for (size_t i = 0; i < end; ++i) {
     if (i == dot) continue;
     if (rest[i] < '0' || rest[i] > '9') return 0;
     if (i < dot) pid = pid * 10 + (rest[i] - '0');
@@ -280,6 +288,22 @@ void RemoveStaleTempFiles(const std::string& target) {
   ::closedir(listing);
 }
 
+// Distinct temporary names for concurrent writers in this process: "<target>.tmp.<pid>.<n>".
+std::atomic<uint64_t> temp_counter{0};
+std::string TempName(const std::string& target) {
+  return target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(temp_counter++);
+}
+
+// Makes a rename into the directory of `target` durable (otherwise a crash may lose it).
+void SyncDirectoryOf(const std::string& target) {
+  std::string dir = std::filesystem::path(target).parent_path().string();
+  if (dir.empty()) dir = ".";
+  Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.get() < 0 || ::fsync(dir_fd.get()) != 0) {
+    FailErrno(target, "written, but the directory " + dir + " could not be synced");
+  }
+}
+
 // A temporary file next to `target` that becomes `target` on Commit() and is removed otherwise,
 // so a failed or interrupted write never leaves a half-written `target` or stray files. A
 // process killed while writing cannot remove its file: the next TempFile for the same target
@@ -288,7 +312,7 @@ class TempFile {
  public:
   explicit TempFile(std::string target)
       : target_(std::move(target)),
-        path_(target_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter_++)),
+        path_(TempName(target_)),
         fd_(Create(target_, path_)) {
     if (fd_.get() < 0) {
       const int error = errno;
@@ -325,12 +349,7 @@ class TempFile {
     }
     renamed_ = true;
     SetActive(path_, false);
-    std::string dir = std::filesystem::path(target_).parent_path().string();
-    if (dir.empty()) dir = ".";
-    Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir_fd.get() < 0 || ::fsync(dir_fd.get()) != 0) {
-      FailErrno(target_, "written, but the directory " + dir + " could not be synced");
-    }
+    SyncDirectoryOf(target_);
   }
 
  private:
@@ -342,7 +361,6 @@ class TempFile {
     return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   }
 
-  static inline std::atomic<uint64_t> counter_{0};  // distinct names for concurrent writers
   std::string target_, path_;
   Fd fd_;
   bool renamed_ = false;
@@ -542,6 +560,35 @@ void WriteFileAtomically(const std::string& path, std::string_view contents) {
   TempFile file(path);
   file.Write(contents.data(), contents.size());
   file.Commit();
+}
+
+OutputSet::~OutputSet() {
+  for (const Staged& s : staged_) {
+    if (!s.renamed) ::unlink(s.path.c_str());
+    SetActive(s.path, false);
+  }
+}
+
+const std::string& OutputSet::Stage(const std::string& target) {
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    Fail(ErrorCode::kIo, target, "is a directory");
+  }
+  std::string path = TempName(target);
+  SetActive(path, true);  // so that this process's own saves to `target` leave it alone
+  staged_.push_back({std::move(path), target});
+  return staged_.back().path;
+}
+
+void OutputSet::Commit() {
+  for (Staged& s : staged_) {
+    if (::rename(s.path.c_str(), s.target.c_str()) != 0) {
+      FailErrno(s.target, "cannot rename " + s.path + " to it");
+    }
+    s.renamed = true;
+    SetActive(s.path, false);
+  }
+  for (const Staged& s : staged_) SyncDirectoryOf(s.target);
 }
 
 }  // namespace titans::io

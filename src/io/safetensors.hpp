@@ -71,4 +71,31 @@ void WriteSafetensors(const std::string& path, const std::map<std::string, std::
 // outputs). Throws Error(kIo).
 void WriteFileAtomically(const std::string& path, std::string_view contents);
 
+// The output files of one command that must all be written or none (titans forward --output
+// with --save-state). Stage(target) returns a temporary path next to `target`, in the pattern
+// "<target>.tmp.<pid>.<n>" that a later save to `target` removes if this process dies first;
+// the caller writes the whole file there with any writer above (or Session::Save). Commit()
+// renames every staged file over its target, after all were written: a failed write leaves
+// every target as it was. Destroyed uncommitted, the set removes its staged files. A rename
+// can still fail midway in Commit (the directory removed meanwhile): it throws Error(kIo) and
+// the targets renamed before stay renamed.
+class OutputSet {
+ public:
+  OutputSet() = default;
+  OutputSet(const OutputSet&) = delete;
+  OutputSet& operator=(const OutputSet&) = delete;
+  ~OutputSet();
+
+  // Throws Error(kIo) if `target` is a directory (its rename would fail only at Commit).
+  const std::string& Stage(const std::string& target);
+  void Commit();
+
+ private:
+  struct Staged {
+    std::string path, target;
+    bool renamed = false;
+  };
+  std::vector<Staged> staged_;
+};
+
 }  // namespace titans::io
