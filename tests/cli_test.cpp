@@ -22,6 +22,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <span>
 #include <sstream>
 #include <string>
@@ -820,6 +821,30 @@ TEST_F(CliTest, ForwardWritesAllOutputsOrNoneAndNeverOverItsInputs) {
     if (name.find(".tmp.") != std::string::npos) left.push_back(name);
   }
   EXPECT_TRUE(left.empty()) << left.front();
+}
+
+// Issue 13, item 10: --stats shows every memory layer's health.
+TEST_F(CliTest, StatsShowEveryMemoryLayersHealth) {
+  const std::string model = Path("m.safetensors"), in = Path("in.safetensors");
+  Ok({"make-model", model, "--kind", "attention,mag,lmm", "--d-model", "32", "--window", "8",
+      "--chunk", "4"});
+  WriteTokens(in, {1, 2, 3, 4, 5, 6, 7, 8, 9}, io::DType::kI32);
+  const Result r = Titans({"forward", model, "--input", in, "--output", Path("o"), "--stats"});
+  ASSERT_EQ(r.status, 0) << r;
+  const std::regex line(
+      R"(memory: layer (\d) \((mag|lmm)\) at position 9: \|W\| [0-9.e+-]+ \(W0 [0-9.e+-]+\), )"
+      R"(\|momentum\| [0-9.e+-]+, finite\n)");
+  std::vector<std::string> layers;
+  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), line);
+       it != std::sregex_iterator(); ++it) {
+    layers.push_back((*it)[1].str() + (*it)[2].str());
+  }
+  EXPECT_EQ(layers, (std::vector<std::string>{"1mag", "2lmm"})) << r;
+
+  const Result g = Titans({"generate", model, "--prompt-tokens", "1,2,3", "-n", "4", "--stats"});
+  ASSERT_EQ(g.status, 0) << g;
+  EXPECT_NE(g.err.find("memory: layer 1 (mag) at position 6: |W| "), std::string::npos) << g;
+  EXPECT_NE(g.err.find("memory: layer 2 (lmm) at position 6: |W| "), std::string::npos) << g;
 }
 
 // Issue 13, item 9: values that used to be coerced or accepted are refused (exit status 2).

@@ -5,7 +5,7 @@
 //   titans generate MODEL (--prompt-tokens 1,2,3 | -p TEXT | -f FILE) [-n N] [sampler options]
 //                   [--stop STR]... [--repeat-penalty P] [--stats]   (streams the output)
 //   titans forward MODEL --input IN --output OUT [--split a,b,... | --every N]
-//                  [--load-state F] [--save-state F]
+//                  [--load-state F] [--save-state F] [--stats]
 //   titans bench [--contexts 1K,4K,...] [--kinds lmm,mac,...] [--json F] [--plot F]
 //   titans niah [--lengths 1K,4K,...] [--depths 0,50,...] [--trials N] [--baseline] [--json F]
 //               [--plot F] [--model MODEL] [--haystack TEXT]
@@ -519,6 +519,24 @@ int RunInfo(const std::string& path, bool config_only) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --stats: the health of every memory layer (Session::Health), one line each, to stderr.
+
+void PrintMemoryHealth(const titans::Session& session) {
+  const titans::ModelConfig& c = session.model().config();
+  for (const titans::LayerHealth& l : session.Health()) {
+    const titans::MemoryHealth& h = l.memory;
+    std::fprintf(stderr,
+                 "memory: layer %d (%s) at position %lld: |W| %.4g (W0 %.4g), |momentum| %.4g, %s\n",
+                 l.layer, titans::ToString(c.layers[static_cast<size_t>(l.layer)]),
+                 static_cast<long long>(h.position), h.weights_norm, h.initial_norm,
+                 h.momentum_norm,
+                 !h.finite ? "NOT FINITE (NaN or Inf)"
+                 : h.all_zero ? "ALL ZERO (it reads nothing)"
+                              : "finite");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // generate
 
 struct GenerateArgs {
@@ -796,6 +814,7 @@ int RunGenerate(const GenerateArgs& a) {
       std::fprintf(stderr, "; stopped by --stop \"%s\"", stopped_by->c_str());
     }
     std::fprintf(stderr, "\n");
+    PrintMemoryHealth(session);
   }
   return 0;
 }
@@ -809,6 +828,7 @@ struct ForwardArgs {
   int64_t every = 0;
   int threads = 0;
   std::string load_state, save_state;
+  bool stats = false;
 };
 
 // The piece sizes to feed T tokens in: --split sizes then the remainder, --every N, or [T].
@@ -943,6 +963,7 @@ int RunForward(const ForwardArgs& a) {
   if (!a.split.empty()) std::cout << " (" << JoinInts(pieces) << ")";
   if (a.every > 0) std::cout << " of " << a.every;
   std::cout << ", positions " << start_position << ".." << session.position() << "\n";
+  if (a.stats) PrintMemoryHealth(session);
   if (!a.save_state.empty()) {
     std::cout << "wrote " << a.save_state << ": session state at position " << session.position()
               << "\n";
@@ -1144,8 +1165,8 @@ int main(int argc, char** argv) {
   stop_opt->excludes(tokens_opt);
   generate->add_flag("--raw", ga.raw, "with a text prompt: write the bytes as they are (no escapes)");
   generate->add_flag("--stats", ga.stats,
-                     "at the end, print the time of the load, the prompt and the generation to "
-                     "stderr");
+                     "at the end, print the time of the load, the prompt and the generation, and "
+                     "each memory layer's health (weight norms, finite, not all zero) to stderr");
 
   // forward
   ForwardArgs fa;
@@ -1179,6 +1200,9 @@ int main(int argc, char** argv) {
                       "continue the stream of a session state file (written by --save-state)");
   forward->add_option("--save-state", fa.save_state,
                       "after the input, write the session state to this file");
+  forward->add_flag("--stats", fa.stats,
+                    "after the input, print each memory layer's health (weight norms, finite, "
+                    "not all zero) to stderr");
 
   const std::function<int()> run_bench = titans::cli::AddBenchCommand(app);
   const std::function<int()> run_niah = titans::cli::AddNiahCommand(app);

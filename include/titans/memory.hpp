@@ -95,6 +95,19 @@ struct MemoryState {
   std::vector<ConstTensorView> Tensors(const MemoryConfig& config) const;
 };
 
+// The numerical health of a memory's state. A memory whose fast weights grow without bound, or
+// decay to exactly zero (zero is absorbing: a zero memory reads nothing and its gradient
+// writes nothing), no longer works, and its outputs alone do not show it
+// (`titans forward --stats`, `titans generate --stats`, `titans bench`).
+struct MemoryHealth {
+  int64_t position = 0;
+  // Frobenius norms over every MLP layer and head: the fast weights (with the kLnResidual
+  // gains), the model's initial fast weights W0 (their scale), the momentum (0 without).
+  double weights_norm = 0.0, initial_norm = 0.0, momentum_norm = 0.0;
+  bool finite = true;     // no NaN or Inf in the fast weights or the momentum
+  bool all_zero = false;  // every fast weight exactly 0
+};
+
 struct SessionOptions {
   int threads = 0;  // OpenMP threads for this session's work; 0 = omp_get_max_threads()
   // Work (matrix-product FLOPs between two synchronisations: a memory unit, a tile of reads,
@@ -132,6 +145,7 @@ class MemorySession {
   const MemoryState& state() const { return state_; }
   const NeuralMemory& memory() const { return *memory_; }
   const std::shared_ptr<const NeuralMemory>& memory_ptr() const { return memory_; }
+  MemoryHealth Health() const;
 
   // Replaces the stream's state, e.g. with one assembled by a container format. Throws
   // Error(kMismatch) when a tensor's size does not fit this memory, Error(kInvalidArgument)

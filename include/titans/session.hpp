@@ -33,6 +33,13 @@ struct SamplerOptions {
 int32_t SampleToken(std::span<const float> logits, const SamplerOptions& options,
                     std::mt19937_64& rng);
 
+// One memory layer's health in a Session: its index in ModelConfig::layers and its state's
+// MemoryHealth (titans/memory.hpp).
+struct LayerHealth {
+  int layer = 0;
+  MemoryHealth memory;
+};
+
 class Session {
  public:
   explicit Session(std::shared_ptr<const Model> model, SessionOptions options = {});
@@ -58,6 +65,9 @@ class Session {
 
   int64_t position() const;
   const Model& model() const;
+  // Every memory layer's health, in layer order (empty without memory layers): cheap (one pass
+  // over the fast weights), for monitoring long streams.
+  std::vector<LayerHealth> Health() const;
 
   void Reset();             // back to position 0
   Session Clone() const;    // an independent copy of this stream

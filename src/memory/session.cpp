@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <span>
 #include <utility>
 
 #include "memory/kernels.hpp"
@@ -116,6 +117,41 @@ void MemorySession::SetState(MemoryState state) {
                     " (it must be position mod " + std::to_string(c.unit()) + ")");
   }
   state_ = std::move(state);
+}
+
+namespace {
+
+// Adds the squares of `values` to `sum_sq` (in double: a million float squares); false if any
+// value is NaN or Inf.
+bool AddSquares(std::span<const float> values, double& sum_sq) {
+  bool finite = true;
+  for (const float v : values) {
+    finite = finite && std::isfinite(v);
+    sum_sq += static_cast<double>(v) * v;
+  }
+  return finite;
+}
+
+}  // namespace
+
+MemoryHealth MemorySession::Health() const {
+  const MemoryWeights& w0 = memory_->weights();
+  double weights = 0.0, initial = 0.0, momentum = 0.0;
+  bool finite = true;
+  for (const auto& layer : state_.w_cur) finite = AddSquares(layer, weights) && finite;
+  finite = AddSquares(state_.g_cur, weights) && finite;
+  for (const auto& layer : state_.momentum) finite = AddSquares(layer, momentum) && finite;
+  finite = AddSquares(state_.g_momentum, momentum) && finite;
+  for (const auto& layer : w0.mlp) AddSquares(layer, initial);
+  AddSquares(w0.gain, initial);
+  MemoryHealth h;
+  h.position = state_.position;
+  h.weights_norm = std::sqrt(weights);
+  h.initial_norm = std::sqrt(initial);
+  h.momentum_norm = std::sqrt(momentum);
+  h.finite = finite;
+  h.all_zero = weights == 0.0;
+  return h;
 }
 
 void MemorySession::Reset() { state_ = MemoryState::Initial(*memory_); }

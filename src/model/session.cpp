@@ -66,6 +66,15 @@ Session& Session::operator=(Session&&) noexcept = default;
 int64_t Session::position() const { return impl_->state.position; }
 const Model& Session::model() const { return *model_; }
 
+std::vector<LayerHealth> Session::Health() const {
+  std::vector<LayerHealth> health;
+  const auto& memory = impl_->state.memory;
+  for (size_t l = 0; l < memory.size(); ++l) {
+    if (memory[l]) health.push_back({static_cast<int>(l), memory[l]->Health()});
+  }
+  return health;
+}
+
 void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) {
   const FlushDenormals flush;  // the session's own arithmetic too (src/ops/flush_denormals.hpp)
   const ModelConfig& c = model_->config();
