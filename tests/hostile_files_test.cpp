@@ -3,6 +3,7 @@
 // by the next save to the same target, and those of live processes never.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,9 +11,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -109,6 +113,52 @@ TEST(HostileFiles, NextSaveRemovesStaleTemporaryFiles) {
   MemorySession session(std::make_shared<const NeuralMemory>(m, MemoryWeights::Random(m, 1)));
   session.Save(state);
   EXPECT_FALSE(std::filesystem::exists(state + ".tmp." + dead + ".1"));
+}
+
+// 100 saves killed (SIGKILL) at random moments: the target is always the old or the new file,
+// whole, and the next save leaves no temporary file behind.
+TEST(HostileFiles, KilledSavesLeaveOldOrNewAndTheNextSaveCleansUp) {
+  ScratchDir scratch("titans_hostile_");
+  const std::string target = scratch.Path("state.safetensors");
+  // Two states of one memory, A (new) and B (after 64 tokens), ~0.5 MB each.
+  MemoryConfig m = MemoryConfig::Paper(128, 4, 32, 2, 16);
+  auto memory = std::make_shared<const NeuralMemory>(m, MemoryWeights::Random(m, 7));
+  MemorySession a(memory), b(memory);
+  std::vector<float> x(64 * 128), out(64 * static_cast<size_t>(b.memory().output_width()));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.1f * static_cast<float>(i));
+  b.Forward(x, out);
+  a.Save(target);
+
+  std::mt19937 rng(11);
+  int old_seen = 0, new_seen = 0, inside_save = 0;
+  for (int kill = 0; kill < 100; ++kill) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {  // saves B and A in turn until killed
+      for (int i = 0;; ++i) (i % 2 ? a : b).Save(target);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the saving child ended by itself";
+    inside_save += scratch.Listing().size() > 1;
+    MemorySession loaded(memory);
+    ASSERT_NO_THROW(loaded.Load(target)) << "after kill " << kill;
+    if (loaded.state().w_cur == a.state().w_cur) {
+      ++old_seen;
+    } else {
+      ASSERT_EQ(loaded.state().w_cur, b.state().w_cur) << "neither A nor B after kill " << kill;
+      ++new_seen;
+    }
+  }
+  // Many kills land inside a save (an fsync takes milliseconds) and leave its temporary file
+  // (the next child's first save removes it: the pid is dead).
+  std::cout << "kills: 100; target A " << old_seen << ", B " << new_seen << "; kills inside a save "
+            << inside_save << "\n";
+  EXPECT_GT(inside_save, 10);
+  a.Save(target);  // the next save removes what the killed ones left
+  EXPECT_EQ(scratch.Listing(), std::vector<std::string>{"state.safetensors"});
 }
 
 // ---------------------------------------------------------------------------------------------
