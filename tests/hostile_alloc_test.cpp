@@ -13,6 +13,7 @@
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -122,6 +123,48 @@ TEST(HostileAlloc, SmallFileWithHugeConfigAllocatesNothingForIt) {
               {path, "tensor \"embedding\"", "[16000000, 32]"});
   ExpectError([&] { NeuralMemory::Load(memory_path); }, ErrorCode::kFormat,
               {memory_path, "mlp.0", "[2, 8, 8192]"});
+}
+
+// Every integer field of a small model's config set to legal but huge values (2^31 - 1, 2^20,
+// 65536), the small file's tensors kept: each load, and a Session and one token on what loads,
+// stays within 256 MB of address space and ends in a titans::Error or a working model; never
+// std::bad_alloc, never a crash. The sweep runs in one child process per value.
+TEST(HostileAlloc, EveryIntegerFieldAtHugeLegalValuesStaysWithinTheFilesSize) {
+  if (UnderAddressSanitizer()) GTEST_SKIP() << "RLIMIT_AS does not mix with ASan's shadow memory";
+  ScratchDir scratch("titans_hostile_");
+  const ModelConfig c = Small();
+  const Model model(c, ModelWeights::Random(c, 1));
+  const nlohmann::json flat = nlohmann::json::parse(c.ToJson()).flatten();
+  int swept = 0;
+  for (const auto& item : flat.items()) {
+    if (!item.value().is_number_integer()) continue;
+    for (const char* value : {"2147483647", "1048576", "65536"}) {
+      const std::string pointer = item.key();
+      SCOPED_TRACE(pointer + " = " + value);
+      const std::string path = scratch.Path("m.safetensors");
+      io::WriteSafetensors(path,
+                           {{"format", "titans.model"},
+                            {"format_version", "1"},
+                            {"config", WithField(c, pointer, value)}},
+                           TensorsOf(model));
+      const int status = RunWithAddressSpaceBudget(256u << 20, [&] {
+        try {
+          auto loaded = Model::Load(path);
+          Session session(loaded, SessionOptions{.threads = 1});
+          if (loaded->config().vocab_size > 0) {
+            const int32_t token = 1;
+            std::vector<float> logits(static_cast<size_t>(loaded->config().vocab_size));
+            session.Forward(std::span<const int32_t>(&token, 1), logits);
+          }
+        } catch (const Error&) {
+        }
+        return true;
+      });
+      EXPECT_EQ(status, 0) << "2: bad_alloc, 3: another exception, >100: a signal";
+      ++swept;
+    }
+  }
+  EXPECT_GT(swept, 30);
 }
 
 TEST(HostileAlloc, AttentionCacheGrowsWithTheStream) {
