@@ -21,16 +21,16 @@
 #include <random>
 #include <vector>
 
-#include "ops/attention.hpp"
 #include "bench_util.hpp"
+#include "ops/attention.hpp"
 
 namespace {
 
-using titans::bench::Clock;
 using titans::AttentionCache;
 using titans::AttentionInputs;
 using titans::AttentionShape;
 using titans::AttentionWorkspace;
+using titans::bench::Clock;
 
 using titans::bench::GemmBaseline;
 using titans::bench::RandomInput;

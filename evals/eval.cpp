@@ -20,9 +20,8 @@ namespace {
   throw Error(ErrorCode::kInvalidArgument, message);
 }
 
-bool HasMemory(const ModelConfig& c) {
-  return std::any_of(c.layers.begin(), c.layers.end(),
-                     [](BlockKind k) { return k != BlockKind::kAttention; });
+bool AnyMemory(const ModelConfig& c) {
+  return std::any_of(c.layers.begin(), c.layers.end(), [](BlockKind k) { return HasMemory(k); });
 }
 
 // A sum of many doubles with the rounding error carried along (Neumaier).
@@ -94,13 +93,13 @@ Window DefaultWindow(const ModelConfig& c) {
     if (kind == BlockKind::kMac) {
       size = c.segment;
       source = "MAC segment";
-    } else if (kind != BlockKind::kLmm) {
+    } else if (HasAttention(kind)) {
       size = c.attention.window;  // 0: full causal attention, no window
       source = "attention window";
     }
     if (size > 0 && (w.size == 0 || size < w.size)) w = {size, source};
   }
-  if (w.size == 0 && HasMemory(c)) w = {c.memory.unit(), "memory unit"};
+  if (w.size == 0 && AnyMemory(c)) w = {c.memory.unit(), "memory unit"};
   return w;
 }
 
@@ -137,7 +136,7 @@ void CheckByteModel(const Model& model) {
 void CheckResetEvery(const Model& model, int64_t n) {
   const ModelConfig& c = model.config();
   if (n < 1) Invalid("reset every N tokens needs N >= 1, got " + std::to_string(n));
-  if (!HasMemory(c)) Invalid("the model has no memory layer to reset");
+  if (!AnyMemory(c)) Invalid("the model has no memory layer to reset");
   const std::string every = "reset every " + std::to_string(n) + " tokens: ";
   if (c.architecture == Architecture::kTitansPytorchMac) {
     // The memory sees the tokens and, after every segment, the M long-term memory tokens, run
@@ -262,7 +261,7 @@ Evaluation Evaluate(std::shared_ptr<const Model> model, std::string_view text,
     e.variants.push_back(std::move(v));
   };
   run("writes_on", "writes on", 0, model);
-  if (HasMemory(c)) run("writes_off", "writes off", 0, niah::WithoutMemoryWrites(*model));
+  if (AnyMemory(c)) run("writes_off", "writes off", 0, niah::WithoutMemoryWrites(*model));
   if (options.reset_every > 0) {
     run("reset", "reset every " + plot::TokenCountLabel(options.reset_every), options.reset_every,
         model);

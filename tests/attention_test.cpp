@@ -399,8 +399,8 @@ TEST(RotaryTest, DotProductDependsOnlyOnThePositionDifference) {
   };
   for (int64_t diff : {0, 1, 5, 100, 4096}) {
     const double base = dot_at(diff, 0);
-    for (int64_t shift : {int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{123457},
-                          int64_t{1} << 20, int64_t{1} << 30}) {
+    for (int64_t shift : {int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{123457}, int64_t{1} << 20,
+                          int64_t{1} << 30}) {
       EXPECT_NEAR(dot_at(shift + diff, shift), base, 2e-6 * norm)
           << "diff " << diff << ", shift " << shift;
     }

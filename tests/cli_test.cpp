@@ -288,8 +288,8 @@ TEST_F(CliTest, MakeModelEveryKindFlagsAndConfigFiles) {
 
 TEST_F(CliTest, GenerateTokenIdsAsTheLibraryDoes) {
   const std::string path = Path("m.safetensors");
-  Ok({"make-model", path, "--kind", "mixed", "--layers", "4", "--window", "8",
-      "--chunk", "4", "--seed", "2"});
+  Ok({"make-model", path, "--kind", "mixed", "--layers", "4", "--window", "8", "--chunk", "4",
+      "--seed", "2"});
   const auto model = Model::Load(path);
   const std::vector<int32_t> prompt = {5, 6, 7, 200, 31, 9};
 
@@ -501,9 +501,9 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
             records[1].at("session_bytes").get<int64_t>());
   const std::string svg = ReadFile(Path("bench.svg"));
   EXPECT_EQ(testing::SvgProblem(svg), "") << svg;
-  for (const char* text : {">lmm<", ">full<", ">256<", ">512<", "Average time per token",
-                           "Last piece: time per token", "The session's own memory",
-                           "Peak resident memory"}) {
+  for (const char* text :
+       {">lmm<", ">full<", ">256<", ">512<", "Average time per token", "Last piece: time per token",
+        "The session's own memory", "Peak resident memory"}) {
     EXPECT_NE(svg.find(text), std::string::npos) << text;
   }
 
@@ -531,8 +531,8 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
   EXPECT_NE(capped_svg.find("lmm at 512: skipped, a smaller context"), std::string::npos);
   // The same plot as PNG (CI installs rsvg-convert; skipped where it is missing).
   if (PngConverterRuns()) {
-    Ok({"bench", "--contexts", "256", "--kinds", "lmm", "--threads", "1", "--piece", "64",
-        "--plot", Path("capped.png")});
+    Ok({"bench", "--contexts", "256", "--kinds", "lmm", "--threads", "1", "--piece", "64", "--plot",
+        Path("capped.png")});
     EXPECT_EQ(ReadFile(Path("capped.png")).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   }
 
@@ -542,10 +542,9 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
 }
 
 TEST_F(CliTest, NiahRunsTheGridWithBaselinesAndWritesJsonAndHeatmaps) {
-  const std::string out =
-      Ok({"niah", "--lengths", "1K,2K", "--depths", "0,100", "--trials", "2", "--threads", "1",
-          "--baseline", "--full-max", "1K", "--json", Path("niah.json"), "--plot",
-          Path("niah.svg")});
+  const std::string out = Ok({"niah", "--lengths", "1K,2K", "--depths", "0,100", "--trials", "2",
+                              "--threads", "1", "--baseline", "--full-max", "1K", "--json",
+                              Path("niah.json"), "--plot", Path("niah.svg")});
   EXPECT_NE(out.find("writes off"), std::string::npos) << out;
   const auto records = nlohmann::json::parse(ReadFile(Path("niah.json")));
   ASSERT_TRUE(records.is_array());
@@ -883,8 +882,8 @@ TEST_F(CliTest, OutOfRangeAndMalformedValuesAreRefusedNotCoerced) {
 // ---------------------------------------------------------------------------------------------
 // Issue 15: the command line as a person meets it.
 
-constexpr const char* kCommands[] = {"make-model", "info",  "generate", "forward",
-                                     "bench",      "niah",  "eval"};
+constexpr const char* kCommands[] = {"make-model", "info", "generate", "forward",
+                                     "bench",      "niah", "eval"};
 
 // The lines of `text` under "Commands:" up to the next blank line.
 std::vector<std::string> CommandLines(const std::string& text) {
@@ -987,10 +986,10 @@ TEST_F(CliTest, GenerateTakesLlamaCppOptionNames) {
   EXPECT_EQ(Ok({"generate", "-m", m, "-p", prompt, "-n", "24", "--temp", "0.8", "--top-k", "40",
                 "--top-p", "0.9", "-s", "3", "-t", "1", "--raw"}),
             expected);
-  EXPECT_EQ(Ok({"generate", "--model", m, "--prompt", prompt, "--max-new-tokens", "24",
-                "--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "3",
-                "--threads", "1", "--raw"}),
-            expected);
+  EXPECT_EQ(
+      Ok({"generate", "--model", m, "--prompt", prompt, "--max-new-tokens", "24", "--temperature",
+          "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "3", "--threads", "1", "--raw"}),
+      expected);
   EXPECT_EQ(Ok({"generate", m, "-p", prompt, "-n", "24", "--temp", "0.8", "--top-k", "40",
                 "--top-p", "0.9", "-s", "3", "-t", "1", "--raw"}),
             expected);
@@ -1117,8 +1116,7 @@ TEST_F(CliTest, GenerateStreamsTokensAsTheyAreMade) {
 
   // Token ids: the same.
   const FirstOutput ids = ReadFirstOutput({"generate", m, "--prompt-tokens", Join(prompt_tokens),
-                                           "-n", "100000000", "--temp", "1", "-s", "11", "-t",
-                                           "1"},
+                                           "-n", "100000000", "--temp", "1", "-s", "11", "-t", "1"},
                                           Path("ids_err.txt"));
   ASSERT_FALSE(ids.bytes.empty()) << ReadFile(Path("ids_err.txt"));
   EXPECT_TRUE(ids.running) << "the first ids came only when the process had ended";
@@ -1131,8 +1129,8 @@ TEST_F(CliTest, GenerateStreamsTokensAsTheyAreMade) {
                                "-t", "1", "--raw", "--stats"});
   EXPECT_EQ(stats.status, 0) << stats;
   EXPECT_EQ(stats.out, expected.substr(0, 20));
-  for (const char* line : {"load: ", "prompt: 8 tokens in ", "generation: 20 tokens in ",
-                           "the first "}) {
+  for (const char* line :
+       {"load: ", "prompt: 8 tokens in ", "generation: 20 tokens in ", "the first "}) {
     EXPECT_NE(stats.err.find(line), std::string::npos) << line << "\n" << stats;
   }
 }
@@ -1164,8 +1162,8 @@ TEST_F(CliTest, GenerateStopsAtAStopStringAndPenalizesRepeats) {
   ASSERT_FALSE(stop_a.empty());
   ASSERT_FALSE(stop_b.empty());
   const size_t end = std::min(all.find(stop_a) + 3, all.find(stop_b) + 2);
-  std::vector<std::string> args = {"generate", m, "-p", prompt, "--stop", stop_a, "--stop", stop_b,
-                                   "--raw", "--stats"};
+  std::vector<std::string> args = {"generate", m,        "-p",   prompt,  "--stop",
+                                   stop_a,     "--stop", stop_b, "--raw", "--stats"};
   args.insert(args.end(), sampling.begin(), sampling.end());
   const Result r = Titans(args);
   EXPECT_EQ(r.status, 0) << r;
@@ -1233,8 +1231,8 @@ void CopyWithScalar(const std::string& from, const std::string& to, const std::s
   const io::SafetensorsFile file = io::SafetensorsFile::Open(from);
   std::vector<io::TensorToWrite> tensors;
   for (const io::TensorRecord& t : file.tensors()) {
-    tensors.push_back({t.name, t.dtype, t.shape, t.name == name ? static_cast<const void*>(&value)
-                                                                : t.bytes.data()});
+    tensors.push_back({t.name, t.dtype, t.shape,
+                       t.name == name ? static_cast<const void*>(&value) : t.bytes.data()});
   }
   io::WriteSafetensors(to, file.metadata(), tensors);
 }
@@ -1256,8 +1254,8 @@ TEST_F(CliTest, InfoDescribesEveryFileTheEngineWrites) {
       "--save-state", Path("session.safetensors"), "-t", "1"});
   const std::string session = Ok({"info", Path("session.safetensors")});
   for (const char* s : {"format: titans.session version 1", "position: 150 tokens",
-                        "layers: lmm,mal,mag,mac,attention", "\"window\": 8", "tensors: ",
-                        "\nlayers.0.memory.w_cur.0 ", "\nlayers.4.attention.keys "}) {
+                        "layers: lmm,mal,mag,mac,attention", "\"window\": 8",
+                        "tensors: ", "\nlayers.0.memory.w_cur.0 ", "\nlayers.4.attention.keys "}) {
     EXPECT_NE(session.find(s), std::string::npos) << s << " in\n" << session;
   }
   const io::SafetensorsFile state = io::SafetensorsFile::Open(Path("session.safetensors"));
@@ -1273,8 +1271,8 @@ TEST_F(CliTest, InfoDescribesEveryFileTheEngineWrites) {
         values += n;
         bytes += static_cast<int64_t>(t.bytes.size());
       }
-      expected += " memory state " + std::to_string(values) + " values (" +
-                  std::to_string(bytes) + " bytes), position 150, 2 tokens pending";  // 150 % 4
+      expected += " memory state " + std::to_string(values) + " values (" + std::to_string(bytes) +
+                  " bytes), position 150, 2 tokens pending";  // 150 % 4
     }
     if (config.layers[l] != BlockKind::kLmm) {
       const io::TensorRecord* keys = state.Find(prefix + "attention.keys");
@@ -1308,10 +1306,9 @@ TEST_F(CliTest, InfoDescribesEveryFileTheEngineWrites) {
     EXPECT_NE(weights.find("\n" + t.name + " "), std::string::npos) << t.name << "\n" << weights;
     parameters += t.size();
   }
-  for (const std::string& s :
-       {std::string("format: titans.memory version 1"),
-        std::string("memory: 2 heads x 16, MLP depth 2, unit 8 tokens"),
-        "total: " + std::to_string(parameters) + " parameters"}) {
+  for (const std::string& s : {std::string("format: titans.memory version 1"),
+                               std::string("memory: 2 heads x 16, MLP depth 2, unit 8 tokens"),
+                               "total: " + std::to_string(parameters) + " parameters"}) {
     EXPECT_NE(weights.find(s), std::string::npos) << s << " in\n" << weights;
   }
   EXPECT_EQ(MemoryConfig::FromJson(Ok({"info", Path("memory.safetensors"), "--config-only"})), mc);
@@ -1322,13 +1319,13 @@ TEST_F(CliTest, InfoDescribesEveryFileTheEngineWrites) {
   stream.Forward(x, y);
   stream.Save(Path("memory_state.safetensors"));
   const std::string memory_state = Ok({"info", Path("memory_state.safetensors")});
-  for (const char* s : {"format: titans.memory_state version 1",
-                        "position: 21 tokens, 5 of them pending", "\nw_cur.0 ", "\npending_k ",
-                        "memory: 2 heads x 16"}) {
+  for (const char* s :
+       {"format: titans.memory_state version 1", "position: 21 tokens, 5 of them pending",
+        "\nw_cur.0 ", "\npending_k ", "memory: 2 heads x 16"}) {
     EXPECT_NE(memory_state.find(s), std::string::npos) << s << " in\n" << memory_state;
   }
-  EXPECT_EQ(
-      MemoryConfig::FromJson(Ok({"info", Path("memory_state.safetensors"), "--config-only"})), mc);
+  EXPECT_EQ(MemoryConfig::FromJson(Ok({"info", Path("memory_state.safetensors"), "--config-only"})),
+            mc);
   CopyWithScalar(Path("memory_state.safetensors"), Path("bad_state.safetensors"), "pending", 4);
   ExpectError({"info", Path("bad_state.safetensors")}, "bad_state.safetensors");
 

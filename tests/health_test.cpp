@@ -64,7 +64,7 @@ TEST(Health, FlagsAZeroMemoryAndANonFiniteOne) {
   // Values that overflow float (a value projection of 3e38s): the fast weights become
   // non-finite (the memory does not check its own state on every write: this report shows it).
   MemoryWeights huge = MemoryWeights::Random(c, 5);
-  for (float& v : huge.w_v) v = 3e38f;  // the value projection alone overflows
+  for (float& v : huge.w_v) v = 3e38f;      // the value projection alone overflows
   for (float& v : huge.b_theta) v = 30.0f;  // the largest step
   MemorySession blown(std::make_shared<const NeuralMemory>(c, huge));
   const std::vector<float> x = Inputs(8, 16, 1e6f);

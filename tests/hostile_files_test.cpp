@@ -84,13 +84,13 @@ TEST(HostileFiles, NextSaveRemovesStaleTemporaryFiles) {
                                        // a write into a file that an OutputSet staged
                                        "model.safetensors.tmp." + dead + ".2.tmp." + dead + ".4"};
   const std::vector<std::string> kept{
-      "model.safetensors.tmp." + live + ".3",     // a live process's save in progress
-      "other.safetensors.tmp." + dead + ".0",     // another target's
-      "model.safetensors.tmp." + dead + ".x",     // not the pattern
-      "model.safetensors.tmp." + dead,            // not the pattern
-      "model.safetensors.tmp.-" + dead + ".1",    // not the pattern
-      "model.safetensors.tmp." + dead + ".1.bak",       // not the pattern
-      "model.safetensors.tmp." + dead + ".1.tmp.x.2",   // not the pattern
+      "model.safetensors.tmp." + live + ".3",          // a live process's save in progress
+      "other.safetensors.tmp." + dead + ".0",          // another target's
+      "model.safetensors.tmp." + dead + ".x",          // not the pattern
+      "model.safetensors.tmp." + dead,                 // not the pattern
+      "model.safetensors.tmp.-" + dead + ".1",         // not the pattern
+      "model.safetensors.tmp." + dead + ".1.bak",      // not the pattern
+      "model.safetensors.tmp." + dead + ".1.tmp.x.2",  // not the pattern
       "model.safetensors.tmp." + live + ".1.tmp." + dead + ".2"  // a live process's staging
   };
   for (const std::string& name : stale) WriteAll(scratch.Path(name), "half a file");

@@ -85,7 +85,8 @@ TEST(MemoryFile, RejectsStateFilesMissingTensorsAndGarbage) {
     bytes.assign(std::istreambuf_iterator<char>(in), {});
   }
   const std::string cut = TempPath("cut.safetensors");
-  std::ofstream(cut, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  std::ofstream(cut, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   expect_error(cut, ErrorCode::kFormat, "cut.safetensors");
 
   // A NaN in a weight is named.

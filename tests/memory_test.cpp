@@ -108,8 +108,8 @@ constexpr double kConditioningBound = 3e-6;  // float reference vs double refere
 constexpr float kGridAlphaShift = -2.0f;
 constexpr float kLongAlphaShift = -4.0f;
 
-std::shared_ptr<const NeuralMemory> MakeWellConditionedMemory(
-    const MemoryConfig& c, uint64_t seed, float alpha_shift = kGridAlphaShift) {
+std::shared_ptr<const NeuralMemory> MakeWellConditionedMemory(const MemoryConfig& c, uint64_t seed,
+                                                              float alpha_shift = kGridAlphaShift) {
   MemoryWeights w = MemoryWeights::Random(c, seed);
   for (float& b : w.b_alpha) b += alpha_shift;
   return std::make_shared<const NeuralMemory>(c, std::move(w));

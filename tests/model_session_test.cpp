@@ -4,10 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
-
-#include <cmath>
 #include <memory>
 #include <random>
 #include <string>
@@ -41,7 +40,7 @@ ModelConfig ConfigFor(const Case& k) {
   c.attention.persistent = k.persistent;
   c.memory = MemoryConfig::Paper(32, 2, 8, 2, 8);
   c.memory.output_proj = false;
-  c.segment = c.memory.unit();  // used by mac layers
+  c.segment = c.memory.unit();           // used by mac layers
   c.tie_embeddings = k.persistent == 0;  // both head forms
   return c;
 }
@@ -70,13 +69,13 @@ std::vector<int32_t> Tokens(int n, uint32_t seed) {
 
 // Logits of `tokens` fed in pieces of the given sizes (the rest in one piece).
 std::vector<float> Feed(Session& session, const std::vector<int32_t>& tokens,
-                       const std::vector<int>& pieces = {}) {
+                        const std::vector<int>& pieces = {}) {
   const size_t vocab = static_cast<size_t>(session.model().config().vocab_size);
   std::vector<float> logits(tokens.size() * vocab);
   size_t at = 0;
   for (size_t i = 0; at < tokens.size(); ++i) {
-    const size_t n = i < pieces.size() ? std::min<size_t>(pieces[i], tokens.size() - at)
-                                       : tokens.size() - at;
+    const size_t n =
+        i < pieces.size() ? std::min<size_t>(pieces[i], tokens.size() - at) : tokens.size() - at;
     session.Forward(std::span<const int32_t>(tokens.data() + at, n),
                     std::span<float>(logits.data() + at * vocab, n * vocab));
     at += n;
@@ -130,8 +129,8 @@ TEST_P(SessionTest, StreamingWholeOrSplitGivesTheSameOutputsAndContinuation) {
   const std::vector<int32_t> tokens = Tokens(n, 2);
   Session whole(model_, SessionOptions{1});
   const std::vector<float> expected = Feed(whole, tokens);
-  const std::vector<std::vector<int>> splits = {
-      {1, 1, 1, 1}, {2, 5}, {7, 7, 7}, {63}, {64}, {65}, {100, 1}, {3, 61, 1, 2, 70}};
+  const std::vector<std::vector<int>> splits = {{1, 1, 1, 1}, {2, 5}, {7, 7, 7}, {63},
+                                                {64},         {65},   {100, 1},  {3, 61, 1, 2, 70}};
   for (const auto& pieces : splits) {
     Session split(model_, SessionOptions{1});
     const std::vector<float> got = Feed(split, tokens, pieces);
@@ -247,7 +246,8 @@ TEST(Session, GenerateIsDeterministicForASeed) {
   std::vector<int32_t> expected;
   std::vector<float> last(logits.end() - 48, logits.end());
   for (int i = 0; i < 5; ++i) {
-    const int32_t t = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    const int32_t t =
+        static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
     expected.push_back(t);
     manual.Forward(std::span<const int32_t>(&expected.back(), 1), last);
   }

@@ -29,8 +29,9 @@ void CountOne() {
 #ifdef TITANS_ASAN
 // AddressSanitizer owns malloc; it reports every allocation to an installed hook instead.
 // (Declared here: GCC installs no sanitizer/allocator_interface.h.)
-extern "C" int __sanitizer_install_malloc_and_free_hooks(
-    void (*malloc_hook)(const volatile void*, size_t), void (*free_hook)(const volatile void*));
+extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*,
+                                                                             size_t),
+                                                         void (*free_hook)(const volatile void*));
 namespace {
 void OnMalloc(const volatile void*, size_t) { CountOne(); }
 void OnFree(const volatile void*) {}
@@ -73,7 +74,8 @@ TEST(NoAllocation, ForwardAllocatesNothing) {
       MemorySession session(memory, SessionOptions{.threads = threads, .min_flops_per_thread = 0});
       const int tokens = 512;
       std::vector<float> x(static_cast<size_t>(tokens) * config.d_model, 0.25f);
-      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 97) / 97.0f - 0.5f;
+      for (size_t i = 0; i < x.size(); ++i)
+        x[i] = static_cast<float>((i * 7919) % 97) / 97.0f - 0.5f;
       std::vector<float> y(static_cast<size_t>(tokens) * memory->output_width());
       {  // Sanity check of the counter itself: an allocation made while counting is seen.
         testing::CountAllocations counter;

@@ -3,8 +3,6 @@
 #include "io/safetensors.hpp"
 
 #include <gtest/gtest.h>
-
-#include "scratch_dir.hpp"
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -20,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "scratch_dir.hpp"
 #include "titans/error.hpp"
 
 namespace titans::io {

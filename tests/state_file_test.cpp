@@ -3,8 +3,6 @@
 // section 4, invariant 8); a file for another config, a corrupt file or a missing file throws
 // and leaves the session exactly as it was.
 #include <gtest/gtest.h>
-
-#include "scratch_dir.hpp"
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +22,7 @@
 #include <vector>
 
 #include "io/safetensors.hpp"
+#include "scratch_dir.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
 #include "titans/memory_config.hpp"

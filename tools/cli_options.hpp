@@ -87,7 +87,8 @@ inline CLI::Validator TokenCount() {
       [](std::string& text) -> std::string {
         const std::string refused =
             "must be a token count such as 4096, 4K or 1M (K = 1024, M = 1024^2, G = 1024^3) "
-            "between 0 and 1024G, got \"" + text + "\"";
+            "between 0 and 1024G, got \"" +
+            text + "\"";
         size_t digits = 0;
         while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
           ++digits;
@@ -95,7 +96,8 @@ inline CLI::Validator TokenCount() {
         if (digits == 0 || digits > 13 || text.size() > digits + 1) return refused;
         uint64_t value = std::stoull(text.substr(0, digits));  // < 10^13: no overflow
         if (text.size() == digits + 1) {
-          const char suffix = static_cast<char>(std::toupper(static_cast<unsigned char>(text.back())));
+          const char suffix =
+              static_cast<char>(std::toupper(static_cast<unsigned char>(text.back())));
           const int shift = suffix == 'K' ? 10 : suffix == 'M' ? 20 : suffix == 'G' ? 30 : -1;
           if (shift < 0 || value > (kMaxTokenCount >> shift)) return refused;
           value <<= shift;
@@ -148,8 +150,8 @@ inline void RefuseCollisions(const std::vector<std::pair<std::string, std::strin
     for (const auto& [in_name, in_path] : inputs) {
       if (in_path.empty() || (out_name == allowed.first && in_name == allowed.second)) continue;
       if (same(out_path, in_path)) {
-        throw CLI::ValidationError(out_name,
-                                   out_path + " is the " + in_name + " file: writing it would destroy it");
+        throw CLI::ValidationError(
+            out_name, out_path + " is the " + in_name + " file: writing it would destroy it");
       }
     }
     for (size_t p = 0; p < o; ++p) {

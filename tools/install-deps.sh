@@ -13,6 +13,7 @@ packages=(
   libgmock-dev        # GoogleMock
   libbenchmark-dev    # Google Benchmark
   libcli11-dev        # command-line parsing for the tools and examples
+  clang-format        # tools/check_format.sh (clang-format 14, .clang-format)
   librsvg2-bin        # rsvg-convert: `--plot FILE.png` renders the plots' SVG to PNG
   python3             # tools/check_layers.py (standard library only)
   python3-torch       # the training twin (python/titans/torch) and its tests: torch 1.13, CPU

@@ -54,13 +54,13 @@
 namespace {
 
 using titans::BlockKind;
+using titans::Error;
+using titans::ErrorCode;
 using titans::cli::AtLeast;
 using titans::cli::GreaterThan;
 using titans::cli::NumberIn;
 using titans::cli::RefuseCollisions;
 using titans::cli::SeedValue;
-using titans::Error;
-using titans::ErrorCode;
 namespace io = titans::io;
 
 // A command failed for a reason the library does not report itself (exit status 1).
@@ -426,8 +426,7 @@ int RunInfo(const std::string& path, bool config_only) {
     // Checked by loading it into a session of a model of its config (weights play no part).
     const titans::ModelConfig config = ConfigOf<titans::ModelConfig>(path, file.metadata());
     CheckAffordable(path, WeightBytes(config));
-    auto model = std::make_shared<const titans::Model>(config,
-                                                       titans::ModelWeights::Zeros(config));
+    auto model = std::make_shared<const titans::Model>(config, titans::ModelWeights::Zeros(config));
     titans::Session session(model, titans::SessionOptions{1});
     session.Load(path);
     if (config_only) {
@@ -525,14 +524,13 @@ void PrintMemoryHealth(const titans::Session& session) {
   const titans::ModelConfig& c = session.model().config();
   for (const titans::LayerHealth& l : session.Health()) {
     const titans::MemoryHealth& h = l.memory;
-    std::fprintf(stderr,
-                 "memory: layer %d (%s) at position %lld: |W| %.4g (W0 %.4g), |momentum| %.4g, %s\n",
-                 l.layer, titans::ToString(c.layers[static_cast<size_t>(l.layer)]),
-                 static_cast<long long>(h.position), h.weights_norm, h.initial_norm,
-                 h.momentum_norm,
-                 !h.finite ? "NOT FINITE (NaN or Inf)"
-                 : h.all_zero ? "ALL ZERO (it reads nothing)"
-                              : "finite");
+    std::fprintf(
+        stderr, "memory: layer %d (%s) at position %lld: |W| %.4g (W0 %.4g), |momentum| %.4g, %s\n",
+        l.layer, titans::ToString(c.layers[static_cast<size_t>(l.layer)]),
+        static_cast<long long>(h.position), h.weights_norm, h.initial_norm, h.momentum_norm,
+        !h.finite    ? "NOT FINITE (NaN or Inf)"
+        : h.all_zero ? "ALL ZERO (it reads nothing)"
+                     : "finite");
   }
 }
 
@@ -540,7 +538,7 @@ void PrintMemoryHealth(const titans::Session& session) {
 // generate
 
 struct GenerateArgs {
-  std::string model;                      // as MODEL or -m
+  std::string model;                        // as MODEL or -m
   std::string prompt_tokens, prompt, file;  // exactly one of them
   bool has_prompt_tokens = false, has_prompt = false, has_file = false;
   int n = 32;
@@ -705,7 +703,8 @@ class RepeatPenalty {
   std::deque<int32_t> history_;
 };
 
-double Seconds(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+double Seconds(std::chrono::steady_clock::time_point from,
+               std::chrono::steady_clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
@@ -730,7 +729,10 @@ int RunGenerate(const GenerateArgs& a) {
     const std::string prompt_text = PromptText(a);
     if (prompt_text.empty()) {
       Fail(std::string("the prompt is empty (") + option + " " +
-           (a.has_file ? a.file : a.prompt == "-" ? "-: standard input" : "\"\"") + ")");
+           (a.has_file        ? a.file
+            : a.prompt == "-" ? "-: standard input"
+                              : "\"\"") +
+           ")");
     }
     for (unsigned char c : prompt_text) prompt.push_back(c);
   } else {
@@ -803,12 +805,13 @@ int RunGenerate(const GenerateArgs& a) {
   if (a.stats) {
     const double prompt_s = Seconds(start, prompt_done), new_s = Seconds(prompt_done, end);
     std::fprintf(stderr, "load: %s in %.3f s\n", a.model.c_str(), Seconds(load_start, start));
-    std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s)\n", prompt.size(),
-                 prompt_s, static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9));
+    std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s)\n", prompt.size(), prompt_s,
+                 static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9));
     std::fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)", made, new_s,
                  static_cast<double>(made) / std::max(new_s, 1e-9));
     if (made > 0) {
-      std::fprintf(stderr, ", the first %.3f s after the prompt", Seconds(prompt_done, first_token));
+      std::fprintf(stderr, ", the first %.3f s after the prompt",
+                   Seconds(prompt_done, first_token));
     }
     if (stopped_by != nullptr) {
       std::fprintf(stderr, "; stopped by --stop \"%s\"", stopped_by->c_str());
@@ -1163,7 +1166,8 @@ int main(int argc, char** argv) {
               },
               ""));
   stop_opt->excludes(tokens_opt);
-  generate->add_flag("--raw", ga.raw, "with a text prompt: write the bytes as they are (no escapes)");
+  generate->add_flag("--raw", ga.raw,
+                     "with a text prompt: write the bytes as they are (no escapes)");
   generate->add_flag("--stats", ga.stats,
                      "at the end, print the time of the load, the prompt and the generation, and "
                      "each memory layer's health (weight norms, finite, not all zero) to stderr");
@@ -1225,17 +1229,18 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (forward->parsed()) {
-      RefuseCollisions({{"MODEL", fa.model}, {"--input", fa.input}, {"--load-state", fa.load_state}},
-                       {{"--output", fa.output}, {"--save-state", fa.save_state}},
-                       {"--save-state", "--load-state"});
+      RefuseCollisions(
+          {{"MODEL", fa.model}, {"--input", fa.input}, {"--load-state", fa.load_state}},
+          {{"--output", fa.output}, {"--save-state", fa.save_state}},
+          {"--save-state", "--load-state"});
     }
     if (make_model->parsed()) RefuseCollisions({{"--config", mm.config_path}}, {{"OUT", mm.out}});
     if (make_model->parsed() && segment_opt->count() > 0) {
       const int layers = mm.kind == "mixed" && layers_opt->count() == 0 ? 5 : mm.layers;
       const std::vector<BlockKind> kinds = ParseKinds(mm.kind, layers);  // checked by --kind
       if (std::find(kinds.begin(), kinds.end(), BlockKind::kMac) == kinds.end()) {
-        throw CLI::ValidationError("--segment", "only MAC layers have segments, and --kind " +
-                                                    mm.kind + " has none");
+        throw CLI::ValidationError(
+            "--segment", "only MAC layers have segments, and --kind " + mm.kind + " has none");
       }
     }
     if (generate->parsed()) {

@@ -25,11 +25,11 @@ namespace titans {
 
 // The learned weights of one memory layer. Tensors an option switches off are empty.
 struct MemoryWeights {
-  std::vector<float> store_norm;      // [d] RMSNorm gain of the store input
-  std::vector<float> retrieve_norm;   // [d] RMSNorm gain of the retrieve input
-  std::vector<float> w_q, w_k, w_v;   // [d, H*dh] each
-  std::vector<float> conv_q, conv_k, conv_v;  // [K, H*dh]: tap j weighs the input at t-K+1+j
-  std::vector<float> q_norm, k_norm;  // [H, dh] gains of kRms q/k normalisation
+  std::vector<float> store_norm;               // [d] RMSNorm gain of the store input
+  std::vector<float> retrieve_norm;            // [d] RMSNorm gain of the retrieve input
+  std::vector<float> w_q, w_k, w_v;            // [d, H*dh] each
+  std::vector<float> conv_q, conv_k, conv_v;   // [K, H*dh]: tap j weighs the input at t-K+1+j
+  std::vector<float> q_norm, k_norm;           // [H, dh] gains of kRms q/k normalisation
   std::vector<float> w_theta, w_eta, w_alpha;  // [d, H] gate projections (step, momentum, decay)
   std::vector<float> b_theta, b_eta, b_alpha;  // [H] their biases
   std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
@@ -133,8 +133,7 @@ class MemorySession {
   // n = 0 is a no-op. A NaN/Inf input or a size mismatch throws Error(kInvalidArgument) and
   // leaves the session unchanged.
   void Forward(std::span<const float> store, std::span<float> out);
-  void Forward(std::span<const float> store, std::span<const float> retrieve,
-               std::span<float> out);
+  void Forward(std::span<const float> store, std::span<const float> retrieve, std::span<float> out);
   // Reads n = retrieve.size() / d tokens with the current fast weights and writes nothing
   // (memory as context, MAC: the segment's queries read the memory as it was at the segment
   // start). These queries are a stream of their own: with a convolution, they have their own
@@ -144,15 +143,14 @@ class MemorySession {
   int64_t position() const { return state_.position; }
   const MemoryState& state() const { return state_; }
   const NeuralMemory& memory() const { return *memory_; }
-  const std::shared_ptr<const NeuralMemory>& memory_ptr() const { return memory_; }
   MemoryHealth Health() const;
 
   // Replaces the stream's state, e.g. with one assembled by a container format. Throws
   // Error(kMismatch) when a tensor's size does not fit this memory, Error(kInvalidArgument)
   // when position and pending disagree or a value is not finite; unchanged on error.
   void SetState(MemoryState state);
-  void Reset();                  // back to the initial state (position 0)
-  MemorySession Clone() const;   // an independent copy of this stream
+  void Reset();                 // back to the initial state (position 0)
+  MemorySession Clone() const;  // an independent copy of this stream
 
   // State files: safetensors with the config and a format version in the metadata, written
   // atomically (temp file + rename). Load checks that the file was saved for this memory's

@@ -11,7 +11,7 @@
 
 namespace titans {
 
-enum class Activation { kNone, kGelu, kSilu };  // GELU is the exact (erf) form
+enum class Activation { kNone, kGelu, kSilu };    // GELU is the exact (erf) form
 enum class MemoryOutput { kPlain, kLnResidual };  // 1.1: MLP(u), or LN(MLP(u)) * (1 + g) + u
 enum class QkNorm { kNone, kL2, kRms };           // 1.2 step 5
 enum class ReadRule { kChunk, kStep };            // 1.4

@@ -34,14 +34,14 @@ struct MemoryBranchWeights {
 };
 
 struct LayerWeights {
-  std::vector<float> norm;       // [d] pre-norm of the block input (every kind)
-  std::vector<float> attn_norm;  // [d] kMal: pre-norm of the attention sub-layer
+  std::vector<float> norm;                      // [d] pre-norm of the block input (every kind)
+  std::vector<float> attn_norm;                 // [d] kMal: pre-norm of the attention sub-layer
   std::vector<float> gate_norm_y, gate_norm_m;  // [d] kMag: N_y, N_m
-  AttentionWeights attention;    // every kind but kLmm
-  MemoryBranchWeights memory;    // every kind but kAttention
-  std::vector<float> ffn_norm;   // [d]
-  std::vector<float> ffn_gate, ffn_up;  // [d, f] SwiGLU: (SiLU(x W_gate) * (x W_up)) W_down
-  std::vector<float> ffn_down;          // [f, d]
+  AttentionWeights attention;                   // every kind but kLmm
+  MemoryBranchWeights memory;                   // every kind but kAttention
+  std::vector<float> ffn_norm;                  // [d]
+  std::vector<float> ffn_gate, ffn_up;          // [d, f] SwiGLU: (SiLU(x W_gate) * (x W_up)) W_down
+  std::vector<float> ffn_down;                  // [f, d]
 };
 
 // titans-pytorch MemoryAsContextTransformer (Architecture::kTitansPytorchMac;
@@ -72,15 +72,15 @@ struct TpMacLayerWeights {
   MemoryWeights memory;              // kMac layers (config: ModelConfig::memory)
   HyperConnectionWeights attention_hc;
   std::vector<float> attention_norm;  // [d] RMSNorm before the attention projections
-  AttentionWeights attention;  // w_q, w_k, w_v [d, Ha*da]; w_o; persistent_k/v [Np, Ha*da]
+  AttentionWeights attention;         // w_q, w_k, w_v [d, Ha*da]; w_o; persistent_k/v [Np, Ha*da]
   std::vector<float> v_mix;           // [d, Ha] value residual mix, layers after the first
   std::vector<float> v_mix_bias;      // [Ha]
   HyperConnectionWeights ffn_hc;
-  std::vector<float> ffn_norm;        // [d]
+  std::vector<float> ffn_norm;                    // [d]
   std::vector<float> ffn_up, ffn_gate;            // [d, f]: (x W_up + b_up) * SiLU(x W_gate
   std::vector<float> ffn_up_bias, ffn_gate_bias;  // [f]      + b_gate), then W_down + b_down
-  std::vector<float> ffn_down;        // [f, d]
-  std::vector<float> ffn_down_bias;   // [d]
+  std::vector<float> ffn_down;                    // [f, d]
+  std::vector<float> ffn_down_bias;               // [d]
 };
 
 // Axis a of the axial position embedding: MLP_a(i) = (SiLU(SiLU(i w0 + b0) w1 + b1)) w2 + b2
@@ -92,18 +92,18 @@ struct AxialMlpWeights {
 };
 
 struct TpMacWeights {
-  AxialMlpWeights axial[2];          // position p: MLP_0(p / C) + MLP_1(p mod C)
-  std::vector<float> longterm;       // [M, d] long-term memory tokens
-  std::vector<float> stream_embed;   // [S, d] (S > 1)
+  AxialMlpWeights axial[2];         // position p: MLP_0(p / C) + MLP_1(p mod C)
+  std::vector<float> longterm;      // [M, d] long-term memory tokens
+  std::vector<float> stream_embed;  // [S, d] (S > 1)
   std::vector<TpMacLayerWeights> layers;
 };
 
 struct ModelWeights {
-  std::vector<float> embedding;   // [V, d] (V > 0)
+  std::vector<float> embedding;      // [V, d] (V > 0)
   std::vector<LayerWeights> layers;  // architecture kTitans
-  std::vector<float> final_norm;  // [d]
-  std::vector<float> lm_head;     // [d, V] (V > 0 and not tied)
-  TpMacWeights tp_mac;            // architecture kTitansPytorchMac (then `layers` is empty)
+  std::vector<float> final_norm;     // [d]
+  std::vector<float> lm_head;        // [d, V] (V > 0 and not tied)
+  TpMacWeights tp_mac;               // architecture kTitansPytorchMac (then `layers` is empty)
 
   static ModelWeights Zeros(const ModelConfig& config);
   // Seeded random weights of sensible scale (tests, benchmarks, demos).

@@ -33,22 +33,22 @@ enum class Architecture {
 // `segment` is titans-pytorch's segment_len; attention.window is its attention window
 // W = segment + longterm_tokens; `memory` configures every memory layer.
 struct TpMacOptions {
-  int longterm_tokens = 0;   // M learned long-term memory tokens after every segment
-  int memory_segment = 1;    // C (neural_memory_segment_len): the memory's step and the inner
-                             // axis of the axial position embedding
-  bool sliding = false;      // sliding_window_attn: every position sees the W + 1 latest
-                             // positions; otherwise block-diagonal windows of W positions
-  int streams = 4;           // S residual streams (hyper-connections); 1: a plain residual
+  int longterm_tokens = 0;        // M learned long-term memory tokens after every segment
+  int memory_segment = 1;         // C (neural_memory_segment_len): the memory's step and the inner
+                                  // axis of the axial position embedding
+  bool sliding = false;           // sliding_window_attn: every position sees the W + 1 latest
+                                  // positions; otherwise block-diagonal windows of W positions
+  int streams = 4;                // S residual streams (hyper-connections); 1: a plain residual
   bool gate_attn_output = false;  // neural_mem_gate_attn_output
   bool operator==(const TpMacOptions&) const = default;
 };
 
 struct AttentionOptions {
   int heads = 8;
-  int kv_heads = 8;      // grouped-query attention when < heads (heads % kv_heads == 0)
+  int kv_heads = 8;  // grouped-query attention when < heads (heads % kv_heads == 0)
   int head_dim = 32;
-  int window = 512;      // w: token t sees keys t-w < j <= t; 0 = full causal attention
-  int persistent = 0;    // N_p learned key/value pairs per layer, always visible, no rotary
+  int window = 512;    // w: token t sees keys t-w < j <= t; 0 = full causal attention
+  int persistent = 0;  // N_p learned key/value pairs per layer, always visible, no rotary
   float rope_base = 10000.0f;
   bool operator==(const AttentionOptions&) const = default;
 };
@@ -57,16 +57,16 @@ struct ModelConfig {
   Architecture architecture = Architecture::kTitans;
   int vocab_size = 256;  // 0: the model takes raw input embeddings [T, d] and returns hidden
   int d_model = 256;
-  int ffn_hidden = 1024;  // SwiGLU hidden width
-  float norm_eps = 1e-6f;  // every RMSNorm of the blocks and the final norm
+  int ffn_hidden = 1024;       // SwiGLU hidden width
+  float norm_eps = 1e-6f;      // every RMSNorm of the blocks and the final norm
   bool tie_embeddings = true;  // LM head = embedding^T
   std::vector<BlockKind> layers;
   AttentionOptions attention;
   // Every memory layer of the stack uses this config; d_model must equal the model's and
   // output_proj must be false (the memory branch projects after its norm and gate).
   MemoryConfig memory;
-  int segment = 0;  // MAC segment length C_s (> 0 when a layer is kMac): equal to the
-                    // memory's unit, so the memory is written once per segment, at its end
+  int segment = 0;      // MAC segment length C_s (> 0 when a layer is kMac): equal to the
+                        // memory's unit, so the memory is written once per segment, at its end
   TpMacOptions tp_mac;  // architecture kTitansPytorchMac only
 
   // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
@@ -77,6 +77,11 @@ struct ModelConfig {
 };
 
 const char* ToString(BlockKind kind);  // "lmm", "mal", "mag", "mac", "attention"
+
+// Which parts a block kind has (the one definition): every kind but kAttention has a neural
+// memory; every kind but kLmm has sliding-window attention.
+constexpr bool HasMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
+constexpr bool HasAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
 const char* ToString(Architecture a);  // "titans", "titans_pytorch_mac"
 
 }  // namespace titans

@@ -4,9 +4,9 @@
 // MemorySession (fast weights, momentum, ...), per attention layer the ring of the last w keys
 // and values, and the position (tokens fed so far). The same holds for a titans-pytorch
 // MemoryAsContextTransformer model (docs/TITANS_PYTORCH.md), whose memories and caches also
-// see the long-term memory tokens it inserts after every segment. It feeds a stream of any length in pieces of any size, decodes
-// token by token, and can be saved, loaded, cloned and reset. The Model it runs is shared and
-// never modified. One session is used by one thread at a time.
+// see the long-term memory tokens it inserts after every segment. It feeds a stream of any length
+// in pieces of any size, decodes token by token, and can be saved, loaded, cloned and reset. The
+// Model it runs is shared and never modified. One session is used by one thread at a time.
 #pragma once
 
 #include <cstdint>
@@ -69,8 +69,8 @@ class Session {
   // over the fast weights), for monitoring long streams.
   std::vector<LayerHealth> Health() const;
 
-  void Reset();             // back to position 0
-  Session Clone() const;    // an independent copy of this stream
+  void Reset();           // back to position 0
+  Session Clone() const;  // an independent copy of this stream
 
   // Forgets what the memories have written while the stream goes on: every memory layer's
   // fast weights (and kLnResidual gains) go back to the model's initial W0 and its momentum to

@@ -1,10 +1,10 @@
 #include "io/checked_file.hpp"
 
-#include "io/json.hpp"
-
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
+
+#include "io/json.hpp"
 
 namespace titans::io {
 
@@ -35,18 +35,16 @@ const std::string& RequireMetadata(const std::string& path, const SafetensorsFil
 }  // namespace
 
 const std::string& CheckHeader(const std::string& path, const SafetensorsFile& file,
-                               const std::string& what, const char* format,
-                               const char* version) {
+                               const std::string& what, const char* format, const char* version) {
   const std::string& found = RequireMetadata(path, file, what, "format");
   if (found != format) {
-    Fail(ErrorCode::kFormat, path,
-         "format is " + Quoted(found) + ", expected \"" + format + "\"");
+    Fail(ErrorCode::kFormat, path, "format is " + Quoted(found) + ", expected \"" + format + "\"");
   }
   const std::string& found_version = RequireMetadata(path, file, what, "format_version");
   if (found_version != version) {
     Fail(ErrorCode::kFormat, path,
-         "unsupported format_version " + Quoted(found_version) + " (this build reads " +
-             version + ")");
+         "unsupported format_version " + Quoted(found_version) + " (this build reads " + version +
+             ")");
   }
   return RequireMetadata(path, file, what, "config");
 }

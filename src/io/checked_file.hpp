@@ -20,8 +20,7 @@ std::string ShapeString(const std::vector<int64_t>& shape);
 // Checks the metadata's "format" (== format) and "format_version" (== version) and returns its
 // "config" text. `what` names the kind of file in messages ("model", "memory"). kFormat.
 const std::string& CheckHeader(const std::string& path, const SafetensorsFile& file,
-                               const std::string& what, const char* format,
-                               const char* version);
+                               const std::string& what, const char* format, const char* version);
 
 // Parses the header's config with Config::FromJson; any error there is a kFormat error.
 template <class Config>

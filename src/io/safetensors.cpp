@@ -311,9 +311,7 @@ void SyncDirectoryOf(const std::string& target) {
 class TempFile {
  public:
   explicit TempFile(std::string target)
-      : target_(std::move(target)),
-        path_(TempName(target_)),
-        fd_(Create(target_, path_)) {
+      : target_(std::move(target)), path_(TempName(target_)), fd_(Create(target_, path_)) {
     if (fd_.get() < 0) {
       const int error = errno;
       SetActive(path_, false);
@@ -497,8 +495,8 @@ void SafetensorsFile::ReadF32(const std::string& name, const std::vector<int64_t
   }
   if (t->dtype != DType::kF32 || t->shape != shape) {
     Fail(ErrorCode::kMismatch, path,
-         "tensor " + Quoted(name) + " is " + ToString(t->dtype) + " " + ShapeString(t->shape) + ", " +
-             expected);
+         "tensor " + Quoted(name) + " is " + ToString(t->dtype) + " " + ShapeString(t->shape) +
+             ", " + expected);
   }
   if (out.size_bytes() != t->bytes.size()) {
     Fail(ErrorCode::kInvalidArgument, path,

@@ -1,5 +1,3 @@
-#include "titans/memory_config.hpp"
-
 #include <cmath>
 #include <limits>
 #include <map>
@@ -8,6 +6,7 @@
 #include "io/json.hpp"
 #include "memory/config_json.hpp"
 #include "titans/error.hpp"
+#include "titans/memory_config.hpp"
 
 namespace titans {
 
@@ -18,9 +17,8 @@ NLOHMANN_JSON_SERIALIZE_ENUM(Activation, {{Activation::kNone, "none"},
                                           {Activation::kSilu, "silu"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(MemoryOutput, {{MemoryOutput::kPlain, "plain"},
                                             {MemoryOutput::kLnResidual, "ln_residual"}})
-NLOHMANN_JSON_SERIALIZE_ENUM(QkNorm, {{QkNorm::kNone, "none"},
-                                      {QkNorm::kL2, "l2"},
-                                      {QkNorm::kRms, "rms"}})
+NLOHMANN_JSON_SERIALIZE_ENUM(QkNorm,
+                             {{QkNorm::kNone, "none"}, {QkNorm::kL2, "l2"}, {QkNorm::kRms, "rms"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(ReadRule, {{ReadRule::kChunk, "chunk"}, {ReadRule::kStep, "step"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(LossScale, {{LossScale::kSum, "sum"}, {LossScale::kMean, "mean"}})
 
@@ -51,8 +49,8 @@ Enum ReadEnum(const io::ConfigObject& c, const char* key) {
   const nlohmann::json& node = io::Field(c, key);
   const Enum value = node.get<Enum>();
   if (!node.is_string() || nlohmann::json(value) != node) {
-    throw Error(ErrorCode::kFormat, c.what + ": unknown value " + io::Shown(node) + " for \"" +
-                                        c.prefix + key + "\"");
+    throw Error(ErrorCode::kFormat,
+                c.what + ": unknown value " + io::Shown(node) + " for \"" + c.prefix + key + "\"");
   }
   return value;
 }
@@ -80,9 +78,9 @@ void MemoryConfig::Validate() const {
   Require(depth == 1 || activation != Activation::kNone,
           "the memory MLP needs an activation (gelu or silu) when depth > 1");
   Require(qkv_activation != Activation::kGelu, "qkv_activation must be none or silu");
-  Require(std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && std::isfinite(rms_eps) &&
-              rms_eps > 0,
-          "norm epsilons must be finite and > 0");
+  Require(
+      std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && std::isfinite(rms_eps) && rms_eps > 0,
+      "norm epsilons must be finite and > 0");
   Require(conv_kernel >= 0, "conv_kernel must be >= 0 (0 = no convolution)");
   Require(std::isfinite(max_lr) && max_lr >= 0, "max_lr must be finite and >= 0");
   Require(step >= 1, "step (s) must be >= 1");

@@ -74,10 +74,11 @@ void NeuralMemory::Save(const std::string& path) const {
   for (const ConstTensorView& view : weights_.Tensors(config_)) {
     tensors.push_back({view.name, io::DType::kF32, view.shape, view.data});
   }
-  io::WriteSafetensors(
-      path,
-      {{"format", kWeightsFormat}, {"format_version", kFormatVersion}, {"config", config_.ToJson()}},
-      tensors);
+  io::WriteSafetensors(path,
+                       {{"format", kWeightsFormat},
+                        {"format_version", kFormatVersion},
+                        {"config", config_.ToJson()}},
+                       tensors);
 }
 
 void MemorySession::Save(const std::string& path) const {

@@ -1,22 +1,21 @@
 #include "memory/kernels.hpp"
 
-#include "ops/flush_denormals.hpp"
-#include "ops/linalg.hpp"
-
 #include <omp.h>
 
 #include <algorithm>
 #include <array>
-#include <span>
 #include <cmath>
+#include <span>
 #include <unsupported/Eigen/SpecialFunctions>  // vectorised float erf for the exact GELU
+
+#include "ops/activations.hpp"
+#include "ops/flush_denormals.hpp"
+#include "ops/linalg.hpp"
 
 namespace titans {
 namespace {
 
 using namespace linalg;  // NOLINT: the kernels are written in terms of these helpers
-
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 // act(z) in place on a block.
 template <class Block>
@@ -26,7 +25,7 @@ void Activate(Activation act, Block&& z) {
       z = (0.5f * z.array() * (1.0f + (z.array() * float(M_SQRT1_2)).erf())).matrix();
       break;
     case Activation::kSilu:
-      z = (z.array() / (1.0f + (-z.array()).exp())).matrix();
+      z = ops::Silu(z.array()).matrix();
       break;
     case Activation::kNone:
       break;
@@ -44,7 +43,7 @@ void MultiplyByDerivative(Activation act, Delta&& delta, const Z& z) {
       break;
     }
     case Activation::kSilu: {  // s (1 + z (1 - s)), s = sigmoid(z)
-      const auto s = 1.0f / (1.0f + (-z.array()).exp());
+      const auto s = ops::Sigmoid(z.array());
       delta.array() *= s * (1.0f + z.array() * (1.0f - s));
       break;
     }
@@ -81,7 +80,6 @@ void ForHeadShare(int heads, int extent, int ith, int nth, int align, F&& f) {
 }
 
 constexpr int kColumnAlign = 16;  // one AVX-512 register of floats
-
 
 }  // namespace
 
@@ -167,11 +165,10 @@ void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState&
     // worth of tokens (three barriers each), or the tile's rows when it only reads.
     const int between_barriers = write ? std::min(rows, c.unit()) : rows;
     const double work = c.FlopsPerToken() * between_barriers;
-    const int team =
-        min_flops_per_thread_ <= 0
-            ? threads_
-            : static_cast<int>(std::clamp(work / min_flops_per_thread_, 1.0,
-                                          static_cast<double>(threads_)));
+    const int team = min_flops_per_thread_ <= 0
+                         ? threads_
+                         : static_cast<int>(std::clamp(work / min_flops_per_thread_, 1.0,
+                                                       static_cast<double>(threads_)));
     if (team == 1) {
       RunTile(memory, state, x, r, rows, o, write, Part{0, 1});
     } else {
@@ -233,18 +230,35 @@ void MemorySession::Workspace::RunTile(const NeuralMemory& memory, MemoryState& 
   }
 }
 
+namespace {
+
+// A read-only pass (MemorySession::Read) has its own query stream, so its own query tail.
+std::vector<float>& QueryTail(MemoryState& state, bool write) {
+  return write ? state.conv_q : state.conv_q_read;
+}
+
+}  // namespace
+
 void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& state,
                                        const float* store, const float* retrieve, int n, bool write,
                                        Part part) {
+  ProjectRows(memory, state, store, retrieve, n, write, part);
+  Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
+  ConvolveRows(memory, state, n, write, part);
+  Barrier(part.nth);  // reads and writes use every row
+}
+
+// 1. Input RMSNorms and projections of this thread's rows. ext row tail + t holds token t's
+// projection before the convolution; thread 0 lays the stored tails in rows [0, tail).
+void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemoryState& state,
+                                           const float* store, const float* retrieve, int n,
+                                           bool write, Part part) {
   const MemoryConfig& c = memory.config();
   const MemoryWeights& w = memory.weights();
-  const Index d = c.d_model, hd = c.inner_dim(), h = c.heads, dh = c.head_dim;
-  const Index kernel = c.conv_kernel, tail = std::max<Index>(kernel - 1, 0);
+  const Index d = c.d_model, hd = c.inner_dim(), h = c.heads;
+  const Index tail = std::max<Index>(c.conv_kernel - 1, 0);
   const Range rows = Share(n, part.ith, part.nth);
   const Index r0 = rows.begin, nr = rows.size();
-
-  // 1. Input RMSNorms and projections of this thread's rows. ext row tail + t holds token t's
-  // projection before the convolution; thread 0 lays the stored tails in rows [0, tail).
   auto rms_norm = [&](const float* in, bool enabled, const std::vector<float>& gain,
                       RowMatrix& normed) {
     const ConstMatMap x = ConstView(in, n, d, d);
@@ -255,13 +269,12 @@ void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& 
       }
       const float inv =
           1.0f / std::sqrt(x.row(t).squaredNorm() / static_cast<float>(d) + c.rms_eps);
-      normed.row(t) = (x.row(t).array() * inv *
-                       Eigen::Map<const Eigen::RowVectorXf>(gain.data(), d).array())
-                          .matrix();
+      normed.row(t) =
+          (x.row(t).array() * inv * Eigen::Map<const Eigen::RowVectorXf>(gain.data(), d).array())
+              .matrix();
     }
   };
-  // A read-only pass (MemorySession::Read) has its own query stream, so its own query tail.
-  std::vector<float>& q_tail = write ? state.conv_q : state.conv_q_read;
+  std::vector<float>& q_tail = QueryTail(state, write);
   if (write) rms_norm(store, c.store_norm, w.store_norm, xs_);
   rms_norm(retrieve, c.retrieve_norm, w.retrieve_norm, xr_);
   if (part.ith == 0 && tail > 0) {
@@ -288,9 +301,18 @@ void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& 
     Multiply(g, xs, ConstView(packed_gates_.data(), d, 3 * h, 3 * h));
     g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(packed_gate_bias_.data(), 3 * h);
   }
-  Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
+}
 
-  // 2. Convolution, activation and per-head q/k normalisation of this thread's rows.
+// 2. Convolution, activation and per-head q/k normalisation of this thread's rows.
+void MemorySession::Workspace::ConvolveRows(const NeuralMemory& memory, MemoryState& state, int n,
+                                            bool write, Part part) {
+  const MemoryConfig& c = memory.config();
+  const MemoryWeights& w = memory.weights();
+  const Index hd = c.inner_dim(), h = c.heads, dh = c.head_dim;
+  const Index kernel = c.conv_kernel, tail = std::max<Index>(kernel - 1, 0);
+  const Range rows = Share(n, part.ith, part.nth);
+  const Index r0 = rows.begin, nr = rows.size();
+  std::vector<float>& q_tail = QueryTail(state, write);
   struct Path {
     const RowMatrix& ext;
     const std::vector<float>& conv;
@@ -336,7 +358,6 @@ void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& 
       }
     }
   }
-  Barrier(part.nth);  // reads and writes use every row
 }
 
 void MemorySession::Workspace::Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1,
@@ -382,8 +403,7 @@ namespace {
 // Without momentum S_j = u_j: c_j = a_j and there is no S. Products run in double.
 // coef_c, coef_e: [U] per token (the coefficient of its step).
 void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float* coef_c,
-                      float* coef_e, float& decay_all, float& momentum_all,
-                      float& momentum_carry) {
+                      float* coef_e, float& decay_all, float& momentum_all, float& momentum_carry) {
   const int u = c.unit(), s = c.step, m = u / s, h = c.heads, g = 3 * h;
   auto step_gate = [&](int j, int which) {
     double sum = 0.0;
@@ -418,15 +438,33 @@ void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float
 
 void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
                                          int64_t position_after, Part part) {
+  UnitGradients(memory, state, part);
+  Barrier(part.nth);
+  FoldUnit(memory, state, position_after, part);
+  Barrier(part.nth);  // later reads and writes use the new weights
+}
+
+// The input of MLP layer l for rows [row, row + count) of the unit's head `head`: the keys for
+// layer 0, the activations unit_a_ of the layer before otherwise.
+ConstMatMap MemorySession::Workspace::UnitLayerInput(const MemoryConfig& c,
+                                                     const MemoryState& state, int l, int head,
+                                                     Index row, Index count) const {
+  const Index dh = c.head_dim, hd = c.inner_dim(), u = c.unit();
+  return l == 0 ? ConstView(state.pending_k.data() + row * hd + head * dh, count, dh, hd)
+                : ConstView(unit_a_[l - 1].data() + (head * u + row) * c.layer_in(l), count,
+                            c.layer_in(l), c.layer_in(l));
+}
+
+// Stage 1, split by token rows (no barrier inside): thread 0 computes the coefficients; each
+// thread runs its rows' keys through the MLP at W_base and back.
+void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryState& state,
+                                             Part part) {
   const MemoryConfig& c = memory.config();
   const Index dh = c.head_dim, hd = c.inner_dim(), u = c.unit();
   const int depth = c.depth;
   const bool ln = c.output == MemoryOutput::kLnResidual;
   const float lambda = c.loss == LossScale::kMean ? 1.0f / static_cast<float>(dh) : 1.0f;
   const Index g = 3 * c.heads;
-
-  // Stage 1, split by token rows (no barrier inside): thread 0 computes the coefficients; each
-  // thread runs its rows' keys through the MLP at W_base and back.
   if (part.ith == 0) {
     for (int head = 0; head < c.heads; ++head) {
       UnitCoefficients(c, state.pending_gates.data(), head, coef_c_.row(head).data(),
@@ -436,10 +474,8 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
   }
   const Range share = Share(static_cast<int>(u), part.ith, part.nth);
   const Index t0 = share.begin, rows = share.size();
-  auto layer_input = [&](int l, int head, Index row, Index count) -> ConstMatMap {
-    return l == 0 ? ConstView(state.pending_k.data() + row * hd + head * dh, count, dh, hd)
-                  : ConstView(unit_a_[l - 1].data() + (head * u + row) * c.layer_in(l), count,
-                              c.layer_in(l), c.layer_in(l));
+  auto layer_input = [&](int l, int head, Index row, Index count) {
+    return UnitLayerInput(c, state, l, head, row, count);
   };
   RowMatrix& row_scratch = row_scratch_[part.ith];  // [2, dh]: e and dL/dn of one token
   for (Index head = 0; head < c.heads && rows > 0; ++head) {
@@ -462,7 +498,7 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
       const Index row = head * u + t;
       const auto key = ConstView(state.pending_k.data() + t * hd + head * dh, 1, dh, hd);
       const auto value = ConstView(state.pending_v.data() + t * hd + head * dh, 1, dh, hd);
-      const float theta = c.max_lr * Sigmoid(state.pending_gates[t * g + head]);
+      const float theta = c.max_lr * ops::Sigmoid(state.pending_gates[t * g + head]);
       const float scale = 2.0f * lambda * theta;
       if (!ln) {
         delta_last.row(row) = scale * (z_last.row(row) - value);
@@ -470,16 +506,15 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
       }
       // M = n (1 + g) + k with n = LN(z): dL/dg = e n; dL/dn = e (1 + g);
       // dL/dz = rstd (dn - mean(dn) - n mean(dn n)).
-      const auto gain =
-          Eigen::Map<const Eigen::RowVectorXf>(state.g_base.data() + head * dh, dh);
+      const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_base.data() + head * dh, dh);
       auto normed = unit_dg_.row(row);  // holds n first, then the gain gradient e n
       auto e = row_scratch.row(0), dn = row_scratch.row(1);
       const float rstd = LayerNormRow(z_last.row(row), c.layer_norm_eps, normed);
       e = scale * ((normed.array() * (1.0f + gain.array())).matrix() + key - value);
       dn = (e.array() * (1.0f + gain.array())).matrix();
       delta_last.row(row) =
-          rstd * (dn.array() - dn.mean() - normed.array() * dn.cwiseProduct(normed).mean())
-                     .matrix();
+          rstd *
+          (dn.array() - dn.mean() - normed.array() * dn.cwiseProduct(normed).mean()).matrix();
       normed = e.cwiseProduct(normed);
     }
     // Backward: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
@@ -491,11 +526,17 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
       MultiplyByDerivative(c.activation, prev, unit_z_[l - 1].middleRows(head * u + t0, rows));
     }
   }
-  Barrier(part.nth);
+}
 
-  // Stage 2, split by heads or weight columns: fold the unit into the fast weights. Per layer
-  // sum_t c_t u_t = -A^T diag(c) Delta (and the same with e_t for the momentum), then
-  // W = A0 W + f S - G_c, S = E0 S - G_e; a commit copies the slice into W_base.
+// Stage 2, split by heads or weight columns: fold the unit into the fast weights. Per layer
+// sum_t c_t u_t = -A^T diag(c) Delta (and the same with e_t for the momentum), then
+// W = A0 W + f S - G_c, S = E0 S - G_e; a commit copies the slice into W_base.
+void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState& state,
+                                        int64_t position_after, Part part) {
+  const MemoryConfig& c = memory.config();
+  const Index dh = c.head_dim, u = c.unit();
+  const int depth = c.depth;
+  const bool ln = c.output == MemoryOutput::kLnResidual;
   const bool commit = c.chunk > 0 && position_after % c.chunk == 0;
   RowMatrix& grad_c = grad_c_[part.ith];
   RowMatrix& grad_e = grad_e_[part.ith];
@@ -506,47 +547,47 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
     const bool last = l + 1 == depth;
     ForHeadShare(c.heads, static_cast<int>(out), part.ith, part.nth, kColumnAlign,
                  [&](int head, Range cols) {
-      const Index w = cols.size();
-      const auto delta = Rows(unit_delta_[l], head * u, u).middleCols(cols.begin, w);
-      const auto input = layer_input(l, head, 0, u);
-      const auto cc = coef_c_.row(head).transpose();
-      const auto ce = coef_e_.row(head).transpose();
-      auto gc = grad_c.topLeftCorner(in, w);
-      auto sc = scaled_c.topLeftCorner(u, w);
-      sc = delta.array().colwise() * cc.array();
-      Multiply(gc, input.transpose(), sc);
-      const Index offset = head * in * out + cols.begin;
-      MatMap weights = View(state.w_cur[l].data() + offset, in, w, out);
-      const float decay = decay_all_[head];
-      if (!c.momentum) {
-        weights = decay * weights - gc;
-      } else {
-        auto ge = grad_e.topLeftCorner(in, w);
-        auto se = scaled_e.topLeftCorner(u, w);
-        se = delta.array().colwise() * ce.array();
-        Multiply(ge, input.transpose(), se);
-        MatMap mom = View(state.momentum[l].data() + offset, in, w, out);
-        weights = decay * weights + momentum_carry_[head] * mom - gc;
-        mom = momentum_all_[head] * mom - ge;
-      }
-      if (commit) View(state.w_base[l].data() + offset, in, w, out) = weights;
-      if (!(last && ln)) return;
-      // The gain g of kLnResidual, same rule; its per-token gradients are the rows of unit_dg_.
-      const auto dg = Rows(unit_dg_, head * u, u).middleCols(cols.begin, w);
-      const Index goff = head * dh + cols.begin;
-      auto gain = Eigen::Map<Eigen::RowVectorXf>(state.g_cur.data() + goff, w);
-      gain *= decay;
-      if (c.momentum) {
-        auto gmom = Eigen::Map<Eigen::RowVectorXf>(state.g_momentum.data() + goff, w);
-        gain += momentum_carry_[head] * gmom;
-        gmom *= momentum_all_[head];
-        gmom.noalias() -= ce.transpose() * dg;
-      }
-      gain.noalias() -= cc.transpose() * dg;
-      if (commit) Eigen::Map<Eigen::RowVectorXf>(state.g_base.data() + goff, w) = gain;
-    });
+                   const Index w = cols.size();
+                   const auto delta = Rows(unit_delta_[l], head * u, u).middleCols(cols.begin, w);
+                   const auto input = UnitLayerInput(c, state, l, head, 0, u);
+                   const auto cc = coef_c_.row(head).transpose();
+                   const auto ce = coef_e_.row(head).transpose();
+                   auto gc = grad_c.topLeftCorner(in, w);
+                   auto sc = scaled_c.topLeftCorner(u, w);
+                   sc = delta.array().colwise() * cc.array();
+                   Multiply(gc, input.transpose(), sc);
+                   const Index offset = head * in * out + cols.begin;
+                   MatMap weights = View(state.w_cur[l].data() + offset, in, w, out);
+                   const float decay = decay_all_[head];
+                   if (!c.momentum) {
+                     weights = decay * weights - gc;
+                   } else {
+                     auto ge = grad_e.topLeftCorner(in, w);
+                     auto se = scaled_e.topLeftCorner(u, w);
+                     se = delta.array().colwise() * ce.array();
+                     Multiply(ge, input.transpose(), se);
+                     MatMap mom = View(state.momentum[l].data() + offset, in, w, out);
+                     weights = decay * weights + momentum_carry_[head] * mom - gc;
+                     mom = momentum_all_[head] * mom - ge;
+                   }
+                   if (commit) View(state.w_base[l].data() + offset, in, w, out) = weights;
+                   if (!(last && ln)) return;
+                   // The gain g of kLnResidual, same rule; its per-token gradients are the rows of
+                   // unit_dg_.
+                   const auto dg = Rows(unit_dg_, head * u, u).middleCols(cols.begin, w);
+                   const Index goff = head * dh + cols.begin;
+                   auto gain = Eigen::Map<Eigen::RowVectorXf>(state.g_cur.data() + goff, w);
+                   gain *= decay;
+                   if (c.momentum) {
+                     auto gmom = Eigen::Map<Eigen::RowVectorXf>(state.g_momentum.data() + goff, w);
+                     gain += momentum_carry_[head] * gmom;
+                     gmom *= momentum_all_[head];
+                     gmom.noalias() -= ce.transpose() * dg;
+                   }
+                   gain.noalias() -= cc.transpose() * dg;
+                   if (commit) Eigen::Map<Eigen::RowVectorXf>(state.g_base.data() + goff, w) = gain;
+                 });
   }
-  Barrier(part.nth);  // later reads and writes use the new weights
 }
 
 void MemorySession::Workspace::Output(const NeuralMemory& memory, int n, float* out, Part part) {
@@ -559,7 +600,7 @@ void MemorySession::Workspace::Output(const NeuralMemory& memory, int n, float* 
   if (c.output_gate) {
     for (Index t = 0; t < y.rows(); ++t) {
       for (Index head = 0; head < c.heads; ++head) {
-        y.block(t, head * dh, 1, dh) *= Sigmoid(gate_out_(rows.begin + t, head));
+        y.block(t, head * dh, 1, dh) *= ops::Sigmoid(gate_out_(rows.begin + t, head));
       }
     }
   }

@@ -45,14 +45,24 @@ class MemorySession::Workspace {
   void RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
                const float* retrieve, int n, float* out, bool write, Part part);
   // Norms, projections, convolution, activation and q/k norm of a tile; without `write` only
-  // the query path (and the output gate).
+  // the query path (and the output gate). Two stages, a barrier after each: ProjectRows
+  // (norms, projections, gate logits) and ConvolveRows (convolution, activation, q/k norm).
   void Project(const NeuralMemory& memory, MemoryState& state, const float* store,
                const float* retrieve, int n, bool write, Part part);
+  void ProjectRows(const NeuralMemory& memory, MemoryState& state, const float* store,
+                   const float* retrieve, int n, bool write, Part part);
+  void ConvolveRows(const NeuralMemory& memory, MemoryState& state, int n, bool write, Part part);
   // Reads rows [r0, r1) of the tile's queries with the current fast weights into y_.
   void Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1, Part part);
-  // Writes the full unit in state.pending_* into the fast weights; commits when due.
-  void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after,
-                 Part part);
+  // Writes the full unit in state.pending_* into the fast weights; commits when due. Two
+  // stages, a barrier after each: UnitGradients (coefficients; every token's forward and
+  // backward pass at W_base, split by rows) and FoldUnit (the coefficient-weighted gradient
+  // products folded into the weights, split by heads or columns).
+  void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
+  void UnitGradients(const NeuralMemory& memory, MemoryState& state, Part part);
+  void FoldUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
+  linalg::ConstMatMap UnitLayerInput(const MemoryConfig& c, const MemoryState& state, int l,
+                                     int head, linalg::Index row, linalg::Index count) const;
   void Output(const NeuralMemory& memory, int n, float* out, Part part);
 
   int threads_;
@@ -61,12 +71,12 @@ class MemorySession::Workspace {
   // [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha; bias [3H] likewise.
   std::vector<float> packed_gates_, packed_gate_bias_;
   // Tile scratch, kTile rows each.
-  RowMatrix xs_, xr_;              // [P, d] normalised store / retrieve inputs
+  RowMatrix xs_, xr_;                // [P, d] normalised store / retrieve inputs
   RowMatrix q_ext_, k_ext_, v_ext_;  // [K-1+P, H*dh] projections before the convolution
-  RowMatrix q_, k_, v_;            // [P, H*dh] after convolution, activation and q/k norm
-  RowMatrix gates_;                // [P, 3H] gate logits (theta, eta, alpha)
-  RowMatrix gate_out_;             // [P, H] output gate logits
-  RowMatrix y_;                    // [P, H*dh] read values, heads concatenated
+  RowMatrix q_, k_, v_;              // [P, H*dh] after convolution, activation and q/k norm
+  RowMatrix gates_;                  // [P, 3H] gate logits (theta, eta, alpha)
+  RowMatrix gate_out_;               // [P, H] output gate logits
+  RowMatrix y_;                      // [P, H*dh] read values, heads concatenated
   // Read scratch per MLP layer: [H * P, layer_out(l)] (head h owns rows [h*P, (h+1)*P)).
   std::vector<RowMatrix> read_z_;
   // Write scratch per MLP layer, U rows per head: [H * U, layer_out(l)].

@@ -39,24 +39,23 @@ size_t CheckedTokens(const NeuralMemory& memory, std::span<const float> store,
   const size_t d = static_cast<size_t>(memory.input_width());
   const size_t d_out = static_cast<size_t>(memory.output_width());
   if (store.size() % d != 0) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "store input has " + std::to_string(store.size()) +
-                    " values, not a multiple of the memory width " + std::to_string(d));
+    throw Error(ErrorCode::kInvalidArgument, "store input has " + std::to_string(store.size()) +
+                                                 " values, not a multiple of the memory width " +
+                                                 std::to_string(d));
   }
   const size_t n = store.size() / d;
   if (n > static_cast<size_t>(std::numeric_limits<int>::max())) {
     throw Error(ErrorCode::kInvalidArgument, "too many tokens in one call; split the input");
   }
   if (retrieve.size() != store.size()) {
-    throw Error(ErrorCode::kInvalidArgument, "retrieve input has " +
-                                                 std::to_string(retrieve.size()) +
-                                                 " values, the store input " +
-                                                 std::to_string(store.size()));
+    throw Error(ErrorCode::kInvalidArgument,
+                "retrieve input has " + std::to_string(retrieve.size()) +
+                    " values, the store input " + std::to_string(store.size()));
   }
   if (out.size() != n * d_out) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "output has room for " + std::to_string(out.size()) + " values, " +
-                    std::to_string(n) + " tokens need " + std::to_string(n * d_out));
+    throw Error(ErrorCode::kInvalidArgument, "output has room for " + std::to_string(out.size()) +
+                                                 " values, " + std::to_string(n) + " tokens need " +
+                                                 std::to_string(n * d_out));
   }
   for (std::span<const float> input : {store, retrieve}) {
     for (size_t i = 0; i < input.size(); ++i) {
@@ -78,8 +77,7 @@ void MemorySession::Forward(std::span<const float> store, std::span<const float>
                             std::span<float> out) {
   const size_t n = CheckedTokens(*memory_, store, retrieve, out);
   if (n == 0) return;
-  workspace_->Run(*memory_, state_, store.data(), retrieve.data(), static_cast<int>(n),
-                  out.data());
+  workspace_->Run(*memory_, state_, store.data(), retrieve.data(), static_cast<int>(n), out.data());
 }
 
 void MemorySession::Read(std::span<const float> retrieve, std::span<float> out) {

@@ -1,8 +1,8 @@
 // The memory's weight and state tables: one place that names every tensor and its shape, used
 // by validation, random initialisation and the state files alike.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
 #include <numeric>
 
 #include "ops/random.hpp"
@@ -114,7 +114,7 @@ InitRule RuleFor(const MemoryConfig& c, const std::string& name) {
     const double p = std::min(0.5, 1e-3 * c.step);
     return {static_cast<float>(std::log(p / (1.0 - p))), 0.2f};
   }
-  if (name == "gain") return {0.0f, 0.1f};      // g of LN(.) * (1 + g)
+  if (name == "gain") return {0.0f, 0.1f};  // g of LN(.) * (1 + g)
   if (name == "w_out") return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.inner_dim()))};
   if (name.starts_with("mlp.")) {
     const int l = std::stoi(name.substr(4));
@@ -136,10 +136,10 @@ MemoryWeights MemoryWeights::Zeros(const MemoryConfig& config) {
   config.Validate();
   MemoryWeights w;
   w.mlp.resize(static_cast<size_t>(config.depth));
-  ForEachWeight(config, w, [](const std::string&, const std::vector<int64_t>& shape,
-                              std::vector<float>& vec) {
-    vec.assign(static_cast<size_t>(Product(shape)), 0.0f);
-  });
+  ForEachWeight(config, w,
+                [](const std::string&, const std::vector<int64_t>& shape, std::vector<float>& vec) {
+                  vec.assign(static_cast<size_t>(Product(shape)), 0.0f);
+                });
   return w;
 }
 
@@ -159,20 +159,21 @@ void MemoryWeights::Validate(const MemoryConfig& config) const {
                                           " MLP layers, the config has depth " +
                                           std::to_string(config.depth));
   }
-  ForEachWeight(config, *this, [](const std::string& name, const std::vector<int64_t>& shape,
-                                  const std::vector<float>& vec) {
-    if (vec.size() != static_cast<size_t>(Product(shape))) {
-      throw Error(ErrorCode::kMismatch, "memory weight '" + name + "' has " +
-                                            std::to_string(vec.size()) +
-                                            " values, the config needs " +
-                                            std::to_string(Product(shape)));
-    }
-    for (float x : vec) {
-      if (!std::isfinite(x)) {
-        throw Error(ErrorCode::kInvalidArgument, "memory weight '" + name + "' is not finite");
-      }
-    }
-  });
+  ForEachWeight(config, *this,
+                [](const std::string& name, const std::vector<int64_t>& shape,
+                   const std::vector<float>& vec) {
+                  if (vec.size() != static_cast<size_t>(Product(shape))) {
+                    throw Error(ErrorCode::kMismatch,
+                                "memory weight '" + name + "' has " + std::to_string(vec.size()) +
+                                    " values, the config needs " + std::to_string(Product(shape)));
+                  }
+                  for (float x : vec) {
+                    if (!std::isfinite(x)) {
+                      throw Error(ErrorCode::kInvalidArgument,
+                                  "memory weight '" + name + "' is not finite");
+                    }
+                  }
+                });
 }
 
 NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights)

@@ -1,5 +1,3 @@
-#include "titans/model_config.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -8,6 +6,7 @@
 #include "io/json.hpp"
 #include "memory/config_json.hpp"
 #include "titans/error.hpp"
+#include "titans/model_config.hpp"
 
 namespace titans {
 
@@ -27,9 +26,6 @@ void Require(bool ok, const std::string& message) {
   if (!ok) throw Error(ErrorCode::kConfig, "model config: " + message);
 }
 
-bool UsesMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
-bool UsesSlidingAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
-
 // kTitansPytorchMac (docs/TITANS_PYTORCH.md): what its session runs
 // (src/model/arch/titans_pytorch_mac.cpp).
 void ValidateTpMac(const ModelConfig& c) {
@@ -42,7 +38,8 @@ void ValidateTpMac(const ModelConfig& c) {
   for (BlockKind kind : c.layers) {
     Require(kind == BlockKind::kMac || kind == BlockKind::kAttention,
             std::string("titans_pytorch_mac layers are \"mac\" (with neural memory) or "
-                        "\"attention\", not \"") + ToString(kind) + "\"");
+                        "\"attention\", not \"") +
+                ToString(kind) + "\"");
   }
   Require(c.segment >= 1, "titans_pytorch_mac needs segment (segment_len) >= 1");
   Require(o.longterm_tokens >= 0, "tp_mac.longterm_tokens must be >= 0");
@@ -80,19 +77,26 @@ void ValidateTpMac(const ModelConfig& c) {
 
 const char* ToString(Architecture a) {
   switch (a) {
-    case Architecture::kTitans: return "titans";
-    case Architecture::kTitansPytorchMac: return "titans_pytorch_mac";
+    case Architecture::kTitans:
+      return "titans";
+    case Architecture::kTitansPytorchMac:
+      return "titans_pytorch_mac";
   }
   return "?";
 }
 
 const char* ToString(BlockKind kind) {
   switch (kind) {
-    case BlockKind::kLmm: return "lmm";
-    case BlockKind::kMal: return "mal";
-    case BlockKind::kMag: return "mag";
-    case BlockKind::kMac: return "mac";
-    case BlockKind::kAttention: return "attention";
+    case BlockKind::kLmm:
+      return "lmm";
+    case BlockKind::kMal:
+      return "mal";
+    case BlockKind::kMag:
+      return "mag";
+    case BlockKind::kMac:
+      return "mac";
+    case BlockKind::kAttention:
+      return "attention";
   }
   return "?";
 }
@@ -109,8 +113,8 @@ void ModelConfig::Validate() const {
   Require(std::isfinite(norm_eps) && norm_eps > 0, "norm_eps must be > 0");
   Require(vocab_size > 0 || !tie_embeddings, "tie_embeddings needs a vocabulary");
   Require(!layers.empty(), "the model needs at least one layer");
-  const bool any_attention = std::any_of(layers.begin(), layers.end(), UsesSlidingAttention);
-  const bool any_memory = std::any_of(layers.begin(), layers.end(), UsesMemory);
+  const bool any_attention = std::any_of(layers.begin(), layers.end(), HasAttention);
+  const bool any_memory = std::any_of(layers.begin(), layers.end(), HasMemory);
   const bool any_mac = std::find(layers.begin(), layers.end(), BlockKind::kMac) != layers.end();
   if (any_attention) {
     const AttentionOptions& a = attention;
@@ -150,8 +154,8 @@ std::string ModelConfig::ToJson() const {
   j["norm_eps"] = norm_eps;
   j["tie_embeddings"] = tie_embeddings;
   j["layers"] = nlohmann::json(layers);
-  j["attention"] = {{"heads", attention.heads},         {"kv_heads", attention.kv_heads},
-                    {"head_dim", attention.head_dim},   {"window", attention.window},
+  j["attention"] = {{"heads", attention.heads},           {"kv_heads", attention.kv_heads},
+                    {"head_dim", attention.head_dim},     {"window", attention.window},
                     {"persistent", attention.persistent}, {"rope_base", attention.rope_base}};
   j["memory"] = nlohmann::ordered_json::parse(memory.ToJson());
   j["segment"] = segment;

@@ -4,6 +4,8 @@
 //   tensors   every tensor of ModelWeights::Tensors(config) as F32, in table order.
 // docs/FILE_FORMAT.md describes it. Load checks the whole file against the config before the
 // model is built, so a model that loads is complete and finite.
+#include "titans/model.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -12,7 +14,6 @@
 #include "io/checked_file.hpp"
 #include "io/safetensors.hpp"
 #include "titans/error.hpp"
-#include "titans/model.hpp"
 
 namespace titans {
 namespace {
@@ -47,7 +48,7 @@ Model::Model(ModelConfig config, ModelWeights weights)
   memories_.resize(config_.layers.size());
   const bool tp_mac = config_.architecture == Architecture::kTitansPytorchMac;
   for (size_t l = 0; l < config_.layers.size(); ++l) {
-    if (config_.layers[l] != BlockKind::kAttention) {
+    if (HasMemory(config_.layers[l])) {
       memories_[l] = std::make_shared<const NeuralMemory>(
           config_.memory,
           tp_mac ? weights_.tp_mac.layers[l].memory : weights_.layers[l].memory.memory);

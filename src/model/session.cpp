@@ -2,6 +2,8 @@
 // stream's state (src/model/session_state.hpp) and generates; the model's architecture runs it
 // (src/model/arch/: titans.cpp, titans_pytorch_mac.cpp), session_files.cpp saves and loads it,
 // sampling.cpp draws tokens.
+#include "titans/session.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -17,12 +19,9 @@
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "titans/error.hpp"
-#include "titans/session.hpp"
 
 namespace titans {
 using linalg::Index;
-using session::HasAttention;
-using session::HasMemory;
 
 namespace {
 
@@ -52,10 +51,10 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
     state.memory.push_back(HasMemory(kind) ? std::make_unique<MemorySession>(
                                                  model_->memory(static_cast<int>(l)), options_)
                                            : nullptr);
-    state.attention.push_back(HasAttention(kind) ? std::make_unique<AttentionCache>(
-                                                       impl_->runner->CacheShape(l),
-                                                       session::kReservedCacheRows)
-                                                 : nullptr);
+    state.attention.push_back(HasAttention(kind)
+                                  ? std::make_unique<AttentionCache>(impl_->runner->CacheShape(l),
+                                                                     session::kReservedCacheRows)
+                                  : nullptr);
   }
 }
 
@@ -90,10 +89,9 @@ void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) 
   }
   for (Index i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab) {
-      throw Error(ErrorCode::kInvalidArgument, "token " + std::to_string(tokens[i]) +
-                                                   " at index " + std::to_string(i) +
-                                                   " is outside the vocabulary [0, " +
-                                                   std::to_string(vocab) + ")");
+      throw Error(ErrorCode::kInvalidArgument,
+                  "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                      " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
     }
   }
   impl_->runner->Run(impl_->state, tokens.data(), nullptr, n, logits.data(), nullptr);
@@ -104,16 +102,16 @@ void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<flo
   const ModelConfig& c = model_->config();
   const Index d = c.d_model;
   if (embeddings.size() % static_cast<size_t>(d) != 0 || hidden.size() != embeddings.size()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "embeddings must be [n, " + std::to_string(d) + "] and hidden the same size (" +
-                    std::to_string(embeddings.size()) + " and " + std::to_string(hidden.size()) +
-                    " values)");
+    throw Error(ErrorCode::kInvalidArgument, "embeddings must be [n, " + std::to_string(d) +
+                                                 "] and hidden the same size (" +
+                                                 std::to_string(embeddings.size()) + " and " +
+                                                 std::to_string(hidden.size()) + " values)");
   }
   for (size_t i = 0; i < embeddings.size(); ++i) {
     if (!std::isfinite(embeddings[i])) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "input embedding is not finite at token " + std::to_string(i / d) +
-                      ", feature " + std::to_string(i % d));
+      throw Error(ErrorCode::kInvalidArgument, "input embedding is not finite at token " +
+                                                   std::to_string(i / d) + ", feature " +
+                                                   std::to_string(i % d));
     }
   }
   const Index n = static_cast<Index>(embeddings.size()) / d;

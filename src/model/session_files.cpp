@@ -68,12 +68,15 @@ void Session::Save(const std::string& path) const {
           unrolled.insert(unrolled.end(), r, r + width);
         }
         tensors.push_back({prefix + (row == &AttentionCache::key ? "keys" : "values"),
-                           io::DType::kF32, {cache->size(), width}, unrolled.data()});
+                           io::DType::kF32,
+                           {cache->size(), width},
+                           unrolled.data()});
       }
     }
   }
   io::WriteSafetensors(
-      path, {{"format", kSessionFormat}, {"format_version", kFormatVersion}, {"config", c.ToJson()}},
+      path,
+      {{"format", kSessionFormat}, {"format_version", kFormatVersion}, {"config", c.ToJson()}},
       tensors);
 }
 
@@ -94,7 +97,7 @@ void Session::Load(const std::string& path) {
   std::vector<TensorView> views;  // every F32 tensor, read and checked at once below
   std::vector<MemoryState> memory_states(c.layers.size());
   for (size_t l = 0; l < c.layers.size(); ++l) {
-    if (!session::HasMemory(c.layers[l])) continue;
+    if (!HasMemory(c.layers[l])) continue;
     const std::string prefix = Prefix(l, "memory");
     MemoryState& s = memory_states[l] = MemoryState::Initial(*model_->memory(static_cast<int>(l)));
     s.position = io::ReadI64Scalar(path, file, prefix + "position");
@@ -110,7 +113,7 @@ void Session::Load(const std::string& path) {
   std::vector<std::vector<float>> rows(2 * c.layers.size());
   std::vector<int64_t> cache_positions(c.layers.size(), 0);
   for (size_t l = 0; l < c.layers.size(); ++l) {
-    if (!session::HasAttention(c.layers[l])) continue;
+    if (!HasAttention(c.layers[l])) continue;
     const std::string prefix = Prefix(l, "attention");
     const AttentionShape shape = runner.CacheShape(l);
     const int64_t position = io::ReadI64Scalar(path, file, prefix + "position");
@@ -133,9 +136,9 @@ void Session::Load(const std::string& path) {
   // Assemble; every part checks its own consistency.
   try {
     for (size_t l = 0; l < c.layers.size(); ++l) {
-      if (session::HasMemory(c.layers[l])) {
-        auto memory = std::make_unique<MemorySession>(model_->memory(static_cast<int>(l)),
-                                                      options_);
+      if (HasMemory(c.layers[l])) {
+        auto memory =
+            std::make_unique<MemorySession>(model_->memory(static_cast<int>(l)), options_);
         memory->SetState(std::move(memory_states[l]));
         if (memory->position() != runner.MemoryPosition(next.position)) {
           throw Error(ErrorCode::kInvalidArgument,
@@ -148,13 +151,13 @@ void Session::Load(const std::string& path) {
       } else {
         next.memory.push_back(nullptr);
       }
-      if (session::HasAttention(c.layers[l])) {
+      if (HasAttention(c.layers[l])) {
         const int64_t expected = runner.CachePosition(l, next.position);
         if (cache_positions[l] != expected) {
-          throw Error(ErrorCode::kInvalidArgument,
-                      "layer " + std::to_string(l) + "'s attention cache is at position " +
-                          std::to_string(cache_positions[l]) + ", expected " +
-                          std::to_string(expected));
+          throw Error(ErrorCode::kInvalidArgument, "layer " + std::to_string(l) +
+                                                       "'s attention cache is at position " +
+                                                       std::to_string(cache_positions[l]) +
+                                                       ", expected " + std::to_string(expected));
         }
         auto cache =
             std::make_unique<AttentionCache>(runner.CacheShape(l), session::kReservedCacheRows);

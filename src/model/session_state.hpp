@@ -27,9 +27,6 @@ struct State {
 // with the stream (docs/FILE_FORMAT.md "Session files").
 inline constexpr int64_t kReservedCacheRows = 8192;
 
-inline bool HasAttention(BlockKind kind) { return kind != BlockKind::kLmm; }
-inline bool HasMemory(BlockKind kind) { return kind != BlockKind::kAttention; }
-
 inline AttentionShape ShapeOf(const ModelConfig& c) {
   AttentionShape s;
   s.heads = c.attention.heads;

@@ -120,9 +120,8 @@ ModelWeights ModelWeights::Random(const ModelConfig& config, uint64_t seed) {
 }
 
 void ModelWeights::Validate(const ModelConfig& config) const {
-  const size_t count = config.architecture == Architecture::kTitansPytorchMac
-                           ? tp_mac.layers.size()
-                           : layers.size();
+  const size_t count =
+      config.architecture == Architecture::kTitansPytorchMac ? tp_mac.layers.size() : layers.size();
   if (count != config.layers.size()) {
     throw Error(ErrorCode::kMismatch, "model weights: " + std::to_string(count) +
                                           " layers, the config has " +

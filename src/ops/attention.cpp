@@ -17,8 +17,8 @@ namespace titans {
 namespace {
 
 using linalg::ConstView;
-using linalg::Multiply;
 using linalg::Index;
+using linalg::Multiply;
 using linalg::Range;
 using linalg::Share;
 using linalg::View;
@@ -53,8 +53,10 @@ void AttentionShape::Validate() const {
     fail("attention heads * head_dim is too large: " + Field("heads", heads) + ", " +
          Field("head_dim", head_dim));
   }
-  if (window < 0) fail("attention window must be >= 0 (0 = full causal), got " + Field("window", window));
-  if (persistent < 0) fail("attention persistent must be >= 0, got " + Field("persistent", persistent));
+  if (window < 0)
+    fail("attention window must be >= 0 (0 = full causal), got " + Field("window", window));
+  if (persistent < 0)
+    fail("attention persistent must be >= 0, got " + Field("persistent", persistent));
   if (!(rope_base > 0.0f) || !std::isfinite(rope_base)) {
     fail("attention rope_base must be finite and > 0, got " + std::to_string(rope_base));
   }
@@ -171,9 +173,9 @@ void AttentionCache::Reset() {
 void AttentionCache::Restore(int64_t position, const float* k, const float* v, int64_t count) {
   const int64_t expected = window_ > 0 ? std::min<int64_t>(window_, position) : position;
   if (position < 0 || count != expected || count > std::numeric_limits<int>::max()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "AttentionCache::Restore: " + std::to_string(count) + " rows at position " +
-                    std::to_string(position) + ", expected " + std::to_string(expected));
+    throw Error(ErrorCode::kInvalidArgument, "AttentionCache::Restore: " + std::to_string(count) +
+                                                 " rows at position " + std::to_string(position) +
+                                                 ", expected " + std::to_string(expected));
   }
   Reset();
   position_ = position - count;  // Append places row r at position_ + r
@@ -181,8 +183,8 @@ void AttentionCache::Restore(int64_t position, const float* k, const float* v, i
 }
 
 bool AttentionCache::SameContents(const AttentionCache& other) const {
-  if (window_ != other.window_ || kv_width_ != other.kv_width_ ||
-      position_ != other.position_ || count_ != other.count_) {
+  if (window_ != other.window_ || kv_width_ != other.kv_width_ || position_ != other.position_ ||
+      count_ != other.count_) {
     return false;
   }
   const size_t bytes = sizeof(float) * static_cast<size_t>(kv_width_);
@@ -224,12 +226,11 @@ double AttentionWorkspace::Flops(const AttentionShape& shape, int64_t position, 
 void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& cache,
                                  const AttentionInputs& in, int n, float* out) {
   if (cache.window() != shape.window || cache.kv_width() != shape.kv_width()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "AttentionWorkspace::Forward: the cache has window " +
-                    std::to_string(cache.window()) + " and width " +
-                    std::to_string(cache.kv_width()) + ", the shape window " +
-                    std::to_string(shape.window) + " and width " +
-                    std::to_string(shape.kv_width()));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        "AttentionWorkspace::Forward: the cache has window " + std::to_string(cache.window()) +
+            " and width " + std::to_string(cache.kv_width()) + ", the shape window " +
+            std::to_string(shape.window) + " and width " + std::to_string(shape.kv_width()));
   }
   if (n < 0) throw Error(ErrorCode::kInvalidArgument, "AttentionWorkspace::Forward: n < 0");
   if (n == 0) return;
@@ -244,8 +245,8 @@ void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& ca
   // work items.
   const int items = shape.heads * ((n + kTile - 1) / kTile);
   const double flops = Flops(shape, cache.position(), n);
-  const int team = static_cast<int>(std::clamp(
-      flops / kMinFlopsPerThread, 1.0, static_cast<double>(std::min(threads_, items))));
+  const int team = static_cast<int>(
+      std::clamp(flops / kMinFlopsPerThread, 1.0, static_cast<double>(std::min(threads_, items))));
   if (team == 1) {
     Step(shape, cache, in, n, out, 0, 1, nullptr);
   } else {
@@ -258,15 +259,14 @@ void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& ca
 }
 
 void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& cache,
-                                 const AttentionInputs& in, int n, float* out, int ith,
-                                 int nth) {
+                                 const AttentionInputs& in, int n, float* out, int ith, int nth) {
   Step(shape, cache, in, n, out, ith, nth, nullptr);
 }
 
 void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache,
                               const AttentionInputs& in, int n, float* out, int ith, int nth,
                               std::atomic<int>* next) {
-  const FlushDenormals flush;  // on every thread that computes (flush_denormals.hpp)
+  const FlushDenormals flush;                 // on every thread that computes (flush_denormals.hpp)
   const int64_t position = cache.position();  // read by every thread before the first barrier
   if (next != nullptr) {
     const int tiles = (n + kTile - 1) / kTile, items = shape.heads * tiles;
@@ -323,7 +323,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const float minus_inf = -std::numeric_limits<float>::infinity();
 
-  const int64_t position = cache.position();  // of new row 0
+  const int64_t position = cache.position();                        // of new row 0
   const int64_t i0 = position + t0, i1 = position + t0 + rows - 1;  // the tile's positions
 
   auto q = View(scratch.q.data(), rows, dh, dh);
@@ -336,8 +336,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   std::fill(l, l + rows, 0.0f);
 
   // One block of nb consecutive keys: absolute positions first.. (or persistent: all visible).
-  auto block = [&](const float* keys, const float* values, int nb, int64_t first,
-                   bool persistent) {
+  auto block = [&](const float* keys, const float* values, int nb, int64_t first, bool persistent) {
     auto s = View(scratch.s.data(), rows, nb, kBlock);
     linalg::Multiply(s, q, ConstView(keys + kv_col, nb, dh, kw).transpose());
     // Every row sees every key of the block when the block lies within all rows' windows.

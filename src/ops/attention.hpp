@@ -29,11 +29,11 @@
 namespace titans {
 
 struct AttentionShape {
-  int heads = 1;        // query heads H
-  int kv_heads = 1;     // key/value heads Hkv; H % Hkv == 0 (Hkv = H: multi-head attention)
-  int head_dim = 64;    // dh, even (rotary rotates pairs)
-  int window = 0;       // w: keys t - w < j <= t are visible; 0 = full causal (baseline only)
-  int persistent = 0;   // N_p persistent key/value pairs per layer
+  int heads = 1;       // query heads H
+  int kv_heads = 1;    // key/value heads Hkv; H % Hkv == 0 (Hkv = H: multi-head attention)
+  int head_dim = 64;   // dh, even (rotary rotates pairs)
+  int window = 0;      // w: keys t - w < j <= t are visible; 0 = full causal (baseline only)
+  int persistent = 0;  // N_p persistent key/value pairs per layer
   float rope_base = 10000.0f;
 
   // Throws titans::Error(kConfig) naming the first inconsistent field.
@@ -66,8 +66,8 @@ class AttentionCache {
 
   int window() const { return window_; }
   int kv_width() const { return kv_width_; }
-  int64_t position() const { return position_; }  // absolute position of the next token
-  int64_t size() const { return count_; }          // valid entries: min(w, position) or all
+  int64_t position() const { return position_; }        // absolute position of the next token
+  int64_t size() const { return count_; }               // valid entries: min(w, position) or all
   int64_t first() const { return position_ - count_; }  // oldest valid position
 
   // The row of the key (value) of absolute position j, first() <= j < position().
@@ -104,9 +104,7 @@ class AttentionCache {
   void Advance(int n);
 
   // Rows a window-mode ring needs to append n rows at the current position.
-  int64_t RowsNeeded(int n) const {
-    return position_ + n >= window_ ? window_ : position_ + n;
-  }
+  int64_t RowsNeeded(int n) const { return position_ + n >= window_ ? window_ : position_ + n; }
 
   int window_, kv_width_;
   int64_t position_ = 0, count_ = 0;
@@ -144,14 +142,14 @@ class AttentionWorkspace {
   // item is computed the same way whichever thread takes it: results do not depend on the
   // thread count. Checks that the cache belongs to `shape` and the pointers are there
   // (titans::Error kInvalidArgument); values are not checked.
-  void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in,
-               int n, float* out);
+  void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in, int n,
+               float* out);
 
   // The same, as share ith of nth inside the caller's parallel region: all nth threads must
   // call it with the same arguments (it contains two barriers; the cache is updated when it
   // returns). A static share of the items (as Attend). nth <= threads(). Checks nothing.
-  void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in,
-               int n, float* out, int ith, int nth);
+  void Forward(const AttentionShape& shape, AttentionCache& cache, const AttentionInputs& in, int n,
+               float* out, int ith, int nth);
 
   // Just the attention, without barriers and without touching the cache: this thread's share
   // of the (head, query tile) items. Callers that append later use this.
@@ -164,9 +162,9 @@ class AttentionWorkspace {
 
  private:
   struct Scratch {
-    RowMatrix q;       // [kTile, dh] scaled query tile
-    RowMatrix s;       // [kTile, kBlock] scores, then probabilities
-    RowMatrix o;       // [kTile, dh] unnormalised output accumulator
+    RowMatrix q;           // [kTile, dh] scaled query tile
+    RowMatrix s;           // [kTile, kBlock] scores, then probabilities
+    RowMatrix o;           // [kTile, dh] unnormalised output accumulator
     Eigen::VectorXf m, l;  // [kTile] running max and running sum of the online softmax
   };
   // Forward's body for thread ith of nth: items from the shared counter `next` when given,

@@ -35,8 +35,8 @@ inline void ReferenceAttention(const AttentionShape& shape, const AttentionInput
         const int j = c - np;
         visible[c] = persistent || (j <= t && (w == 0 || j > t - w));
         if (!visible[c]) continue;
-        const float* krow = persistent ? in.persistent_k + int64_t{c} * kw + kc
-                                       : in.k + int64_t{j} * kw + kc;
+        const float* krow =
+            persistent ? in.persistent_k + int64_t{c} * kw + kc : in.k + int64_t{j} * kw + kc;
         double dot = 0;
         for (int e = 0; e < dh; ++e) dot += static_cast<double>(qrow[e]) * krow[e];
         score[c] = dot * scale;
@@ -48,8 +48,8 @@ inline void ReferenceAttention(const AttentionShape& shape, const AttentionInput
         if (!visible[c]) continue;
         const double p = std::exp(score[c] - max_score);
         sum += p;
-        const float* vrow = c < np ? in.persistent_v + int64_t{c} * kw + kc
-                                   : in.v + int64_t{c - np} * kw + kc;
+        const float* vrow =
+            c < np ? in.persistent_v + int64_t{c} * kw + kc : in.v + int64_t{c - np} * kw + kc;
         for (int e = 0; e < dh; ++e) acc[e] += p * vrow[e];
       }
       float* orow = out + t * qw + int64_t{h} * dh;

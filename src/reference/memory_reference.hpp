@@ -296,16 +296,16 @@ class ReferenceMemory {
 
   // Everything computed for one token, kept for tests and debugging.
   struct TokenTrace {
-    std::vector<Scalar> xn, rn;                 // normalised store / retrieve inputs [d]
-    std::vector<Scalar> q_raw, k_raw, v_raw;    // projections before the convolution [H*dh]
-    std::vector<Scalar> q, k, v;                // final queries, keys, values [H*dh]
-    std::vector<Scalar> theta;                  // [H]
-    int64_t read_steps = 0;                     // index into weights_after() read by the token
+    std::vector<Scalar> xn, rn;               // normalised store / retrieve inputs [d]
+    std::vector<Scalar> q_raw, k_raw, v_raw;  // projections before the convolution [H*dh]
+    std::vector<Scalar> q, k, v;              // final queries, keys, values [H*dh]
+    std::vector<Scalar> theta;                // [H]
+    int64_t read_steps = 0;                   // index into weights_after() read by the token
   };
   // Gates of one update step.
   struct StepTrace {
-    std::vector<Scalar> c;             // mean of the step's normalised store inputs [d]
-    std::vector<Scalar> eta, alpha;    // [H] (eta empty without momentum)
+    std::vector<Scalar> c;           // mean of the step's normalised store inputs [d]
+    std::vector<Scalar> eta, alpha;  // [H] (eta empty without momentum)
   };
 
   explicit ReferenceMemory(const NeuralMemory& memory)
@@ -477,7 +477,8 @@ class ReferenceMemory {
     tokens_.emplace_back();
     {
       TokenTrace& tk = tokens_.back();
-      tk.xn = c.store_norm ? RmsNorm(x, d, eps, w.store_norm.data()) : std::vector<Scalar>(x, x + d);
+      tk.xn =
+          c.store_norm ? RmsNorm(x, d, eps, w.store_norm.data()) : std::vector<Scalar>(x, x + d);
       tk.rn = c.retrieve_norm ? RmsNorm(r, d, eps, w.retrieve_norm.data())
                               : std::vector<Scalar>(r, r + d);
       tk.q_raw = VecMat(tk.rn, w.w_q, HD);
@@ -522,7 +523,8 @@ class ReferenceMemory {
     const Params& wr = weights_after(k_read);
     std::vector<Scalar> y(HD);
     for (int h = 0; h < H; ++h) {
-      const std::vector<Scalar> yh = MemoryForward(c, wr[h], tk.q.data() + static_cast<size_t>(h) * dh);
+      const std::vector<Scalar> yh =
+          MemoryForward(c, wr[h], tk.q.data() + static_cast<size_t>(h) * dh);
       const Scalar gate = c.output_gate ? Sigmoid(DotColumn(tk.rn, w.w_gate, h)) : Scalar(1);
       for (int j = 0; j < dh; ++j) y[static_cast<size_t>(h) * dh + j] = yh[j] * gate;
     }
@@ -587,7 +589,7 @@ class ReferenceMemory {
   ReferenceWeights<Scalar> weights_;
   std::vector<Params> history_;  // history_[k] = all heads' parameters after k steps
   int64_t base_steps_ = 0;
-  Params momentum_;              // S of the last step (zero before the first)
+  Params momentum_;  // S of the last step (zero before the first)
   std::vector<TokenTrace> tokens_;
   std::vector<StepTrace> steps_;
 };

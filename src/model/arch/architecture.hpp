@@ -44,8 +44,8 @@ class Runner {
   // when tokens is null, embeddings [n, d]. Writes logits [n, V] when `logits` is given, else
   // the hidden states after the final norm into hidden [n, d]. The caller (Session::Forward /
   // ForwardEmbeddings) has checked the inputs and holds a FlushDenormals.
-  virtual void Run(session::State& state, const int32_t* tokens, const float* embeddings,
-                   int64_t n, float* logits, float* hidden) = 0;
+  virtual void Run(session::State& state, const int32_t* tokens, const float* embeddings, int64_t n,
+                   float* logits, float* hidden) = 0;
 };
 
 // options.threads is resolved (> 0).

@@ -28,6 +28,7 @@
 #include "model/arch/architecture.hpp"
 #include "model/session_kernels.hpp"
 #include "model/session_state.hpp"
+#include "ops/activations.hpp"
 #include "ops/attention.hpp"
 #include "ops/linalg.hpp"
 #include "ops/norms.hpp"
@@ -52,8 +53,8 @@ AttentionShape MacShapeOf(const ModelConfig& c) {
 }
 
 // Scratch for one piece of kPiece tokens, sized once per session.
-struct Workspace {
-  Workspace(const ModelConfig& c, int threads)
+struct TitansWorkspace {
+  TitansWorkspace(const ModelConfig& c, int threads)
       : attention(ShapeOf(c), threads),
         x(kPiece, c.d_model),
         u(kPiece, c.d_model),
@@ -74,21 +75,21 @@ struct Workspace {
         mac_v(HasMac(c) ? 2 * kPiece : 0, c.attention.kv_heads * c.attention.head_dim),
         mac_att(HasMac(c) ? 2 * kPiece : 0, c.attention.heads * c.attention.head_dim) {}
   AttentionWorkspace attention;
-  RowMatrix x;         // [P, d] residual stream
-  RowMatrix u, t, y;   // [P, d] normalised inputs and branch outputs
-  RowMatrix q, k, v;   // [P, Ha*da], [P, Hkv*da] x 2
-  RowMatrix att;       // [P, Ha*da] attention output before W_o
-  RowMatrix mem, gate; // [P, H*dh] memory read and its SiLU gate
-  RowMatrix ffn_a, ffn_b;  // [P, f]
-  RowMatrix mac_h;         // [P, d] MAC: the memory's context tokens h
-  RowMatrix mac_z;         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
+  RowMatrix x;                             // [P, d] residual stream
+  RowMatrix u, t, y;                       // [P, d] normalised inputs and branch outputs
+  RowMatrix q, k, v;                       // [P, Ha*da], [P, Hkv*da] x 2
+  RowMatrix att;                           // [P, Ha*da] attention output before W_o
+  RowMatrix mem, gate;                     // [P, H*dh] memory read and its SiLU gate
+  RowMatrix ffn_a, ffn_b;                  // [P, f]
+  RowMatrix mac_h;                         // [P, d] MAC: the memory's context tokens h
+  RowMatrix mac_z;                         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
   RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
 };
 
 // The blocks, one function per sub-layer; `n` rows of the workspace are live.
-class Stack {
+class TitansStack {
  public:
-  Stack(const Model& model, State& state, Workspace& ws, const SessionOptions& options)
+  TitansStack(const Model& model, State& state, TitansWorkspace& ws, const SessionOptions& options)
       : model_(model), c_(model.config()), state_(state), ws_(ws), options_(options) {}
 
   // Runs rows [0, n) of ws.x through every layer.
@@ -117,7 +118,7 @@ class Stack {
           Norm(ws_.y, w.gate_norm_y, n, ws_.u);
           Norm(ws_.t, w.gate_norm_m, n, ws_.y);
           ws_.x.topRows(n).array() +=
-              ws_.u.topRows(n).array() * (1.0f + (-ws_.y.topRows(n).array()).exp()).inverse();
+              ws_.u.topRows(n).array() * ops::Sigmoid(ws_.y.topRows(n).array());
           break;
         }
         case BlockKind::kAttention:
@@ -146,14 +147,17 @@ class Stack {
     const AttentionShape shape = ShapeOf(c_);
     const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
     const auto input = in.topRows(n);
-    ParallelMultiply(options_, ws_.q.topRows(n), input, ConstView(w.attention.w_q.data(), d, qw, qw));
-    ParallelMultiply(options_, ws_.k.topRows(n), input, ConstView(w.attention.w_k.data(), d, kw, kw));
-    ParallelMultiply(options_, ws_.v.topRows(n), input, ConstView(w.attention.w_v.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.q.topRows(n), input,
+                     ConstView(w.attention.w_q.data(), d, qw, qw));
+    ParallelMultiply(options_, ws_.k.topRows(n), input,
+                     ConstView(w.attention.w_k.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.v.topRows(n), input,
+                     ConstView(w.attention.w_v.data(), d, kw, kw));
     AttentionCache& cache = *state_.attention[l];
     ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, cache.position(),
                 shape.rope_base);
-    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.kv_heads, shape.head_dim,
-                cache.position(), shape.rope_base);
+    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.kv_heads, shape.head_dim, cache.position(),
+                shape.rope_base);
     ws_.attention.Forward(
         shape, cache,
         AttentionInputsOf(w.attention, shape, ws_.q.data(), ws_.k.data(), ws_.v.data()),
@@ -175,13 +179,11 @@ class Stack {
     } else {
       state_.memory[l]->Read(r, m);
     }
-    RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps,
-                ws_.mem.data());
+    RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps, ws_.mem.data());
     const ConstMatMap input = ConstView(retrieve, n, d, d);
     ParallelMultiply(options_, ws_.gate.topRows(n), input,
                      ConstView(w.memory.w_g.data(), d, hd, hd));
-    auto g = ws_.gate.topRows(n).array();
-    ws_.mem.topRows(n).array() *= g / (1.0f + (-g).exp());
+    ws_.mem.topRows(n).array() *= ops::Silu(ws_.gate.topRows(n).array());
     ParallelMultiply(options_, View(out, n, d, d), ws_.mem.topRows(n),
                      ConstView(w.memory.w_o.data(), hd, d, d));
   }
@@ -212,8 +214,8 @@ class Stack {
       for (Index i = 0; i < 2 * rows; ++i) {  // h_i and u_i at token i's position
         ApplyRotary(ws_.mac_q.row(i).data(), 1, shape.heads, shape.head_dim, position + i / 2,
                     shape.rope_base);
-        ApplyRotary(ws_.mac_k.row(i).data(), 1, shape.kv_heads, shape.head_dim,
-                    position + i / 2, shape.rope_base);
+        ApplyRotary(ws_.mac_k.row(i).data(), 1, shape.kv_heads, shape.head_dim, position + i / 2,
+                    shape.rope_base);
       }
       ws_.attention.Forward(shape, cache,
                             AttentionInputsOf(w.attention, shape, ws_.mac_q.data(),
@@ -223,12 +225,10 @@ class Stack {
       ParallelMultiply(options_, ws_.y.middleRows(r0, rows),
                        ConstView(ws_.mac_att.data() + qw, rows, qw, 2 * qw),
                        ConstView(w.attention.w_o.data(), qw, d, d));
-      MemoryBranch(l, w, rows, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d,
-                   ws_.t.data() + r0 * d);
+      MemoryBranch(l, w, rows, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d, ws_.t.data() + r0 * d);
       r0 += rows;
     }
-    ws_.x.topRows(n).array() +=
-        ws_.y.topRows(n).array() * (1.0f + (-ws_.t.topRows(n).array()).exp()).inverse();
+    ws_.x.topRows(n).array() += ws_.y.topRows(n).array() * ops::Sigmoid(ws_.t.topRows(n).array());
   }
 
   // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)).
@@ -240,7 +240,7 @@ class Stack {
     ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.u.topRows(n),
                      ConstView(w.ffn_up.data(), d, f, f));
     auto a = ws_.ffn_a.topRows(n).array();
-    a = a / (1.0f + (-a).exp()) * ws_.ffn_b.topRows(n).array();
+    a = ops::Silu(a) * ws_.ffn_b.topRows(n).array();
     ParallelMultiply(options_, ws_.t.topRows(n), ws_.ffn_a.topRows(n),
                      ConstView(w.ffn_down.data(), f, d, d));
     ws_.x.topRows(n) += ws_.t.topRows(n);
@@ -249,10 +249,9 @@ class Stack {
   const Model& model_;
   const ModelConfig& c_;
   State& state_;
-  Workspace& ws_;
+  TitansWorkspace& ws_;
   const SessionOptions& options_;
 };
-
 
 class TitansRunner final : public Runner {
  public:
@@ -273,13 +272,13 @@ class TitansRunner final : public Runner {
     return position;
   }
 
-  void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n,
-           float* logits, float* hidden) override {
+  void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n, float* logits,
+           float* hidden) override {
     const ModelConfig& c = model_.config();
     const ModelWeights& w = model_.weights();
     const Index d = c.d_model, vocab = c.vocab_size;
-    Workspace& ws = ws_;
-    Stack stack(model_, state, ws, options_);
+    TitansWorkspace& ws = ws_;
+    TitansStack stack(model_, state, ws, options_);
     if (tokens != nullptr) {
       const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
       for (Index p0 = 0; p0 < n; p0 += kPiece) {
@@ -308,7 +307,7 @@ class TitansRunner final : public Runner {
  private:
   const Model& model_;
   const SessionOptions options_;
-  Workspace ws_;
+  TitansWorkspace ws_;
 };
 
 }  // namespace

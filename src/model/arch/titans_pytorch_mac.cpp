@@ -22,7 +22,7 @@
 // long-term rows are dropped. This is titans-pytorch's forward over the whole sequence; its
 // cached decoding differs from that forward (docs/TITANS_PYTORCH.md), the engine does not.
 //
-// Rows are processed in pieces of at most kRows; each piece goes through every layer before the
+// Rows are processed in pieces of at most kPiece; each piece goes through every layer before the
 // next, which is exact because every layer is causal, so a stream can be fed in any pieces.
 #include <algorithm>
 #include <cmath>
@@ -34,6 +34,7 @@
 #include "model/arch/architecture.hpp"
 #include "model/session_kernels.hpp"
 #include "model/session_state.hpp"
+#include "ops/activations.hpp"
 #include "ops/attention.hpp"
 #include "ops/linalg.hpp"
 #include "ops/norms.hpp"
@@ -50,8 +51,6 @@ RowVectorMap RowOf(const std::vector<float>& v) {
   return RowVectorMap(v.data(), static_cast<Index>(v.size()));
 }
 
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
 // out [rows, d] = MLP_a(position) for the scalar positions first, first + 1, ... of one axis:
 // (SiLU(SiLU(i w0 + b0) w1 + b1)) w2 + b2. h0, h1: [rows, 2d] scratch.
 void AxialMlp(const AxialMlpWeights& w, int64_t first, Index rows, Index d, RowMatrix& h0,
@@ -63,13 +62,12 @@ void AxialMlp(const AxialMlpWeights& w, int64_t first, Index rows, Index d, RowM
       h0(i, j) = position * w.w0[static_cast<size_t>(j)] + w.b0[static_cast<size_t>(j)];
     }
   }
-  auto silu = [](auto a) { return a / (1.0f + (-a).exp()); };
   auto a0 = h0.topRows(rows).array();
-  a0 = silu(a0);
+  a0 = ops::Silu(a0);
   Multiply(h1.topRows(rows), h0.topRows(rows), ConstView(w.w1.data(), hd, hd, hd));
   h1.topRows(rows).rowwise() += RowOf(w.b1);
   auto a1 = h1.topRows(rows).array();
-  a1 = silu(a1);
+  a1 = ops::Silu(a1);
   MatMap o = View(out, rows, d, d);
   Multiply(o, h1.topRows(rows), ConstView(w.w2.data(), hd, d, d));
   o.rowwise() += RowOf(w.b2);
@@ -89,12 +87,12 @@ AttentionShape CacheShapeOf(const ModelConfig& c) {
   return s;
 }
 
-// Scratch for one piece of at most kRows interspersed rows, sized once per session. S = streams,
+// Scratch for one piece of at most kPiece interspersed rows, sized once per session. S = streams,
 // Ha*da = attention width, f = ffn_hidden, C = tp_mac.memory_segment.
-struct Workspace {
-  static constexpr int kRows = 64;
+struct TpMacWorkspace {
+  static constexpr int kPiece = 64;
 
-  Workspace(const Model& model, int threads);
+  TpMacWorkspace(const Model& model, int threads);
 
   AttentionWorkspace attention;
   RowMatrix x;                  // [P, d] a piece's inputs: token or long-term embedding + position
@@ -118,10 +116,10 @@ struct Workspace {
   std::vector<int64_t> row_token;  // [P] index of the call's token in row i; -1: long-term
 };
 
-Workspace::Workspace(const Model& model, int threads)
+TpMacWorkspace::TpMacWorkspace(const Model& model, int threads)
     : attention(CacheShapeOf(model.config()), threads) {
   const ModelConfig& c = model.config();
-  const Index p = kRows, d = c.d_model, s = c.tp_mac.streams, f = c.ffn_hidden;
+  const Index p = kPiece, d = c.d_model, s = c.tp_mac.streams, f = c.ffn_hidden;
   const Index qw = Index{c.attention.heads} * c.attention.head_dim;
   x.resize(p, d);
   streams.resize(p * s, d);
@@ -150,9 +148,9 @@ Workspace::Workspace(const Model& model, int threads)
 
 // The layers, one function per branch; rows [0, n) of the workspace are live, at interspersed
 // positions p0, p0 + 1, ...
-class Stack {
+class TpMacStack {
  public:
-  Stack(const Model& model, State& state, Workspace& ws, const SessionOptions& options)
+  TpMacStack(const Model& model, State& state, TpMacWorkspace& ws, const SessionOptions& options)
       : c_(model.config()),
         w_(model.weights().tp_mac),
         state_(state),
@@ -181,7 +179,7 @@ class Stack {
         if (adds) {
           Depth(n);
         } else {
-          ws_.gate.topRows(n).array() = (1.0f + (-ws_.out.topRows(n).array()).exp()).inverse();
+          ws_.gate.topRows(n).array() = ops::Sigmoid(ws_.out.topRows(n).array());
           gated = true;
         }
       }
@@ -225,7 +223,7 @@ class Stack {
       const Index r0 = i * s_;
       ws_.branch.row(i).setZero();
       for (Index s = 0; s < s_; ++s) {
-        const float a = Sigmoid(pre_scale * ws_.dynamic(r0 + s, 0) + hc.static_alpha[s * e]);
+        const float a = ops::Sigmoid(pre_scale * ws_.dynamic(r0 + s, 0) + hc.static_alpha[s * e]);
         ws_.branch.row(i) += a * ws_.streams.row(r0 + s);
       }
       if (!adds) continue;
@@ -261,7 +259,7 @@ class Stack {
         }
         const float dynamic_beta = ws_.normed.row(r0 + t).dot(RowOf(hc.dynamic_beta));
         ws_.beta[static_cast<size_t>(r0 + t)] =
-            2.0f * Sigmoid(hc.beta_scale[0] * dynamic_beta + hc.static_beta[t]);
+            2.0f * ops::Sigmoid(hc.beta_scale[0] * dynamic_beta + hc.static_beta[t]);
       }
     }
   }
@@ -302,7 +300,7 @@ class Stack {
       Multiply(ws_.mix.topRows(n), input, ConstView(w.v_mix.data(), d_, heads, heads));
       for (Index i = 0; i < n; ++i) {
         for (Index h = 0; h < heads; ++h) {
-          const float m = Sigmoid(ws_.mix(i, h) + w.v_mix_bias[static_cast<size_t>(h)]);
+          const float m = ops::Sigmoid(ws_.mix(i, h) + w.v_mix_bias[static_cast<size_t>(h)]);
           auto v = ws_.v.row(i).segment(h * dh, dh);
           v += m * (ws_.v_first.row(i).segment(h * dh, dh) - v);
         }
@@ -347,8 +345,7 @@ class Stack {
                      ConstView(w.ffn_gate.data(), d_, f, f));
     ws_.ffn_a.topRows(n).rowwise() += RowOf(w.ffn_up_bias);
     ws_.ffn_b.topRows(n).rowwise() += RowOf(w.ffn_gate_bias);
-    auto g = ws_.ffn_b.topRows(n).array();
-    ws_.ffn_a.topRows(n).array() *= g / (1.0f + (-g).exp());
+    ws_.ffn_a.topRows(n).array() *= ops::Silu(ws_.ffn_b.topRows(n).array());
     ParallelMultiply(options_, ws_.out.topRows(n), ws_.ffn_a.topRows(n),
                      ConstView(w.ffn_down.data(), f, d_, d_));
     ws_.out.topRows(n).rowwise() += RowOf(w.ffn_down_bias);
@@ -359,7 +356,7 @@ class Stack {
   const ModelConfig& c_;
   const TpMacWeights& w_;
   State& state_;
-  Workspace& ws_;
+  TpMacWorkspace& ws_;
   const SessionOptions& options_;
   const Index d_, s_;
 };
@@ -381,15 +378,15 @@ class TitansPytorchMacRunner final : public Runner {
   }
 
   // Runs the tokens after the rows the session already ran, piece by piece of interspersed rows.
-  void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n,
-           float* logits, float* hidden) override {
+  void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n, float* logits,
+           float* hidden) override {
     const Model& model = model_;
     const SessionOptions& options = options_;
-    Workspace& ws = ws_;
+    TpMacWorkspace& ws = ws_;
     const ModelConfig& c = model.config();
     const ModelWeights& w = model.weights();
     const Index d = c.d_model, vocab = c.vocab_size, inner = c.tp_mac.memory_segment;
-    Stack stack(model, state, ws, options);
+    TpMacStack stack(model, state, ws, options);
     int64_t row0 = TpMacRows(c, state.position);  // interspersed position of the piece's row 0
     Index rows = 0;
 
@@ -427,7 +424,7 @@ class TitansPytorchMacRunner final : public Runner {
       }
       ws.x.row(rows) = ConstView(source, 1, d, d) + ws.axial_outer + ws.axial_inner.row(p % inner);
       ws.row_token[static_cast<size_t>(rows)] = token;
-      if (++rows == Workspace::kRows) flush();
+      if (++rows == TpMacWorkspace::kPiece) flush();
     };
 
     for (int64_t i = 0; i < n; ++i) {
@@ -448,7 +445,7 @@ class TitansPytorchMacRunner final : public Runner {
  private:
   const Model& model_;
   const SessionOptions options_;
-  Workspace ws_;
+  TpMacWorkspace ws_;
 };
 
 }  // namespace

@@ -17,8 +17,6 @@ namespace titans::arch {
 // skipped (Validate reports a wrong layer count first).
 template <class Weights, class Tensor, class Memory>
 void ForEachTitansWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memory&& memory) {
-  auto uses_memory = [](BlockKind kind) { return kind != BlockKind::kAttention; };
-  auto uses_attention = [](BlockKind kind) { return kind != BlockKind::kLmm; };
   using Shape = std::vector<int64_t>;
   const int64_t d = c.d_model, f = c.ffn_hidden, v = c.vocab_size;
   const int64_t qw = int64_t{c.attention.heads} * c.attention.head_dim;
@@ -37,7 +35,7 @@ void ForEachTitansWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memo
       tensor(p + "gate_norm_y", Shape{d}, layer.gate_norm_y);
       tensor(p + "gate_norm_m", Shape{d}, layer.gate_norm_m);
     }
-    if (uses_attention(kind)) {
+    if (HasAttention(kind)) {
       auto& a = layer.attention;
       tensor(p + "attention.w_q", Shape{d, qw}, a.w_q);
       tensor(p + "attention.w_k", Shape{d, kvw}, a.w_k);
@@ -48,7 +46,7 @@ void ForEachTitansWeight(const ModelConfig& c, Weights& w, Tensor&& tensor, Memo
         tensor(p + "attention.persistent_v", Shape{np, kvw}, a.persistent_v);
       }
     }
-    if (uses_memory(kind)) {
+    if (HasMemory(kind)) {
       auto& m = layer.memory;
       memory(l, p + "memory.", m.memory);
       tensor(p + "memory_branch.norm", Shape{mh, mdh}, m.norm);
