@@ -9,28 +9,13 @@
 #include <thread>
 #include <vector>
 
+#include "hostile_input.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
 namespace {
 
-ModelConfig MixedModel() {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.d_model = 32;
-  c.ffn_hidden = 64;
-  c.layers = {BlockKind::kMag, BlockKind::kAttention, BlockKind::kMal, BlockKind::kMac,
-              BlockKind::kLmm};
-  c.attention.heads = 4;
-  c.attention.kv_heads = 2;
-  c.attention.head_dim = 8;
-  c.attention.window = 16;
-  c.attention.persistent = 2;
-  c.memory = MemoryConfig::Paper(32, 2, 16, 2, 8);
-  c.memory.output_proj = false;
-  c.segment = c.memory.unit();
-  return c;
-}
+using namespace hostile;
 
 // Session `user` of a stream: its own tokens, fed in pieces of 1..7, then saved, loaded into a
 // clone and continued; the logits of every token in order.
@@ -55,7 +40,7 @@ std::vector<float> Stream(const std::shared_ptr<const Model>& model, int user) {
 }
 
 TEST(Concurrency, EightSessionsOnOneModelEqualTheSameWorkInSequence) {
-  const ModelConfig c = MixedModel();
+  const ModelConfig c = Small({kMag, kAttention, kMal, kMac, kLmm});
   const auto model = std::make_shared<const Model>(c, ModelWeights::Random(c, 9));
   constexpr int kUsers = 8;
   std::vector<std::vector<float>> sequential(kUsers), concurrent(kUsers);

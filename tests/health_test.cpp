@@ -8,10 +8,13 @@
 #include <memory>
 #include <vector>
 
+#include "hostile_input.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
 namespace {
+
+using namespace hostile;
 
 double Norm(const std::vector<std::vector<float>>& tensors, const std::vector<float>& extra = {}) {
   double sum = 0.0;
@@ -77,21 +80,11 @@ TEST(Health, FlagsAZeroMemoryAndANonFiniteOne) {
 }
 
 TEST(Health, SessionReportsEveryMemoryLayerInOrder) {
-  ModelConfig c;
-  c.vocab_size = 32;
-  c.d_model = 16;
-  c.ffn_hidden = 32;
-  c.layers = {BlockKind::kAttention, BlockKind::kMag, BlockKind::kLmm};
-  c.attention.heads = 2;
-  c.attention.kv_heads = 2;
-  c.attention.head_dim = 8;
-  c.attention.window = 8;
-  c.memory = MemoryConfig::Paper(16, 2, 8, 1, 4);
-  c.memory.output_proj = false;  // the block's memory branch projects
+  ModelConfig c = Small({kAttention, kMag, kLmm});
   auto model = std::make_shared<const Model>(c, ModelWeights::Random(c, 2));
   Session session(model);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-  std::vector<float> logits(tokens.size() * 32);
+  std::vector<float> logits(tokens.size() * static_cast<size_t>(c.vocab_size));
   session.Forward(tokens, logits);
   const std::vector<LayerHealth> health = session.Health();
   ASSERT_EQ(health.size(), 2u);
@@ -102,7 +95,7 @@ TEST(Health, SessionReportsEveryMemoryLayerInOrder) {
     EXPECT_TRUE(l.memory.finite);
     EXPECT_GT(l.memory.weights_norm, 0.0);
   }
-  c.layers = {BlockKind::kAttention};
+  c.layers = {kAttention};
   Session attention_only(std::make_shared<const Model>(c, ModelWeights::Random(c, 2)));
   EXPECT_TRUE(attention_only.Health().empty());
 }
