@@ -1,7 +1,6 @@
 // Sessions on one shared Model from many threads (a server keeping one memory per user): the
 // Model is immutable and shared, each Session is used by one thread, so eight sessions fed at
-// the same time give bit for bit the logits of the same work done one after another. The
-// `tsan` preset runs this test under ThreadSanitizer (docs/PERFORMANCE.md, "Threads").
+// the same time give bit for bit the logits of the same work done one after another.
 #include <gtest/gtest.h>
 
 #include <memory>
