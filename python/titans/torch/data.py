@@ -157,7 +157,8 @@ class Corpus:
     manifest), so sample_batch can draw evaluation batches from held-out text too.
 
     Attributes: dir, split, manifest (dict), data (np.memmap uint8), doc_starts (int64),
-    doc_names (list of str), line_starts (int64, offsets just after each "\\n", and 0)."""
+    doc_names (list of str), doc_packages (str array: each document's package), doc_ends (int64),
+    line_starts (int64, offsets just after each "\\n", and 0)."""
 
     FILES = {"train": "train.bin", "heldout_kjv": "heldout_kjv.txt",
              "heldout_fortunes": "heldout_fortunes.txt"}
@@ -181,6 +182,8 @@ class Corpus:
             raise ValueError("%s does not match its manifest" % path)
         self.line_starts = np.concatenate(
             [[0], np.flatnonzero(self.data[:-1] == _NEWLINE) + 1]).astype(np.int64)
+        self.doc_packages = np.array([name.split(":", 1)[0] for name in self.doc_names])
+        self.doc_ends = np.append(self.doc_starts[1:], len(self.data))
 
     def __len__(self):
         return len(self.data)
@@ -192,7 +195,7 @@ class Corpus:
 
     def packages(self):
         """The Debian packages the documents come from, in order of first appearance."""
-        return list(dict.fromkeys(name.split(":", 1)[0] for name in self.doc_names))
+        return list(dict.fromkeys(self.doc_packages))
 
     def window_start(self, rng, n, source_weights=None):
         """Start of an n-byte window: the first line start >= a random offset, if it fits.
@@ -214,22 +217,22 @@ class Corpus:
         return u
 
     def _weighted_offset(self, rng, source_weights):
-        unknown = set(source_weights) - set(self.packages())
+        packages = self.packages()
+        unknown = set(source_weights) - set(packages)
         if unknown:
             raise ValueError("source_weights names packages not in the corpus: %s; it has %s"
-                             % (sorted(unknown), self.packages()))
-        ends = np.append(self.doc_starts[1:], len(self.data))
-        package = np.array([name.split(":", 1)[0] for name in self.doc_names])
-        w = np.array([float(source_weights.get(p, 0.0)) for p in self.packages()])
+                             % (sorted(unknown), packages))
+        w = np.array([float(source_weights.get(p, 0.0)) for p in packages])
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError("source_weights must be >= 0 with a positive sum, got %r"
                              % (source_weights,))
-        chosen = self.packages()[int(rng.choice(len(w), p=w / w.sum()))]
-        docs = np.flatnonzero(package == chosen)
-        sizes = ends[docs] - self.doc_starts[docs]
-        u = int(rng.integers(0, int(sizes.sum())))
-        i = int(np.searchsorted(np.cumsum(sizes), u, side="right"))
-        return int(self.doc_starts[docs[i]] + u - (np.cumsum(sizes)[i] - sizes[i]))
+        chosen = packages[int(rng.choice(len(w), p=w / w.sum()))]
+        docs = np.flatnonzero(self.doc_packages == chosen)
+        sizes = self.doc_ends[docs] - self.doc_starts[docs]
+        cumulative = np.cumsum(sizes)
+        u = int(rng.integers(0, int(cumulative[-1])))
+        i = int(np.searchsorted(cumulative, u, side="right"))
+        return int(self.doc_starts[docs[i]] + u - (cumulative[i] - sizes[i]))
 
 
 # ---------------------------------------------------------------------------------------------
