@@ -14,6 +14,8 @@ const char* ToString(ErrorCode code) {
       return "malformed file";
     case ErrorCode::kMismatch:
       return "mismatch";
+    case ErrorCode::kNumerical:
+      return "numerical failure";
   }
   return "error";
 }

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "hostile_input.hpp"
@@ -98,6 +101,48 @@ TEST(Health, SessionReportsEveryMemoryLayerInOrder) {
   c.layers = {kAttention};
   Session attention_only(std::make_shared<const Model>(c, ModelWeights::Random(c, 2)));
   EXPECT_TRUE(attention_only.Health().empty());
+}
+
+// A value that overflows inside the stack (found by fuzz/state_fuzz.cpp: a state file with
+// fast weights of 1e31) is a kNumerical error, and the session, whose first layer has taken
+// the tokens while the second has not, refuses to go on until Reset or Load.
+TEST(Health, AnOverflowInsideTheStackBreaksTheSessionUntilResetOrLoad) {
+  const ModelConfig c = Small({kMag, kMag});
+  ModelWeights w = ModelWeights::Random(c, 2);
+  const auto healthy = std::make_shared<const Model>(c, w);
+  MemoryWeights& first = w.layers[0].memory.memory;
+  for (float& v : first.w_v) v = 3e38f;  // layer 0's memory writes values that overflow
+  for (float& v : first.b_theta) v = 30.0f;
+  const auto model = std::make_shared<const Model>(c, w);
+  Session session(model);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> logits(tokens.size() * static_cast<size_t>(c.vocab_size));
+  ExpectError([&] { session.Forward(tokens, logits); }, ErrorCode::kNumerical,
+              {"tokens 0..7", "not finite"});
+  const std::string path = ::testing::TempDir() + "/broken_session.safetensors";
+  for (const auto& refused : std::vector<std::function<void()>>{
+           [&] { session.Forward(tokens, logits); },
+           [&] {
+             std::vector<float> hidden(static_cast<size_t>(c.d_model));
+             session.ForwardEmbeddings(std::vector<float>(hidden.size(), 0.5f), hidden);
+           },
+           [&] { session.Generate(tokens, 2, {}); }, [&] { session.ResetMemory(); },
+           [&] { session.Save(path); }, [&] { (void)session.Clone(); }}) {
+    ExpectError(refused, ErrorCode::kNumerical, {"broken", "Reset() or Load()"});
+  }
+  session.Reset();  // whole again: runs from position 0 (and breaks again on this model)
+  EXPECT_EQ(session.position(), 0);
+  ExpectError([&] { session.Forward(tokens, logits); }, ErrorCode::kNumerical, {"tokens 0..7"});
+
+  // A successful Load also makes it whole: the state of the healthy model at position 3 (a
+  // state file checks the config, which the two models share).
+  Session good(healthy);
+  std::vector<float> three(3 * static_cast<size_t>(c.vocab_size));
+  good.Forward(std::span<const int32_t>(tokens.data(), 3), three);
+  good.Save(path);
+  session.Load(path);
+  EXPECT_EQ(session.position(), 3);
+  EXPECT_NO_THROW(session.Save(path));
 }
 
 }  // namespace

@@ -16,6 +16,8 @@ enum class ErrorCode {
   kIo,               // a file could not be opened, read, written or renamed
   kFormat,           // a file is malformed, truncated or of an unknown version
   kMismatch,         // a file is well formed but belongs to another configuration
+  kNumerical,        // a computation overflowed to NaN/Inf (a diverged memory, a state file
+                     // with huge values): the session that ran it must be Reset or Loaded
 };
 
 const char* ToString(ErrorCode code);

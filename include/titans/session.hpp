@@ -51,6 +51,11 @@ class Session {
 
   // Token models (vocab_size > 0): tokens [n] -> logits [n, V]. A token outside [0, V) throws
   // Error(kInvalidArgument) before anything changes; n = 0 is a no-op.
+  // A value that overflows inside the stack (a diverged memory, or a loaded state with huge
+  // values) throws Error(kNumerical) with the tokens and the layer's message. Some layers have
+  // then taken the tokens and others not, so the session is broken: Forward,
+  // ForwardEmbeddings, Generate, ResetMemory, Save and Clone throw Error(kNumerical) until
+  // Reset() or a successful Load() makes it whole again.
   void Forward(std::span<const int32_t> tokens, std::span<float> logits);
   // Any model: input embeddings [n, d] -> hidden states after the final norm [n, d]. For token
   // models the input is what the embedding table would give. NaN/Inf input throws
@@ -92,6 +97,10 @@ class Session {
   void Load(const std::string& path);
 
  private:
+  void RequireUsable(const char* what) const;  // Error(kNumerical) while broken
+  // The architecture's forward pass, marking the session broken if it fails.
+  void Run(const int32_t* tokens, const float* embeddings, int64_t n, float* logits, float* hidden);
+
   // The stream's state and the architecture that runs it (src/model/session_state.hpp).
   struct Impl;
   std::shared_ptr<const Model> model_;

@@ -35,6 +35,27 @@ std::unique_ptr<arch::Runner> MakeRunner(const Model& model, const SessionOption
 
 }  // namespace
 
+void Session::RequireUsable(const char* what) const {
+  if (!impl_->broken.empty()) {
+    throw Error(ErrorCode::kNumerical, std::string(what) + ": this session is broken (" +
+                                           impl_->broken + "); Reset() or Load() it first");
+  }
+}
+
+void Session::Run(const int32_t* tokens, const float* embeddings, int64_t n, float* logits,
+                  float* hidden) {
+  const int64_t position = impl_->state.position;
+  try {
+    impl_->runner->Run(impl_->state, tokens, embeddings, n, logits, hidden);
+  } catch (const Error& e) {
+    // The inputs were checked before the run: what fails inside it is a value of the stack
+    // that overflowed (memory inputs are checked, as in MemorySession::Forward).
+    impl_->broken = "the forward pass of tokens " + std::to_string(position) + ".." +
+                    std::to_string(position + n - 1) + " failed: " + e.what();
+    throw Error(ErrorCode::kNumerical, impl_->broken);
+  }
+}
+
 Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
     : model_(std::move(model)), options_(options) {
   if (!model_) throw Error(ErrorCode::kInvalidArgument, "Session needs a model");
@@ -94,7 +115,8 @@ void Session::Forward(std::span<const int32_t> tokens, std::span<float> logits) 
                       " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
     }
   }
-  impl_->runner->Run(impl_->state, tokens.data(), nullptr, n, logits.data(), nullptr);
+  RequireUsable("Forward");
+  Run(tokens.data(), nullptr, n, logits.data(), nullptr);
 }
 
 void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<float> hidden) {
@@ -115,7 +137,8 @@ void Session::ForwardEmbeddings(std::span<const float> embeddings, std::span<flo
     }
   }
   const Index n = static_cast<Index>(embeddings.size()) / d;
-  impl_->runner->Run(impl_->state, nullptr, embeddings.data(), n, nullptr, hidden.data());
+  RequireUsable("ForwardEmbeddings");
+  Run(nullptr, embeddings.data(), n, nullptr, hidden.data());
 }
 
 std::vector<int32_t> Session::Generate(std::span<const int32_t> prompt, int max_new_tokens,
@@ -155,9 +178,11 @@ void Session::Reset() {
     if (cache) cache->Reset();
   }
   state.position = 0;
+  impl_->broken.clear();
 }
 
 void Session::ResetMemory() {
+  RequireUsable("ResetMemory");
   session::State& state = impl_->state;
   // Every memory is checked before any is reset, so that a refused call changes nothing.
   for (size_t l = 0; l < state.memory.size(); ++l) {
@@ -198,6 +223,7 @@ void Session::ResetMemory() {
 }
 
 Session Session::Clone() const {
+  RequireUsable("Clone");
   Session copy(model_, options_);
   const session::State& from = impl_->state;
   session::State& to = copy.impl_->state;

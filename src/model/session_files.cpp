@@ -35,6 +35,7 @@ std::string Prefix(size_t layer, const char* part) {
 }  // namespace
 
 void Session::Save(const std::string& path) const {
+  RequireUsable("Save");
   const ModelConfig& c = model_->config();
   // The tensors point into these buffers until the file is written.
   std::vector<int64_t> scalars;
@@ -172,6 +173,7 @@ void Session::Load(const std::string& path) {
     io::Fail(ErrorCode::kFormat, path, e.what());
   }
   impl_->state = std::move(next);
+  impl_->broken.clear();
 }
 
 }  // namespace titans

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/arch/architecture.hpp"
@@ -50,6 +51,10 @@ inline int64_t SegmentLocalRows(int64_t rows, int64_t segment) {
 struct Session::Impl {
   session::State state;
   std::unique_ptr<arch::Runner> runner;  // the model's architecture, with its scratch
+  // Why the stream is broken (empty: it is not): a forward pass that failed inside the stack
+  // (a value overflowed) has advanced some layers' state and not others, so the session runs,
+  // saves and clones nothing more until Reset or Load gives it a consistent state again.
+  std::string broken;
 };
 
 }  // namespace titans
