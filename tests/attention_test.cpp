@@ -101,7 +101,7 @@ struct Sequence {
 std::vector<float> RunKernel(const Sequence& seq, const std::vector<int>& cuts, int threads = 1,
                              AttentionCache* cache_out = nullptr) {
   AttentionCache cache(seq.shape, seq.tokens);
-  AttentionWorkspace workspace(seq.shape, threads);
+  AttentionWorkspace workspace(seq.shape, threads, /*min_flops_per_thread=*/0);  // all join
   std::vector<float> out(static_cast<size_t>(seq.tokens) * seq.shape.q_width());
   std::vector<int> ends = cuts;
   ends.push_back(seq.tokens);
@@ -500,7 +500,7 @@ TEST(AttentionKernelTest, ForwardAllocatesNothing) {
     const Sequence seq(shape, 1200, 91);
     for (int threads : {1, 2}) {
       AttentionCache cache(shape, /*reserve_tokens=*/seq.tokens);
-      AttentionWorkspace workspace(shape, threads);
+      AttentionWorkspace workspace(shape, threads, /*min_flops_per_thread=*/0);
       std::vector<float> out(seq.q.size());
       auto run = [&](int begin, int end, int piece) {
         for (int t = begin; t < end; t += piece) {

@@ -110,11 +110,14 @@ struct MemoryHealth {
 
 struct SessionOptions {
   int threads = 0;  // OpenMP threads for this session's work; 0 = omp_get_max_threads()
-  // Work (matrix-product FLOPs between two synchronisations: a memory unit, a tile of reads,
-  // one product) below which fewer threads join: a barrier costs tens of microseconds on this
-  // kind of VM, so on 2 cores a memory unit pays for a second thread only from ~1e8 FLOPs
-  // (docs/PERFORMANCE.md). 0: every thread always joins (tests use it to exercise threading).
-  double min_flops_per_thread = 1e8;
+  // The engine's one threading rule (src/ops/threading.hpp): a parallel region (a memory unit or
+  // tile, a matrix product, an attention call) takes one thread per this many FLOPs of its work
+  // between two synchronisations, up to `threads`. A barrier costs tens of microseconds on
+  // this kind of VM and a thread whose core is busy far more, so a thread joins only for a
+  // few hundred microseconds of work: a memory unit of 1e8 FLOPs (three barriers), an
+  // attention call or a product of 3e7 (docs/PERFORMANCE.md). 0: every thread always joins
+  // (tests use it to exercise threading).
+  double min_flops_per_thread = 3e7;
 };
 
 class MemorySession {

@@ -11,6 +11,7 @@
 #include "ops/activations.hpp"
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
+#include "ops/threading.hpp"
 
 namespace titans {
 namespace {
@@ -161,14 +162,11 @@ void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState&
     const float* x = write ? store + t0 * d : nullptr;
     const float* r = retrieve + t0 * d;
     float* o = out + t0 * d_out;
-    // A thread joins only for enough work between two barriers to pay for them: a unit's
-    // worth of tokens (three barriers each), or the tile's rows when it only reads.
-    const int between_barriers = write ? std::min(rows, c.unit()) : rows;
-    const double work = c.FlopsPerToken() * between_barriers;
-    const int team = min_flops_per_thread_ <= 0
-                         ? threads_
-                         : static_cast<int>(std::clamp(work / min_flops_per_thread_, 1.0,
-                                                       static_cast<double>(threads_)));
+    // The work between two synchronisations (ops::TeamSize): a third of a unit's when it writes
+    // (three barriers per unit), the tile's rows when it only reads (the region's own).
+    const double work =
+        write ? c.FlopsPerToken() * std::min(rows, c.unit()) / 3.0 : c.FlopsPerToken() * rows;
+    const int team = ops::TeamSize(work, threads_, min_flops_per_thread_);
     if (team == 1) {
       RunTile(memory, state, x, r, rows, o, write, Part{0, 1});
     } else {
@@ -205,10 +203,10 @@ void MemorySession::Workspace::RunTile(const NeuralMemory& memory, MemoryState& 
 
     // Queue the keys, values and gate logits for the write of the unit.
     const Range rows = Share(take, part.ith, part.nth);
-    const Index g = 3 * c.heads;
-    View(state.pending_k.data() + (pending + rows.begin) * hd, rows.size(), hd, hd) =
+    const Index g = Index{3} * c.heads;
+    View(state.pending_k.data() + Index{pending + rows.begin} * hd, rows.size(), hd, hd) =
         k_.middleRows(i + rows.begin, rows.size());
-    View(state.pending_v.data() + (pending + rows.begin) * hd, rows.size(), hd, hd) =
+    View(state.pending_v.data() + Index{pending + rows.begin} * hd, rows.size(), hd, hd) =
         v_.middleRows(i + rows.begin, rows.size());
     View(state.pending_gates.data() + (pending + rows.begin) * g, rows.size(), g, g) =
         gates_.middleRows(i + rows.begin, rows.size());
@@ -464,7 +462,7 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
   const int depth = c.depth;
   const bool ln = c.output == MemoryOutput::kLnResidual;
   const float lambda = c.loss == LossScale::kMean ? 1.0f / static_cast<float>(dh) : 1.0f;
-  const Index g = 3 * c.heads;
+  const Index g = Index{3} * c.heads;
   if (part.ith == 0) {
     for (int head = 0; head < c.heads; ++head) {
       UnitCoefficients(c, state.pending_gates.data(), head, coef_c_.row(head).data(),

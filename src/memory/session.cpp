@@ -6,10 +6,14 @@
 #include <utility>
 
 #include "memory/kernels.hpp"
+#include "ops/threading.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
 
 namespace titans {
+
+static_assert(SessionOptions{}.min_flops_per_thread == ops::kMinFlopsPerThread,
+              "one default for the threading rule (src/ops/threading.hpp)");
 
 MemorySession::MemorySession(std::shared_ptr<const NeuralMemory> memory, SessionOptions options)
     : memory_(std::move(memory)), options_(options) {

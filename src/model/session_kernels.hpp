@@ -12,22 +12,18 @@
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "ops/norms.hpp"
+#include "ops/threading.hpp"
 #include "titans/memory.hpp"
 #include "titans/model.hpp"
 
 namespace titans::session {
 
 // c = a b with the rows of c split over up to options.threads threads: fewer for little work
-// (one region per product costs a few microseconds: about 4 MFLOP per thread pay for it, or
-// the session's own threshold when that is lower, e.g. 0 in tests).
+// (ops::TeamSize, the engine's one rule; a product is the work between two synchronisations).
 template <class C, class A, class B>
 void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
   const double flops = 2.0 * static_cast<double>(c.rows()) * c.cols() * a.cols();
-  const double per_thread = std::min(4e6, options.min_flops_per_thread);
-  const int team = per_thread <= 0
-                       ? options.threads
-                       : static_cast<int>(std::clamp(flops / per_thread, 1.0,
-                                                     static_cast<double>(options.threads)));
+  const int team = ops::TeamSize(flops, options.threads, options.min_flops_per_thread, c.rows());
   if (team == 1) {
     linalg::Multiply(c, a, b);  // the caller (Session::Forward*) holds a FlushDenormals
     return;

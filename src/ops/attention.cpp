@@ -85,7 +85,7 @@ void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_positio
         const float c = static_cast<float>(std::cos(angle));
         const float s = static_cast<float>(std::sin(angle));
         for (int h = 0; h < heads; ++h) {
-          float* pair = row + Index{h} * head_dim + 2 * (i0 + i);
+          float* pair = row + Index{h} * head_dim + 2 * Index{i0 + i};
           const float a = pair[0], b = pair[1];
           pair[0] = a * c - b * s;
           pair[1] = b * c + a * s;
@@ -198,8 +198,9 @@ bool AttentionCache::SameContents(const AttentionCache& other) const {
 // ---------------------------------------------------------------------------------------------
 // Kernel.
 
-AttentionWorkspace::AttentionWorkspace(const AttentionShape& shape, int threads)
-    : threads_(threads) {
+AttentionWorkspace::AttentionWorkspace(const AttentionShape& shape, int threads,
+                                       double min_flops_per_thread)
+    : threads_(threads), min_flops_per_thread_(min_flops_per_thread) {
   shape.Validate();
   if (threads < 1) {
     throw Error(ErrorCode::kInvalidArgument, "AttentionWorkspace: threads must be >= 1");
@@ -245,8 +246,7 @@ void AttentionWorkspace::Forward(const AttentionShape& shape, AttentionCache& ca
   // work items.
   const int items = shape.heads * ((n + kTile - 1) / kTile);
   const double flops = Flops(shape, cache.position(), n);
-  const int team = static_cast<int>(
-      std::clamp(flops / kMinFlopsPerThread, 1.0, static_cast<double>(std::min(threads_, items))));
+  const int team = ops::TeamSize(flops, threads_, min_flops_per_thread_, items);
   if (team == 1) {
     Step(shape, cache, in, n, out, 0, 1, nullptr);
   } else {

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ops/linalg.hpp"
+#include "ops/threading.hpp"
 
 namespace titans {
 
@@ -125,15 +126,15 @@ struct AttentionInputs {
 class AttentionWorkspace {
  public:
   // Scratch for up to `threads` threads (each one query tile, score block and accumulator).
-  AttentionWorkspace(const AttentionShape& shape, int threads);
+  // The convenience Forward runs ops::TeamSize(its FLOPs, threads, min_flops_per_thread)
+  // threads (the session's SessionOptions).
+  AttentionWorkspace(const AttentionShape& shape, int threads,
+                     double min_flops_per_thread = ops::kMinFlopsPerThread);
 
   // Measured (bench/attention_bench.cpp, 1 thread): tiles of 48, 64, 96, 128 rows and blocks
   // of 128, 256, 512 keys are within the machine's noise of each other.
   static constexpr int kTile = 64;    // query rows per work item
   static constexpr int kBlock = 256;  // keys per score block
-  // FLOPs per extra thread below which the convenience Forward runs fewer threads.
-  static constexpr double kMinFlopsPerThread = 2e6;
-
   int threads() const { return threads_; }
 
   // Attends n tokens (positions cache.position() ... + n - 1), writes out [n, H*dh], then
@@ -176,6 +177,7 @@ class AttentionWorkspace {
                   Scratch& scratch);
 
   int threads_;
+  double min_flops_per_thread_;
   std::vector<Scratch> scratch_;
 };
 

@@ -54,8 +54,8 @@ AttentionShape MacShapeOf(const ModelConfig& c) {
 
 // Scratch for one piece of kPiece tokens, sized once per session.
 struct TitansWorkspace {
-  TitansWorkspace(const ModelConfig& c, int threads)
-      : attention(ShapeOf(c), threads),
+  TitansWorkspace(const ModelConfig& c, const SessionOptions& options)
+      : attention(ShapeOf(c), options.threads, options.min_flops_per_thread),
         x(kPiece, c.d_model),
         u(kPiece, c.d_model),
         t(kPiece, c.d_model),
@@ -256,7 +256,7 @@ class TitansStack {
 class TitansRunner final : public Runner {
  public:
   TitansRunner(const Model& model, const SessionOptions& options)
-      : model_(model), options_(options), ws_(model.config(), options.threads) {}
+      : model_(model), options_(options), ws_(model.config(), options) {}
 
   // MAC layers have their own, segment-local cache.
   AttentionShape CacheShape(size_t l) const override {

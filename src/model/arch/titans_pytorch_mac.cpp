@@ -92,7 +92,7 @@ AttentionShape CacheShapeOf(const ModelConfig& c) {
 struct TpMacWorkspace {
   static constexpr int kPiece = 64;
 
-  TpMacWorkspace(const Model& model, int threads);
+  TpMacWorkspace(const Model& model, const SessionOptions& options);
 
   AttentionWorkspace attention;
   RowMatrix x;                  // [P, d] a piece's inputs: token or long-term embedding + position
@@ -116,8 +116,8 @@ struct TpMacWorkspace {
   std::vector<int64_t> row_token;  // [P] index of the call's token in row i; -1: long-term
 };
 
-TpMacWorkspace::TpMacWorkspace(const Model& model, int threads)
-    : attention(CacheShapeOf(model.config()), threads) {
+TpMacWorkspace::TpMacWorkspace(const Model& model, const SessionOptions& options)
+    : attention(CacheShapeOf(model.config()), options.threads, options.min_flops_per_thread) {
   const ModelConfig& c = model.config();
   const Index p = kPiece, d = c.d_model, s = c.tp_mac.streams, f = c.ffn_hidden;
   const Index qw = Index{c.attention.heads} * c.attention.head_dim;
@@ -364,7 +364,7 @@ class TpMacStack {
 class TitansPytorchMacRunner final : public Runner {
  public:
   TitansPytorchMacRunner(const Model& model, const SessionOptions& options)
-      : model_(model), options_(options), ws_(model, options.threads) {}
+      : model_(model), options_(options), ws_(model, options) {}
 
   AttentionShape CacheShape(size_t) const override { return CacheShapeOf(model_.config()); }
   int64_t MemoryPosition(int64_t position) const override {
