@@ -102,17 +102,36 @@ std::string SkipReason(const BenchArgs& a, const ModelConfig& config,
 }
 
 void PrintHeader() {
-  std::printf("%-9s %8s %10s %10s %14s %12s %13s %9s\n", "kind", "context", "tokens/s", "us/token",
-              "last us/token", "session MiB", "peak RSS MiB", "cpu/wall");
+  std::printf("%-9s %8s %10s %10s %14s %12s %13s %9s  %s\n", "kind", "context", "tokens/s",
+              "us/token", "last us/token", "session MiB", "peak RSS MiB", "cpu/wall",
+              "memory |W|/|W0|");
+}
+
+// The memory layers' fast-weight norms against their initial weights' at the end of the point:
+// "min..max" over the layers, with the layers outside the alive band named ("-" without memory).
+std::string MemoryColumn(const ContextCost& cost) {
+  if (cost.memory_health.empty()) return "-";
+  double lo = 1e300, hi = 0;
+  std::string dead;
+  for (const LayerHealth& l : cost.memory_health) {
+    const double r = bench::WeightsRatio(l.memory);
+    lo = std::min(lo, r);
+    hi = std::max(hi, r);
+    if (!bench::MemoryAlive(l.memory)) {
+      dead += (dead.empty() ? " NOT ALIVE: layer " : ", ") + std::to_string(l.layer) +
+              (l.memory.finite ? "" : " (not finite)");
+    }
+  }
+  return Format("%.3g", lo) + ".." + Format("%.3g", hi) + dead;
 }
 
 void PrintRow(const Point& p) {
   if (p.measured()) {
-    std::printf("%-9s %8s %10.0f %10.1f %14.1f %12.1f %13.1f %9.2f\n", p.kind.c_str(),
+    std::printf("%-9s %8s %10.0f %10.1f %14.1f %12.1f %13.1f %9.2f  %s\n", p.kind.c_str(),
                 plot::TokenCountLabel(p.context).c_str(), p.cost.tokens_per_s(),
                 1e6 * p.cost.s_per_token(), 1e6 * p.cost.last_piece_s_per_token(),
                 Mib(p.cost.session_bytes), Mib(p.cost.peak_rss_bytes),
-                p.cost.cpu_seconds / p.cost.seconds);
+                p.cost.cpu_seconds / p.cost.seconds, MemoryColumn(p.cost).c_str());
   } else {
     std::printf("%-9s %8s   skipped: %s\n", p.kind.c_str(),
                 plot::TokenCountLabel(p.context).c_str(), p.skipped.c_str());
@@ -168,6 +187,16 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
     r["cpu_seconds"] = p.cost.cpu_seconds;  // of the process: noise shows as cpu < wall
     r["threads"] = threads;
     r["piece"] = piece;
+    auto memory = nlohmann::ordered_json::array();  // each memory layer at the end of the point
+    for (const LayerHealth& l : p.cost.memory_health) {
+      memory.push_back({{"layer", l.layer},
+                        {"weights_norm", l.memory.weights_norm},
+                        {"initial_norm", l.memory.initial_norm},
+                        {"momentum_norm", l.memory.momentum_norm},
+                        {"finite", l.memory.finite},
+                        {"alive", bench::MemoryAlive(l.memory)}});
+    }
+    r["memory"] = std::move(memory);
     records.push_back(std::move(r));
   }
   return records;
@@ -190,7 +219,8 @@ std::string PlotSvg(const std::vector<Point>& points, const std::vector<std::str
   plot::LineChart session = chart("The session's own memory (state, caches)", "MiB");
   plot::LineChart peak = chart("Peak resident memory of the process", "MiB");
   for (const std::string& kind : kinds) {
-    plot::Series a{.name = kind, .x = {}, .y = {}, .skipped = {}}, l = a, s = a, p = a;
+    const plot::Series empty{.name = kind, .x = {}, .y = {}, .skipped = {}};
+    plot::Series a = empty, l = empty, s = empty, p = empty;
     for (const Point& point : points) {
       if (point.kind != kind) continue;
       const auto c = static_cast<double>(point.context);

@@ -17,6 +17,8 @@
 //   The figure is the whole process's peak during the point: the model's weights, the program
 //   and the session. Where the mark cannot be reset, the figure is the peak of the process so far
 //   (peak_rss_per_point = false), an upper bound.
+// - The memories' health at the end (Session::Health): the fast weights' norms, for the check
+//   that a long context still has a working memory (MemoryAlive).
 // - The session's own memory: the heap bytes in use (glibc's mallinfo2: allocated chunks and
 //   mmapped blocks) after the prefill, less those in use just before the session was made; the
 //   buffers of tokens and logits are made before that. It is what the session holds at the end:
@@ -134,6 +136,9 @@ struct ContextCost {
   int64_t session_bytes = -1;      // heap bytes the session holds after the prefill; -1: unknown
   bool peak_rss_per_point = true;  // false: the process's peak so far (an upper bound)
   bool finite = true;              // the last piece's logits are all finite
+  // Every memory layer's health at the end of the prefill (Session::Health): a long-context
+  // figure measures a working memory only if its fast weights are finite and alive there.
+  std::vector<LayerHealth> memory_health;
 
   bool complete() const { return tokens == context; }
   double tokens_per_s() const { return static_cast<double>(tokens) / seconds; }
@@ -142,6 +147,22 @@ struct ContextCost {
     return last_piece_seconds / static_cast<double>(last_piece_tokens);
   }
 };
+
+// The band in which a memory counts as alive after a long stream: finite, and the norm of its
+// fast weights between a tenth and ten times that of its initial weights W0. Below, the memory
+// has decayed towards zero, which is absorbing for a deep memory (every gradient is a product of
+// the other layers' weights: they stay zero); above, its writes have run away.
+constexpr double kAliveMinRatio = 0.1, kAliveMaxRatio = 10.0;
+
+// The fast-weight norm of a memory relative to its initial weights', |W| / |W0|.
+inline double WeightsRatio(const MemoryHealth& h) {
+  return h.initial_norm > 0 ? h.weights_norm / h.initial_norm : 0.0;
+}
+
+inline bool MemoryAlive(const MemoryHealth& h) {
+  const double r = WeightsRatio(h);
+  return h.finite && !h.all_zero && r >= kAliveMinRatio && r <= kAliveMaxRatio;
+}
 
 inline ContextCost MeasureContext(const std::shared_ptr<const Model>& model, int64_t context,
                                   const ContextOptions& options) {
@@ -186,6 +207,7 @@ inline ContextCost MeasureContext(const std::shared_ptr<const Model>& model, int
     }
     cost.finite =
         std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); });
+    cost.memory_health = session.Health();
     const int64_t heap_after = HeapBytesInUse();
     if (heap_before >= 0 && heap_after >= 0) cost.session_bytes = heap_after - heap_before;
   }
