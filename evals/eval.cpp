@@ -221,7 +221,7 @@ Measurement Measure(std::shared_ptr<const Model> model, std::string_view text, i
   return m;
 }
 
-Evaluation Evaluate(std::shared_ptr<const Model> model, std::string_view text,
+Evaluation Evaluate(const std::shared_ptr<const Model>& model, std::string_view text,
                     const EvalOptions& options, const VariantProgress& progress) {
   if (!model) Invalid("no model");
   const ModelConfig& c = model->config();

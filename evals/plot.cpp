@@ -230,7 +230,9 @@ class Scale {
       const double step = magnitude * (r < 1.5 ? 1 : r < 3.5 ? 2 : r < 7.5 ? 5 : 10);
       lo_ = std::floor(lo_ / step) * step;
       hi_ = std::ceil(hi_ / step) * step;
-      for (double v = lo_; v <= hi_ + step / 2; v += step) {
+      const auto count = static_cast<int>(std::lround((hi_ - lo_) / step));
+      for (int i = 0; i <= count; ++i) {
+        const double v = lo_ + i * step;
         const double tick = std::abs(v) < step / 2 ? 0.0 : v;  // not 5e-18 after rounding
         ticks_.emplace_back(tick, TickLabel(tick));
       }
@@ -497,6 +499,7 @@ Completed Run(const std::vector<std::string>& args, const std::string& input) {
   }
   std::rewind(in.get());  // the child reads from the shared offset, now 0
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   Completed c;
@@ -594,8 +597,9 @@ std::string LineChartsSvg(const Figure& figure, const std::vector<LineChart>& ch
   TitleAndCaption(svg, figure, width);
   const double charts_left = (width - kChartWidth * static_cast<double>(columns)) / 2;
   for (size_t i = 0; i < charts.size(); ++i) {
-    DrawChart(svg, charts[i], charts_left + kChartWidth * static_cast<double>(i % columns),
-              charts_top + kChartHeight * static_cast<double>(i / columns));
+    const size_t row = i / columns, column = i % columns;  // charts fill the grid row by row
+    DrawChart(svg, charts[i], charts_left + kChartWidth * static_cast<double>(column),
+              charts_top + kChartHeight * static_cast<double>(row));
   }
   for (size_t i = 0; i < notes.size(); ++i) {
     Text(svg, charts_left + 24, charts_bottom + kLineHeight * static_cast<double>(i) + 4, notes[i],

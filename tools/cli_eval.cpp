@@ -93,8 +93,8 @@ void PrintResults(const eval::Evaluation& e) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"bucket", "tokens", variants[0].label};
   for (size_t v = 1; v < variants.size(); ++v) {
-    header.push_back(variants[v].label);
-    header.push_back("diff");
+    header.emplace_back(variants[v].label);
+    header.emplace_back("diff");
   }
   rows.push_back(header);
   const auto& on = variants[0].result;
@@ -174,7 +174,8 @@ std::string PlotSvg(const eval::Evaluation& e, const EvalArgs& a) {
                        .y = {.title = "difference (bits per byte)", .log = false, .ticks = {}},
                        .series = {}};
   for (const eval::Variant& v : e.variants) {
-    plot::Series s{.name = v.label, .x = {}, .y = {}, .skipped = {}}, d = s;
+    const plot::Series empty{.name = v.label, .x = {}, .y = {}, .skipped = {}};
+    plot::Series s = empty, d = empty;
     for (size_t i = 0; i < v.result.buckets.size(); ++i) {
       const eval::Bucket& b = v.result.buckets[i];
       const double mid = 0.5 * static_cast<double>(b.begin + b.end);

@@ -129,7 +129,7 @@ void PrintTable(const GridRun& run, const std::vector<int64_t>& lengths, const N
       const Cell* found = run.Find(length, depth);
       std::cout << std::setw(7);
       if (found)
-        std::cout << static_cast<int>(100.0 * found->accuracy() + 0.5);
+        std::cout << std::lround(100.0 * found->accuracy());
       else
         std::cout << "-";
     }

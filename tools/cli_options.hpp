@@ -85,7 +85,7 @@ inline constexpr uint64_t kMaxTokenCount = uint64_t{1} << 40;
 inline CLI::Validator TokenCount() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        const std::string refused =
+        std::string refused =
             "must be a token count such as 4096, 4K or 1M (K = 1024, M = 1024^2, G = 1024^3) "
             "between 0 and 1024G, got \"" +
             text + "\"";
@@ -113,9 +113,9 @@ inline CLI::Validator TokenCount() {
 inline CLI::Validator SeedValue() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        const std::string refused = "must be an integer between 0 and " +
-                                    std::to_string(std::numeric_limits<uint64_t>::max()) +
-                                    ", got \"" + text + "\"";
+        std::string refused = "must be an integer between 0 and " +
+                              std::to_string(std::numeric_limits<uint64_t>::max()) + ", got \"" +
+                              text + "\"";
         if (text.empty() || text.size() > 20 ||
             !std::all_of(text.begin(), text.end(),
                          [](unsigned char c) { return std::isdigit(c) != 0; })) {

@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
     if (n == 0) throw titans::Error(titans::ErrorCode::kInvalidArgument, "the input has no tokens");
     for (int i = 0; i < warmup; ++i) timed_call();
     std::vector<double> seconds;
+    seconds.reserve(static_cast<size_t>(repetitions));
     for (int i = 0; i < repetitions; ++i) seconds.push_back(timed_call());
 
     if (!output_path.empty()) {

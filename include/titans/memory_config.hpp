@@ -78,7 +78,7 @@ struct MemoryConfig {
 
   // Canonical JSON text, stored in state and model files; FromJson validates.
   std::string ToJson() const;
-  static MemoryConfig FromJson(const std::string& json);
+  static MemoryConfig FromJson(const std::string& text);
   bool operator==(const MemoryConfig&) const = default;
 };
 

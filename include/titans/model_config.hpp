@@ -72,7 +72,7 @@ struct ModelConfig {
   // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
   void Validate() const;
   std::string ToJson() const;
-  static ModelConfig FromJson(const std::string& json);  // validates; Error(kFormat) if bad
+  static ModelConfig FromJson(const std::string& text);  // validates; Error(kFormat) if bad
   bool operator==(const ModelConfig&) const = default;
 };
 

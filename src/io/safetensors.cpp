@@ -189,6 +189,7 @@ TensorRecord ParseTensor(const std::string& path, const std::string& name, const
 void CheckTiling(const std::string& path, const std::vector<TensorRecord>& tensors,
                  std::span<const std::byte> data) {
   std::vector<const TensorRecord*> by_offset;
+  by_offset.reserve(tensors.size());
   for (const TensorRecord& t : tensors) by_offset.push_back(&t);
   auto begin_of = [&](const TensorRecord* t) {
     return static_cast<size_t>(t->bytes.data() - data.data());

@@ -172,7 +172,7 @@ std::string MemoryConfig::ToJson() const {
 }
 
 MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
-  using namespace config_limits;
+  using namespace config_limits;  // NOLINT(google-build-using-namespace): the bounds by name
   MemoryConfig c;
   c.d_model = io::IntField(j, "d_model", 1, kMaxWidth);
   c.heads = io::IntField(j, "heads", 1, kMaxWidth);

@@ -28,6 +28,6 @@ namespace titans {
 
 // Reads every field (each in its range), then Validate(). Error(kFormat) naming the field, or
 // the Error(kConfig) of Validate.
-MemoryConfig ReadMemoryConfig(const io::ConfigObject& object);
+MemoryConfig ReadMemoryConfig(const io::ConfigObject& j);
 
 }  // namespace titans

@@ -177,7 +177,7 @@ void MemoryWeights::Validate(const MemoryConfig& config) const {
 }
 
 NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+    : config_(config), weights_(std::move(weights)) {
   config_.Validate();
   weights_.Validate(config_);
 }

@@ -170,7 +170,7 @@ std::string ModelConfig::ToJson() const {
 }
 
 ModelConfig ModelConfig::FromJson(const std::string& text) {
-  using namespace config_limits;
+  using namespace config_limits;  // NOLINT(google-build-using-namespace): the bounds by name
   const std::string what = "model config JSON";
   const nlohmann::json parsed = io::ParseConfigText(text, what);
   const io::ConfigObject j{parsed, what, ""};

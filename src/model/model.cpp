@@ -78,7 +78,7 @@ std::shared_ptr<const Model> Model::Load(const std::string& path) {
   }
   ModelWeights weights = ModelWeights::Zeros(config);
   io::ReadTensors(path, file, weights.Tensors(config));
-  return std::make_shared<const Model>(std::move(config), std::move(weights));
+  return std::make_shared<const Model>(config, std::move(weights));
 }
 
 void Model::Save(const std::string& path) const {

@@ -114,7 +114,7 @@ using VariantProgress =
 // keeps W0) and, with reset_every, reset (the model with ResetMemory every reset_every tokens).
 // With reset_every every variant is fed in the same pieces (aligned to it), so that reset and
 // writes_on are the same computation, bit for bit, up to the first reset.
-Evaluation Evaluate(std::shared_ptr<const Model> model, std::string_view text,
+Evaluation Evaluate(const std::shared_ptr<const Model>& model, std::string_view text,
                     const EvalOptions& options, const VariantProgress& progress = {});
 
 }  // namespace titans::eval
