@@ -90,3 +90,23 @@ def _tensors(state):
     elif isinstance(state, (list, tuple)):
         for v in state:
             yield from _tensors(v)
+
+
+def test_init_starts_from_a_trained_model(tmp_path, data_dir, monkeypatch):
+    """Recipe key `init` (the mag-recall fine-tune): the run starts from the weights of an
+    engine model file (with learning rate 0 it ends with them), and a file of another config
+    is refused."""
+    common = ["--preset", "tiny", "--data", str(data_dir), "--steps"]
+    train.main(common + ["3", "--out", str(tmp_path / "first")])
+    first = tmp_path / "first" / "model.safetensors"
+    monkeypatch.setitem(train.PRESETS, "tiny-init", {**train.PRESETS["tiny"], "init": str(first),
+                                                     "lr": 0.0, "min_lr": 0.0})
+    train.main(["--preset", "tiny-init"] + common[2:] + ["1", "--out", str(tmp_path / "tuned")])
+    a = dict(load_engine_model(str(first)).named_engine_tensors())
+    b = dict(load_engine_model(str(tmp_path / "tuned" / "model.safetensors")).named_engine_tensors())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = dict(train.PRESETS["tiny"]["config"], ffn_hidden=72)
+    monkeypatch.setitem(train.PRESETS, "tiny-other", {**train.PRESETS["tiny-init"],
+                                                      "config": other})
+    with pytest.raises(ValueError, match="config is not the preset's"):
+        train.main(["--preset", "tiny-other"] + common[2:] + ["1", "--out", str(tmp_path / "x")])
