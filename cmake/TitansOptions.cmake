@@ -17,6 +17,7 @@ The binaries may not run on other CPUs."
 option(TITANS_SANITIZE_ADDRESS "Build with AddressSanitizer (-fsanitize=address)" OFF)
 option(TITANS_SANITIZE_UNDEFINED
        "Build with UndefinedBehaviorSanitizer (-fsanitize=undefined, errors are fatal)" OFF)
+option(TITANS_SANITIZE_THREAD "Build with ThreadSanitizer (-fsanitize=thread; the tsan preset)" OFF)
 
 # Native code generation. With g++ 12 a bare -march=native also implies the host's tuning
 # (-mtune=znver3 on the Zen 4 CI machine), which costs 20-40% in Eigen GEMM; generic tuning
@@ -55,6 +56,18 @@ if(TITANS_SANITIZE_ADDRESS)
 endif()
 if(TITANS_SANITIZE_UNDEFINED)
   list(APPEND _titans_sanitizers undefined)
+endif()
+if(TITANS_SANITIZE_THREAD)
+  list(APPEND _titans_sanitizers thread)
+endif()
+# Fuzzing (fuzz/): every target instrumented for libFuzzer's coverage, with ASan and UBSan.
+option(TITANS_BUILD_FUZZERS "Build the libFuzzer targets (fuzz/; Clang only)" OFF)
+if(TITANS_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "TITANS_BUILD_FUZZERS needs Clang (libFuzzer): configure with "
+                        "CMAKE_CXX_COMPILER=clang++, e.g. `cmake --preset fuzz`")
+  endif()
+  list(APPEND _titans_sanitizers fuzzer-no-link)
 endif()
 if(_titans_sanitizers AND MSVC)
   message(FATAL_ERROR "TITANS_SANITIZE_* options are supported with GCC and Clang only")

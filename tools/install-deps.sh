@@ -14,6 +14,9 @@ packages=(
   libbenchmark-dev    # Google Benchmark
   libcli11-dev        # command-line parsing for the tools and examples
   clang-format        # tools/check_format.sh (clang-format 14, .clang-format)
+  clang               # the fuzz targets (fuzz/, docs/FUZZING.md): clang++ 14 with libFuzzer,
+  libclang-rt-14-dev  #   whose runtime is here,
+  libomp-dev          #   and clang's OpenMP runtime
   librsvg2-bin        # rsvg-convert: `--plot FILE.png` renders the plots' SVG to PNG
   python3             # tools/check_layers.py (standard library only)
   python3-torch       # the training twin (python/titans/torch) and its tests: torch 1.13, CPU
