@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "io/safetensors.hpp"
+#include "sanitizers.hpp"
 #include "svg_check.hpp"
 #include "titans/evals/eval.hpp"
 #include "titans/evals/plot.hpp"
@@ -492,13 +493,20 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
       EXPECT_NEAR(tokens_per_s * s_per_token, 1.0, 1e-9) << r;
       EXPECT_GT(r.at("last_piece_s_per_token").get<double>(), 0) << r;
       EXPECT_GT(r.at("peak_rss_bytes").get<int64_t>(), 1 << 20) << r;
-      // The session's own heap bytes: its state and caches, less than the whole process.
-      EXPECT_GT(r.at("session_bytes").get<int64_t>(), 1 << 16) << r;
+      // The session's own heap bytes: its state and caches, less than the whole process
+      // (unknown under ASan, whose allocator keeps no glibc statistics).
+      if (testing::kUnderAddressSanitizer) {
+        EXPECT_TRUE(r.at("session_bytes").is_null()) << r;
+      } else {
+        EXPECT_GT(r.at("session_bytes").get<int64_t>(), 1 << 16) << r;
+      }
     }
   }
   // full attention keeps every key: its session holds more than lmm's at the same context.
-  EXPECT_GT(records[3].at("session_bytes").get<int64_t>(),
-            records[1].at("session_bytes").get<int64_t>());
+  if (!testing::kUnderAddressSanitizer) {
+    EXPECT_GT(records[3].at("session_bytes").get<int64_t>(),
+              records[1].at("session_bytes").get<int64_t>());
+  }
   const std::string svg = ReadFile(Path("bench.svg"));
   EXPECT_EQ(testing::SvgProblem(svg), "") << svg;
   for (const char* text :

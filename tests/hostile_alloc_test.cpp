@@ -20,6 +20,7 @@
 #include "hostile_input.hpp"
 #include "io/safetensors.hpp"
 #include "ops/attention.hpp"
+#include "sanitizers.hpp"
 #include "scratch_dir.hpp"
 #include "titans/titans.hpp"
 
@@ -32,16 +33,7 @@ using testing::ScratchDir;
 // ---------------------------------------------------------------------------------------------
 // 3. Allocations: a small file cannot demand gigabytes; the attention cache grows.
 
-bool UnderAddressSanitizer() {
-#if defined(__SANITIZE_ADDRESS__)
-  return true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  return true;
-#endif
-#endif
-  return false;
-}
+bool UnderAddressSanitizer() { return testing::kUnderAddressSanitizer; }
 
 // Runs `call` in a child process whose address space may grow by at most `budget` bytes;
 // returns the child's exit status (0: call returned true).

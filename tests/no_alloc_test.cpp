@@ -8,15 +8,8 @@
 #include <vector>
 
 #include "alloc_counter.hpp"
+#include "sanitizers.hpp"
 #include "titans/titans.hpp"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define TITANS_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TITANS_ASAN 1
-#endif
-#endif
 
 namespace {
 void CountOne() {

@@ -83,9 +83,17 @@ inline int64_t PeakRssBytes() {
 }
 
 // Heap bytes this process has allocated and not freed (glibc: mallinfo2, every arena and the
-// mmapped blocks); -1 without glibc 2.33 or later.
+// mmapped blocks); -1 without glibc 2.33 or later, and under AddressSanitizer, whose allocator
+// replaces glibc's (mallinfo2 then reports nothing).
 inline int64_t HeapBytesInUse() {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)  // clang's spelling of __SANITIZE_ADDRESS__
+#define TITANS_EVALS_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(TITANS_EVALS_ASAN)
+  return -1;
+#elif defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
   const struct mallinfo2 info = mallinfo2();
   return static_cast<int64_t>(info.uordblks + info.hblkhd);
 #else
