@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fails (and lists the files) when a C++ file of the repository is not as clang-format (14, with
-# .clang-format) writes it. `tools/check_format.sh --fix` rewrites them instead. Skipped:
+# Fails (and lists the files) when a C or C++ file of the repository is not as clang-format (14,
+# with .clang-format) writes it. `tools/check_format.sh --fix` rewrites them instead. Skipped:
 # examples/readme_memory/main.cpp, which the README shows verbatim with its comments aligned
 # for reading (ctest readme_examples keeps the two equal).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-mapfile -t files < <(git ls-files '*.cpp' '*.hpp' '*.h' | grep -v '^examples/readme_memory/main.cpp$')
+mapfile -t files < <(git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | grep -v '^examples/readme_memory/main.cpp$')
 if [ "${1:-}" = "--fix" ]; then
   clang-format -i "${files[@]}"
   exit 0

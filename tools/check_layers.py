@@ -9,7 +9,8 @@ including file may use. The layers, lowest first:
 
     public API   include/titans/: error.hpp, tensor.hpp < memory_config.hpp, memory.hpp
                  < model_config.hpp, model.hpp, session.hpp, titans.hpp (each group may include
-                 only the groups before it and itself)
+                 only the groups before it and itself); titans.h, the C API, is a group of
+                 its own that includes no header of the repository
     ops          src/ops/         kernels and helpers: the base public headers only
     io           src/io/          safetensors and checked files: the base public headers only
     memory       src/memory/      ops, io and the public API up to memory.hpp
@@ -17,9 +18,11 @@ including file may use. The layers, lowest first:
                                   architecture includes architecture.hpp and its own files, not
                                   another architecture's
     reference    src/reference/   naive references (tests, benchmarks): ops, public memory API
+    capi         src/capi/        the C API's implementation: titans.h, the whole public C++ API
+                                  and io
     evals        evals/           the public API and io
     tools        tools/           the command-line programs: the public API, io and evals only
-    examples     examples/        the public API and evals
+    examples     examples/        the public API (also titans.h) and evals
 
 src/error.cpp implements error.hpp and includes only the base public headers. tests/ and bench/
 are white-box and may include anything. A file under src/ outside these directories, a public
@@ -37,7 +40,7 @@ import re
 import sys
 from pathlib import Path
 
-SOURCE_SUFFIXES = {".cpp", ".hpp", ".h", ".cc"}
+SOURCE_SUFFIXES = {".cpp", ".hpp", ".h", ".cc", ".c"}
 INCLUDE_ROOTS = ["include", "src", "evals/include"]
 CHECKED_DIRS = ["include", "src", "evals", "tools", "examples"]
 
@@ -51,6 +54,7 @@ PUBLIC = {
     "model.hpp": "api-model",
     "session.hpp": "api-model",
     "titans.hpp": "api-model",
+    "titans.h": "api-c",
 }
 
 API = {"api-base", "api-memory", "api-model"}
@@ -58,18 +62,20 @@ ALLOWED = {
     "api-base": {"api-base"},
     "api-memory": {"api-base", "api-memory"},
     "api-model": API,
+    "api-c": {"api-c"},
     "base": {"api-base"},
     "ops": {"api-base", "ops"},
     "io": {"api-base", "io"},
     "memory": {"api-base", "api-memory", "ops", "io", "memory"},
     "model": API | {"ops", "io", "memory", "model"},
     "reference": {"api-base", "api-memory", "ops", "reference"},
+    "capi": API | {"api-c", "io", "capi"},
     "evals": API | {"io", "evals"},
     "tools": API | {"io", "evals", "tools"},
-    "examples": API | {"evals", "examples"},
+    "examples": API | {"api-c", "evals", "examples"},
 }
 
-SRC_LAYERS = {"ops", "io", "memory", "model", "reference"}
+SRC_LAYERS = {"ops", "io", "memory", "model", "reference", "capi"}
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 
@@ -86,7 +92,7 @@ def layer_of(rel: str) -> str | None:
             return "base"
         if len(parts) >= 3 and parts[1] in SRC_LAYERS:
             return parts[1]
-        return f"!{rel} is in no layer (src/ops, io, memory, model, reference)"
+        return f"!{rel} is in no layer (src/ops, io, memory, model, reference, capi)"
     if parts[0] in ("evals", "tools", "examples"):
         return parts[0]
     return None  # tests/, bench/: white-box

@@ -9,6 +9,7 @@
 // Model it runs is shared and never modified. One session is used by one thread at a time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -95,6 +96,10 @@ class Session {
   // error the session is left as it was.
   void Save(const std::string& path) const;
   void Load(const std::string& path);
+  // The same with the file's bytes in memory: SaveToBytes returns exactly what Save writes to
+  // the file, LoadFromBytes makes the same checks as Load (the bytes are not kept).
+  std::vector<std::byte> SaveToBytes() const;
+  void LoadFromBytes(std::span<const std::byte> bytes);
 
  private:
   void RequireUsable(const char* what) const;  // Error(kNumerical) while broken

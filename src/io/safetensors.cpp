@@ -402,12 +402,13 @@ struct SafetensorsFile::Mapping {
   std::string path;
   const std::byte* data = nullptr;
   size_t size = 0;
+  bool mapped = false;  // false: `data` is the caller's buffer (FromBytes), not a mapping
 
   explicit Mapping(std::string file_path) : path(std::move(file_path)) {}
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping() {
-    if (data != nullptr) ::munmap(const_cast<std::byte*>(data), size);
+    if (mapped && data != nullptr) ::munmap(const_cast<std::byte*>(data), size);
   }
 };
 
@@ -440,7 +441,30 @@ SafetensorsFile SafetensorsFile::Open(const std::string& path) {
   if (addr == MAP_FAILED) FailErrno(path, "cannot map");
   file.mapping_->data = static_cast<const std::byte*>(addr);
   file.mapping_->size = size;
-  const std::span<const std::byte> bytes(file.mapping_->data, size);
+  file.mapping_->mapped = true;
+  file.Parse();
+  return file;
+}
+
+SafetensorsFile SafetensorsFile::FromBytes(std::span<const std::byte> bytes,
+                                           const std::string& name) {
+  if (bytes.size() < 8) {
+    Fail(ErrorCode::kFormat, name,
+         std::to_string(bytes.size()) + " bytes, too short for the 8-byte header length");
+  }
+  SafetensorsFile file;
+  file.mapping_ = std::make_unique<Mapping>(name);
+  file.mapping_->data = bytes.data();
+  file.mapping_->size = bytes.size();
+  file.Parse();
+  return file;
+}
+
+void SafetensorsFile::Parse() {
+  const std::string& path = mapping_->path;
+  const uint64_t size = mapping_->size;
+  const std::span<const std::byte> bytes(mapping_->data, mapping_->size);
+  SafetensorsFile& file = *this;
 
   // [0, 8): header length N (u64 LE); [8, 8 + N): JSON header; [8 + N, size): tensor data.
   uint64_t header_size = 0;
@@ -477,7 +501,6 @@ SafetensorsFile SafetensorsFile::Open(const std::string& path) {
     }
   }
   CheckTiling(path, file.tensors_, data);
-  return file;
 }
 
 const TensorRecord* SafetensorsFile::Find(const std::string& name) const {
@@ -508,15 +531,18 @@ void SafetensorsFile::ReadF32(const std::string& name, const std::vector<int64_t
   if (!out.empty()) std::memcpy(out.data(), t->bytes.data(), t->bytes.size());
 }
 
-void WriteSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
-                      const std::vector<TensorToWrite>& tensors) {
-  // Everything is checked and the header built before the file is created.
+namespace {
+
+// The header (padded so that the data starts at a multiple of kAlignment) and every tensor's
+// byte count, after checking the tensors; `path` names the output in messages.
+std::string EncodeHeader(const std::string& path,
+                         const std::map<std::string, std::string>& metadata,
+                         const std::vector<TensorToWrite>& tensors, std::vector<size_t>& sizes) {
   auto invalid = [&](const std::string& problem) {
     Fail(ErrorCode::kInvalidArgument, path, problem);
   };
   Json header = Json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<size_t> sizes;  // bytes of each tensor
   uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
     if (t.name == "__metadata__" || header.contains(t.name)) {
@@ -544,6 +570,16 @@ void WriteSafetensors(const std::string& path, const std::map<std::string, std::
     invalid(std::string("cannot encode the header: ") + e.what());
   }
   text.append((kAlignment - text.size() % kAlignment) % kAlignment, ' ');  // 8 + N = 0 mod 8
+  return text;
+}
+
+}  // namespace
+
+void WriteSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
+                      const std::vector<TensorToWrite>& tensors) {
+  // Everything is checked and the header built before the file is created.
+  std::vector<size_t> sizes;  // bytes of each tensor
+  const std::string text = EncodeHeader(path, metadata, tensors, sizes);
   const uint64_t header_size = text.size();
 
   TempFile file(path);
@@ -553,6 +589,27 @@ void WriteSafetensors(const std::string& path, const std::map<std::string, std::
     if (sizes[i] > 0) file.Write(tensors[i].data, sizes[i]);
   }
   file.Commit();
+}
+
+std::vector<std::byte> SerializeSafetensors(const std::string& name,
+                                            const std::map<std::string, std::string>& metadata,
+                                            const std::vector<TensorToWrite>& tensors) {
+  std::vector<size_t> sizes;
+  const std::string text = EncodeHeader(name, metadata, tensors, sizes);
+  const uint64_t header_size = text.size();
+  size_t total = sizeof header_size + text.size();
+  for (size_t bytes : sizes) total += bytes;
+  std::vector<std::byte> out(total);
+  std::byte* p = out.data();
+  std::memcpy(p, &header_size, sizeof header_size);
+  p += sizeof header_size;
+  std::memcpy(p, text.data(), text.size());
+  p += text.size();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (sizes[i] > 0) std::memcpy(p, tensors[i].data, sizes[i]);
+    p += sizes[i];
+  }
+  return out;
 }
 
 void WriteFileAtomically(const std::string& path, std::string_view contents) {

@@ -34,6 +34,9 @@ struct TensorRecord {
 class SafetensorsFile {
  public:
   static SafetensorsFile Open(const std::string& path);  // throws titans::Error
+  // The same checks on a safetensors image in memory, which is not copied: `bytes` must outlive
+  // the returned object. `name` stands for the path in error messages.
+  static SafetensorsFile FromBytes(std::span<const std::byte> bytes, const std::string& name);
   SafetensorsFile(SafetensorsFile&&) noexcept;
   SafetensorsFile& operator=(SafetensorsFile&&) noexcept;
   ~SafetensorsFile();
@@ -49,6 +52,7 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  void Parse();  // header and tensor records of mapping_'s bytes
   struct Mapping;
   std::unique_ptr<Mapping> mapping_;
   std::map<std::string, std::string> metadata_;
@@ -66,6 +70,12 @@ struct TensorToWrite {
 // On error `path` is untouched and the temporary file removed; throws Error(kIo).
 void WriteSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
                       const std::vector<TensorToWrite>& tensors);
+
+// The bytes WriteSafetensors would write to a file, in memory; `name` stands for the path in
+// error messages. Throws Error(kInvalidArgument) as WriteSafetensors does.
+std::vector<std::byte> SerializeSafetensors(const std::string& name,
+                                            const std::map<std::string, std::string>& metadata,
+                                            const std::vector<TensorToWrite>& tensors);
 
 // Writes `contents` to `path` the same atomic way (the command-line program's JSON and SVG
 // outputs). Throws Error(kIo).

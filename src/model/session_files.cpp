@@ -10,9 +10,13 @@
 //             "layers.<l>.attention.keys", ".values" F32 [count, kv_heads * head_dim]: the
 //             cache's rows in chronological order (count = min(window, cache position)).
 // Load builds a complete new state and checks it before replacing the session's, so a failed
-// Load leaves the session as it was. docs/FILE_FORMAT.md describes the format.
+// Load leaves the session as it was. SaveToBytes / LoadFromBytes are Save / Load with the file's
+// bytes in memory (the same bytes, the same checks). docs/FILE_FORMAT.md describes the format.
 #include <algorithm>
+#include <cstddef>
+#include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -32,11 +36,10 @@ std::string Prefix(size_t layer, const char* part) {
   return "layers." + std::to_string(layer) + "." + part + ".";
 }
 
-}  // namespace
-
-void Session::Save(const std::string& path) const {
-  RequireUsable("Save");
-  const ModelConfig& c = model_->config();
+// Hands the session file's metadata and tensors of `state` to `write` (which writes a file or
+// serializes them): the tensors point into buffers that live until `write` returns.
+template <class Write>
+void WriteState(const ModelConfig& c, const session::State& state, Write&& write) {
   // The tensors point into these buffers until the file is written.
   std::vector<int64_t> scalars;
   scalars.reserve(1 + 3 * c.layers.size());
@@ -46,7 +49,6 @@ void Session::Save(const std::string& path) const {
     scalars.push_back(value);
     tensors.push_back({std::move(name), io::DType::kI64, {1}, &scalars.back()});
   };
-  const session::State& state = impl_->state;
   scalar("position", state.position);
   for (size_t l = 0; l < c.layers.size(); ++l) {
     if (const MemorySession* memory = state.memory[l].get()) {
@@ -75,15 +77,18 @@ void Session::Save(const std::string& path) const {
       }
     }
   }
-  io::WriteSafetensors(
-      path,
-      {{"format", kSessionFormat}, {"format_version", kFormatVersion}, {"config", c.ToJson()}},
+  write(
+      std::map<std::string, std::string>{
+          {"format", kSessionFormat}, {"format_version", kFormatVersion}, {"config", c.ToJson()}},
       tensors);
 }
 
-void Session::Load(const std::string& path) {
-  const ModelConfig& c = model_->config();
-  const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
+// The complete state a session file holds, checked against the session's model; `path` names
+// the file (or the bytes) in messages.
+session::State ReadState(const Model& model, const arch::Runner& runner,
+                         const SessionOptions& options, const io::SafetensorsFile& file,
+                         const std::string& path) {
+  const ModelConfig& c = model.config();
   const ModelConfig saved = io::ParseConfig<ModelConfig>(
       path, io::CheckHeader(path, file, "session", kSessionFormat, kFormatVersion));
   if (!(saved == c)) {
@@ -91,7 +96,6 @@ void Session::Load(const std::string& path) {
              "session saved for another model config: file " + io::Truncated(saved.ToJson()) +
                  ", this model " + io::Truncated(c.ToJson()));
   }
-  const arch::Runner& runner = *impl_->runner;
   session::State next;
   next.position = io::ReadI64Scalar(path, file, "position");
   std::set<std::string> scalars{"position"};
@@ -100,7 +104,7 @@ void Session::Load(const std::string& path) {
   for (size_t l = 0; l < c.layers.size(); ++l) {
     if (!HasMemory(c.layers[l])) continue;
     const std::string prefix = Prefix(l, "memory");
-    MemoryState& s = memory_states[l] = MemoryState::Initial(*model_->memory(static_cast<int>(l)));
+    MemoryState& s = memory_states[l] = MemoryState::Initial(*model.memory(static_cast<int>(l)));
     s.position = io::ReadI64Scalar(path, file, prefix + "position");
     s.pending = static_cast<int>(
         std::clamp<int64_t>(io::ReadI64Scalar(path, file, prefix + "pending"), -1, 1 << 30));
@@ -138,8 +142,7 @@ void Session::Load(const std::string& path) {
   try {
     for (size_t l = 0; l < c.layers.size(); ++l) {
       if (HasMemory(c.layers[l])) {
-        auto memory =
-            std::make_unique<MemorySession>(model_->memory(static_cast<int>(l)), options_);
+        auto memory = std::make_unique<MemorySession>(model.memory(static_cast<int>(l)), options);
         memory->SetState(std::move(memory_states[l]));
         if (memory->position() != runner.MemoryPosition(next.position)) {
           throw Error(ErrorCode::kInvalidArgument,
@@ -172,6 +175,40 @@ void Session::Load(const std::string& path) {
   } catch (const Error& e) {
     io::Fail(ErrorCode::kFormat, path, e.what());
   }
+  return next;
+}
+
+// The name of a session's bytes in error messages (in place of a path).
+constexpr const char* kBytesName = "session bytes";
+
+}  // namespace
+
+void Session::Save(const std::string& path) const {
+  RequireUsable("Save");
+  WriteState(model_->config(), impl_->state, [&](const auto& metadata, const auto& tensors) {
+    io::WriteSafetensors(path, metadata, tensors);
+  });
+}
+
+std::vector<std::byte> Session::SaveToBytes() const {
+  RequireUsable("SaveToBytes");
+  std::vector<std::byte> bytes;
+  WriteState(model_->config(), impl_->state, [&](const auto& metadata, const auto& tensors) {
+    bytes = io::SerializeSafetensors(kBytesName, metadata, tensors);
+  });
+  return bytes;
+}
+
+void Session::Load(const std::string& path) {
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
+  session::State next = ReadState(*model_, *impl_->runner, options_, file, path);
+  impl_->state = std::move(next);
+  impl_->broken.clear();
+}
+
+void Session::LoadFromBytes(std::span<const std::byte> bytes) {
+  const io::SafetensorsFile file = io::SafetensorsFile::FromBytes(bytes, kBytesName);
+  session::State next = ReadState(*model_, *impl_->runner, options_, file, kBytesName);
   impl_->state = std::move(next);
   impl_->broken.clear();
 }
