@@ -113,11 +113,11 @@ struct SessionOptions {
   // The engine's one threading rule (src/ops/threading.hpp): a parallel region (a memory unit or
   // tile, a matrix product, an attention call) takes one thread per this many FLOPs of its work
   // between two synchronisations, up to `threads`. A barrier costs tens of microseconds on
-  // this kind of VM and a thread whose core is busy far more, so a thread joins only for a
-  // few hundred microseconds of work: a memory unit of 1e8 FLOPs (three barriers), an
-  // attention call or a product of 3e7 (docs/PERFORMANCE.md). 0: every thread always joins
-  // (tests use it to exercise threading).
-  double min_flops_per_thread = 3e7;
+  // this kind of VM, so a thread joins only for some tens of microseconds of work: an attention
+  // call or a product of 4e6 FLOPs, a memory unit of 1e8 (it counts as 25 synchronisations:
+  // three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every thread always
+  // joins (tests use it to exercise threading).
+  double min_flops_per_thread = 4e6;
 };
 
 class MemorySession {

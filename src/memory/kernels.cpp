@@ -162,10 +162,11 @@ void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState&
     const float* x = write ? store + t0 * d : nullptr;
     const float* r = retrieve + t0 * d;
     float* o = out + t0 * d_out;
-    // The work between two synchronisations (ops::TeamSize): a third of a unit's when it writes
-    // (three barriers per unit), the tile's rows when it only reads (the region's own).
+    // The work between two synchronisations (ops::TeamSize): a unit's share when it writes
+    // (ops::kMemoryUnitSynchronisations), the tile's rows when it only reads (the region's own).
     const double work =
-        write ? c.FlopsPerToken() * std::min(rows, c.unit()) / 3.0 : c.FlopsPerToken() * rows;
+        write ? c.FlopsPerToken() * std::min(rows, c.unit()) / ops::kMemoryUnitSynchronisations
+              : c.FlopsPerToken() * rows;
     const int team = ops::TeamSize(work, threads_, min_flops_per_thread_);
     if (team == 1) {
       RunTile(memory, state, x, r, rows, o, write, Part{0, 1});

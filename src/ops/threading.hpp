@@ -12,10 +12,17 @@ namespace titans::ops {
 
 // The default of SessionOptions::min_flops_per_thread (static_assert in src/memory/session.cpp):
 // a synchronisation (a region's start and end, a barrier) costs tens of microseconds on a
-// shared VM, and a thread whose core is busy far more. Measured (docs/PERFORMANCE.md): a memory
-// unit (three barriers) paid for a second thread from about 1e8 FLOPs; the attention kernel and
-// large products (one region each) from a few 1e7.
-constexpr double kMinFlopsPerThread = 3e7;
+// shared VM, and a thread whose core is busy far more. Measured (docs/PERFORMANCE.md): the split
+// products of the model's stack and the attention kernel (one region each) pay for a second
+// thread from a few 1e6 FLOPs each, as a 64-token piece of a d = 256 stack has. (3e7, tried,
+// kept such a model's prefill on one thread when given two.)
+constexpr double kMinFlopsPerThread = 4e6;
+
+// A memory unit counts as this many synchronisations when its work is shared out: it has three
+// barriers, and much of its time goes to passes over the weights, momentum and base (bandwidth-
+// bound: a second core gains little). Measured on the memory grid (docs/PERFORMANCE.md): two
+// threads pay only from about 2e8 FLOPs per unit, 25 x 2 x kMinFlopsPerThread.
+constexpr double kMemoryUnitSynchronisations = 25;
 
 // One thread per min_flops_per_thread FLOPs of `flops` (the work between two synchronisations),
 // at least 1, at most `threads` and `items` (the pieces the work comes in).
