@@ -866,7 +866,7 @@ PYBIND11_MODULE(_titans, m) {
           },
           "The state's health: norms of the fast weights, finite, all zero.");
 
-  // --- private: the engine's own loops, timed in C++ for python/bench_overhead.py
+  // --- private: the engine's own loops, timed in C++ for tools/bench_python.py
   m.def(
       "_decode_loop_seconds",
       [](PySession& self, py::handle tokens) {
