@@ -168,6 +168,18 @@ def test_model_properties(model, model_path):
     assert titans.Model.load(str(model_path)).config == model.config  # str or PathLike
 
 
+@needs_cli
+def test_random_is_titans_make_model(model, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    cli("make-model", tmp_path / "made.safetensors", "--config", config, "--seed", 3)
+    made = titans.Model.load(tmp_path / "made.safetensors").tensors()
+    ours = model.tensors()
+    assert made.keys() == ours.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], made[name], err_msg=name)
+
+
 def test_tensors_round_trip_through_from_tensors(model):
     tensors = model.tensors()
     assert tensors["embedding"].shape == (V, D) and tensors["embedding"].dtype == np.float32
