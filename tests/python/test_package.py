@@ -598,6 +598,21 @@ def test_two_threads_with_two_sessions_run_in_parallel(model):
     for a, b in zip(threaded, sequential):
         np.testing.assert_array_equal(a, b)
 
+    # The same from the other side, which a busy machine does not blur: while one thread
+    # computes, the main thread keeps running Python (with the GIL held during compute, its
+    # longest pause would be the whole forward).
+    worker = threading.Thread(target=run, args=(threaded, 0))
+    start = time.perf_counter()
+    worker.start()
+    last, pause, steps = time.perf_counter(), 0.0, 0
+    while worker.is_alive():
+        now = time.perf_counter()
+        pause, last, steps = max(pause, now - last), now, steps + 1
+        time.sleep(0.001)
+    worker.join()
+    print(f"GIL release: during a {time.perf_counter() - start:.3f} s forward in another thread "
+          f"the main thread ran {steps} steps, its longest pause {1e3 * pause:.1f} ms")
+
 
 def test_one_session_shared_by_two_threads_takes_turns(model):
     s = session(model)
