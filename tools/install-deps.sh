@@ -22,6 +22,9 @@ packages=(
   python3-torch       # the training twin (python/titans/torch) and its tests: torch 1.13, CPU
   python3-numpy       # training data sampler, tests
   python3-pytest      # tests/python
+  python3-dev         # the Python package (python/, docs/PYTHON.md): Python.h for its extension,
+  python3-venv        #   a venv to pip install it into (Debian's pip refuses system installs),
+  pybind11-dev        #   pybind11 (the pip build fetches scikit-build-core from PyPI)
   libopenblas0-openmp # a fast BLAS for Debian's torch (its default is the reference BLAS, ~10x slower)
   bible-kjv           # training and held-out text (tools/prepare_data.py): the `bible` program
   bible-kjv-text      #   and the King James Version

@@ -1,0 +1,847 @@
+"""Convert a titans-pytorch `NeuralMemory` or `MemoryAsContextTransformer` for the engine.
+
+Importing this module imports torch and titans-pytorch (tools/requirements-goldens.txt);
+`import titans` does not: `titans.convert_titans_pytorch` imports it when called.
+
+A NeuralMemory becomes an engine memory (docs/STATE_FORMAT.md, `NeuralMemory::Load`): the
+MemoryConfig of the engine's `MemoryConfig::TitansPytorch` preset and one F32 tensor per weight
+the config uses (src/memory/weights.cpp, ForEachWeight). A file of it is safetensors with the
+metadata
+    format = "titans.memory", format_version = "1", config = MemoryConfig JSON.
+
+A MemoryAsContextTransformer becomes an engine model (docs/FILE_FORMAT.md, `Model::Load`): a
+ModelConfig with architecture "titans_pytorch_mac" and its tensor table
+(src/model/arch/titans_pytorch_mac_weights.hpp); a file of it has the metadata
+    format = "titans.model", format_version = "1", config = ModelConfig JSON.
+docs/TITANS_PYTORCH.md has the full tables. Every option the engine cannot reproduce is refused
+with an `UnsupportedError` that names it; nothing is dropped silently.
+
+In process (no file; the result runs in the engine at once):
+
+    import titans
+    memory = titans.convert_titans_pytorch(neural_memory)        # -> titans.NeuralMemory
+    model = titans.convert_titans_pytorch(mac_transformer)       # -> titans.Model
+    model = titans.convert_titans_pytorch(state_dict, kwargs)    # module built from kwargs
+
+To files (this module's functions, as tools/convert_titans_pytorch.py has always offered):
+
+    from titans.convert import convert, convert_mac
+    convert(neural_memory, "memory.safetensors")            # returns the config dict
+    convert_mac(mac_transformer, "model.safetensors")       # likewise
+
+From the command line (a state_dict plus the constructor arguments as JSON; a NeuralMemory
+itself cannot be pickled with torch.save, its per-sample gradient function is a closure):
+
+    python tools/convert_titans_pytorch.py --state-dict mem.pt --kwargs kwargs.json \
+        --out memory.safetensors [--prefix mem.] [--ttt-batch-size 64]
+    python tools/convert_titans_pytorch.py --state-dict mac.pt --kwargs mac_kwargs.json \
+        --out model.safetensors
+
+kwargs.json holds the keyword arguments of `NeuralMemory(...)` or
+`MemoryAsContextTransformer(...)` (recognised by its num_tokens; or say --class). Arguments that
+are Python objects are written as: "activation": "silu" (nn.SiLU) or null; "model" (NeuralMemory)
+and "neural_memory_model" (MAC): {"type": "MemoryMLP", "depth": 2, "expansion_factor": 4.0} (the
+only memory model the engine runs); "neural_memory_kwargs" as a JSON object of NeuralMemory
+arguments. Anything else that is not plain JSON cannot be described and is refused.
+
+Tested with the versions in tools/requirements-goldens.txt (titans-pytorch 0.5.5, torch 2.x).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import struct
+import sys
+from collections import OrderedDict
+from importlib.metadata import version as package_version
+
+import numpy as np
+import torch
+from torch import nn
+
+from titans_pytorch import neural_memory as tp_nm
+from titans_pytorch import memory_models as tp_mm
+
+FORMAT = "titans.memory"
+FORMAT_VERSION = "1"
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)  # 1.1920928955078125e-07
+LAYER_NORM_EPS = 1e-5  # titans-pytorch memory_models.LayerNorm: nn.LayerNorm default
+
+
+class UnsupportedError(ValueError):
+    """A NeuralMemory option the engine does not reproduce (the message names it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# safetensors writing (hand-written so the tensor order is the engine's and no extra package is
+# needed): 8-byte LE header length, JSON header padded with spaces to a multiple of 8, then the
+# raw little-endian tensors tiling the data section exactly, in the order given.
+
+_DTYPES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64",
+           np.dtype("int32"): "I32", np.dtype("int64"): "I64"}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: sequence of (name, numpy array); metadata: dict str -> str."""
+    header = OrderedDict()
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blobs, offset = [], 0
+    for name, array in tensors:
+        array = np.ascontiguousarray(array)
+        if array.dtype not in _DTYPES:
+            raise TypeError(f"tensor {name!r}: unsupported dtype {array.dtype}")
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _DTYPES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((-len(text)) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+def _refuse(problems):
+    if problems:
+        raise UnsupportedError(
+            "the titans engine cannot run this NeuralMemory: " + "; ".join(problems))
+
+
+def _rms_eps(norm, dtype):
+    """The eps nn.RMSNorm uses: its own, or (eps=None) finfo(input dtype).eps.
+
+    torch: fp16/bf16/fp32 inputs use the float32 eps, fp64 inputs the float64 eps; a model's
+    inputs have its parameters' dtype (`dtype`)."""
+    if norm.eps is not None:
+        return float(norm.eps)
+    return float(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps)
+
+
+def _qkv_linear(m):
+    """The nn.Linear of to_queries / to_keys / to_values: bare, or Sequential(Linear, act)."""
+    if type(m) is nn.Linear:
+        return m
+    if type(m) is nn.Sequential and len(m) >= 1 and type(m[0]) is nn.Linear:
+        return m[0]
+    return None
+
+
+def _qkv_activation(mem, problems):
+    """Returns 'none' or 'silu' from to_queries / to_keys / to_values (activation=...)."""
+    names = []
+    for attr in ("to_queries", "to_keys", "to_values"):
+        m = getattr(mem, attr)
+        if type(m) is nn.Linear:
+            names.append("none")
+        elif type(m) is nn.Sequential and len(m) == 2 and type(m[0]) is nn.Linear:
+            act = m[1]
+            if type(act) is nn.SiLU:
+                names.append("silu")
+            else:
+                problems.append(f"activation={type(act).__name__} (only None and nn.SiLU are "
+                                f"supported)")
+                names.append(None)
+        else:
+            problems.append(f"{attr} has an unexpected structure ({type(m).__name__})")
+            names.append(None)
+    if len(set(names)) != 1:
+        problems.append("to_queries / to_keys / to_values use different activations")
+    return names[0]
+
+
+def _step_max_lr(mem, problems):
+    t = mem.adaptive_step_transform
+    if (isinstance(t, functools.partial) and t.func is tp_nm.default_adaptive_step_transform
+            and not t.args and set(t.keywords) == {"max_lr"}):
+        return float(t.keywords["max_lr"])
+    problems.append("adaptive_step_transform is a custom function (only the default "
+                    "sigmoid(x) * default_step_transform_max_lr is supported)")
+    return None
+
+
+def memory_config(mem, ttt_batch_size=None, identical_views=False):
+    """MemoryConfig JSON (dict, keys in MemoryConfig::ToJson order) for a NeuralMemory.
+
+    ttt_batch_size: the `ttt_batch_size` you pass to forward(), if any (it overrides the
+    constructor's batch_size; no tensor or attribute records it).
+    identical_views: the caller feeds the same tensor as every view of a
+    `qkv_receives_diff_views` memory (MemoryAsContextTransformer without the qkv layer
+    selector), which computes exactly what a memory without diff views computes."""
+    if not isinstance(mem, tp_nm.NeuralMemory):
+        raise TypeError(f"expected titans_pytorch.NeuralMemory, got {type(mem).__name__}")
+    problems = []
+
+    # Widths and the memory model.
+    heads = int(mem.heads)
+    to_q = _qkv_linear(mem.to_queries)
+    if to_q is None or to_q.bias is not None:
+        problems.append("to_queries is not a Linear without bias (optionally + activation)")
+        _refuse(problems)
+    d_model, inner = to_q.in_features, to_q.out_features
+    head_dim = inner // heads
+
+    model = mem.memory_model
+    if type(model) is tp_mm.ResidualNorm:
+        output = "ln_residual"
+        if type(model.norm) is not tp_mm.LayerNorm or model.norm.ln.elementwise_affine:
+            problems.append("memory model norm is not titans_pytorch LayerNorm")
+        elif abs(model.norm.ln.eps - LAYER_NORM_EPS) > 0:
+            problems.append(f"memory model LayerNorm eps {model.norm.ln.eps} (engine: 1e-5)")
+        mlp = model.model
+    else:
+        output = "plain"  # mem_model_norm_add_residual=False
+        mlp = model
+    if type(mlp) is not tp_mm.MemoryMLP:
+        problems.append(f"memory model {type(mlp).__name__} (only the default MemoryMLP, with "
+                        f"or without the ResidualNorm wrapper, is supported)")
+        _refuse(problems)
+    depth = len(mlp.weights)
+    hidden = int(mlp.weights[0].shape[1]) if depth > 1 else 4 * head_dim
+    expansion = np.float32(hidden / head_dim)
+    if int(np.float32(head_dim) * expansion) != hidden:  # the engine's int(dh * expansion)
+        expansion = np.nextafter(expansion, np.float32(np.inf))
+    if depth > 1 and int(np.float32(head_dim) * expansion) != hidden:
+        problems.append(f"hidden width {hidden} is not int(dim_head * e) for a float32 e")
+    for i, w in enumerate(mlp.weights):
+        want = (head_dim if i == 0 else hidden, head_dim if i == depth - 1 else hidden)
+        if tuple(w.shape) != want:
+            problems.append(f"MemoryMLP weights.{i} has shape {tuple(w.shape)}, expected {want}")
+
+    # Chunking.
+    retrieve_chunk, store_chunk = int(mem.retrieve_chunk_size), int(mem.store_chunk_size)
+    if retrieve_chunk != store_chunk:
+        problems.append(f"chunk_size=({retrieve_chunk}, {store_chunk}): retrieve and store "
+                        f"chunk sizes differ")
+    batch_size = ttt_batch_size if ttt_batch_size is not None else mem.batch_size
+    batch_size = 0 if batch_size is None else int(batch_size)
+    if batch_size % store_chunk != 0:
+        problems.append(f"batch_size {batch_size} is not a multiple of chunk_size {store_chunk}")
+
+    # Options that change the computation in ways the engine does not reproduce.
+    if mem.num_kv_per_token != 1:
+        problems.append(f"num_kv_per_token={mem.num_kv_per_token}")
+    if mem.qkv_receives_diff_views and not identical_views:
+        problems.append("qkv_receives_diff_views=True (keys and values from different inputs)")
+    if mem.to_layer_modulation is not None:
+        problems.append("per_parameter_lr_modulation=True")
+    if type(mem.reduce_to_chunk_rep) is not tp_nm.AveragePool:
+        problems.append("attn_pool_chunks=True")
+    if mem.momentum_order != 1:
+        problems.append(f"momentum_order={mem.momentum_order}")
+    if mem.to_learned_momentum_combine is not None:
+        problems.append("learned_momentum_combine=True")
+    if mem.max_grad_norm is not None:
+        problems.append(f"max_grad_norm={mem.max_grad_norm}")
+    if mem.spectral_norm_surprises:
+        problems.append("spectral_norm_surprises=True")
+    if mem.to_learned_weight_residual_mix is not None:
+        problems.append("accept_weight_residual=True")
+    if mem.transition_gate is not None:
+        problems.append("gated_transition=True")
+    if getattr(mem, "store_with_lookahead_value", False):
+        problems.append("store_with_lookahead_value=True")
+    if not isinstance(mem.multihead_rmsnorm, nn.Identity):
+        problems.append("post_rmsnorm=True")
+    if mem.store_memory_loss_fn is not tp_nm.default_loss_fn:
+        problems.append("store_memory_loss_fn is custom (only the default mean squared error)")
+    max_lr = _step_max_lr(mem, problems)
+    qkv_activation = _qkv_activation(mem, problems)
+    for attr in ("to_keys", "to_values"):
+        lin = _qkv_linear(getattr(mem, attr))
+        if (lin is None or lin.in_features != d_model or lin.out_features != inner or
+                lin.bias is not None):
+            problems.append(f"{attr} is not a Linear ({inner}, {d_model}) without bias")
+    momentum = mem.to_momentum is not None
+
+    # Norms.
+    eps = set()
+    if isinstance(mem.store_norm, nn.RMSNorm) and isinstance(mem.retrieve_norm, nn.RMSNorm):
+        pre_norm = True
+        for name in ("store_norm", "retrieve_norm"):
+            n = getattr(mem, name)
+            if n.weight is None:
+                problems.append(f"{name} has no learned gain")
+            eps.add(_rms_eps(n, n.weight.dtype if n.weight is not None else torch.float32))
+    elif isinstance(mem.store_norm, nn.Identity) and isinstance(mem.retrieve_norm, nn.Identity):
+        pre_norm = False
+    else:
+        problems.append("store_norm / retrieve_norm are not nn.RMSNorm (or both Identity)")
+        pre_norm = False
+    if isinstance(mem.q_norm, tp_nm.MultiheadRMSNorm):
+        qk_norm = "rms"
+        for name in ("q_norm", "k_norm"):
+            eps.add(_rms_eps(getattr(mem, name).rmsnorm, getattr(mem, name).gamma.dtype))
+    elif isinstance(mem.q_norm, nn.Identity) and isinstance(mem.k_norm, nn.Identity):
+        qk_norm = "none"
+    else:
+        problems.append("q_norm / k_norm are not MultiheadRMSNorm (or both Identity)")
+        qk_norm = "none"
+    if len(eps) > 1:
+        problems.append(f"RMSNorms use different eps values {sorted(eps)} (the engine has one)")
+    rms_eps = eps.pop() if eps else FLOAT32_EPS
+
+    # Heads.
+    if heads > 1:
+        if not (isinstance(mem.retrieve_gate, nn.Sequential) and
+                type(mem.retrieve_gate[0]) is nn.Linear and mem.retrieve_gate[0].bias is None):
+            problems.append("retrieve_gate has an unexpected structure")
+        if type(mem.combine_heads) is not nn.Linear or mem.combine_heads.bias is not None:
+            problems.append("combine_heads has an unexpected structure")
+    elif head_dim != d_model:
+        problems.append("heads=1 needs dim_head == dim")
+
+    _refuse(problems)
+    config = OrderedDict()
+    config["d_model"] = d_model
+    config["heads"] = heads
+    config["head_dim"] = head_dim
+    config["depth"] = depth
+    config["expansion"] = float(expansion)
+    config["activation"] = "gelu"
+    config["output"] = output
+    config["layer_norm_eps"] = LAYER_NORM_EPS
+    config["store_norm"] = pre_norm
+    config["retrieve_norm"] = pre_norm
+    config["rms_eps"] = rms_eps
+    config["conv_kernel"] = 0
+    config["qkv_activation"] = qkv_activation
+    config["qk_norm"] = qk_norm
+    config["max_lr"] = max_lr
+    config["momentum"] = momentum
+    config["loss"] = "mean"
+    config["step"] = store_chunk
+    config["chunk"] = batch_size
+    config["read"] = "step"
+    config["read_offset"] = 1
+    config["output_gate"] = heads > 1
+    config["output_proj"] = heads > 1
+    return config
+
+
+def _array(t):
+    a = t.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy()
+    if not np.all(np.isfinite(a)):
+        raise ValueError("a parameter has non-finite values")
+    return a
+
+
+def _tensor_list():
+    """([], add): add(name, array, shape) appends (name, float32 copy), checking the shape."""
+    out = []
+
+    def add(name, array, shape):
+        array = np.ascontiguousarray(np.asarray(array, dtype=np.float64).astype(np.float32))
+        if tuple(array.shape) != tuple(shape):
+            raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
+        out.append((name, array))
+
+    return out, add
+
+
+def memory_weights(mem, config):
+    """[(engine tensor name, float32 array)] in the engine's order (ForEachWeight)."""
+    H, dh, d = config["heads"], config["head_dim"], config["d_model"]
+    out, add = _tensor_list()
+
+    lin = _qkv_linear
+
+    if config["store_norm"]:
+        add("store_norm", _array(mem.store_norm.weight), (d,))
+        add("retrieve_norm", _array(mem.retrieve_norm.weight), (d,))
+    # nn.Linear stores (out, in) and computes x W^T; the engine computes x W with W (in, out).
+    add("w_q", _array(lin(mem.to_queries).weight).T, (d, H * dh))
+    add("w_k", _array(lin(mem.to_keys).weight).T, (d, H * dh))
+    add("w_v", _array(lin(mem.to_values).weight).T, (d, H * dh))
+    if config["qk_norm"] == "rms":
+        # MultiheadRMSNorm multiplies by (gamma + 1); the engine stores the effective gain.
+        add("q_norm", _array(mem.q_norm.gamma).reshape(H, dh) + 1.0, (H, dh))
+        add("k_norm", _array(mem.k_norm.gamma).reshape(H, dh) + 1.0, (H, dh))
+    add("w_theta", _array(mem.to_adaptive_step[0].weight).T, (d, H))
+    add("b_theta", _array(mem.to_adaptive_step[0].bias), (H,))
+    if config["momentum"]:
+        # momentum_order = 1, so the Linear's channel h * O + o is just h.
+        add("w_eta", _array(mem.to_momentum[0].weight).T, (d, H))
+        add("b_eta", _array(mem.to_momentum[0].bias), (H,))
+    add("w_alpha", _array(mem.to_decay_factor[0].weight).T, (d, H))
+    add("b_alpha", _array(mem.to_decay_factor[0].bias), (H,))
+
+    # The per-head initial fast weights. memory_model.* are unused by forward (functional_call
+    # substitutes these); per-head tensors may be stride-0 expanded views (issue #64), so copy.
+    params = dict(zip(mem.memory_model_parameter_names, mem.memory_model_parameters))
+    prefix = "model." if config["output"] == "ln_residual" else ""
+
+    def per_head(p):
+        a = _array(p.contiguous())
+        if not mem.per_head_learned_parameters:  # one set shared by every head
+            a = np.repeat(a[None], H, axis=0)
+        return a
+
+    for l in range(config["depth"]):
+        w = per_head(params[f"{prefix}weights.{l}"])
+        add(f"mlp.{l}", w, (H,) + tuple(w.shape[1:]))
+    if config["output"] == "ln_residual":
+        # LayerNorm(.) * (gamma + 1): the engine's g is gamma itself (it is a fast weight).
+        add("gain", per_head(params["norm.gamma"]), (H, dh))
+    if config["output_gate"]:
+        add("w_gate", _array(mem.retrieve_gate[0].weight).T, (d, H))
+    if config["output_proj"]:
+        add("w_out", _array(mem.combine_heads.weight).T, (H * dh, d))
+    return out
+
+
+def convert(mem, path, ttt_batch_size=None):
+    """Writes the engine memory file for NeuralMemory `mem`; returns the config dict."""
+    config = memory_config(mem, ttt_batch_size)
+    _write_engine_file(path, FORMAT, config, memory_weights(mem, config))
+    return config
+
+
+def _write_engine_file(path, file_format, config, tensors):
+    """An engine file: the tensors, with the format, its version and the config as metadata."""
+    write_safetensors(path, tensors, {
+        "format": file_format,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config, separators=(",", ":")),
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# MemoryAsContextTransformer -> engine model file (src/model/model.cpp; ModelConfig architecture
+# "titans_pytorch_mac", tensor table src/model/arch/titans_pytorch_mac_weights.hpp;
+# docs/TITANS_PYTORCH.md)
+
+MODEL_FORMAT = "titans.model"
+SINKHORN_ITERS = 20  # the engine's mHC runs the package default (sinkhorn_knopps, 20 iterations)
+
+
+def _mac_modules():
+    from titans_pytorch import mac_transformer as tp_mac
+    from hyper_connections import manifold_constrained_hyper_connections as mhc
+    from x_transformers.attend import Attend
+    return tp_mac, mhc, Attend
+
+
+def _check_hyper_connection(hc, streams, dim, add_branch, where, problems):
+    """One mHC module (or the plain Residual when streams == 1) as the engine runs it."""
+    _, mhc, _ = _mac_modules()
+    if streams == 1:
+        if type(hc) is not mhc.Residual:
+            problems.append(f"{where}: {type(hc).__name__} with num_residual_streams=1")
+        return
+    if type(hc) is not mhc.ManifoldConstrainedHyperConnections:
+        problems.append(f"{where}: {type(hc).__name__} (only the manifold-constrained "
+                        f"hyper-connections of titans-pytorch >= 0.5 / hyper-connections >= 0.4)")
+        return
+    fn = hc.residual_mix_constraint_fn
+    if (hc.num_residual_streams != streams or hc.num_fracs != 1 or hc.num_input_views != 1 or
+            hc.num_dynamic_alpha_proposals != 1 or hc.channel_first or
+            not isinstance(hc.residual_transform, nn.Identity) or
+            hc.depth_residual_fn is not mhc.add):
+        problems.append(f"{where}: hyper-connection options other than "
+                        f"MemoryAsContextTransformer's (fractions, input views, alpha proposals, "
+                        f"channel first, transforms)")
+    if not (isinstance(fn, functools.partial) and fn.func is mhc.sinkhorn_knopps and
+            fn.keywords.get("iters") == SINKHORN_ITERS):
+        problems.append(f"{where}: residual mixing constraint other than sinkhorn_knopps with "
+                        f"{SINKHORN_ITERS} iterations")
+    if hc.add_branch_out_to_residual != add_branch:
+        problems.append(f"{where}: add_branch_out_to_residual={hc.add_branch_out_to_residual}")
+    if tuple(hc.dynamic_alpha_fn.shape) != (1, dim, 1 + streams):
+        problems.append(f"{where}: dynamic_alpha_fn has shape {tuple(hc.dynamic_alpha_fn.shape)}, "
+                        f"expected {(1, dim, 1 + streams)}")
+
+
+def _default_rotary_freqs(dim_head):
+    # rotary-embedding-torch RotaryEmbedding(dim_head): theta 10000, computed in float32.
+    return 1.0 / (10000 ** (torch.arange(0, dim_head, 2)[:dim_head // 2].float() / dim_head))
+
+
+def mac_config(model):
+    """ModelConfig JSON (dict, keys in ModelConfig::ToJson order) for a MemoryAsContextTransformer.
+
+    Raises UnsupportedError naming every option the engine does not reproduce."""
+    tp_mac, mhc, Attend = _mac_modules()
+    if not isinstance(model, tp_mac.MemoryAsContextTransformer):
+        raise TypeError(f"expected MemoryAsContextTransformer, got {type(model).__name__}")
+    problems = []
+
+    emb = model.token_emb
+    if type(emb) is not nn.Embedding:
+        _refuse_mac([f"token_emb={type(emb).__name__} (only the default nn.Embedding)"])
+    vocab, d = emb.num_embeddings, emb.embedding_dim
+    if (type(model.to_logits) is not nn.Linear or model.to_logits.bias is not None or
+            tuple(model.to_logits.weight.shape) != (vocab, d)):
+        problems.append("to_logits is not Linear(dim, num_tokens, bias=False)")
+
+    if isinstance(model.expand_streams, mhc.StreamEmbed):
+        streams = int(model.expand_streams.num_streams)
+    elif isinstance(model.expand_streams, nn.Identity):
+        streams = 1
+    else:
+        _refuse_mac([f"stream expansion {type(model.expand_streams).__name__}"])
+
+    # Positions: ContinuousAxialPositionalEmbedding(dim, 2), MLPs 1 -> 2d -> 2d -> d (SiLU).
+    axial = model.axial_pos_emb
+    for a, mlp in enumerate(axial.mlps):
+        kinds = [type(m) for m in mlp]
+        shapes = [tuple(m.weight.shape) for m in mlp if type(m) is nn.Linear]
+        if (kinds != [nn.Linear, nn.SiLU, nn.Linear, nn.SiLU, nn.Linear] or
+                shapes != [(2 * d, 1), (2 * d, 2 * d), (d, 2 * d)]):
+            problems.append(f"axial position MLP {a} is not Linear(1, 2d) SiLU Linear(2d, 2d) "
+                            f"SiLU Linear(2d, d)")
+    if len(axial.mlps) != 2:
+        problems.append(f"axial position embedding with {len(axial.mlps)} axes (expected 2)")
+
+    segment, longterm = int(model.segment_len), int(model.num_longterm_mem_tokens)
+    persistent, window = int(model.num_persist_mem_tokens), int(model.attn_window_size)
+    memory_segment, sliding = int(model.neural_memory_segment_len), bool(model.sliding_window_attn)
+    gate = bool(model.gate_attn_output)
+    if model.neural_mem_weight_residual:
+        problems.append("neural_mem_weight_residual=True")
+
+    attn0, ff0 = model.layers[0][5], model.layers[0][6]
+    _, heads, _, dim_head = attn0.persistent_memory.shape
+    ffn_hidden = ff0[-1].in_features if type(ff0[-1]) is nn.Linear else 0
+    eps, kinds, memory = set(), [], None
+    for i, (mem_hc, attn_hc, ff_hc, selector, mem, attn, ff) in enumerate(model.layers):
+        where = f"layer {i + 1}"
+        if selector is not None:
+            problems.append(f"{where}: neural_memory_qkv_receives_diff_views=True (the memory's "
+                            f"layer selector)")
+        if mem is not None:
+            _check_hyper_connection(mem_hc, streams, d, not gate,
+                                    f"{where} memory hyper-connection", problems)
+            try:
+                config = memory_config(mem, identical_views=True)
+            except UnsupportedError as e:
+                problems.append(f"{where} neural memory: {e}")
+                config = None
+            if config is not None:
+                if memory is not None and config != memory:
+                    problems.append(f"{where}: neural memory config differs from an earlier "
+                                    f"layer's")
+                memory = memory or config
+        kinds.append("mac" if mem is not None else "attention")
+        _check_hyper_connection(attn_hc, streams, d, True, f"{where} attention hyper-connection",
+                                problems)
+        _check_hyper_connection(ff_hc, streams, d, True, f"{where} feedforward hyper-connection",
+                                problems)
+
+        if type(attn) is not tp_mac.SegmentedAttention:
+            problems.append(f"{where}: attention {type(attn).__name__}")
+            continue
+        inner = heads * dim_head
+        rot = attn.rotary_emb
+        if (tuple(attn.persistent_memory.shape) != (2, heads, persistent, dim_head) or
+                tuple(attn.to_qkv.weight.shape) != (3 * inner, d) or attn.to_qkv.bias is not None or
+                tuple(attn.to_out.weight.shape) != (d, inner) or attn.to_out.bias is not None):
+            problems.append(f"{where}: attention shapes differ from the first layer's")
+        if (attn.sliding != sliding or attn.segment_len != segment or
+                attn.num_longterm_mem_tokens != longterm or
+                attn.num_persist_mem_tokens != persistent):
+            problems.append(f"{where}: attention options differ from the model's")
+        if (rot.learned_freq or rot.use_xpos or rot.interpolate_factor != 1 or
+                rot.freqs_for != "lang" or tuple(rot.freqs.shape) != (dim_head // 2,) or
+                not torch.equal(rot.freqs.detach().float().cpu(), _default_rotary_freqs(dim_head))):
+            problems.append(f"{where}: rotary embedding other than RotaryEmbedding(dim_head)")
+        if (type(attn.attend) is not Attend or not attn.attend.causal or
+                attn.attend.scale is not None):
+            problems.append(f"{where}: Attend options other than causal=True")
+        if (attn.to_learned_v_mix is not None) != (i > 0):
+            problems.append(f"{where}: value residual mix only on layers after the first")
+        eps.add(_rms_eps(attn.norm, attn.norm.weight.dtype))
+
+        if (type(ff) is not nn.Sequential or len(ff) != 4 or type(ff[0]) is not nn.RMSNorm or
+                type(ff[1]) is not nn.Linear or type(ff[2]) is not tp_mac.GEGLU or
+                type(ff[3]) is not nn.Linear or ff[1].bias is None or ff[3].bias is None or
+                tuple(ff[1].weight.shape) != (2 * ffn_hidden, d) or
+                tuple(ff[3].weight.shape) != (d, ffn_hidden)):
+            problems.append(f"{where}: feedforward is not RMSNorm, Linear(d, 2f), GEGLU, "
+                            f"Linear(f, d) with biases")
+        else:
+            eps.add(_rms_eps(ff[0], ff[0].weight.dtype))
+    eps.add(_rms_eps(model.norm, model.norm.weight.dtype))
+    if len(eps) > 1:
+        problems.append(f"RMSNorms use different eps values {sorted(eps)} (the engine has one)")
+    if memory is not None and memory["step"] != memory_segment:
+        problems.append(f"memory chunk size {memory['step']} differs from "
+                        f"neural_memory_segment_len {memory_segment}")
+    _refuse_mac(problems)
+    if memory is None:  # no memory layer: a placeholder the engine validates but never runs
+        memory = memory_config(tp_nm.NeuralMemory(dim=d, chunk_size=memory_segment))
+
+    config = OrderedDict()
+    config["architecture"] = "titans_pytorch_mac"
+    config["vocab_size"] = vocab
+    config["d_model"] = d
+    config["ffn_hidden"] = ffn_hidden
+    config["norm_eps"] = eps.pop()
+    config["tie_embeddings"] = False
+    config["layers"] = kinds
+    config["attention"] = OrderedDict(heads=heads, kv_heads=heads, head_dim=dim_head,
+                                      window=window, persistent=persistent, rope_base=10000.0)
+    config["memory"] = memory
+    config["segment"] = segment
+    config["tp_mac"] = OrderedDict(longterm_tokens=longterm, memory_segment=memory_segment,
+                                   sliding=sliding, streams=streams, gate_attn_output=gate)
+    return config
+
+
+def _refuse_mac(problems):
+    if problems:
+        raise UnsupportedError("the titans engine cannot run this MemoryAsContextTransformer: " +
+                               "; ".join(problems))
+
+
+def mac_weights(model, config):
+    """[(engine tensor name, float32 array)] in the engine's table order
+    (src/model/arch/titans_pytorch_mac_weights.hpp)."""
+    d, V, f = config["d_model"], config["vocab_size"], config["ffn_hidden"]
+    H, dh = config["attention"]["heads"], config["attention"]["head_dim"]
+    P, S = config["attention"]["persistent"], config["tp_mac"]["streams"]
+    M = config["tp_mac"]["longterm_tokens"]
+    out, add = _tensor_list()
+
+    def linear(prefix, lin, n_in, n_out):  # nn.Linear (out, in) -> the engine's (in, out)
+        add(prefix + "w", _array(lin.weight).T, (n_in, n_out))
+        add(prefix + "b", _array(lin.bias), (n_out,))
+
+    def hyper_connection(prefix, hc):
+        if S == 1:
+            return  # a plain residual: no parameters
+        add(prefix + "norm", _array(hc.norm.gamma) + 1.0, (d,))  # RMSNorm * (gamma + 1)
+        add(prefix + "static_alpha", _array(hc.static_alpha), (S, 1 + S))
+        add(prefix + "dynamic_alpha", _array(hc.dynamic_alpha_fn)[0], (d, 1 + S))
+        add(prefix + "alpha_scale", np.concatenate([_array(hc.pre_branch_scale),
+                                                    _array(hc.residual_scale)]), (2,))
+        if hc.add_branch_out_to_residual:
+            add(prefix + "static_beta", _array(hc.static_beta), (S,))
+            add(prefix + "dynamic_beta", _array(hc.dynamic_beta_fn), (d,))
+            add(prefix + "beta_scale", _array(hc.h_post_scale).reshape(1), (1,))
+
+    add("embedding", _array(model.token_emb.weight), (V, d))
+    for a, mlp in enumerate(model.axial_pos_emb.mlps):
+        p = f"tp_mac.axial.{a}."
+        for k, (lin, n_in, n_out) in enumerate(((mlp[0], 1, 2 * d), (mlp[2], 2 * d, 2 * d),
+                                                (mlp[4], 2 * d, d))):
+            add(p + f"w{k}", _array(lin.weight).T, (n_in, n_out))
+            add(p + f"b{k}", _array(lin.bias), (n_out,))
+    if M > 0:
+        add("tp_mac.longterm", _array(model.longterm_mems), (M, d))
+    if S > 1:
+        add("tp_mac.stream_embed", _array(model.expand_streams.stream_embed), (S, d))
+
+    for l, (mem_hc, attn_hc, ff_hc, _, mem, attn, ff) in enumerate(model.layers):
+        p = f"layers.{l}."
+        if mem is not None:
+            hyper_connection(p + "memory_hc.", mem_hc)
+            for name, array in memory_weights(mem, config["memory"]):
+                out.append((p + "memory." + name, array))
+        hyper_connection(p + "attention_hc.", attn_hc)
+        add(p + "attention.norm", _array(attn.norm.weight), (d,))
+        qkv = _array(attn.to_qkv.weight)  # (3 H dh, d): q | k | v, heads '(h d)'
+        for k, name in enumerate(("w_q", "w_k", "w_v")):
+            add(p + "attention." + name, qkv[k * H * dh:(k + 1) * H * dh].T, (d, H * dh))
+        add(p + "attention.w_o", _array(attn.to_out.weight).T, (H * dh, d))
+        if P > 0:
+            pm = _array(attn.persistent_memory)  # (2, H, P, dh) -> [P, H*dh] for k and v
+            add(p + "attention.persistent_k", pm[0].transpose(1, 0, 2).reshape(P, H * dh),
+                (P, H * dh))
+            add(p + "attention.persistent_v", pm[1].transpose(1, 0, 2).reshape(P, H * dh),
+                (P, H * dh))
+        if l > 0:
+            add(p + "attention.v_mix", _array(attn.to_learned_v_mix[0].weight).T, (d, H))
+            add(p + "attention.v_mix_bias", _array(attn.to_learned_v_mix[0].bias), (H,))
+        hyper_connection(p + "ffn_hc.", ff_hc)
+        add(p + "ffn_norm", _array(ff[0].weight), (d,))
+        w_in, b_in = _array(ff[1].weight), _array(ff[1].bias)  # (2f, d): GEGLU's x | gate halves
+        add(p + "ffn_up", w_in[:f].T, (d, f))
+        add(p + "ffn_up_bias", b_in[:f], (f,))
+        add(p + "ffn_gate", w_in[f:].T, (d, f))
+        add(p + "ffn_gate_bias", b_in[f:], (f,))
+        add(p + "ffn_down", _array(ff[3].weight).T, (f, d))
+        add(p + "ffn_down_bias", _array(ff[3].bias), (d,))
+    add("final_norm", _array(model.norm.weight), (d,))
+    add("lm_head", _array(model.to_logits.weight).T, (d, V))
+    return out
+
+
+def convert_mac(model, path):
+    """Writes the engine model file for MemoryAsContextTransformer `model`; returns the config."""
+    config = mac_config(model)
+    _write_engine_file(path, MODEL_FORMAT, config, mac_weights(model, config))
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# Building a NeuralMemory from a state_dict and JSON constructor arguments
+
+
+def _decode_kwargs(kwargs):
+    kwargs = dict(kwargs)
+    if "activation" in kwargs:
+        act = kwargs["activation"]
+        if act is None:
+            pass
+        elif isinstance(act, str) and act.lower() == "silu":
+            kwargs["activation"] = nn.SiLU()
+        else:
+            raise UnsupportedError(f"activation={act!r} (only null and \"silu\")")
+    if "model" in kwargs and kwargs["model"] is not None:
+        spec = dict(kwargs["model"])
+        kind = spec.pop("type", None)
+        if kind != "MemoryMLP":
+            raise UnsupportedError(f"model type {kind!r} (only MemoryMLP)")
+        kwargs["model"] = tp_mm.MemoryMLP(kwargs.get("dim_head") or kwargs["dim"], **spec)
+    if isinstance(kwargs.get("chunk_size"), list):
+        kwargs["chunk_size"] = tuple(kwargs["chunk_size"])
+    for name in ("store_memory_loss_fn", "adaptive_step_transform"):
+        if name in kwargs:
+            raise UnsupportedError(f"{name} cannot be given as JSON (custom functions are not "
+                                   f"supported)")
+    return kwargs
+
+
+def _decode_mac_kwargs(kwargs):
+    kwargs = dict(kwargs)
+    if kwargs.get("token_emb") is not None:
+        raise UnsupportedError("token_emb cannot be given as JSON (only the default nn.Embedding)")
+    kwargs.pop("token_emb", None)
+    mem_kwargs = dict(kwargs.get("neural_memory_kwargs") or {})
+    dim_head = mem_kwargs.get("dim_head") or kwargs["dim"]
+    if kwargs.get("neural_memory_model") is not None:
+        # the same JSON form as NeuralMemory's "model"; MemoryMLP's width is the memory's dim_head
+        kwargs["neural_memory_model"] = _decode_kwargs(
+            {"dim": dim_head, "model": kwargs["neural_memory_model"]})["model"]
+    kwargs["neural_memory_kwargs"] = _decode_kwargs({"dim": kwargs["dim"], **mem_kwargs})
+    del kwargs["neural_memory_kwargs"]["dim"]
+    if kwargs.get("neural_memory_layers") is not None:
+        kwargs["neural_memory_layers"] = tuple(kwargs["neural_memory_layers"])
+    return kwargs
+
+
+def _contiguous_memory_parameters(mem):
+    # With heads > 1 the per-head parameters are stride-0 views (issue #64): load_state_dict
+    # cannot copy into them, so give the module contiguous copies first.
+    mem.memory_model_parameters = nn.ParameterList(
+        [nn.Parameter(p.detach().clone().contiguous()) for p in mem.memory_model_parameters])
+
+
+def _strip_prefix(state_dict, prefix):
+    if not prefix:
+        return state_dict
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def neural_memory_from_state_dict(state_dict, kwargs, prefix=""):
+    """Builds NeuralMemory(**kwargs) (JSON form, see the module doc) and loads state_dict."""
+    mem = tp_nm.NeuralMemory(**_decode_kwargs(kwargs))
+    _contiguous_memory_parameters(mem)
+    mem.load_state_dict(_strip_prefix(state_dict, prefix), strict=True)
+    return mem
+
+
+def mac_from_state_dict(state_dict, kwargs, prefix=""):
+    """Builds MemoryAsContextTransformer(**kwargs) (JSON form, see the module doc) and loads
+    state_dict."""
+    tp_mac, _, _ = _mac_modules()
+    model = tp_mac.MemoryAsContextTransformer(**_decode_mac_kwargs(kwargs))
+    for layer in model.layers:
+        if layer[4] is not None:
+            _contiguous_memory_parameters(layer[4])
+    model.load_state_dict(_strip_prefix(state_dict, prefix), strict=True)
+    return model
+
+
+def module_from_state_dict(state_dict, kwargs, cls="auto", prefix=""):
+    """NeuralMemory or MemoryAsContextTransformer (cls; auto: the latter when kwargs has
+    num_tokens) built from kwargs (JSON form, see the module doc), with state_dict loaded."""
+    if cls == "auto":
+        cls = "MemoryAsContextTransformer" if "num_tokens" in kwargs else "NeuralMemory"
+    if cls == "MemoryAsContextTransformer":
+        return mac_from_state_dict(state_dict, kwargs, prefix)
+    if cls == "NeuralMemory":
+        return neural_memory_from_state_dict(state_dict, kwargs, prefix)
+    raise ValueError(f"cls={cls!r}: auto, NeuralMemory or MemoryAsContextTransformer")
+
+
+def _no_ttt_batch_size(ttt_batch_size):
+    if ttt_batch_size is not None:
+        raise UnsupportedError("ttt_batch_size applies to a NeuralMemory only (a "
+                               "MemoryAsContextTransformer never passes one)")
+
+
+def convert_titans_pytorch(module_or_state_dict, kwargs=None, *, cls="auto", prefix="",
+                           ttt_batch_size=None, path=None):
+    """Converts a titans-pytorch module into the engine, in this process.
+
+    module_or_state_dict: a NeuralMemory or MemoryAsContextTransformer, or its state_dict (a
+    mapping of tensors) with `kwargs`, the constructor arguments in the JSON form of the module
+    doc (cls and prefix as for module_from_state_dict). ttt_batch_size: a NeuralMemory's
+    forward() argument, if it is given one. Returns a titans.NeuralMemory for a NeuralMemory, a
+    titans.Model for a MemoryAsContextTransformer; with `path`, also writes its engine file.
+    Raises UnsupportedError naming every option the engine does not reproduce."""
+    from titans import Model, NeuralMemory  # the extension; this module's file path needs none
+
+    module = module_or_state_dict
+    if not isinstance(module, nn.Module):
+        if kwargs is None:
+            raise TypeError("a state_dict needs kwargs, the module's constructor arguments")
+        module = module_from_state_dict(module_or_state_dict, kwargs, cls, prefix)
+    if isinstance(module, tp_nm.NeuralMemory):
+        config = memory_config(module, ttt_batch_size)
+        engine = NeuralMemory.from_tensors(config, dict(memory_weights(module, config)))
+    else:
+        _no_ttt_batch_size(ttt_batch_size)
+        config = mac_config(module)
+        engine = Model.from_tensors(config, dict(mac_weights(module, config)))
+    if path is not None:
+        engine.save(path)
+    return engine
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--state-dict", required=True,
+                   help="torch.save(module.state_dict()) file")
+    p.add_argument("--kwargs", required=True,
+                   help="JSON file: the constructor arguments")
+    p.add_argument("--class", dest="cls", default="auto",
+                   choices=("auto", "NeuralMemory", "MemoryAsContextTransformer"),
+                   help="the module's class (auto: MemoryAsContextTransformer when the arguments "
+                        "have num_tokens)")
+    p.add_argument("--prefix", default="", help="key prefix of the memory in the state_dict "
+                                                "(e.g. 'mem.'); other keys are ignored")
+    p.add_argument("--ttt-batch-size", type=int, default=None,
+                   help="NeuralMemory: the ttt_batch_size passed to forward(), if any")
+    p.add_argument("--out", required=True, help="engine memory or model file to write")
+    args = p.parse_args(argv)
+    try:
+        with open(args.kwargs) as f:
+            kwargs = json.load(f)
+        state_dict = torch.load(args.state_dict, map_location="cpu", weights_only=True)
+        module = module_from_state_dict(state_dict, kwargs, args.cls, args.prefix)
+        if isinstance(module, tp_nm.NeuralMemory):
+            config = convert(module, args.out, args.ttt_batch_size)
+        else:
+            _no_ttt_batch_size(args.ttt_batch_size)
+            config = convert_mac(module, args.out)
+    except UnsupportedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} (titans-pytorch {package_version('titans-pytorch')}): "
+          f"{json.dumps(config)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
