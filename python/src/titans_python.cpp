@@ -460,7 +460,8 @@ PYBIND11_MODULE(_titans, m) {
       .def(py::init([](int threads, double min_flops_per_thread) {
              return titans::SessionOptions{threads, min_flops_per_thread};
            }),
-           "threads"_a = 0, "min_flops_per_thread"_a = 3e7)
+           "threads"_a = 0,
+           "min_flops_per_thread"_a = titans::SessionOptions{}.min_flops_per_thread)
       .def_readwrite("threads", &titans::SessionOptions::threads,
                      "OpenMP threads for this session's work; 0 = all (omp_get_max_threads()).")
       .def_readwrite("min_flops_per_thread", &titans::SessionOptions::min_flops_per_thread,
