@@ -129,12 +129,7 @@ PRESETS["mag-recall"] = {
 # long streams made the memory carry), so a step sees 8 texts, not 2, and every memory state up
 # to 64 KB. Same token budget per step as mag-long (8 x 1024 = 2 x 4096).
 PRESETS["mag-streams"] = {"config": matched_config("mag"), **LONG, "batch": 8, "length": 1024,
-                          "stream": 64, "steps": 850}
-# The recall curriculum again, with facts asked from 16 bytes on (distances up to the row's
-# 1024 bytes, about one in eight inside the 128-byte window): mag-recall asked only beyond the
-# window and learned nothing; this asks whether copying a fact through attention is learnable
-# here, and whether reading it from the memory follows.
-PRESETS["mag-recall-near"] = {**PRESETS["mag-recall"], "min_distance": 16, "steps": 300}
+                          "stream": 64, "steps": 650}
 PRESETS["tiny"] = {  # a smoke test: seconds
     "config": model_config(["attention", "mal"], d=32, ffn=64, window=16, chunk=8),
     **RECIPE, "steps": 20, "batch": 2, "length": 1024, "eval_every": 10, "eval_bytes": 4096,
