@@ -692,6 +692,29 @@ def test_convert_titans_pytorch_in_process(tmp_path):
     assert rel_diff(got, want) <= 1e-4
 
 
+def test_convert_titans_pytorch_mac_in_process_module_and_state_dict():
+    torch = pytest.importorskip("torch")
+    tp = pytest.importorskip("titans_pytorch")
+    torch.manual_seed(0)
+    kwargs = dict(num_tokens=64, dim=32, depth=2, segment_len=8, num_persist_mem_tokens=2,
+                  num_longterm_mem_tokens=2, heads=2, dim_head=16, sliding_window_attn=True)
+    mac = tp.MemoryAsContextTransformer(**kwargs).eval()
+    with torch.no_grad():  # away from the initialisation (zeros, ones) that hides mistakes
+        for name, p in mac.named_parameters():
+            if "rotary" not in name:  # the engine runs the default rotary frequencies only
+                p.add_(0.02 * torch.randn_like(p))
+    x = torch.randint(0, 64, (1, 40))  # five segments
+    with torch.no_grad():
+        want = mac(x)[0].numpy()
+    engine = titans.convert_titans_pytorch(mac)
+    assert isinstance(engine, titans.Model)
+    got = titans.Session(engine, threads=1).forward(x[0].numpy())
+    assert rel_diff(got, want) <= 1e-4
+    from_state_dict = titans.convert_titans_pytorch(mac.state_dict(), kwargs)
+    np.testing.assert_array_equal(titans.Session(from_state_dict, threads=1).forward(x[0].numpy()),
+                                  got)
+
+
 def test_readme_example_runs(tmp_path):
     """The README's Python block, as it is, from the repository root."""
     text = open(os.path.join(ROOT, "README.md")).read()
@@ -699,3 +722,53 @@ def test_readme_example_runs(tmp_path):
     assert block, "README.md has no Python example starting with `import titans`"
     subprocess.run([sys.executable, "-c", block.group(1)], check=True, cwd=ROOT,
                    capture_output=True, timeout=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m titans
+
+
+def module_cli(*args):
+    """`python -m titans ARGS` from outside python/ (whose sources would shadow the package)."""
+    return subprocess.run([sys.executable, "-m", "titans", *map(str, args)], capture_output=True,
+                          cwd="/")
+
+
+@needs_cli
+@pytest.mark.parametrize("options", [[], ["--temperature", 0.9, "--top-k", 5, "--seed", 7]])
+def test_module_generate_prints_what_the_program_prints(model_path, options):
+    args = ["generate", model_path, "--prompt-tokens", "3,1,4,1,5", "-n", 20, "-t", 1, *options]
+    got = module_cli(*args)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.decode() == cli(*args)
+
+
+@needs_cli
+@pytest.mark.parametrize("flags", [[], ["--raw"], ["--stop", "the"]])
+def test_module_generate_text_equals_the_program(flags):
+    args = ["generate", SHIPPED, "-p", "And Jesus said", "-n", 80, "--temperature", 1.5,
+            "--seed", 3, "-t", 1, *flags]  # hot: stray bytes, escapes
+    got = module_cli(*args)
+    assert got.returncode == 0, got.stderr
+    want = subprocess.run([CLI, *map(str, args)], check=True, capture_output=True).stdout
+    assert got.stdout == want
+
+
+def test_module_info_prints_the_config(model_path, model):
+    got = module_cli("info", model_path)
+    assert got.returncode == 0, got.stderr
+    assert same_config(json.loads(got.stdout)["model"], model.config)
+
+
+def test_module_errors_exit_1_with_one_line_and_bad_command_lines_2(tmp_path, model_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    for args in (["generate", bad, "--prompt-tokens", "1"], ["info", bad],
+                 ["generate", model_path, "--prompt-tokens", V],  # out of range
+                 ["generate", model_path, "-p", "text"]):  # not a byte model
+        got = module_cli(*args)
+        assert got.returncode == 1, args
+        lines = got.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, lines)
+    assert module_cli("generate").returncode == 2
+    assert module_cli("frobnicate").returncode == 2
