@@ -18,8 +18,10 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "python"))
 
-from titans.convert import *  # noqa: E402,F401,F403 (the module's functions, as before)
-from titans.convert import _contiguous_memory_parameters, main  # noqa: E402,F401
+from titans.convert_cli import main  # noqa: E402 (needs neither torch nor titans-pytorch)
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # --help and command-line errors then import neither
     sys.exit(main())
+
+from titans.convert import *  # noqa: E402,F401,F403 (the module's functions, as before)
+from titans.convert import _contiguous_memory_parameters  # noqa: E402,F401

@@ -4,7 +4,7 @@
     python -m titans generate MODEL (-p TEXT | -f FILE | --prompt-tokens 1,2,3) [-n N]
                      [--temperature T] [--top-k K] [--top-p P] [-s SEED] [-t THREADS]
                      [--stop TEXT]... [--raw]
-    python -m titans convert ...       (titans.convert: a titans-pytorch checkpoint -> engine file)
+    python -m titans convert ...       (titans.convert_cli: a titans-pytorch checkpoint -> engine file)
 
 The options mean what they mean for the C++ program, and so do the exit status (0 success, 1 the
 engine refused: a bad file, a token out of range; 2 a malformed command line) and the one-line
@@ -127,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["convert"]:  # titans.convert has its own command line
-        from .convert import main as convert_main
+    if argv[:1] == ["convert"]:  # the converter has its own command line
+        from .convert_cli import main as convert_main
 
         return convert_main(argv[1:])
     args = _parser().parse_args(argv)

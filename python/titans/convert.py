@@ -29,7 +29,8 @@ To files (this module's functions, as tools/convert_titans_pytorch.py has always
     convert(neural_memory, "memory.safetensors")            # returns the config dict
     convert_mac(mac_transformer, "model.safetensors")       # likewise
 
-From the command line (a state_dict plus the constructor arguments as JSON; a NeuralMemory
+From the command line (titans.convert_cli: `python -m titans convert` or
+tools/convert_titans_pytorch.py; a state_dict plus the constructor arguments as JSON; a NeuralMemory
 itself cannot be pickled with torch.save, its per-sample gradient function is a closure):
 
     python tools/convert_titans_pytorch.py --state-dict mem.pt --kwargs kwargs.json \
@@ -48,13 +49,11 @@ Tested with the versions in tools/requirements-goldens.txt (titans-pytorch 0.5.5
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
+import re
 import struct
-import sys
 from collections import OrderedDict
-from importlib.metadata import version as package_version
 
 import numpy as np
 import torch
@@ -70,7 +69,31 @@ LAYER_NORM_EPS = 1e-5  # titans-pytorch memory_models.LayerNorm: nn.LayerNorm de
 
 
 class UnsupportedError(ValueError):
-    """A NeuralMemory option the engine does not reproduce (the message names it)."""
+    """Options the engine does not reproduce: the message names each once; `problems` lists
+    them (a MemoryAsContextTransformer's per-layer problems merged: "layers 2, 4, 6: ...")."""
+
+    def __init__(self, message, problems=None):
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+    @classmethod
+    def refusing(cls, what, problems):
+        merged = _merge_layers(problems)
+        return cls(f"the titans engine cannot run this {what}: " + "; ".join(merged), merged)
+
+
+def _merge_layers(problems):
+    """One entry per distinct problem: "layer 2: X", "layer 4: X" -> "layers 2, 4: X"."""
+    layers = OrderedDict()  # problem text after the layer number -> layer numbers
+    for problem in problems:
+        m = re.fullmatch(r"layer (\d+)(\b.*)", problem, re.S)
+        rest, layer = (m.group(2), m.group(1)) if m else (problem, None)
+        layers.setdefault(rest, [])
+        if layer is not None and layer not in layers[rest]:
+            layers[rest].append(layer)
+    return [rest if not numbers else
+            f"layer{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}{rest}"
+            for rest, numbers in layers.items()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,8 +135,7 @@ def write_safetensors(path, tensors, metadata=None):
 
 def _refuse(problems):
     if problems:
-        raise UnsupportedError(
-            "the titans engine cannot run this NeuralMemory: " + "; ".join(problems))
+        raise UnsupportedError.refusing("NeuralMemory", problems)
 
 
 def _rms_eps(norm, dtype):
@@ -523,7 +545,7 @@ def mac_config(model):
             try:
                 config = memory_config(mem, identical_views=True)
             except UnsupportedError as e:
-                problems.append(f"{where} neural memory: {e}")
+                problems += [f"{where} neural memory: {problem}" for problem in e.problems]
                 config = None
             if config is not None:
                 if memory is not None and config != memory:
@@ -598,8 +620,7 @@ def mac_config(model):
 
 def _refuse_mac(problems):
     if problems:
-        raise UnsupportedError("the titans engine cannot run this MemoryAsContextTransformer: " +
-                               "; ".join(problems))
+        raise UnsupportedError.refusing("MemoryAsContextTransformer", problems)
 
 
 def mac_weights(model, config):
@@ -807,41 +828,3 @@ def convert_titans_pytorch(module_or_state_dict, kwargs=None, *, cls="auto", pre
     if path is not None:
         engine.save(path)
     return engine
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--state-dict", required=True,
-                   help="torch.save(module.state_dict()) file")
-    p.add_argument("--kwargs", required=True,
-                   help="JSON file: the constructor arguments")
-    p.add_argument("--class", dest="cls", default="auto",
-                   choices=("auto", "NeuralMemory", "MemoryAsContextTransformer"),
-                   help="the module's class (auto: MemoryAsContextTransformer when the arguments "
-                        "have num_tokens)")
-    p.add_argument("--prefix", default="", help="key prefix of the memory in the state_dict "
-                                                "(e.g. 'mem.'); other keys are ignored")
-    p.add_argument("--ttt-batch-size", type=int, default=None,
-                   help="NeuralMemory: the ttt_batch_size passed to forward(), if any")
-    p.add_argument("--out", required=True, help="engine memory or model file to write")
-    args = p.parse_args(argv)
-    try:
-        with open(args.kwargs) as f:
-            kwargs = json.load(f)
-        state_dict = torch.load(args.state_dict, map_location="cpu", weights_only=True)
-        module = module_from_state_dict(state_dict, kwargs, args.cls, args.prefix)
-        if isinstance(module, tp_nm.NeuralMemory):
-            config = convert(module, args.out, args.ttt_batch_size)
-        else:
-            _no_ttt_batch_size(args.ttt_batch_size)
-            config = convert_mac(module, args.out)
-    except UnsupportedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} (titans-pytorch {package_version('titans-pytorch')}): "
-          f"{json.dumps(config)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

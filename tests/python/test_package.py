@@ -715,6 +715,37 @@ def test_convert_titans_pytorch_mac_in_process_module_and_state_dict():
                                   got)
 
 
+def test_converter_help_needs_neither_torch_nor_titans_pytorch():
+    code = ("import sys, titans.convert_cli as c\n"
+            "try:\n    c.main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules and 'titans_pytorch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd="/")
+    got = module_cli("convert", "--help")
+    assert got.returncode == 0 and b"--state-dict" in got.stdout
+
+
+def test_converter_names_each_refused_option_once():
+    """train_mac.py's configuration: memory on layers 2, 4, 6 with the options the engine does
+    not run yet (issue 10); each appears once in the message, with the layers it is on."""
+    pytest.importorskip("torch")
+    tp = pytest.importorskip("titans_pytorch")
+    from titans.convert import UnsupportedError
+
+    mac = tp.MemoryAsContextTransformer(
+        num_tokens=64, dim=32, depth=6, segment_len=8, num_persist_mem_tokens=2,
+        num_longterm_mem_tokens=2, heads=2, dim_head=16, neural_memory_layers=(2, 4, 6),
+        neural_memory_segment_len=4, neural_memory_batch_size=8, sliding_window_attn=True,
+        neural_memory_kwargs=dict(per_parameter_lr_modulation=True,
+                                  spectral_norm_surprises=True))
+    with pytest.raises(UnsupportedError) as e:
+        titans.convert_titans_pytorch(mac)
+    message = str(e.value)
+    for option in ("per_parameter_lr_modulation", "spectral_norm_surprises"):
+        assert message.count(option) == 1, message
+    assert all(p.startswith("layers 2, 4, 6 ") for p in e.value.problems
+               if "per_parameter" in p or "spectral" in p), e.value.problems
+
+
 def test_readme_example_runs(tmp_path):
     """The README's Python block, as it is, from the repository root."""
     text = open(os.path.join(ROOT, "README.md")).read()
