@@ -110,3 +110,37 @@ def test_init_starts_from_a_trained_model(tmp_path, data_dir, monkeypatch):
                                                       "config": other})
     with pytest.raises(ValueError, match="config is not the preset's"):
         train.main(["--preset", "tiny-other"] + common[2:] + ["1", "--out", str(tmp_path / "x")])
+
+
+def test_recall_probe_counts_the_answer_bytes_by_distance(tmp_path, data_dir):
+    """titans.torch.probe: a prediction at position i is of byte i + 1, so a model that is
+    right exactly at the positions before the answer bytes recalls everything, one shifted by
+    a position nothing; and the probe runs on a trained model file."""
+    import numpy as np
+
+    from titans.torch import probe
+    from titans.torch.data import Corpus, sample_batch
+
+    corpus = Corpus(str(data_dir), split="heldout_kjv")
+    b = sample_batch(corpus, np.random.default_rng(3), 1, 512, 1.0, min_distance=16)
+    facts, mask = b["facts"][0], b["answer_mask"][0]
+    edges = [0, 64, 128, 256, 512]
+    right = mask[1:].copy()  # predictions of the answer bytes
+    counts = probe.bucket_counts(right, facts, edges)
+    assert counts[3].sum() == len(facts) >= 1
+    assert counts[1].sum() == mask.sum() and (counts[0] == counts[1]).all()
+    assert (counts[2] == counts[3]).all()
+    shifted = probe.bucket_counts(mask[:-1].copy(), facts, edges)
+    assert shifted[2].sum() == 0  # off by one: no whole answer right
+    for fact in facts:  # each fact in the bucket of its distance
+        distance = fact["answer_start"] - fact["statement_end"]
+        bucket = max(i for i, e in enumerate(edges) if e <= distance)
+        assert counts[3, bucket] >= 1
+    train.main(["--preset", "tiny", "--data", str(data_dir), "--out", str(tmp_path),
+                "--steps", "2"])
+    assert probe.main([str(tmp_path / "model.safetensors"), "--data", str(data_dir),
+                       "--rows", "2", "--length", "256", "--json",
+                       str(tmp_path / "probe.json")]) == 0
+    table = json.load(open(tmp_path / "probe.json"))["table"]
+    assert sum(r["answers"] for r in table) >= 2
+    assert all(0 <= r["bytes_recalled"] <= 1 for r in table)
