@@ -87,7 +87,10 @@ double Difference(std::span<const float> a, std::span<const float> b) {
   return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
-constexpr double kTolerance = 1e-6;
+// One step's rounding differences are about 1e-7; each session's memories write them into their
+// fast weights and carry them on: over 40 steps the worst measured is 1.03e-6 (mixed stack, 16
+// sessions), so 2e-6.
+constexpr double kTolerance = 2e-6;
 
 class BatchDecodeTest : public ::testing::TestWithParam<Case> {
  protected:

@@ -368,12 +368,34 @@ double DecodeTokensPerSecond(const std::shared_ptr<const Model>& model, int stre
   return static_cast<double>(streams) * steps / seconds.count();
 }
 
+// Prefill tokens per second of one session fed `tokens` tokens in pieces of 64 (the engine's
+// piece, src/model/arch/titans.cpp): every product has 64 rows, as a batch of 64 streams, so
+// this is about the most batched decode can reach.
+double PrefillTokensPerSecond(const std::shared_ptr<const Model>& model, int tokens, int threads) {
+  constexpr int kPiece = 64;
+  Session session(model, SessionOptions{threads});
+  const size_t vocab = static_cast<size_t>(model->config().vocab_size);
+  std::vector<int32_t> piece(kPiece);
+  std::vector<float> logits(kPiece * vocab);
+  const auto feed = [&] {
+    for (int j = 0; j < kPiece; ++j) piece[j] = bench::StreamToken(session.position() + j);
+    session.Forward(piece, logits);
+  };
+  feed();  // warm-up
+  const int pieces = std::max(1, tokens / kPiece);
+  const auto start = std::chrono::steady_clock::now();
+  for (int p = 0; p < pieces; ++p) feed();
+  const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+  return static_cast<double>(pieces) * kPiece / seconds.count();
+}
+
 int RunBatchBench(const BenchArgs& a) {
   const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
   std::printf(
       "decode, %d steps per stream after prompts of 0..63 tokens, %d thread%s: 1 stream with "
-      "Session::Forward, N streams with BatchDecoder::Step\n",
-      a.steps, threads, threads == 1 ? "" : "s");
+      "Session::Forward, N streams with BatchDecoder::Step; prefill: one stream fed %d tokens in "
+      "pieces of 64 (the rate batching approaches)\n",
+      a.steps, threads, threads == 1 ? "" : "s", a.steps * 4);
   std::printf("%-10s %8s %12s %12s\n", "kind", "streams", "tokens/s", "vs 1 stream");
   for (const std::string& kind : a.kinds) {
     const auto model = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
@@ -384,6 +406,8 @@ int RunBatchBench(const BenchArgs& a) {
       const double many = DecodeTokensPerSecond(model, streams, a.steps, threads);
       std::printf("%-10s %8d %12.0f %11.2fx\n", kind.c_str(), streams, many, many / one);
     }
+    const double prefill = PrefillTokensPerSecond(model, a.steps * 4, threads);
+    std::printf("%-10s %8s %12.0f %11.2fx\n", kind.c_str(), "prefill", prefill, prefill / one);
     std::fflush(stdout);
   }
   return 0;

@@ -27,6 +27,7 @@
 #include <span>
 #include <vector>
 
+#include "memory/batch.hpp"
 #include "model/arch/architecture.hpp"
 #include "model/session_kernels.hpp"
 #include "model/session_state.hpp"
@@ -87,6 +88,10 @@ struct TitansWorkspace {
   RowMatrix mac_h;                         // [P, d] MAC: the memory's context tokens h
   RowMatrix mac_z;                         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
   RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
+  // A batch's (TitansBatchRunner; empty for a session's pieces): per layer with memory its
+  // MemoryBatch (else null), and the P sessions' memories of the layer being run.
+  std::vector<std::unique_ptr<MemoryBatch>> memory_batches;
+  std::vector<MemorySession*> memories;
 };
 
 // Rows [row, row + rows) of the workspace are the next tokens of one stream, at positions
@@ -191,7 +196,8 @@ class TitansStack {
   void MemoryBranch(size_t l, const LayerWeights& w, std::span<const Stream> streams, Index r0,
                     Index n, const float* store, const float* retrieve, float* out) {
     const Index d = c_.d_model, hd = c_.memory.inner_dim();
-    for (const Stream& s : streams) {
+    if (streams.size() == 1) {  // a session's piece
+      const Stream& s = streams[0];
       const Index at = s.row - r0;
       const auto r = std::span<const float>(retrieve + at * d, static_cast<size_t>(s.rows * d));
       const auto m = std::span<float>(ws_.mem.data() + at * hd, static_cast<size_t>(s.rows * hd));
@@ -201,6 +207,16 @@ class TitansStack {
                        m);
       } else {
         memory.Read(r, m);
+      }
+    } else {  // a batch, one row per stream: the memories' input projections are shared too
+      for (size_t i = 0; i < streams.size(); ++i) {
+        ws_.memories[i] = streams[i].state->memory[l].get();
+      }
+      const std::span<MemorySession* const> memories(ws_.memories.data(), streams.size());
+      if (store != nullptr) {
+        ws_.memory_batches[l]->Forward(memories, store, retrieve, ws_.mem.data());
+      } else {
+        ws_.memory_batches[l]->Read(memories, retrieve, ws_.mem.data());
       }
     }
     RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps, ws_.mem.data());
@@ -366,7 +382,13 @@ class TitansBatchRunner final : public BatchRunner {
       : model_(model),
         options_(options),
         ws_(model.config(), options, max_batch),
-        streams_(static_cast<size_t>(max_batch)) {}
+        streams_(static_cast<size_t>(max_batch)) {
+    for (size_t l = 0; l < model.config().layers.size(); ++l) {
+      const auto& memory = model.memory(static_cast<int>(l));
+      ws_.memory_batches.push_back(memory ? std::make_unique<MemoryBatch>(memory) : nullptr);
+    }
+    ws_.memories.resize(static_cast<size_t>(max_batch));
+  }
 
   void Step(std::span<State* const> states, const int32_t* tokens, float* logits) override {
     const Index n = static_cast<Index>(states.size());
