@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -40,6 +41,8 @@ struct BenchArgs {
   int piece = 4096;
   double max_seconds = 600;
   std::string json_path, plot_path;
+  std::vector<int> batch;  // non-empty: measure batched decode for these stream counts instead
+  int steps = 256;         // decode steps per stream (--batch)
 };
 
 struct Point {
@@ -329,6 +332,87 @@ int RunBench(const BenchArgs& a) {
   return 0;
 }
 
+// Decode tokens per second of `streams` sessions advanced together by a BatchDecoder (one
+// stream: Session::Forward of one token, the baseline), over `steps` steps after prompts of
+// 0..63 tokens, stream i's of i mod 64: the streams' memory units complete at different steps,
+// as independent streams' would.
+double DecodeTokensPerSecond(const std::shared_ptr<const Model>& model, int streams, int steps,
+                             int threads) {
+  const SessionOptions options{threads};
+  const size_t vocab = static_cast<size_t>(model->config().vocab_size);
+  std::vector<Session> sessions;
+  std::vector<Session*> pointers;
+  std::vector<int32_t> tokens(static_cast<size_t>(streams));
+  for (int i = 0; i < streams; ++i) {
+    sessions.emplace_back(model, options);
+    std::vector<int32_t> prompt(static_cast<size_t>(i % 64));
+    for (size_t j = 0; j < prompt.size(); ++j) prompt[j] = bench::StreamToken(j);
+    std::vector<float> prompt_logits(prompt.size() * vocab);
+    sessions.back().Forward(prompt, prompt_logits);
+  }
+  for (Session& s : sessions) pointers.push_back(&s);
+  BatchDecoder decoder(model, streams, options);
+  std::vector<float> logits(static_cast<size_t>(streams) * vocab);
+  const auto step = [&] {
+    for (int i = 0; i < streams; ++i) tokens[i] = bench::StreamToken(sessions[i].position());
+    if (streams == 1) {
+      sessions[0].Forward(tokens, logits);
+    } else {
+      decoder.Step(pointers, tokens, logits);
+    }
+  };
+  step();  // warm-up
+  const auto start = std::chrono::steady_clock::now();
+  for (int s = 0; s < steps; ++s) step();
+  const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+  return static_cast<double>(streams) * steps / seconds.count();
+}
+
+// Prefill tokens per second of one session fed `tokens` tokens in pieces of 64 (the engine's
+// piece, src/model/arch/titans.cpp): every product has 64 rows, as a batch of 64 streams, so
+// this is about the most batched decode can reach.
+double PrefillTokensPerSecond(const std::shared_ptr<const Model>& model, int tokens, int threads) {
+  constexpr int kPiece = 64;
+  Session session(model, SessionOptions{threads});
+  const size_t vocab = static_cast<size_t>(model->config().vocab_size);
+  std::vector<int32_t> piece(kPiece);
+  std::vector<float> logits(kPiece * vocab);
+  const auto feed = [&] {
+    for (int j = 0; j < kPiece; ++j) piece[j] = bench::StreamToken(session.position() + j);
+    session.Forward(piece, logits);
+  };
+  feed();  // warm-up
+  const int pieces = std::max(1, tokens / kPiece);
+  const auto start = std::chrono::steady_clock::now();
+  for (int p = 0; p < pieces; ++p) feed();
+  const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+  return static_cast<double>(pieces) * kPiece / seconds.count();
+}
+
+int RunBatchBench(const BenchArgs& a) {
+  const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+  std::printf(
+      "decode, %d steps per stream after prompts of 0..63 tokens, %d thread%s: 1 stream with "
+      "Session::Forward, N streams with BatchDecoder::Step; prefill: one stream fed %d tokens in "
+      "pieces of 64 (the rate batching approaches)\n",
+      a.steps, threads, threads == 1 ? "" : "s", a.steps * 4);
+  std::printf("%-10s %8s %12s %12s\n", "kind", "streams", "tokens/s", "vs 1 stream");
+  for (const std::string& kind : a.kinds) {
+    const auto model = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
+    const double one = DecodeTokensPerSecond(model, 1, a.steps, threads);
+    std::printf("%-10s %8d %12.0f %12s\n", kind.c_str(), 1, one, "1.00x");
+    for (const int streams : a.batch) {
+      if (streams == 1) continue;
+      const double many = DecodeTokensPerSecond(model, streams, a.steps, threads);
+      std::printf("%-10s %8d %12.0f %11.2fx\n", kind.c_str(), streams, many, many / one);
+    }
+    const double prefill = PrefillTokensPerSecond(model, a.steps * 4, threads);
+    std::printf("%-10s %8s %12.0f %11.2fx\n", kind.c_str(), "prefill", prefill, prefill / one);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::function<int()> AddBenchCommand(CLI::App& app) {
@@ -371,7 +455,19 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
                   "write a plot, SVG or PNG by the name (*.svg, *.png): average and last-piece "
                   "time per token, the session's memory and the peak RSS against context length")
       ->check(ImagePath());
-  return [cmd, args]() { return cmd->parsed() ? RunBench(*args) : -1; };
+  cmd->add_option("--batch", args->batch,
+                  "instead of the prefill points: decode tokens/s of N streams advanced together "
+                  "(BatchDecoder) against one stream, per kind and N (--contexts is not used)")
+      ->delimiter(',')
+      ->check(AtLeast(1))
+      ->type_name("N,N,...");
+  cmd->add_option("--steps", args->steps, "decode steps per stream of --batch")
+      ->check(AtLeast(1))
+      ->capture_default_str();
+  return [cmd, args]() {
+    if (!cmd->parsed()) return -1;
+    return args->batch.empty() ? RunBench(*args) : RunBatchBench(*args);
+  };
 }
 
 }  // namespace titans::cli

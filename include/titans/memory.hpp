@@ -163,6 +163,7 @@ class MemorySession {
   void Load(const std::string& path);
 
  private:
+  friend class MemoryBatch;  // one token of many sessions (src/memory/batch.hpp)
   std::shared_ptr<const NeuralMemory> memory_;
   SessionOptions options_;
   MemoryState state_;

@@ -102,6 +102,7 @@ class Session {
   void LoadFromBytes(std::span<const std::byte> bytes);
 
  private:
+  friend class BatchDecoder;                   // runs a step of many sessions on their states
   void RequireUsable(const char* what) const;  // Error(kNumerical) while broken
   // The architecture's forward pass, marking the session broken if it fails.
   void Run(const int32_t* tokens, const float* embeddings, int64_t n, float* logits, float* hidden);
@@ -110,6 +111,65 @@ class Session {
   struct Impl;
   std::shared_ptr<const Model> model_;
   SessionOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Decodes many sessions of one token model together, one token each per Step, so that every
+// weight matrix is read once for all of them: with N sessions the embedding lookup, every
+// product with the model's weights (attention q, k, v and output projections, the memory
+// branch's gate and output projections, the FFN, the LM head) is one product [N, d] x [d, ...]
+// instead of N products [1, d] x [d, ...], and so are the memories' input norms and projections
+// (keys, values, queries, gate logits). What belongs to a stream runs per session, on its own
+// state and at its own position: rotary angles, attention over its cache (MAC: its segment),
+// and each memory's convolution, read and write (the chunk-wise gradient step when the
+// session's unit completes), as MemorySession::Forward of its token.
+//
+// Logits: each session's logits [V] are those of Forward of its one token up to rounding: the
+// products of N rows (Eigen's matrix-matrix kernel) sum in another order than the product of
+// one row (its matrix-vector kernel), a few units in the last place per product; the memories'
+// writes carry them on: over 40 steps the logits stay within 2e-6 relative (Euclidean; 1.03e-6
+// measured) of Forward's (tests/batch_decode_test.cpp). A batch of one session is Forward bit
+// for bit.
+//
+// Architecture::kTitans models batch every block kind (MAC too: a step is one token, which lies
+// in one segment; a session whose step starts a segment empties its own MAC caches). A
+// kTitansPytorchMac model's sessions are decoded one after the other with Forward (no shared
+// products): its long-term memory tokens are inserted at segment ends, so the sessions'
+// steps would not have the same rows.
+//
+// The decoder holds scratch for up to max_batch sessions, sized once: Step allocates nothing
+// (as Forward: unless an attention cache larger than session::kReservedCacheRows grows). It
+// threads its shared products by its own SessionOptions; each session's memory uses the
+// session's. One decoder and the sessions of a Step are used by one thread at a time.
+class BatchDecoder {
+ public:
+  // Throws Error(kInvalidArgument) without a model, for max_batch < 1, for a model that takes
+  // input embeddings (vocab_size 0) or bad options.
+  BatchDecoder(std::shared_ptr<const Model> model, int max_batch, SessionOptions options = {});
+  ~BatchDecoder();
+  BatchDecoder(BatchDecoder&&) noexcept;
+  BatchDecoder& operator=(BatchDecoder&&) noexcept;
+  BatchDecoder(const BatchDecoder&) = delete;
+  BatchDecoder& operator=(const BatchDecoder&) = delete;
+
+  // Feeds tokens[i] to sessions[i] for every i < N = sessions.size() and advances it by one
+  // token; writes logits [N, V] (row i: sessions[i]'s). Sessions may be at any positions.
+  // Checked before anything changes, Error(kInvalidArgument): N > max_batch(), tokens of
+  // another size than N, logits of another size than N * V, a null session, a session of
+  // another Model (by identity: the decoder's shared_ptr), the same session twice, a token
+  // outside [0, V); Error(kNumerical) for a broken session (as Forward). N = 0 is a no-op.
+  // A value that overflows inside the stack throws Error(kNumerical), as Forward, and breaks
+  // every session of the call (their layers have taken the step in part); in the one-by-one
+  // decode of kTitansPytorchMac, the sessions before the failing one have taken their step.
+  void Step(std::span<Session* const> sessions, std::span<const int32_t> tokens,
+            std::span<float> logits);
+
+  int max_batch() const;
+  const Model& model() const;
+
+ private:
+  struct Impl;  // src/model/batch.cpp
+  std::shared_ptr<const Model> model_;
   std::unique_ptr<Impl> impl_;
 };
 

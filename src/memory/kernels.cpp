@@ -182,9 +182,14 @@ void MemorySession::Workspace::RunTile(const NeuralMemory& memory, MemoryState& 
                                        const float* store, const float* retrieve, int n, float* out,
                                        bool write, Part part) {
   const FlushDenormals flush;  // on every thread that computes (ops/flush_denormals.hpp)
+  Project(memory, state, store, retrieve, n, write, part);
+  ReadAndWrite(memory, state, n, out, write, part);
+}
+
+void MemorySession::Workspace::ReadAndWrite(const NeuralMemory& memory, MemoryState& state, int n,
+                                            float* out, bool write, Part part) {
   const MemoryConfig& c = memory.config();
   const int unit = c.unit(), hd = c.inner_dim();
-  Project(memory, state, store, retrieve, n, write, part);
   if (!write) {  // a read with the current weights; nothing is queued or written
     Read(c, state, 0, n, part);
     Output(memory, n, out, part);
@@ -245,6 +250,28 @@ void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& 
   Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
   ConvolveRows(memory, state, n, write, part);
   Barrier(part.nth);  // reads and writes use every row
+}
+
+void MemorySession::Workspace::RunProjected(const NeuralMemory& memory, MemoryState& state,
+                                            const Workspace& from, int row, float* out,
+                                            bool write) {
+  const MemoryConfig& c = memory.config();
+  const Index hd = c.inner_dim(), tail = std::max<Index>(c.conv_kernel - 1, 0);
+  // As ProjectRows of one token: the stored tails in rows [0, tail), the token's row after them.
+  std::vector<float>& q_tail = QueryTail(state, write);
+  q_ext_.topRows(tail) = ConstView(q_tail.data(), tail, hd, hd);
+  q_ext_.row(tail) = from.q_ext_.row(tail + row);
+  if (c.output_gate) gate_out_.row(0) = from.gate_out_.row(row);
+  if (write) {
+    k_ext_.topRows(tail) = ConstView(state.conv_k.data(), tail, hd, hd);
+    v_ext_.topRows(tail) = ConstView(state.conv_v.data(), tail, hd, hd);
+    k_ext_.row(tail) = from.k_ext_.row(tail + row);
+    v_ext_.row(tail) = from.v_ext_.row(tail + row);
+    gates_.row(0) = from.gates_.row(row);
+  }
+  const Part one{0, 1};
+  ConvolveRows(memory, state, 1, write, one);
+  ReadAndWrite(memory, state, 1, out, write, one);
 }
 
 // 1. Input RMSNorms and projections of this thread's rows. ext row tail + t holds token t's

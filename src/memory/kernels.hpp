@@ -33,10 +33,18 @@ class MemorySession::Workspace {
   void ReadOnly(const NeuralMemory& memory, MemoryState& state, const float* retrieve, int n,
                 float* out);
 
+  // One token whose input norms and projections `from` has made (MemoryBatch: one row per
+  // session, made together): row `row` of from's tile, which ProjectRows filled. The rest as
+  // Run (or ReadOnly, without `write`) of that token, on the calling thread; out
+  // [1, memory.output_width()].
+  void RunProjected(const NeuralMemory& memory, MemoryState& state, const Workspace& from, int row,
+                    float* out, bool write);
+
   int threads() const { return threads_; }
   static constexpr int kTile = 128;  // tokens projected together
 
  private:
+  friend class MemoryBatch;  // projects many sessions' tokens with ProjectRows
   struct Part {
     int ith, nth;
   };
@@ -44,6 +52,9 @@ class MemorySession::Workspace {
                 const float* retrieve, int n, float* out, bool write);
   void RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
                const float* retrieve, int n, float* out, bool write, Part part);
+  // RunTile after Project: reads, queues and writes units, output.
+  void ReadAndWrite(const NeuralMemory& memory, MemoryState& state, int n, float* out, bool write,
+                    Part part);
   // Norms, projections, convolution, activation and q/k norm of a tile; without `write` only
   // the query path (and the output gate). Two stages, a barrier after each: ProjectRows
   // (norms, projections, gate logits) and ConvolveRows (convolution, activation, q/k norm).

@@ -1,10 +1,12 @@
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <span>
 #include <utility>
 
+#include "memory/batch.hpp"
 #include "memory/kernels.hpp"
 #include "ops/threading.hpp"
 #include "titans/error.hpp"
@@ -154,6 +156,43 @@ MemoryHealth MemorySession::Health() const {
   h.finite = finite;
   h.all_zero = weights == 0.0;
   return h;
+}
+
+MemoryBatch::MemoryBatch(std::shared_ptr<const NeuralMemory> memory)
+    : memory_(std::move(memory)),
+      projections_(std::make_unique<MemorySession::Workspace>(*memory_, SessionOptions{1})) {}
+
+MemoryBatch::~MemoryBatch() = default;
+
+void MemoryBatch::Forward(std::span<MemorySession* const> sessions, const float* store,
+                          const float* retrieve, float* out) {
+  Run(sessions, store, retrieve, out, /*write=*/true);
+}
+
+void MemoryBatch::Read(std::span<MemorySession* const> sessions, const float* retrieve,
+                       float* out) {
+  Run(sessions, retrieve, retrieve, out, /*write=*/false);
+}
+
+void MemoryBatch::Run(std::span<MemorySession* const> sessions, const float* store,
+                      const float* retrieve, float* out, bool write) {
+  const size_t n = sessions.size(), d = static_cast<size_t>(memory_->input_width());
+  const size_t d_out = static_cast<size_t>(memory_->output_width());
+  CheckedTokens(*memory_, std::span<const float>(store, n * d),
+                std::span<const float>(retrieve, n * d), std::span<float>(out, n * d_out));
+  using Workspace = MemorySession::Workspace;
+  for (size_t t0 = 0; t0 < n; t0 += Workspace::kTile) {
+    const int rows = static_cast<int>(std::min<size_t>(Workspace::kTile, n - t0));
+    // ProjectRows also lays a state's convolution tails before the rows; RunProjected takes
+    // each session's own instead.
+    projections_->ProjectRows(*memory_, sessions[t0]->state_, write ? store + t0 * d : nullptr,
+                              retrieve + t0 * d, rows, write, Workspace::Part{0, 1});
+    for (int i = 0; i < rows; ++i) {
+      MemorySession& session = *sessions[t0 + i];
+      session.workspace_->RunProjected(*memory_, session.state_, *projections_, i,
+                                       out + (t0 + i) * d_out, write);
+    }
+  }
 }
 
 void MemorySession::Reset() { state_ = MemoryState::Initial(*memory_); }

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "ops/attention.hpp"
 #include "titans/memory.hpp"
@@ -48,8 +49,25 @@ class Runner {
                    float* logits, float* hidden) = 0;
 };
 
+// One decode step of many sessions of one model (BatchDecoder, src/model/batch.cpp): the
+// products with the model's weights are shared by the sessions, the rest runs on each one's
+// state. Its scratch is sized once for up to max_batch sessions. The Model must outlive it.
+class BatchRunner {
+ public:
+  virtual ~BatchRunner() = default;
+
+  // Feeds tokens[i] to states[i] (1 <= states.size() <= max_batch, distinct states of this
+  // model) and advances it; writes logits [states.size(), V]. The caller (BatchDecoder::Step)
+  // has checked the inputs and holds a FlushDenormals.
+  virtual void Step(std::span<session::State* const> states, const int32_t* tokens,
+                    float* logits) = 0;
+};
+
 // options.threads is resolved (> 0).
 std::unique_ptr<Runner> MakeTitans(const Model& model, const SessionOptions& options);
+// kTitans models only: a kTitansPytorchMac model's sessions decode one by one (BatchDecoder).
+std::unique_ptr<BatchRunner> MakeTitansBatch(const Model& model, const SessionOptions& options,
+                                             int max_batch);
 std::unique_ptr<Runner> MakeTitansPytorchMac(const Model& model, const SessionOptions& options);
 
 }  // namespace arch

@@ -24,7 +24,10 @@
 // twice the attention FLOPs of a plain segment-local layer for this simplicity.
 #include <algorithm>
 #include <memory>
+#include <span>
+#include <vector>
 
+#include "memory/batch.hpp"
 #include "model/arch/architecture.hpp"
 #include "model/session_kernels.hpp"
 #include "model/session_state.hpp"
@@ -52,28 +55,29 @@ AttentionShape MacShapeOf(const ModelConfig& c) {
   return s;
 }
 
-// Scratch for one piece of kPiece tokens, sized once per session.
+// Scratch for P rows, sized once: a session's pieces of kPiece tokens, or a batch of P
+// sessions' tokens (TitansBatchRunner).
 struct TitansWorkspace {
-  TitansWorkspace(const ModelConfig& c, const SessionOptions& options)
+  TitansWorkspace(const ModelConfig& c, const SessionOptions& options, Index rows)
       : attention(ShapeOf(c), options.threads, options.min_flops_per_thread),
-        x(kPiece, c.d_model),
-        u(kPiece, c.d_model),
-        t(kPiece, c.d_model),
-        y(kPiece, c.d_model),
-        q(kPiece, c.attention.heads * c.attention.head_dim),
-        k(kPiece, c.attention.kv_heads * c.attention.head_dim),
-        v(kPiece, c.attention.kv_heads * c.attention.head_dim),
-        att(kPiece, c.attention.heads * c.attention.head_dim),
-        mem(kPiece, c.memory.inner_dim()),
-        gate(kPiece, c.memory.inner_dim()),
-        ffn_a(kPiece, c.ffn_hidden),
-        ffn_b(kPiece, c.ffn_hidden),
-        mac_h(HasMac(c) ? kPiece : 0, c.d_model),
-        mac_z(HasMac(c) ? 2 * kPiece : 0, c.d_model),
-        mac_q(HasMac(c) ? 2 * kPiece : 0, c.attention.heads * c.attention.head_dim),
-        mac_k(HasMac(c) ? 2 * kPiece : 0, c.attention.kv_heads * c.attention.head_dim),
-        mac_v(HasMac(c) ? 2 * kPiece : 0, c.attention.kv_heads * c.attention.head_dim),
-        mac_att(HasMac(c) ? 2 * kPiece : 0, c.attention.heads * c.attention.head_dim) {}
+        x(rows, c.d_model),
+        u(rows, c.d_model),
+        t(rows, c.d_model),
+        y(rows, c.d_model),
+        q(rows, c.attention.heads * c.attention.head_dim),
+        k(rows, c.attention.kv_heads * c.attention.head_dim),
+        v(rows, c.attention.kv_heads * c.attention.head_dim),
+        att(rows, c.attention.heads * c.attention.head_dim),
+        mem(rows, c.memory.inner_dim()),
+        gate(rows, c.memory.inner_dim()),
+        ffn_a(rows, c.ffn_hidden),
+        ffn_b(rows, c.ffn_hidden),
+        mac_h(HasMac(c) ? rows : 0, c.d_model),
+        mac_z(HasMac(c) ? 2 * rows : 0, c.d_model),
+        mac_q(HasMac(c) ? 2 * rows : 0, c.attention.heads * c.attention.head_dim),
+        mac_k(HasMac(c) ? 2 * rows : 0, c.attention.kv_heads * c.attention.head_dim),
+        mac_v(HasMac(c) ? 2 * rows : 0, c.attention.kv_heads * c.attention.head_dim),
+        mac_att(HasMac(c) ? 2 * rows : 0, c.attention.heads * c.attention.head_dim) {}
   AttentionWorkspace attention;
   RowMatrix x;                             // [P, d] residual stream
   RowMatrix u, t, y;                       // [P, d] normalised inputs and branch outputs
@@ -84,13 +88,29 @@ struct TitansWorkspace {
   RowMatrix mac_h;                         // [P, d] MAC: the memory's context tokens h
   RowMatrix mac_z;                         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
   RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
+  // A batch's (TitansBatchRunner; empty for a session's pieces): per layer with memory its
+  // MemoryBatch (else null), and the P sessions' memories of the layer being run.
+  std::vector<std::unique_ptr<MemoryBatch>> memory_batches;
+  std::vector<MemorySession*> memories;
 };
 
-// The blocks, one function per sub-layer; `n` rows of the workspace are live.
+// Rows [row, row + rows) of the workspace are the next tokens of one stream, at positions
+// position, position + 1, ...: a session's piece is one stream, a batch (TitansBatchRunner) one
+// stream of one row per session.
+struct Stream {
+  State* state;
+  int64_t position;
+  Index row, rows;
+};
+
+// The blocks, one function per sub-layer; `n` rows of the workspace are live, made of the
+// streams' rows in order. The products over the n rows are shared; attention and the memory run
+// per stream, on its own state.
 class TitansStack {
  public:
-  TitansStack(const Model& model, State& state, TitansWorkspace& ws, const SessionOptions& options)
-      : model_(model), c_(model.config()), state_(state), ws_(ws), options_(options) {}
+  TitansStack(const Model& model, std::span<const Stream> streams, TitansWorkspace& ws,
+              const SessionOptions& options)
+      : model_(model), c_(model.config()), streams_(streams), ws_(ws), options_(options) {}
 
   // Runs rows [0, n) of ws.x through every layer.
   void Run(Index n) {
@@ -99,12 +119,12 @@ class TitansStack {
       switch (c_.layers[l]) {
         case BlockKind::kLmm:
           Norm(ws_.x, w.norm, n, ws_.u);
-          MemoryBranch(l, w, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
+          MemoryBranch(l, w, streams_, 0, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
           ws_.x.topRows(n) += ws_.t.topRows(n);
           break;
         case BlockKind::kMal:
           Norm(ws_.x, w.norm, n, ws_.u);
-          MemoryBranch(l, w, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
+          MemoryBranch(l, w, streams_, 0, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
           ws_.x.topRows(n) += ws_.t.topRows(n);
           Norm(ws_.x, w.attn_norm, n, ws_.u);
           Attention(l, w, n, ws_.u, ws_.t);
@@ -113,7 +133,7 @@ class TitansStack {
         case BlockKind::kMag: {
           Norm(ws_.x, w.norm, n, ws_.u);
           Attention(l, w, n, ws_.u, ws_.y);
-          MemoryBranch(l, w, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
+          MemoryBranch(l, w, streams_, 0, n, ws_.u.data(), ws_.u.data(), ws_.t.data());
           // x += N_y(y) * sigmoid(N_m(m)); u is free again and holds N_y(y).
           Norm(ws_.y, w.gate_norm_y, n, ws_.u);
           Norm(ws_.t, w.gate_norm_m, n, ws_.y);
@@ -133,7 +153,7 @@ class TitansStack {
       }
       FeedForward(w, n);
     }
-    state_.position += n;
+    for (const Stream& s : streams_) s.state->position += s.rows;
   }
 
   void Norm(const RowMatrix& in, const std::vector<float>& gain, Index n, RowMatrix& out) const {
@@ -141,7 +161,7 @@ class TitansStack {
   }
 
  private:
-  // out [n, d] = SWA(in): rotary queries and keys at the stream's positions, the layer's ring
+  // out [n, d] = SWA(in): rotary queries and keys at each stream's positions, its layer's ring
   // of the last w keys and values, the persistent pairs.
   void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
     const AttentionShape shape = ShapeOf(c_);
@@ -153,31 +173,51 @@ class TitansStack {
                      ConstView(w.attention.w_k.data(), d, kw, kw));
     ParallelMultiply(options_, ws_.v.topRows(n), input,
                      ConstView(w.attention.w_v.data(), d, kw, kw));
-    AttentionCache& cache = *state_.attention[l];
-    ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, cache.position(),
-                shape.rope_base);
-    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.kv_heads, shape.head_dim, cache.position(),
-                shape.rope_base);
-    ws_.attention.Forward(
-        shape, cache,
-        AttentionInputsOf(w.attention, shape, ws_.q.data(), ws_.k.data(), ws_.v.data()),
-        static_cast<int>(n), ws_.att.data());
+    for (const Stream& s : streams_) {
+      AttentionCache& cache = *s.state->attention[l];
+      float* q = ws_.q.data() + s.row * qw;
+      float* k = ws_.k.data() + s.row * kw;
+      const int rows = static_cast<int>(s.rows);
+      ApplyRotary(q, rows, shape.heads, shape.head_dim, cache.position(), shape.rope_base);
+      ApplyRotary(k, rows, shape.kv_heads, shape.head_dim, cache.position(), shape.rope_base);
+      ws_.attention.Forward(shape, cache,
+                            AttentionInputsOf(w.attention, shape, q, k, ws_.v.data() + s.row * kw),
+                            rows, ws_.att.data() + s.row * qw);
+    }
     ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n),
                      ConstView(w.attention.w_o.data(), qw, d, d));
   }
 
-  // out [n, d] = W_o (RMSNorm_heads(M(retrieve)) * SiLU(retrieve W_g)). With a store input the
-  // memory writes it (and reads retrieve, as its read rule allows); without one (MAC's context
-  // tokens) it only reads, with the weights it has now. Rows of [n, d] at each pointer.
-  void MemoryBranch(size_t l, const LayerWeights& w, Index n, const float* store,
-                    const float* retrieve, float* out) {
+  // out [n, d] = W_o (RMSNorm_heads(M(retrieve)) * SiLU(retrieve W_g)) for the n rows from row
+  // r0 of the workspace, made of `streams`' rows (stream s's at offset s.row - r0 of each
+  // pointer; rows of [., d]). With a store input each stream's memory writes its rows (and
+  // reads retrieve, as its read rule allows); without one (MAC's context tokens) it only reads,
+  // with the weights it has now.
+  void MemoryBranch(size_t l, const LayerWeights& w, std::span<const Stream> streams, Index r0,
+                    Index n, const float* store, const float* retrieve, float* out) {
     const Index d = c_.d_model, hd = c_.memory.inner_dim();
-    const auto r = std::span<const float>(retrieve, static_cast<size_t>(n * d));
-    const auto m = std::span<float>(ws_.mem.data(), static_cast<size_t>(n * hd));
-    if (store != nullptr) {
-      state_.memory[l]->Forward(std::span<const float>(store, static_cast<size_t>(n * d)), r, m);
-    } else {
-      state_.memory[l]->Read(r, m);
+    if (streams.size() == 1) {  // a session's piece
+      const Stream& s = streams[0];
+      const Index at = s.row - r0;
+      const auto r = std::span<const float>(retrieve + at * d, static_cast<size_t>(s.rows * d));
+      const auto m = std::span<float>(ws_.mem.data() + at * hd, static_cast<size_t>(s.rows * hd));
+      MemorySession& memory = *s.state->memory[l];
+      if (store != nullptr) {
+        memory.Forward(std::span<const float>(store + at * d, static_cast<size_t>(s.rows * d)), r,
+                       m);
+      } else {
+        memory.Read(r, m);
+      }
+    } else {  // a batch, one row per stream: the memories' input projections are shared too
+      for (size_t i = 0; i < streams.size(); ++i) {
+        ws_.memories[i] = streams[i].state->memory[l].get();
+      }
+      const std::span<MemorySession* const> memories(ws_.memories.data(), streams.size());
+      if (store != nullptr) {
+        ws_.memory_batches[l]->Forward(memories, store, retrieve, ws_.mem.data());
+      } else {
+        ws_.memory_batches[l]->Read(memories, retrieve, ws_.mem.data());
+      }
     }
     RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps, ws_.mem.data());
     const ConstMatMap input = ConstView(retrieve, n, d, d);
@@ -188,47 +228,66 @@ class TitansStack {
                      ConstView(w.memory.w_o.data(), hd, d, d));
   }
 
-  // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), segment by
-  // segment (a piece may end one segment and start the next).
+  // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), in rounds whose
+  // streams each lie in one segment.
   void MemoryAsContext(size_t l, const LayerWeights& w, Index n) {
-    const AttentionShape shape = MacShapeOf(c_);
-    const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
-    AttentionCache& cache = *state_.attention[l];
-    for (Index r0 = 0; r0 < n;) {
-      const int64_t position = state_.position + r0;
-      const Index rows = std::min<Index>(n - r0, c_.segment - position % c_.segment);
-      if (position % c_.segment == 0) cache.Reset();  // a new segment
-      // h = Mem*(u): the memory as it was at the segment start (it is written at the end).
-      MemoryBranch(l, w, rows, nullptr, ws_.u.data() + r0 * d, ws_.mac_h.data());
-      for (Index i = 0; i < rows; ++i) {
-        ws_.mac_z.row(2 * i) = ws_.mac_h.row(i);
-        ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
+    if (streams_.size() == 1) {
+      // A session's piece may end one segment and start the next: a round per segment.
+      const Stream& s = streams_[0];
+      for (Index r0 = 0; r0 < s.rows;) {
+        const int64_t position = s.position + r0;
+        const Index rows = std::min<Index>(s.rows - r0, c_.segment - position % c_.segment);
+        const Stream part{s.state, position, s.row + r0, rows};
+        MemoryAsContextRound(l, w, std::span<const Stream>(&part, 1), part.row, rows);
+        r0 += rows;
       }
-      const auto z = ws_.mac_z.topRows(2 * rows);
-      ParallelMultiply(options_, ws_.mac_q.topRows(2 * rows), z,
-                       ConstView(w.attention.w_q.data(), d, qw, qw));
-      ParallelMultiply(options_, ws_.mac_k.topRows(2 * rows), z,
-                       ConstView(w.attention.w_k.data(), d, kw, kw));
-      ParallelMultiply(options_, ws_.mac_v.topRows(2 * rows), z,
-                       ConstView(w.attention.w_v.data(), d, kw, kw));
-      for (Index i = 0; i < 2 * rows; ++i) {  // h_i and u_i at token i's position
-        ApplyRotary(ws_.mac_q.row(i).data(), 1, shape.heads, shape.head_dim, position + i / 2,
-                    shape.rope_base);
-        ApplyRotary(ws_.mac_k.row(i).data(), 1, shape.kv_heads, shape.head_dim, position + i / 2,
-                    shape.rope_base);
-      }
-      ws_.attention.Forward(shape, cache,
-                            AttentionInputsOf(w.attention, shape, ws_.mac_q.data(),
-                                              ws_.mac_k.data(), ws_.mac_v.data()),
-                            static_cast<int>(2 * rows), ws_.mac_att.data());
-      // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
-      ParallelMultiply(options_, ws_.y.middleRows(r0, rows),
-                       ConstView(ws_.mac_att.data() + qw, rows, qw, 2 * qw),
-                       ConstView(w.attention.w_o.data(), qw, d, d));
-      MemoryBranch(l, w, rows, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d, ws_.t.data() + r0 * d);
-      r0 += rows;
+    } else {
+      // A batch: one row per stream, so every stream lies in one segment.
+      MemoryAsContextRound(l, w, streams_, 0, n);
     }
     ws_.x.topRows(n).array() += ws_.y.topRows(n).array() * ops::Sigmoid(ws_.t.topRows(n).array());
+  }
+
+  // One round on rows [r0, r0 + n) of ws_.u, made of `round`'s streams, each within one segment:
+  // rows [r0, r0 + n) of y = the attention outputs, of t = Mem(y).
+  void MemoryAsContextRound(size_t l, const LayerWeights& w, std::span<const Stream> round,
+                            Index r0, Index n) {
+    const AttentionShape shape = MacShapeOf(c_);
+    const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
+    // h = Mem*(u): the memory as it was at the segment start (it is written at the end).
+    MemoryBranch(l, w, round, r0, n, nullptr, ws_.u.data() + r0 * d, ws_.mac_h.data());
+    for (Index i = 0; i < n; ++i) {
+      ws_.mac_z.row(2 * i) = ws_.mac_h.row(i);
+      ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
+    }
+    const auto z = ws_.mac_z.topRows(2 * n);
+    ParallelMultiply(options_, ws_.mac_q.topRows(2 * n), z,
+                     ConstView(w.attention.w_q.data(), d, qw, qw));
+    ParallelMultiply(options_, ws_.mac_k.topRows(2 * n), z,
+                     ConstView(w.attention.w_k.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.mac_v.topRows(2 * n), z,
+                     ConstView(w.attention.w_v.data(), d, kw, kw));
+    for (const Stream& s : round) {
+      const Index z0 = 2 * (s.row - r0);  // the stream's first row in z
+      AttentionCache& cache = *s.state->attention[l];
+      if (s.position % c_.segment == 0) cache.Reset();  // a new segment
+      for (Index i = 0; i < 2 * s.rows; ++i) {          // h_i and u_i at token i's position
+        ApplyRotary(ws_.mac_q.row(z0 + i).data(), 1, shape.heads, shape.head_dim,
+                    s.position + i / 2, shape.rope_base);
+        ApplyRotary(ws_.mac_k.row(z0 + i).data(), 1, shape.kv_heads, shape.head_dim,
+                    s.position + i / 2, shape.rope_base);
+      }
+      ws_.attention.Forward(shape, cache,
+                            AttentionInputsOf(w.attention, shape, ws_.mac_q.row(z0).data(),
+                                              ws_.mac_k.row(z0).data(), ws_.mac_v.row(z0).data()),
+                            static_cast<int>(2 * s.rows), ws_.mac_att.row(z0).data());
+    }
+    // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
+    ParallelMultiply(options_, ws_.y.middleRows(r0, n),
+                     ConstView(ws_.mac_att.data() + qw, n, qw, 2 * qw),
+                     ConstView(w.attention.w_o.data(), qw, d, d));
+    MemoryBranch(l, w, round, r0, n, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d,
+                 ws_.t.data() + r0 * d);
   }
 
   // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)).
@@ -248,15 +307,35 @@ class TitansStack {
 
   const Model& model_;
   const ModelConfig& c_;
-  State& state_;
+  std::span<const Stream> streams_;
   TitansWorkspace& ws_;
   const SessionOptions& options_;
 };
 
+// n tokens, one row each, through the stack (its streams make up the n rows): rows [0, n) of
+// ws.x are their embeddings, logits [n, V] the head of the final norm.
+void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspace& ws,
+               std::span<const Stream> streams, const int32_t* tokens, Index n, float* logits) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  const Index d = c.d_model, vocab = c.vocab_size;
+  const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
+  for (Index i = 0; i < n; ++i) ws.x.row(i) = embedding.row(tokens[i]);
+  TitansStack stack(model, streams, ws, options);
+  stack.Run(n);
+  stack.Norm(ws.x, w.final_norm, n, ws.u);
+  MatMap out = View(logits, n, vocab, vocab);
+  if (c.tie_embeddings) {
+    ParallelMultiply(options, out, ws.u.topRows(n), embedding.transpose());
+  } else {
+    ParallelMultiply(options, out, ws.u.topRows(n), ConstView(w.lm_head.data(), d, vocab, vocab));
+  }
+}
+
 class TitansRunner final : public Runner {
  public:
   TitansRunner(const Model& model, const SessionOptions& options)
-      : model_(model), options_(options), ws_(model.config(), options) {}
+      : model_(model), options_(options), ws_(model.config(), options, kPiece) {}
 
   // MAC layers have their own, segment-local cache.
   AttentionShape CacheShape(size_t l) const override {
@@ -275,32 +354,19 @@ class TitansRunner final : public Runner {
   void Run(State& state, const int32_t* tokens, const float* embeddings, int64_t n, float* logits,
            float* hidden) override {
     const ModelConfig& c = model_.config();
-    const ModelWeights& w = model_.weights();
     const Index d = c.d_model, vocab = c.vocab_size;
-    TitansWorkspace& ws = ws_;
-    TitansStack stack(model_, state, ws, options_);
-    if (tokens != nullptr) {
-      const ConstMatMap embedding = ConstView(w.embedding.data(), vocab, d, d);
-      for (Index p0 = 0; p0 < n; p0 += kPiece) {
-        const Index rows = std::min<Index>(kPiece, n - p0);
-        for (Index i = 0; i < rows; ++i) ws.x.row(i) = embedding.row(tokens[p0 + i]);
-        stack.Run(rows);
-        stack.Norm(ws.x, w.final_norm, rows, ws.u);
-        MatMap out = View(logits + p0 * vocab, rows, vocab, vocab);
-        if (c.tie_embeddings) {
-          ParallelMultiply(options_, out, ws.u.topRows(rows), embedding.transpose());
-        } else {
-          ParallelMultiply(options_, out, ws.u.topRows(rows),
-                           ConstView(w.lm_head.data(), d, vocab, vocab));
-        }
-      }
-      return;
-    }
     for (Index p0 = 0; p0 < n; p0 += kPiece) {
       const Index rows = std::min<Index>(kPiece, n - p0);
-      ws.x.topRows(rows) = ConstView(embeddings + p0 * d, rows, d, d);
-      stack.Run(rows);
-      RmsNormRows(ws.x.data(), w.final_norm, rows, d, 1, c.norm_eps, hidden + p0 * d);
+      const Stream stream{&state, state.position, 0, rows};
+      const std::span<const Stream> streams(&stream, 1);
+      if (tokens != nullptr) {
+        RunTokens(model_, options_, ws_, streams, tokens + p0, rows, logits + p0 * vocab);
+      } else {
+        ws_.x.topRows(rows) = ConstView(embeddings + p0 * d, rows, d, d);
+        TitansStack(model_, streams, ws_, options_).Run(rows);
+        RmsNormRows(ws_.x.data(), model_.weights().final_norm, rows, d, 1, c.norm_eps,
+                    hidden + p0 * d);
+      }
     }
   }
 
@@ -310,10 +376,43 @@ class TitansRunner final : public Runner {
   TitansWorkspace ws_;
 };
 
+class TitansBatchRunner final : public BatchRunner {
+ public:
+  TitansBatchRunner(const Model& model, const SessionOptions& options, int max_batch)
+      : model_(model),
+        options_(options),
+        ws_(model.config(), options, max_batch),
+        streams_(static_cast<size_t>(max_batch)) {
+    for (size_t l = 0; l < model.config().layers.size(); ++l) {
+      const auto& memory = model.memory(static_cast<int>(l));
+      ws_.memory_batches.push_back(memory ? std::make_unique<MemoryBatch>(memory) : nullptr);
+    }
+    ws_.memories.resize(static_cast<size_t>(max_batch));
+  }
+
+  void Step(std::span<State* const> states, const int32_t* tokens, float* logits) override {
+    const Index n = static_cast<Index>(states.size());
+    for (Index i = 0; i < n; ++i) streams_[i] = {states[i], states[i]->position, i, 1};
+    RunTokens(model_, options_, ws_, std::span<const Stream>(streams_.data(), states.size()),
+              tokens, n, logits);
+  }
+
+ private:
+  const Model& model_;
+  const SessionOptions options_;
+  TitansWorkspace ws_;
+  std::vector<Stream> streams_;  // [max_batch]
+};
+
 }  // namespace
 
 std::unique_ptr<Runner> MakeTitans(const Model& model, const SessionOptions& options) {
   return std::make_unique<TitansRunner>(model, options);
+}
+
+std::unique_ptr<BatchRunner> MakeTitansBatch(const Model& model, const SessionOptions& options,
+                                             int max_batch) {
+  return std::make_unique<TitansBatchRunner>(model, options, max_batch);
 }
 
 }  // namespace titans::arch

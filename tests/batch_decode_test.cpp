@@ -1,0 +1,298 @@
+// BatchDecoder (include/titans/session.hpp): N sessions of one model at different positions
+// decoded together give each session the logits and the state of decoding it alone with
+// Forward, for every block kind and a mixed stack; a refused Step changes nothing.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "alloc_counter.hpp"
+#include "titans/error.hpp"
+#include "titans/session.hpp"
+
+namespace titans {
+namespace {
+
+constexpr int kVocab = 48;
+
+struct Case {
+  std::string name;
+  std::vector<BlockKind> layers;
+  int window;
+  int persistent;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+// Small models whose memory unit (and MAC segment) is 8 tokens and whose windows are 16, 7 or
+// 5: prompts of up to 60 tokens and 40 steps cross many of their boundaries.
+ModelConfig ConfigFor(const Case& k) {
+  ModelConfig c;
+  c.vocab_size = kVocab;
+  c.d_model = 32;
+  c.ffn_hidden = 48;
+  c.layers = k.layers;
+  c.attention.heads = 4;
+  c.attention.kv_heads = 2;
+  c.attention.head_dim = 8;
+  c.attention.window = k.window;
+  c.attention.persistent = k.persistent;
+  c.memory = MemoryConfig::Paper(32, 2, 8, 2, 8);
+  c.memory.output_proj = false;
+  c.segment = c.memory.unit();
+  c.tie_embeddings = k.persistent == 0;  // both head forms
+  return c;
+}
+
+std::vector<Case> Cases() {
+  return {
+      {"lmm", {BlockKind::kLmm, BlockKind::kLmm}, 16, 0},
+      {"mal", {BlockKind::kMal, BlockKind::kMal}, 16, 2},
+      {"mag", {BlockKind::kMag, BlockKind::kMag}, 7, 0},
+      {"attention", {BlockKind::kAttention, BlockKind::kAttention}, 16, 3},
+      {"full_attention", {BlockKind::kAttention}, 0, 0},
+      {"mac", {BlockKind::kMac, BlockKind::kMac}, 16, 2},
+      {"mixed",
+       {BlockKind::kLmm, BlockKind::kMal, BlockKind::kMag, BlockKind::kAttention, BlockKind::kMac},
+       5,
+       2},
+  };
+}
+
+std::vector<int32_t> Tokens(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % kVocab);
+  return t;
+}
+
+std::vector<float> Forward(Session& session, const std::vector<int32_t>& tokens) {
+  std::vector<float> logits(tokens.size() * kVocab);
+  session.Forward(tokens, logits);
+  return logits;
+}
+
+// |a - b| / |b| (Euclidean norms over a session's logits): the batched products round
+// differently from the one-row ones (include/titans/session.hpp, BatchDecoder).
+double Difference(std::span<const float> a, std::span<const float> b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    norm += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// One step's rounding differences are about 1e-7; each session's memories write them into their
+// fast weights and carry them on: over 40 steps the worst measured is 1.03e-6 (mixed stack, 16
+// sessions), so 2e-6.
+constexpr double kTolerance = 2e-6;
+
+class BatchDecodeTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const ModelConfig config = ConfigFor(GetParam());
+    model_ = std::make_shared<const Model>(config, ModelWeights::Random(config, 11));
+  }
+
+  // n sessions fed prompts of different lengths (0 to 60 tokens: different positions, pending
+  // memory units, attention ring fills and MAC segment offsets).
+  std::vector<Session> Prompted(int n) const {
+    std::vector<Session> sessions;
+    for (int i = 0; i < n; ++i) {
+      sessions.emplace_back(model_, SessionOptions{1});
+      Forward(sessions.back(), Tokens((i * 13 + 5 * (i % 2)) % 61, 100 + i));
+    }
+    return sessions;
+  }
+
+  std::shared_ptr<const Model> model_;
+};
+
+TEST_P(BatchDecodeTest, EachSessionDecodesAsItWouldAlone) {
+  for (const int n : {1, 3, 16}) {
+    SCOPED_TRACE("N = " + std::to_string(n));
+    std::vector<Session> batched = Prompted(n);
+    std::vector<Session> alone;
+    std::vector<Session*> pointers;
+    for (Session& s : batched) {
+      alone.push_back(s.Clone());
+      pointers.push_back(&s);
+    }
+    BatchDecoder decoder(model_, n, SessionOptions{1});
+    std::vector<int32_t> tokens(static_cast<size_t>(n));
+    std::vector<float> logits(static_cast<size_t>(n) * kVocab);
+    double worst = 0;
+    for (int step = 0; step < 40; ++step) {
+      for (int i = 0; i < n; ++i) tokens[i] = Tokens(1, 1000 * step + i)[0];
+      decoder.Step(pointers, tokens, logits);
+      for (int i = 0; i < n; ++i) {
+        const std::vector<float> expected = Forward(alone[i], {tokens[i]});
+        const std::span<const float> got(logits.data() + i * kVocab, kVocab);
+        if (n == 1) {
+          // One row: the same products as Forward's, bit for bit.
+          ASSERT_TRUE(std::equal(got.begin(), got.end(), expected.begin())) << "step " << step;
+        }
+        const double difference = Difference(got, expected);
+        worst = std::max(worst, difference);
+        ASSERT_LE(difference, kTolerance) << "step " << step << ", session " << i;
+      }
+    }
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(batched[i].position(), alone[i].position());
+      const std::vector<int32_t> next = Tokens(3, 7 + i);
+      EXPECT_LE(Difference(Forward(batched[i], next), Forward(alone[i], next)), kTolerance)
+          << "session " << i << " after the steps";
+    }
+    RecordProperty("worst_difference_n" + std::to_string(n), ::testing::PrintToString(worst));
+  }
+}
+
+TEST_P(BatchDecodeTest, ThreadedProductsDecodeTheSame) {
+  std::vector<Session> batched = Prompted(5);
+  std::vector<Session> alone;
+  std::vector<Session*> pointers;
+  for (Session& s : batched) {
+    alone.push_back(s.Clone());
+    pointers.push_back(&s);
+  }
+  // min_flops_per_thread 0: both threads join every product and attention call.
+  BatchDecoder decoder(model_, 8, SessionOptions{2, 0.0});
+  std::vector<float> logits(5 * kVocab);
+  for (int step = 0; step < 4; ++step) {  // few: a barrier per product on a busy host
+    const std::vector<int32_t> tokens = Tokens(5, 50 + step);
+    decoder.Step(pointers, tokens, logits);
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_LE(Difference(std::span<const float>(logits.data() + i * kVocab, kVocab),
+                           Forward(alone[i], {tokens[i]})),
+                kTolerance);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, BatchDecodeTest, ::testing::ValuesIn(Cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// A refused Step throws Error(kInvalidArgument) and leaves every session as it was: same
+// position, and the next token gives the same logits as in a clone made before.
+TEST(BatchDecodeErrors, RefusedStepsChangeNothing) {
+  const ModelConfig config = ConfigFor(Cases().back());
+  const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
+  const auto other = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
+  Session a(model, SessionOptions{1}), b(model, SessionOptions{1}), c(other, SessionOptions{1});
+  Forward(a, Tokens(11, 1));
+  Forward(b, Tokens(4, 2));
+  const Session a_before = a.Clone(), b_before = b.Clone();
+  BatchDecoder decoder(model, 2, SessionOptions{1});
+  std::vector<float> logits(2 * kVocab), one(kVocab), three(3 * kVocab);
+  Session* ab[] = {&a, &b};
+  Session* aa[] = {&a, &a};
+  Session* ac[] = {&a, &c};
+  Session* a_null[] = {&a, nullptr};
+  Session* abc[] = {&a, &b, &c};
+  const std::vector<int32_t> good = {1, 2}, bad_high = {1, kVocab}, bad_low = {-1, 2},
+                             three_tokens = {1, 2, 3};
+  struct Refused {
+    const char* what;
+    std::span<Session* const> sessions;
+    std::span<const int32_t> tokens;
+    std::span<float> logits;
+  };
+  const Refused refused[] = {
+      {"token = V", ab, bad_high, logits},
+      {"token < 0", ab, bad_low, logits},
+      {"the same session twice", aa, good, logits},
+      {"a session of another model with the same config", ac, good, logits},
+      {"a null session", a_null, good, logits},
+      {"too few tokens", ab, std::span<const int32_t>(good.data(), 1), logits},
+      {"too few logits", ab, good, one},
+      {"more sessions than max_batch", abc, three_tokens, three},
+  };
+  for (const Refused& r : refused) {
+    try {
+      decoder.Step(r.sessions, r.tokens, r.logits);
+      ADD_FAILURE() << r.what << ": no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << r.what << ": " << e.what();
+    }
+  }
+  EXPECT_EQ(a.position(), 11);
+  EXPECT_EQ(b.position(), 4);
+  EXPECT_EQ(c.position(), 0);
+  const std::vector<int32_t> next = {5};
+  Session a_clone = a_before.Clone(), b_clone = b_before.Clone();
+  EXPECT_EQ(Forward(a, next), Forward(a_clone, next));
+  EXPECT_EQ(Forward(b, next), Forward(b_clone, next));
+  // N = 0 is a no-op.
+  decoder.Step({}, {}, {});
+}
+
+// Step allocates nothing once the decoder and the sessions exist (all scratch is sized for
+// max_batch), on one thread or two.
+TEST(BatchDecodeNoAllocation, StepAllocatesNothing) {
+  const ModelConfig config = ConfigFor(Cases().back());
+  const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 5));
+  for (const int threads : {1, 2}) {
+    std::vector<Session> sessions;
+    std::vector<Session*> pointers;
+    for (int i = 0; i < 16; ++i) {
+      sessions.emplace_back(model, SessionOptions{threads});
+      Forward(sessions.back(), Tokens(i * 3, 40 + i));
+    }
+    for (Session& s : sessions) pointers.push_back(&s);
+    BatchDecoder decoder(model, 16, SessionOptions{threads});
+    std::vector<float> logits(16 * kVocab);
+    const std::vector<int32_t> tokens = Tokens(16, 9);
+    decoder.Step(pointers, tokens, logits);  // OpenMP starts its threads
+    testing::CountAllocations counter;
+    for (int step = 0; step < 20; ++step) decoder.Step(pointers, tokens, logits);
+    EXPECT_EQ(counter.count(), 0) << "threads " << threads;
+  }
+}
+
+// A titans-pytorch MAC model's sessions decode one after the other with Forward: the same
+// logits bit for bit.
+TEST(BatchDecodeFallback, TitansPytorchMacDecodesEachSessionWithForward) {
+  const auto model =
+      Model::Load(std::string(TITANS_TEST_DATA_DIR) + "/tp_mac/plain.model.safetensors");
+  ASSERT_EQ(model->config().architecture, Architecture::kTitansPytorchMac);
+  const int vocab = model->config().vocab_size;
+  std::vector<Session> batched, alone;
+  std::vector<Session*> pointers;
+  for (int i = 0; i < 3; ++i) {
+    batched.emplace_back(model, SessionOptions{1});
+    std::vector<int32_t> prompt = Tokens(5 + 9 * i, 20 + i);
+    std::vector<float> prompt_logits(prompt.size() * vocab);
+    batched.back().Forward(prompt, prompt_logits);
+    alone.push_back(batched.back().Clone());
+  }
+  for (Session& s : batched) pointers.push_back(&s);
+  BatchDecoder decoder(model, 3, SessionOptions{1});
+  std::vector<float> logits(3 * static_cast<size_t>(vocab)), expected(static_cast<size_t>(vocab));
+  for (int step = 0; step < 12; ++step) {
+    const std::vector<int32_t> tokens = Tokens(3, 300 + step);
+    decoder.Step(pointers, tokens, logits);
+    for (int i = 0; i < 3; ++i) {
+      alone[i].Forward(std::span<const int32_t>(&tokens[i], 1), expected);
+      ASSERT_TRUE(std::equal(expected.begin(), expected.end(), logits.begin() + i * vocab))
+          << "step " << step << ", session " << i;
+    }
+  }
+}
+
+TEST(BatchDecodeErrors, RefusesBadConstruction) {
+  const ModelConfig config = ConfigFor(Cases()[0]);
+  const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
+  for (const int max_batch : {0, -1}) {
+    EXPECT_THROW(BatchDecoder(model, max_batch), Error);
+  }
+  EXPECT_THROW(BatchDecoder(nullptr, 4), Error);
+  EXPECT_THROW(BatchDecoder(model, 4, SessionOptions{-1}), Error);
+}
+
+}  // namespace
+}  // namespace titans
