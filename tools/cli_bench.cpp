@@ -341,6 +341,7 @@ double DecodeTokensPerSecond(const std::shared_ptr<const Model>& model, int stre
   const SessionOptions options{threads};
   const size_t vocab = static_cast<size_t>(model->config().vocab_size);
   std::vector<Session> sessions;
+  sessions.reserve(static_cast<size_t>(streams));
   std::vector<Session*> pointers;
   std::vector<int32_t> tokens(static_cast<size_t>(streams));
   for (int i = 0; i < streams; ++i) {
@@ -350,6 +351,7 @@ double DecodeTokensPerSecond(const std::shared_ptr<const Model>& model, int stre
     std::vector<float> prompt_logits(prompt.size() * vocab);
     sessions.back().Forward(prompt, prompt_logits);
   }
+  pointers.reserve(sessions.size());
   for (Session& s : sessions) pointers.push_back(&s);
   BatchDecoder decoder(model, streams, options);
   std::vector<float> logits(static_cast<size_t>(streams) * vocab);
