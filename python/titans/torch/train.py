@@ -130,6 +130,8 @@ PRESETS["mag-recall"] = {
 # to 64 KB. Same token budget per step as mag-long (8 x 1024 = 2 x 4096).
 PRESETS["mag-streams"] = {"config": matched_config("mag"), **LONG, "batch": 8, "length": 1024,
                           "stream": 64, "steps": 650}
+# The same for twice the steps: about two hours on one idle core (10.6M tokens).
+PRESETS["mag-streams-long"] = {**PRESETS["mag-streams"], "steps": 1300}
 PRESETS["tiny"] = {  # a smoke test: seconds
     "config": model_config(["attention", "mal"], d=32, ffn=64, window=16, chunk=8),
     **RECIPE, "steps": 20, "batch": 2, "length": 1024, "eval_every": 10, "eval_bytes": 4096,
