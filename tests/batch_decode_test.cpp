@@ -11,57 +11,17 @@
 #include <vector>
 
 #include "alloc_counter.hpp"
+#include "model_cases.hpp"
 #include "titans/error.hpp"
 #include "titans/session.hpp"
 
 namespace titans {
 namespace {
 
-constexpr int kVocab = 48;
-
-struct Case {
-  std::string name;
-  std::vector<BlockKind> layers;
-  int window;
-  int persistent;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
-
-// Small models whose memory unit (and MAC segment) is 8 tokens and whose windows are 16, 7 or
-// 5: prompts of up to 60 tokens and 40 steps cross many of their boundaries.
-ModelConfig ConfigFor(const Case& k) {
-  ModelConfig c;
-  c.vocab_size = kVocab;
-  c.d_model = 32;
-  c.ffn_hidden = 48;
-  c.layers = k.layers;
-  c.attention.heads = 4;
-  c.attention.kv_heads = 2;
-  c.attention.head_dim = 8;
-  c.attention.window = k.window;
-  c.attention.persistent = k.persistent;
-  c.memory = MemoryConfig::Paper(32, 2, 8, 2, 8);
-  c.memory.output_proj = false;
-  c.segment = c.memory.unit();
-  c.tie_embeddings = k.persistent == 0;  // both head forms
-  return c;
-}
-
-std::vector<Case> Cases() {
-  return {
-      {"lmm", {BlockKind::kLmm, BlockKind::kLmm}, 16, 0},
-      {"mal", {BlockKind::kMal, BlockKind::kMal}, 16, 2},
-      {"mag", {BlockKind::kMag, BlockKind::kMag}, 7, 0},
-      {"attention", {BlockKind::kAttention, BlockKind::kAttention}, 16, 3},
-      {"full_attention", {BlockKind::kAttention}, 0, 0},
-      {"mac", {BlockKind::kMac, BlockKind::kMac}, 16, 2},
-      {"mixed",
-       {BlockKind::kLmm, BlockKind::kMal, BlockKind::kMag, BlockKind::kAttention, BlockKind::kMac},
-       5,
-       2},
-  };
-}
+using Case = test::ModelCase;
+using test::ConfigFor;
+using test::ModelCases;
+constexpr int kVocab = test::kCaseVocab;
 
 std::vector<int32_t> Tokens(int n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -174,13 +134,13 @@ TEST_P(BatchDecodeTest, ThreadedProductsDecodeTheSame) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, BatchDecodeTest, ::testing::ValuesIn(Cases()),
+INSTANTIATE_TEST_SUITE_P(Kinds, BatchDecodeTest, ::testing::ValuesIn(ModelCases()),
                          [](const auto& info) { return info.param.name; });
 
 // A refused Step throws Error(kInvalidArgument) and leaves every session as it was: same
 // position, and the next token gives the same logits as in a clone made before.
 TEST(BatchDecodeErrors, RefusedStepsChangeNothing) {
-  const ModelConfig config = ConfigFor(Cases().back());
+  const ModelConfig config = ConfigFor(ModelCases().back());
   const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
   const auto other = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
   Session a(model, SessionOptions{1}), b(model, SessionOptions{1}), c(other, SessionOptions{1});
@@ -234,7 +194,7 @@ TEST(BatchDecodeErrors, RefusedStepsChangeNothing) {
 // Step allocates nothing once the decoder and the sessions exist (all scratch is sized for
 // max_batch), on one thread or two.
 TEST(BatchDecodeNoAllocation, StepAllocatesNothing) {
-  const ModelConfig config = ConfigFor(Cases().back());
+  const ModelConfig config = ConfigFor(ModelCases().back());
   const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 5));
   for (const int threads : {1, 2}) {
     std::vector<Session> sessions;
@@ -285,7 +245,7 @@ TEST(BatchDecodeFallback, TitansPytorchMacDecodesEachSessionWithForward) {
 }
 
 TEST(BatchDecodeErrors, RefusesBadConstruction) {
-  const ModelConfig config = ConfigFor(Cases()[0]);
+  const ModelConfig config = ConfigFor(ModelCases()[0]);
   const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
   for (const int max_batch : {0, -1}) {
     EXPECT_THROW(BatchDecoder(model, max_batch), Error);

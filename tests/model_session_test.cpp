@@ -12,53 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "model_cases.hpp"
 #include "titans/error.hpp"
 #include "titans/session.hpp"
 
 namespace titans {
 namespace {
 
-struct Case {
-  std::string name;
-  std::vector<BlockKind> layers;
-  int window;
-  int persistent;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
-
-ModelConfig ConfigFor(const Case& k) {
-  ModelConfig c;
-  c.vocab_size = 48;
-  c.d_model = 32;
-  c.ffn_hidden = 48;
-  c.layers = k.layers;
-  c.attention.heads = 4;
-  c.attention.kv_heads = 2;
-  c.attention.head_dim = 8;
-  c.attention.window = k.window;
-  c.attention.persistent = k.persistent;
-  c.memory = MemoryConfig::Paper(32, 2, 8, 2, 8);
-  c.memory.output_proj = false;
-  c.segment = c.memory.unit();           // used by mac layers
-  c.tie_embeddings = k.persistent == 0;  // both head forms
-  return c;
-}
-
-std::vector<Case> Cases() {
-  return {
-      {"lmm", {BlockKind::kLmm, BlockKind::kLmm}, 16, 0},
-      {"mal", {BlockKind::kMal, BlockKind::kMal}, 16, 2},
-      {"mag", {BlockKind::kMag, BlockKind::kMag}, 7, 0},
-      {"attention", {BlockKind::kAttention, BlockKind::kAttention}, 16, 3},
-      {"full_attention", {BlockKind::kAttention}, 0, 0},
-      {"mac", {BlockKind::kMac, BlockKind::kMac}, 16, 2},
-      {"mixed",
-       {BlockKind::kLmm, BlockKind::kMal, BlockKind::kMag, BlockKind::kAttention, BlockKind::kMac},
-       5,
-       2},
-  };
-}
+using Case = test::ModelCase;
+using test::ConfigFor;
+using test::ModelCases;
 
 std::vector<int32_t> Tokens(int n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -182,11 +145,11 @@ TEST_P(SessionTest, OutOfRangeTokenIsRejectedAndChangesNothing) {
   EXPECT_EQ(Feed(session, next), Feed(twin, next));
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, SessionTest, ::testing::ValuesIn(Cases()),
+INSTANTIATE_TEST_SUITE_P(Kinds, SessionTest, ::testing::ValuesIn(ModelCases()),
                          [](const auto& info) { return info.param.name; });
 
 TEST(Session, EmbeddingModelsReturnHiddenStatesAndRejectNaN) {
-  ModelConfig config = ConfigFor(Cases()[6]);
+  ModelConfig config = ConfigFor(ModelCases()[6]);
   config.vocab_size = 0;
   config.tie_embeddings = false;
   auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 3));
@@ -229,7 +192,7 @@ TEST(Sampler, GreedyTopKTopPAndSeeds) {
 }
 
 TEST(Session, GenerateIsDeterministicForASeed) {
-  const ModelConfig config = ConfigFor(Cases()[6]);
+  const ModelConfig config = ConfigFor(ModelCases()[6]);
   auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 5));
   const std::vector<int32_t> prompt = Tokens(9, 10);
   Session a(model, SessionOptions{1}), b(model, SessionOptions{1});
