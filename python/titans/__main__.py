@@ -48,7 +48,7 @@ class _TextOut:
     def text(self, data: bytes, final: bool = False) -> str:
         out = []
         for ch in self.decoder.decode(data, final):
-            if len(ch) == 1 and ord(ch) < 0x80 and not (0x20 <= ord(ch) < 0x7F or ch in "\n\t"):
+            if ord(ch) < 0x80 and not (0x20 <= ord(ch) < 0x7F or ch in "\n\t"):
                 ch = "\\x%02x" % ord(ch)
             out.append(ch)
         return "".join(out)

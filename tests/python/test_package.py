@@ -774,11 +774,22 @@ def test_module_generate_prints_what_the_program_prints(model_path, options):
     assert got.stdout.decode() == cli(*args)
 
 
+@pytest.fixture(scope="module")
+def byte_model_path(tmp_path_factory):
+    """A random byte-level model: its samples are all 256 byte values, control bytes and
+    invalid UTF-8 included, so the escapes are exercised."""
+    path = tmp_path_factory.mktemp("bytes") / "bytes.safetensors"
+    titans.Model.random({**CONFIG, "vocab_size": 256}, seed=5).save(str(path))
+    return path
+
+
 @needs_cli
+@pytest.mark.parametrize("model", ["shipped", "random"])
 @pytest.mark.parametrize("flags", [[], ["--raw"], ["--stop", "the"]])
-def test_module_generate_text_equals_the_program(flags):
-    args = ["generate", SHIPPED, "-p", "And Jesus said", "-n", 80, "--temperature", 1.5,
-            "--seed", 3, "-t", 1, *flags]  # hot: stray bytes, escapes
+def test_module_generate_text_equals_the_program(flags, model, byte_model_path):
+    path = SHIPPED if model == "shipped" else byte_model_path
+    args = ["generate", path, "-p", "And Jesus said", "-n", 200, "--temperature", 1.5,
+            "--seed", 3, "-t", 1, *flags]
     got = module_cli(*args)
     assert got.returncode == 0, got.stderr
     want = subprocess.run([CLI, *map(str, args)], check=True, capture_output=True).stdout
