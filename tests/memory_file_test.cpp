@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "io/safetensors.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
@@ -55,6 +56,59 @@ TEST(MemoryFile, RoundTripKeepsConfigWeightsAndOutputs) {
     EXPECT_EQ(Outputs(memory, 21), Outputs(loaded, 21));
     std::filesystem::remove(path);
   }
+}
+
+// titans-pytorch's options (MemoryConfig 1.7): their keys and tensors round-trip, and files
+// that use them say format_version "2" (older builds refuse them instead of ignoring the keys);
+// files without them keep "1" and the JSON of before, so they still load in older builds.
+TEST(MemoryFile, TitansPytorchOptionsRoundTripWithFormatVersionTwo) {
+  MemoryConfig with = MemoryConfig::TitansPytorch(24, 3, 8, 4, 8);
+  with.post_norm = with.transition_gate = with.lr_modulation = with.spectral_norm = true;
+  with.max_grad_norm = 0.5f;
+  with.max_layer_modulation = 3.0f;
+  with.qkv_activation = Activation::kGelu;
+  const MemoryConfig without = MemoryConfig::TitansPytorch(24, 3, 8, 4, 8);
+  EXPECT_EQ(MemoryConfig::FromJson(with.ToJson()), with);
+  EXPECT_EQ(without.ToJson().find("post_norm"), std::string::npos);
+  for (const MemoryConfig& config : {with, without}) {
+    auto memory = std::make_shared<const NeuralMemory>(config, MemoryWeights::Random(config, 9));
+    const std::string path = TempPath("options.safetensors");
+    memory->Save(path);
+    const std::string version = config.UsesTitansPytorchOptions() ? "2" : "1";
+    EXPECT_EQ(io::SafetensorsFile::Open(path).metadata().at("format_version"), version);
+    const auto loaded = NeuralMemory::Load(path);
+    EXPECT_EQ(loaded->config(), config);
+    EXPECT_EQ(Outputs(memory, 21), Outputs(loaded, 21));
+    const std::string state = TempPath("options_state.safetensors");
+    MemorySession session(memory, SessionOptions{1});
+    std::vector<float> x(static_cast<size_t>(6) * config.d_model, 0.25f), y(6 * 24);
+    session.Forward(x, y);  // mid-unit: pending rows (with the modulation logits) are saved
+    session.Save(state);
+    EXPECT_EQ(io::SafetensorsFile::Open(state).metadata().at("format_version"), version);
+    MemorySession resumed(memory, SessionOptions{1});
+    resumed.Load(state);
+    EXPECT_EQ(resumed.state().pending_gates, session.state().pending_gates);
+    std::filesystem::remove(path);
+    std::filesystem::remove(state);
+  }
+  // A state saved with the options does not load into a memory without them, and says why.
+  auto memory = std::make_shared<const NeuralMemory>(with, MemoryWeights::Random(with, 9));
+  const std::string state = TempPath("options_mismatch.safetensors");
+  MemorySession(memory).Save(state);
+  MemorySession other(
+      std::make_shared<const NeuralMemory>(without, MemoryWeights::Random(without, 9)));
+  try {
+    other.Load(state);
+    ADD_FAILURE() << "loaded a state of another config";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kMismatch);
+    EXPECT_NE(std::string(e.what()).find("this memory has"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(state);
+  // The write options need one step per unit.
+  MemoryConfig chunked = MemoryConfig::Paper(16, 2, 8, 2, 4);
+  chunked.spectral_norm = true;
+  EXPECT_THROW(chunked.Validate(), Error);
 }
 
 TEST(MemoryFile, RejectsStateFilesMissingTensorsAndGarbage) {

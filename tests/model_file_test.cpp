@@ -519,9 +519,9 @@ TEST_F(BadModelFile, WrongFormatOrVersion) {
   ExpectLoadError(spec.Write("format.safetensors"), ErrorCode::kFormat,
                   {"format is \"titans.memory\"", "expected \"titans.model\""});
   spec = SpecOf(model_);
-  spec.metadata["format_version"] = "2";
+  spec.metadata["format_version"] = "3";
   ExpectLoadError(spec.Write("version.safetensors"), ErrorCode::kFormat,
-                  {"unsupported format_version \"2\""});
+                  {"unsupported format_version \"3\""});
   spec = SpecOf(model_);
   spec.metadata.erase("format");
   ExpectLoadError(spec.Write("no_format.safetensors"), ErrorCode::kFormat,

@@ -377,7 +377,7 @@ TEST_F(StateFileErrorTest, BadMetadataIsAFormatError) {
       {"no format", [](Metadata& m) { m.erase("format"); }},
       {"other format", [](Metadata& m) { m["format"] = "titans.model"; }},
       {"no version", [](Metadata& m) { m.erase("format_version"); }},
-      {"version 2", [](Metadata& m) { m["format_version"] = "2"; }},
+      {"version 3", [](Metadata& m) { m["format_version"] = "3"; }},
       {"no config", [](Metadata& m) { m.erase("config"); }},
       {"config not JSON", [](Metadata& m) { m["config"] = "{\"d_model\": 16"; }},
       {"config incomplete", [](Metadata& m) { m["config"] = "{\"d_model\": 16}"; }},

@@ -32,8 +32,12 @@ struct MemoryWeights {
   std::vector<float> q_norm, k_norm;           // [H, dh] gains of kRms q/k normalisation
   std::vector<float> w_theta, w_eta, w_alpha;  // [d, H] gate projections (step, momentum, decay)
   std::vector<float> b_theta, b_eta, b_alpha;  // [H] their biases
+  std::vector<float> w_mod, b_mod;      // lr_modulation: [d, H*P], [H*P] (channel h*P + p, P =
+                                        // parameter_tensors(), p in titans-pytorch's order)
   std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
   std::vector<float> gain;              // [H, dh] initial g of kLnResidual
+  std::vector<float> post_norm;         // [H, dh] gain of the post_norm RMSNorm
+  std::vector<float> transition_gate;   // [1] raw; sigmoid of it is the commit's lerp weight
   std::vector<float> w_gate;            // [d, H] output gate
   std::vector<float> w_out;             // [H*dh, d] output projection
 
@@ -84,7 +88,8 @@ struct MemoryState {
   // conv_q_read is the query tail of the read-only stream (MemorySession::Read).
   std::vector<float> conv_q, conv_k, conv_v, conv_q_read;
   // The current unit's tokens not yet written: `pending` rows of keys and values [U, H*dh]
-  // and gate logits [U, 3H] (columns [0,H) theta, [H,2H) eta, [2H,3H) alpha logits).
+  // and gate logits [U, gate_columns()] (columns [0,H) theta, [H,2H) eta, [2H,3H) alpha
+  // logits, then with lr_modulation the H*P modulation logits).
   int pending = 0;
   std::vector<float> pending_k, pending_v, pending_gates;
 

@@ -50,6 +50,34 @@ struct MemoryConfig {
                              // retrieve_norm)
   bool output_proj = true;   // project H*dh -> d; without it the output is [n, H*dh]
 
+  // 1.7 titans-pytorch options (docs/TITANS_PYTORCH.md). The three write options act on each
+  // step's gradient per (head, parameter tensor), so they need one step per unit (read = step).
+  bool post_norm = false;        // RMSNorm (eps rms_eps, learned gain) of each head's read
+  bool transition_gate = false;  // at a commit: W_cur = W_base + sigmoid(gate) (W_cur - W_base)
+  float max_grad_norm = 0.0f;    // m > 0: g *= s(|g|) / |g|, s(n) = m/2 tanh(2n/m) + m/2
+  bool lr_modulation = false;    // g *= max_layer_modulation * sigmoid(c W_mod + b_mod)
+  float max_layer_modulation = 1.0f;
+  bool spectral_norm = false;  // matrix updates through 5 Newton-Schulz iterations
+
+  // True when any option of 1.7 other than the GELU q/k/v activation is on: files that use them
+  // carry format_version "2", which older builds refuse instead of ignoring the keys.
+  bool UsesTitansPytorchOptions() const {
+    return post_norm || transition_gate || max_grad_norm > 0 || lr_modulation || spectral_norm;
+  }
+  // Columns of the per-token gate logits: theta, eta, alpha (H each), then with lr_modulation
+  // the modulation logits [H * P] (channel h * P + p, p in titans-pytorch's parameter order).
+  int gate_columns() const { return 3 * heads + (lr_modulation ? heads * parameter_tensors() : 0); }
+  // The memory model's parameter tensors per head: the MLP layers, and the gain g of kLnResidual.
+  int parameter_tensors() const { return depth + (output == MemoryOutput::kLnResidual ? 1 : 0); }
+  // titans-pytorch's index p of MLP layer l (its ResidualNorm lists the gain first), and of g.
+  int parameter_index_of_layer(int l) const {
+    return output == MemoryOutput::kLnResidual ? l + 1 : l;
+  }
+  static constexpr int kGainParameterIndex = 0;
+  // The write works on each step's full per-head gradients (max_grad_norm, lr_modulation,
+  // spectral_norm), not on the fused coefficient form.
+  bool tensorwise_write() const { return max_grad_norm > 0 || lr_modulation || spectral_norm; }
+
   int hidden_dim() const { return static_cast<int>(static_cast<float>(head_dim) * expansion); }
   int inner_dim() const { return heads * head_dim; }  // H*dh
   // Width of layer l's input and output (l = 0..depth-1): dh -> dm -> ... -> dm -> dh.

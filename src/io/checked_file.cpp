@@ -35,16 +35,15 @@ const std::string& RequireMetadata(const std::string& path, const SafetensorsFil
 }  // namespace
 
 const std::string& CheckHeader(const std::string& path, const SafetensorsFile& file,
-                               const std::string& what, const char* format, const char* version) {
+                               const std::string& what, const char* format) {
   const std::string& found = RequireMetadata(path, file, what, "format");
   if (found != format) {
     Fail(ErrorCode::kFormat, path, "format is " + Quoted(found) + ", expected \"" + format + "\"");
   }
   const std::string& found_version = RequireMetadata(path, file, what, "format_version");
-  if (found_version != version) {
+  if (found_version != FormatVersion(false) && found_version != FormatVersion(true)) {
     Fail(ErrorCode::kFormat, path,
-         "unsupported format_version " + Quoted(found_version) + " (this build reads " + version +
-             ")");
+         "unsupported format_version " + Quoted(found_version) + " (this build reads 1 and 2)");
   }
   return RequireMetadata(path, file, what, "config");
 }

@@ -17,10 +17,18 @@ namespace titans::io {
 std::string Truncated(const std::string& s, size_t limit = 200);
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-// Checks the metadata's "format" (== format) and "format_version" (== version) and returns its
+// Format versions, shared by the model, session, memory and memory state files: "1" for every
+// file the engine could read before titans-pytorch's options (MemoryConfig 1.7), "2" for files
+// whose memory config uses them, so that older builds refuse such files instead of silently
+// ignoring the options' keys. This build reads both.
+inline const char* FormatVersion(bool uses_titans_pytorch_options) {
+  return uses_titans_pytorch_options ? "2" : "1";
+}
+
+// Checks the metadata's "format" (== format) and "format_version" ("1" or "2") and returns its
 // "config" text. `what` names the kind of file in messages ("model", "memory"). kFormat.
 const std::string& CheckHeader(const std::string& path, const SafetensorsFile& file,
-                               const std::string& what, const char* format, const char* version);
+                               const std::string& what, const char* format);
 
 // Parses the header's config with Config::FromJson; any error there is a kFormat error.
 template <class Config>

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -77,7 +78,6 @@ void MemoryConfig::Validate() const {
   Require(hidden_dim() >= 1, "expansion must give a hidden width >= 1");
   Require(depth == 1 || activation != Activation::kNone,
           "the memory MLP needs an activation (gelu or silu) when depth > 1");
-  Require(qkv_activation != Activation::kGelu, "qkv_activation must be none or silu");
   Require(
       std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && std::isfinite(rms_eps) && rms_eps > 0,
       "norm epsilons must be finite and > 0");
@@ -89,6 +89,12 @@ void MemoryConfig::Validate() const {
   Require(read != ReadRule::kChunk || chunk > 0,
           "read = chunk needs chunk > 0 (with chunk = 0 use read = step)");
   Require(read_offset == 0 || read_offset == 1, "read_offset must be 0 or 1");
+  Require(std::isfinite(max_grad_norm) && max_grad_norm >= 0,
+          "max_grad_norm must be finite and >= 0 (0 = off)");
+  Require(std::isfinite(max_layer_modulation) && max_layer_modulation > 0,
+          "max_layer_modulation must be finite and > 0");
+  Require(!tensorwise_write() || read == ReadRule::kStep,
+          "max_grad_norm, lr_modulation and spectral_norm need read = step (one step per unit)");
   // Every session keeps the keys, values and gates of one unit: bound what a config implies.
   Require(int64_t{unit()} * inner_dim() <= config_limits::kMaxUnitValues,
           "the unit (" + std::to_string(unit()) + " tokens) times heads * head_dim (" +
@@ -104,7 +110,15 @@ double MemoryConfig::FlopsPerToken() const {
   const double gradient_products = momentum ? 2.0 * mlp : mlp;  // A^T diag(c) D (and diag(e))
   const double projections = 2.0 * d_model * 3.0 * (inner_dim() + heads);
   const double output = output_proj ? 2.0 * inner_dim() * d_model : 0.0;
-  return projections + output + heads * (mlp + backward + gradient_products + mlp);
+  // Newton-Schulz per step and matrix: 5 x (X X^T, A A, B X) on an r x n matrix, r <= n.
+  double spectral = 0;
+  for (int l = 0; spectral_norm && l < depth; ++l) {
+    const double r = std::min(layer_in(l), layer_out(l)), n = std::max(layer_in(l), layer_out(l));
+    spectral += 5.0 * (2.0 * r * r * n + 2.0 * r * r * r + 2.0 * r * r * n) / step;
+  }
+  const double modulation = lr_modulation ? 2.0 * d_model * heads * parameter_tensors() : 0.0;
+  return projections + modulation + output +
+         heads * (mlp + backward + gradient_products + mlp + spectral);
 }
 
 MemoryConfig MemoryConfig::Paper(int d_model, int heads, int head_dim, int depth, int chunk) {
@@ -168,6 +182,15 @@ std::string MemoryConfig::ToJson() const {
   j["read_offset"] = read_offset;
   j["output_gate"] = output_gate;
   j["output_proj"] = output_proj;
+  // The options of 1.7 only when on: files without them stay as they were.
+  if (post_norm) j["post_norm"] = true;
+  if (transition_gate) j["transition_gate"] = true;
+  if (max_grad_norm > 0) j["max_grad_norm"] = max_grad_norm;
+  if (lr_modulation) {
+    j["lr_modulation"] = true;
+    j["max_layer_modulation"] = max_layer_modulation;
+  }
+  if (spectral_norm) j["spectral_norm"] = true;
   return j.dump();
 }
 
@@ -197,6 +220,16 @@ MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
   c.read_offset = io::IntField(j, "read_offset", 0, 1);
   c.output_gate = io::BoolField(j, "output_gate");
   c.output_proj = io::BoolField(j, "output_proj");
+  // Optional: absent means off (the files written before these options existed).
+  auto has = [&j](const char* key) { return j.object.is_object() && j.object.contains(key); };
+  if (has("post_norm")) c.post_norm = io::BoolField(j, "post_norm");
+  if (has("transition_gate")) c.transition_gate = io::BoolField(j, "transition_gate");
+  if (has("max_grad_norm")) c.max_grad_norm = io::FloatField(j, "max_grad_norm", 0.0, 1e6);
+  if (has("lr_modulation")) c.lr_modulation = io::BoolField(j, "lr_modulation");
+  if (c.lr_modulation) {
+    c.max_layer_modulation = io::FloatField(j, "max_layer_modulation", 0.0, 1e6, /*lo_open=*/true);
+  }
+  if (has("spectral_norm")) c.spectral_norm = io::BoolField(j, "spectral_norm");
   c.Validate();
   return c;
 }

@@ -28,7 +28,6 @@ using io::Truncated;
 
 constexpr const char* kWeightsFormat = "titans.memory";
 constexpr const char* kStateFormat = "titans.memory_state";
-constexpr const char* kFormatVersion = "1";
 constexpr const char* kPosition = "position";
 constexpr const char* kPending = "pending";
 
@@ -42,10 +41,16 @@ std::string DescribeDifference(const MemoryConfig& file, const MemoryConfig& our
   const std::string file_json = file.ToJson(), our_json = ours.ToJson();
   const auto a = nlohmann::ordered_json::parse(file_json),
              b = nlohmann::ordered_json::parse(our_json);
-  for (const auto& [key, value] : b.items()) {
-    if (a.at(key) != value) {
-      return "the file is for " + key + " = " + a.at(key).dump() + ", this memory has " + key +
-             " = " + value.dump();
+  // Optional keys (MemoryConfig 1.7) may be in one and not the other: absent reads "off".
+  auto shown = [](const nlohmann::ordered_json& j, const std::string& key) {
+    return j.contains(key) ? j.at(key).dump() : std::string("(absent: off)");
+  };
+  for (const auto* keys : {&b, &a}) {
+    for (const auto& [key, value] : keys->items()) {
+      if (shown(a, key) != shown(b, key)) {
+        return "the file is for " + key + " = " + shown(a, key) + ", this memory has " + key +
+               " = " + shown(b, key);
+      }
     }
   }
   // Only reachable if ToJson ever leaves out a field that operator== compares.
@@ -57,8 +62,8 @@ std::string DescribeDifference(const MemoryConfig& file, const MemoryConfig& our
 
 std::shared_ptr<const NeuralMemory> NeuralMemory::Load(const std::string& path) {
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
-  const MemoryConfig config = io::ParseConfig<MemoryConfig>(
-      path, io::CheckHeader(path, file, "memory", kWeightsFormat, kFormatVersion));
+  const MemoryConfig config =
+      io::ParseConfig<MemoryConfig>(path, io::CheckHeader(path, file, "memory", kWeightsFormat));
   {  // the file holds every tensor of the config before any is allocated (Model::Load too)
     MemoryWeights skeleton;  // empty vectors: names and shapes only
     skeleton.mlp.resize(static_cast<size_t>(config.depth));
@@ -76,7 +81,7 @@ void NeuralMemory::Save(const std::string& path) const {
   }
   io::WriteSafetensors(path,
                        {{"format", kWeightsFormat},
-                        {"format_version", kFormatVersion},
+                        {"format_version", io::FormatVersion(config_.UsesTitansPytorchOptions())},
                         {"config", config_.ToJson()}},
                        tensors);
 }
@@ -91,10 +96,11 @@ void MemorySession::Save(const std::string& path) const {
   for (const ConstTensorView& view : state_.Tensors(config)) {
     tensors.push_back({view.name, io::DType::kF32, view.shape, view.data});
   }
-  io::WriteSafetensors(
-      path,
-      {{"format", kStateFormat}, {"format_version", kFormatVersion}, {"config", config.ToJson()}},
-      tensors);
+  io::WriteSafetensors(path,
+                       {{"format", kStateFormat},
+                        {"format_version", io::FormatVersion(config.UsesTitansPytorchOptions())},
+                        {"config", config.ToJson()}},
+                       tensors);
 }
 
 void MemorySession::Load(const std::string& path) {
@@ -102,7 +108,7 @@ void MemorySession::Load(const std::string& path) {
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
 
   const MemoryConfig saved = io::ParseConfig<MemoryConfig>(
-      path, io::CheckHeader(path, file, "memory state", kStateFormat, kFormatVersion));
+      path, io::CheckHeader(path, file, "memory state", kStateFormat));
   if (!(saved == config)) {
     Fail(ErrorCode::kMismatch, path,
          "state saved for another memory config: " + DescribeDifference(saved, config));

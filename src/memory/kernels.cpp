@@ -82,6 +82,51 @@ void ForHeadShare(int heads, int extent, int ith, int nth, int align, F&& f) {
 
 constexpr int kColumnAlign = 16;  // one AVX-512 register of floats
 
+// titans-pytorch's newtonschulz5 (docs/TITANS_PYTORCH.md): u [in, out] <- an approximate
+// orthogonalisation of u / |u|_F by five iterations X <- a X + (b A + c A A) X, A = X X^T, on
+// the wide orientation (r = min(in, out) rows). x, y [>= r, >= n], a, b [>= r, >= r] scratch.
+void NewtonSchulz(MatMap u, RowMatrix& x_scratch, RowMatrix& y_scratch, RowMatrix& a_scratch,
+                  RowMatrix& b_scratch) {
+  constexpr float kA = 3.4445f, kB = -4.7750f, kC = 2.0315f, kEps = 1e-7f;
+  const bool tall = u.rows() > u.cols();
+  const Index r = tall ? u.cols() : u.rows(), n = tall ? u.rows() : u.cols();
+  auto x = x_scratch.topLeftCorner(r, n);
+  auto y = y_scratch.topLeftCorner(r, n);
+  auto a = a_scratch.topLeftCorner(r, r);
+  auto b = b_scratch.topLeftCorner(r, r);
+  if (tall) {
+    x = u.transpose();
+  } else {
+    x = u;
+  }
+  x /= std::max(x.norm(), kEps);
+  for (int i = 0; i < 5; ++i) {
+    Multiply(a, x, x.transpose());
+    Multiply(b, a, a);
+    b = kC * b + kB * a;
+    Multiply(y, b, x);
+    x = kA * x + y;
+  }
+  if (tall) {
+    u = x.transpose();
+  } else {
+    u = x;
+  }
+}
+
+// The soft clamp of max_grad_norm m: the factor s(n) / n that gives a gradient of norm n the
+// norm s(n) = m/2 tanh(2n/m) + m/2. titans-pytorch divides 0 by 0 at n = 0 (NaN); the engine
+// leaves a zero gradient zero.
+// sigmoid(transition_gate): the weight of the new weights in a commit (1 without the gate).
+float TransitionWeight(const NeuralMemory& memory) {
+  return memory.config().transition_gate ? ops::Sigmoid(memory.weights().transition_gate[0]) : 1.0f;
+}
+
+float SoftClampFactor(float norm, float max_norm) {
+  if (norm <= 0) return 0.0f;
+  return (0.5f * max_norm * std::tanh(2.0f * norm / max_norm) + 0.5f * max_norm) / norm;
+}
+
 }  // namespace
 
 MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOptions& options)
@@ -97,7 +142,8 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   q_.setZero(p, hd);
   k_.setZero(p, hd);
   v_.setZero(p, hd);
-  gates_.setZero(p, 3 * h);
+  const Index gates = c.gate_columns();
+  gates_.setZero(p, gates);
   gate_out_.setZero(p, h);
   y_.setZero(p, hd);
   Index max_in = 0, max_out = 0;
@@ -124,20 +170,37 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   momentum_carry_.assign(static_cast<size_t>(h), 0.0f);
   // Without momentum the eta columns are zero and never read.
   const MemoryWeights& w = memory.weights();
-  packed_gates_.assign(static_cast<size_t>(d * 3 * h), 0.0f);
-  packed_gate_bias_.assign(static_cast<size_t>(3 * h), 0.0f);
-  const std::vector<float>* gate_w[3] = {&w.w_theta, &w.w_eta, &w.w_alpha};
-  const std::vector<float>* gate_b[3] = {&w.b_theta, &w.b_eta, &w.b_alpha};
-  for (Index g = 0; g < 3; ++g) {
+  packed_gates_.assign(static_cast<size_t>(d * gates), 0.0f);
+  packed_gate_bias_.assign(static_cast<size_t>(gates), 0.0f);
+  const std::vector<float>* gate_w[4] = {&w.w_theta, &w.w_eta, &w.w_alpha, &w.w_mod};
+  const std::vector<float>* gate_b[4] = {&w.b_theta, &w.b_eta, &w.b_alpha, &w.b_mod};
+  for (Index g = 0; g < 4; ++g) {
     if (gate_w[g]->empty()) continue;
+    const Index width = g < 3 ? h : h * c.parameter_tensors();
     for (Index i = 0; i < d; ++i) {
-      for (Index j = 0; j < h; ++j) {
-        packed_gates_[static_cast<size_t>(i * 3 * h + g * h + j)] =
-            (*gate_w[g])[static_cast<size_t>(i * h + j)];
+      for (Index j = 0; j < width; ++j) {
+        packed_gates_[static_cast<size_t>(i * gates + g * h + j)] =
+            (*gate_w[g])[static_cast<size_t>(i * width + j)];
       }
     }
-    for (Index j = 0; j < h; ++j) {
+    for (Index j = 0; j < width; ++j) {
       packed_gate_bias_[static_cast<size_t>(g * h + j)] = (*gate_b[g])[static_cast<size_t>(j)];
+    }
+  }
+  if (c.lr_modulation) modulation_.assign(static_cast<size_t>(h * c.parameter_tensors()), 0.0f);
+  if (c.tensorwise_write()) {
+    Index r_max = 0, n_max = 0;
+    for (int l = 0; l < c.depth; ++l) {
+      grad_full_.emplace_back(RowMatrix::Zero(h * c.layer_in(l), c.layer_out(l)));
+      r_max = std::max<Index>(r_max, std::min(c.layer_in(l), c.layer_out(l)));
+      n_max = std::max<Index>(n_max, std::max(c.layer_in(l), c.layer_out(l)));
+    }
+    if (c.output == MemoryOutput::kLnResidual) grad_gain_.setZero(h, dh);
+    for (int t = 0; t < threads_ && c.spectral_norm; ++t) {
+      ns_x_.emplace_back(RowMatrix::Zero(r_max, n_max));
+      ns_y_.emplace_back(RowMatrix::Zero(r_max, n_max));
+      ns_a_.emplace_back(RowMatrix::Zero(r_max, r_max));
+      ns_b_.emplace_back(RowMatrix::Zero(r_max, r_max));
     }
   }
 }
@@ -191,7 +254,7 @@ void MemorySession::Workspace::ReadAndWrite(const NeuralMemory& memory, MemorySt
   const MemoryConfig& c = memory.config();
   const int unit = c.unit(), hd = c.inner_dim();
   if (!write) {  // a read with the current weights; nothing is queued or written
-    Read(c, state, 0, n, part);
+    Read(memory, state, 0, n, part);
     Output(memory, n, out, part);
     return;
   }
@@ -205,11 +268,11 @@ void MemorySession::Workspace::ReadAndWrite(const NeuralMemory& memory, MemorySt
     const bool completes = pending + take == unit;
     // With read offset 1 the token that closes a unit reads the weights that include it.
     const int read_end = i + take - (completes && c.read_offset == 1 ? 1 : 0);
-    if (read_end > i) Read(c, state, i, read_end, part);
+    if (read_end > i) Read(memory, state, i, read_end, part);
 
     // Queue the keys, values and gate logits for the write of the unit.
     const Range rows = Share(take, part.ith, part.nth);
-    const Index g = Index{3} * c.heads;
+    const Index g = c.gate_columns();
     View(state.pending_k.data() + Index{pending + rows.begin} * hd, rows.size(), hd, hd) =
         k_.middleRows(i + rows.begin, rows.size());
     View(state.pending_v.data() + Index{pending + rows.begin} * hd, rows.size(), hd, hd) =
@@ -224,7 +287,7 @@ void MemorySession::Workspace::ReadAndWrite(const NeuralMemory& memory, MemorySt
       Barrier(part.nth);  // the unit's rows are queued (by all threads) before it is written
       WriteUnit(memory, state, position, part);
       pending = 0;
-      if (c.read_offset == 1) Read(c, state, i - 1, i, part);
+      if (c.read_offset == 1) Read(memory, state, i - 1, i, part);
     }
   }
   Output(memory, n, out, part);
@@ -322,10 +385,11 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
     const auto xs = xs_.middleRows(r0, nr);
     Multiply(k_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_k.data(), d, hd, hd));
     Multiply(v_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_v.data(), d, hd, hd));
-    // Gate logits [n, 3H] = xs [n, d] x packed [d, 3H] + bias.
+    // Gate logits [n, G] = xs [n, d] x packed [d, G] + bias.
+    const Index gates = c.gate_columns();
     auto g = gates_.middleRows(r0, nr);
-    Multiply(g, xs, ConstView(packed_gates_.data(), d, 3 * h, 3 * h));
-    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(packed_gate_bias_.data(), 3 * h);
+    Multiply(g, xs, ConstView(packed_gates_.data(), d, gates, gates));
+    g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(packed_gate_bias_.data(), gates);
   }
 }
 
@@ -386,8 +450,10 @@ void MemorySession::Workspace::ConvolveRows(const NeuralMemory& memory, MemorySt
   }
 }
 
-void MemorySession::Workspace::Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1,
-                                    Part part) {
+void MemorySession::Workspace::Read(const NeuralMemory& memory, const MemoryState& state, int r0,
+                                    int r1, Part part) {
+  const MemoryConfig& c = memory.config();
+  const float* post_norm = memory.weights().post_norm.data();
   // Rows are independent: each thread runs its share of the rows through every layer.
   const Range share = Share(r1 - r0, part.ith, part.nth);
   const Index dh = c.head_dim, hd = c.inner_dim(), rows = share.size(), t0 = r0 + share.begin;
@@ -408,13 +474,21 @@ void MemorySession::Workspace::Read(const MemoryConfig& c, const MemoryState& st
       Multiply(z, input, weights);
       if (!last) Activate(c.activation, z);
     }
-    if (plain) continue;
-    // kLnResidual: y = LN(z) * (1 + g) + q.
-    const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_cur.data() + head * dh, dh);
+    if (!plain) {  // kLnResidual: y = LN(z) * (1 + g) + q
+      const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_cur.data() + head * dh, dh);
+      for (Index t = t0; t < t0 + rows; ++t) {
+        auto y = y_.block(t, head * dh, 1, dh);
+        LayerNormRow(read_z_[c.depth - 1].row(head * kTile + t), c.layer_norm_eps, y);
+        y = (y.array() * (1.0f + gain.array())).matrix() + q_.block(t, head * dh, 1, dh);
+      }
+    }
+    if (!c.post_norm) continue;
+    // post_norm: y = y / sqrt(mean(y^2) + eps) * gain, per head.
+    const auto gain = Eigen::Map<const Eigen::RowVectorXf>(post_norm + head * dh, dh);
     for (Index t = t0; t < t0 + rows; ++t) {
       auto y = y_.block(t, head * dh, 1, dh);
-      LayerNormRow(read_z_[c.depth - 1].row(head * kTile + t), c.layer_norm_eps, y);
-      y = (y.array() * (1.0f + gain.array())).matrix() + q_.block(t, head * dh, 1, dh);
+      const float inv = 1.0f / std::sqrt(y.squaredNorm() / static_cast<float>(dh) + c.rms_eps);
+      y = (y.array() * inv * gain.array()).matrix();
     }
   }
 }
@@ -430,7 +504,7 @@ namespace {
 // coef_c, coef_e: [U] per token (the coefficient of its step).
 void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float* coef_c,
                       float* coef_e, float& decay_all, float& momentum_all, float& momentum_carry) {
-  const int u = c.unit(), s = c.step, m = u / s, h = c.heads, g = 3 * h;
+  const int u = c.unit(), s = c.step, m = u / s, h = c.heads, g = c.gate_columns();
   auto step_gate = [&](int j, int which) {
     double sum = 0.0;
     for (int t = j * s; t < (j + 1) * s; ++t) sum += gates[t * g + which * h + head];
@@ -466,7 +540,13 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
                                          int64_t position_after, Part part) {
   UnitGradients(memory, state, part);
   Barrier(part.nth);
-  FoldUnit(memory, state, position_after, part);
+  if (memory.config().tensorwise_write()) {
+    TensorGradients(memory.config(), state, part);
+    Barrier(part.nth);  // each (head, tensor) item reads columns other threads wrote
+    FoldTensors(memory, state, position_after, part);
+  } else {
+    FoldUnit(memory, state, position_after, part);
+  }
   Barrier(part.nth);  // later reads and writes use the new weights
 }
 
@@ -490,12 +570,20 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
   const int depth = c.depth;
   const bool ln = c.output == MemoryOutput::kLnResidual;
   const float lambda = c.loss == LossScale::kMean ? 1.0f / static_cast<float>(dh) : 1.0f;
-  const Index g = Index{3} * c.heads;
+  const Index g = c.gate_columns();
   if (part.ith == 0) {
     for (int head = 0; head < c.heads; ++head) {
       UnitCoefficients(c, state.pending_gates.data(), head, coef_c_.row(head).data(),
                        coef_e_.row(head).data(), decay_all_[head], momentum_all_[head],
                        momentum_carry_[head]);
+    }
+    // lr modulation: max * sigmoid(mean logit of the unit), per (head, tensor) channel.
+    const Index first = Index{3} * c.heads;  // the modulation logits' first column
+    for (size_t j = 0; j < modulation_.size(); ++j) {
+      double sum = 0.0;
+      for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + first + j];
+      modulation_[j] = c.max_layer_modulation *
+                       static_cast<float>(1.0 / (1.0 + std::exp(-sum / static_cast<double>(u))));
     }
   }
   const Range share = Share(static_cast<int>(u), part.ith, part.nth);
@@ -564,6 +652,7 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
   const int depth = c.depth;
   const bool ln = c.output == MemoryOutput::kLnResidual;
   const bool commit = c.chunk > 0 && position_after % c.chunk == 0;
+  const float transition = TransitionWeight(memory);
   RowMatrix& grad_c = grad_c_[part.ith];
   RowMatrix& grad_e = grad_e_[part.ith];
   RowMatrix& scaled_c = scaled_c_[part.ith];
@@ -596,7 +685,11 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
                      weights = decay * weights + momentum_carry_[head] * mom - gc;
                      mom = momentum_all_[head] * mom - ge;
                    }
-                   if (commit) View(state.w_base[l].data() + offset, in, w, out) = weights;
+                   if (commit) {
+                     MatMap base = View(state.w_base[l].data() + offset, in, w, out);
+                     if (c.transition_gate) weights = base + transition * (weights - base);
+                     base = weights;
+                   }
                    if (!(last && ln)) return;
                    // The gain g of kLnResidual, same rule; its per-token gradients are the rows of
                    // unit_dg_.
@@ -611,8 +704,85 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
                      gmom.noalias() -= ce.transpose() * dg;
                    }
                    gain.noalias() -= cc.transpose() * dg;
-                   if (commit) Eigen::Map<Eigen::RowVectorXf>(state.g_base.data() + goff, w) = gain;
+                   if (commit) {
+                     auto base = Eigen::Map<Eigen::RowVectorXf>(state.g_base.data() + goff, w);
+                     if (c.transition_gate) gain = base + transition * (gain - base);
+                     base = gain;
+                   }
                  });
+  }
+}
+
+// Tensorwise stage 1, split by heads or weight columns: with one step per unit every token's
+// coefficient is 1, so each head's gradient is A^T Delta per layer and the column sums of the
+// gain's per-token rows.
+void MemorySession::Workspace::TensorGradients(const MemoryConfig& c, const MemoryState& state,
+                                               Part part) {
+  const Index u = c.unit();
+  for (int l = 0; l < c.depth; ++l) {
+    const Index in = c.layer_in(l), out = c.layer_out(l);
+    ForHeadShare(
+        c.heads, static_cast<int>(out), part.ith, part.nth, kColumnAlign,
+        [&](int head, Range cols) {
+          const auto delta = Rows(unit_delta_[l], head * u, u).middleCols(cols.begin, cols.size());
+          auto grad = Rows(grad_full_[l], head * in, in).middleCols(cols.begin, cols.size());
+          Multiply(grad, UnitLayerInput(c, state, l, head, 0, u).transpose(), delta);
+        });
+  }
+  if (c.output != MemoryOutput::kLnResidual) return;
+  ForHeadShare(c.heads, c.head_dim, part.ith, part.nth, kColumnAlign, [&](int head, Range cols) {
+    grad_gain_.row(head).segment(cols.begin, cols.size()) =
+        Rows(unit_dg_, head * u, u).middleCols(cols.begin, cols.size()).colwise().sum();
+  });
+}
+
+// Tensorwise stage 2, one (head, parameter tensor) item at a time, in titans-pytorch's order:
+// G <- G s(|G|)/|G| (max_grad_norm), G <- G mod (lr_modulation), S = eta S - G (or -G without
+// momentum), W = (1 - alpha) W + NS(S) (Newton-Schulz on matrices with spectral_norm; the
+// momentum keeps S itself), and at a commit the transition lerp and W_base = W.
+void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemoryState& state,
+                                           int64_t position_after, Part part) {
+  const MemoryConfig& c = memory.config();
+  const bool ln = c.output == MemoryOutput::kLnResidual;
+  const bool commit = c.chunk > 0 && position_after % c.chunk == 0;
+  const float transition = TransitionWeight(memory);
+  const int tensors = c.parameter_tensors();
+  const Index dh = c.head_dim;
+  const Range items = Share(c.heads * tensors, part.ith, part.nth);
+  for (int item = items.begin; item < items.end; ++item) {
+    const int head = item / tensors, p = item % tensors;
+    const bool gain = ln && p == MemoryConfig::kGainParameterIndex;
+    const int l = gain ? -1 : p - (ln ? 1 : 0);
+    // The tensor's gradient, weights, base and momentum as [rows, cols] views.
+    const Index rows = gain ? 1 : c.layer_in(l), cols = gain ? dh : c.layer_out(l);
+    const Index offset = gain ? head * dh : head * rows * cols;
+    MatMap grad = gain ? View(grad_gain_.data() + offset, 1, cols, cols)
+                       : View(grad_full_[static_cast<size_t>(l)].data() + offset, rows, cols, cols);
+    float* weights_data = gain ? state.g_cur.data() : state.w_cur[static_cast<size_t>(l)].data();
+    float* base_data = gain ? state.g_base.data() : state.w_base[static_cast<size_t>(l)].data();
+    MatMap weights = View(weights_data + offset, rows, cols, cols);
+    MatMap base = View(base_data + offset, rows, cols, cols);
+
+    float scale = 1.0f;
+    if (c.max_grad_norm > 0) scale = SoftClampFactor(grad.norm(), c.max_grad_norm);
+    if (c.lr_modulation) scale *= modulation_[static_cast<size_t>(item)];  // item = h P + p
+    if (c.momentum) {
+      float* momentum_data =
+          gain ? state.g_momentum.data() : state.momentum[static_cast<size_t>(l)].data();
+      MatMap momentum = View(momentum_data + offset, rows, cols, cols);
+      momentum = momentum_all_[static_cast<size_t>(head)] * momentum - scale * grad;
+      grad = momentum;  // the update, before Newton-Schulz
+    } else {
+      grad *= -scale;
+    }
+    if (c.spectral_norm && !gain) {
+      NewtonSchulz(grad, ns_x_[part.ith], ns_y_[part.ith], ns_a_[part.ith], ns_b_[part.ith]);
+    }
+    weights = decay_all_[static_cast<size_t>(head)] * weights + grad;
+    if (commit) {
+      if (c.transition_gate) weights = base + transition * (weights - base);
+      base = weights;
+    }
   }
 }
 

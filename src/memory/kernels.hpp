@@ -64,7 +64,7 @@ class MemorySession::Workspace {
                    const float* retrieve, int n, bool write, Part part);
   void ConvolveRows(const NeuralMemory& memory, MemoryState& state, int n, bool write, Part part);
   // Reads rows [r0, r1) of the tile's queries with the current fast weights into y_.
-  void Read(const MemoryConfig& c, const MemoryState& state, int r0, int r1, Part part);
+  void Read(const NeuralMemory& memory, const MemoryState& state, int r0, int r1, Part part);
   // Writes the full unit in state.pending_* into the fast weights; commits when due. Two
   // stages, a barrier after each: UnitGradients (coefficients; every token's forward and
   // backward pass at W_base, split by rows) and FoldUnit (the coefficient-weighted gradient
@@ -72,20 +72,28 @@ class MemorySession::Workspace {
   void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
   void UnitGradients(const NeuralMemory& memory, MemoryState& state, Part part);
   void FoldUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
+  // The tensorwise write (MemoryConfig::tensorwise_write, one step per unit) in place of
+  // FoldUnit, a barrier between the two stages: TensorGradients (each head's full gradient of
+  // every parameter tensor, split by heads or columns) and FoldTensors (per (head, tensor):
+  // soft clamp, modulation, momentum, Newton-Schulz, decay, commit).
+  void TensorGradients(const MemoryConfig& c, const MemoryState& state, Part part);
+  void FoldTensors(const NeuralMemory& memory, MemoryState& state, int64_t position_after,
+                   Part part);
   linalg::ConstMatMap UnitLayerInput(const MemoryConfig& c, const MemoryState& state, int l,
                                      int head, linalg::Index row, linalg::Index count) const;
   void Output(const NeuralMemory& memory, int n, float* out, Part part);
 
   int threads_;
   double min_flops_per_thread_;
-  // The three gate projections packed into one [d, 3H] matrix, one product per tile: columns
-  // [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha; bias [3H] likewise.
+  // The gate projections packed into one [d, G] matrix (G = gate_columns()), one product per
+  // tile: columns [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha, [3H,G) = w_mod; bias [G]
+  // likewise.
   std::vector<float> packed_gates_, packed_gate_bias_;
   // Tile scratch, kTile rows each.
   RowMatrix xs_, xr_;                // [P, d] normalised store / retrieve inputs
   RowMatrix q_ext_, k_ext_, v_ext_;  // [K-1+P, H*dh] projections before the convolution
   RowMatrix q_, k_, v_;              // [P, H*dh] after convolution, activation and q/k norm
-  RowMatrix gates_;                  // [P, 3H] gate logits (theta, eta, alpha)
+  RowMatrix gates_;                  // [P, gate_columns()] gate logits (theta, eta, alpha, mod)
   RowMatrix gate_out_;               // [P, H] output gate logits
   RowMatrix y_;                      // [P, H*dh] read values, heads concatenated
   // Read scratch per MLP layer: [H * P, layer_out(l)] (head h owns rows [h*P, (h+1)*P)).
@@ -99,6 +107,13 @@ class MemorySession::Workspace {
   // Per-head coefficients of the unit (see UnitCoefficients): [H, U] per token, [H] scalars.
   RowMatrix coef_c_, coef_e_;
   std::vector<float> decay_all_, momentum_all_, momentum_carry_;
+  // Tensorwise write: the unit's gradient per MLP layer [H * in, out] and of the gain [H, dh];
+  // the lr modulation factors [H * P]; per-thread Newton-Schulz scratch (r <= n):
+  // X, B X [r, n] and A, B [r, r].
+  std::vector<RowMatrix> grad_full_;
+  RowMatrix grad_gain_;
+  std::vector<float> modulation_;
+  std::vector<RowMatrix> ns_x_, ns_y_, ns_a_, ns_b_;
 };
 
 }  // namespace titans

@@ -44,13 +44,20 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
   }
   f("w_alpha", std::vector<int64_t>{d, h}, w.w_alpha);
   f("b_alpha", std::vector<int64_t>{h}, w.b_alpha);
+  if (c.lr_modulation) {
+    const int64_t hp = h * c.parameter_tensors();
+    f("w_mod", std::vector<int64_t>{d, hp}, w.w_mod);
+    f("b_mod", std::vector<int64_t>{hp}, w.b_mod);
+  }
   for (int l = 0; l < c.depth && static_cast<size_t>(l) < w.mlp.size(); ++l) {
     f("mlp." + std::to_string(l), std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
       w.mlp[static_cast<size_t>(l)]);
   }
   if (c.output == MemoryOutput::kLnResidual) f("gain", std::vector<int64_t>{h, dh}, w.gain);
+  if (c.post_norm) f("post_norm", std::vector<int64_t>{h, dh}, w.post_norm);
   if (c.output_gate) f("w_gate", std::vector<int64_t>{d, h}, w.w_gate);
   if (c.output_proj) f("w_out", std::vector<int64_t>{hd, d}, w.w_out);
+  if (c.transition_gate) f("transition_gate", std::vector<int64_t>{1}, w.transition_gate);
 }
 
 template <class State, class F>
@@ -76,7 +83,7 @@ void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
   }
   f("pending_k", std::vector<int64_t>{u, hd}, s.pending_k);
   f("pending_v", std::vector<int64_t>{u, hd}, s.pending_v);
-  f("pending_gates", std::vector<int64_t>{u, 3 * h}, s.pending_gates);
+  f("pending_gates", std::vector<int64_t>{u, c.gate_columns()}, s.pending_gates);
 }
 
 template <class View, class Visit, class Object>
@@ -114,7 +121,9 @@ InitRule RuleFor(const MemoryConfig& c, const std::string& name) {
     const double p = std::min(0.5, 1e-3 * c.step);
     return {static_cast<float>(std::log(p / (1.0 - p))), 0.2f};
   }
-  if (name == "gain") return {0.0f, 0.1f};  // g of LN(.) * (1 + g)
+  if (name == "gain") return {0.0f, 0.1f};             // g of LN(.) * (1 + g)
+  if (name == "b_mod") return {0.0f, 1.0f};            // modulation factors spread around 1/2
+  if (name == "transition_gate") return {0.0f, 1.0f};  // keeps about half a commit block
   if (name == "w_out") return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.inner_dim()))};
   if (name.starts_with("mlp.")) {
     const int l = std::stoi(name.substr(4));
@@ -205,7 +214,7 @@ MemoryState MemoryState::Initial(const NeuralMemory& memory) {
   const size_t u = static_cast<size_t>(c.unit());
   s.pending_k.assign(u * hd, 0.0f);
   s.pending_v.assign(u * hd, 0.0f);
-  s.pending_gates.assign(u * 3 * static_cast<size_t>(c.heads), 0.0f);
+  s.pending_gates.assign(u * static_cast<size_t>(c.gate_columns()), 0.0f);
   return s;
 }
 

@@ -19,7 +19,6 @@ namespace titans {
 namespace {
 
 constexpr const char* kModelFormat = "titans.model";
-constexpr const char* kFormatVersion = "1";
 
 // The config's tensor table (names and shapes; no data: every view's pointer is null), from
 // weights whose vectors are all empty: nothing proportional to the tensors is allocated.
@@ -67,8 +66,8 @@ const std::shared_ptr<const NeuralMemory>& Model::memory(int layer) const {
 
 std::shared_ptr<const Model> Model::Load(const std::string& path) {
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
-  const ModelConfig config = io::ParseConfig<ModelConfig>(
-      path, io::CheckHeader(path, file, "model", kModelFormat, kFormatVersion));
+  const ModelConfig config =
+      io::ParseConfig<ModelConfig>(path, io::CheckHeader(path, file, "model", kModelFormat));
   // Every tensor the config implies must be in the file, of its shape, before any is
   // allocated: a small file whose config asks for a huge model fails here, having allocated
   // nothing in proportion to it (the file's own tensors are bounded by its size).
@@ -88,7 +87,9 @@ void Model::Save(const std::string& path) const {
   }
   io::WriteSafetensors(
       path,
-      {{"format", kModelFormat}, {"format_version", kFormatVersion}, {"config", config_.ToJson()}},
+      {{"format", kModelFormat},
+       {"format_version", io::FormatVersion(config_.memory.UsesTitansPytorchOptions())},
+       {"config", config_.ToJson()}},
       tensors);
 }
 

@@ -30,7 +30,6 @@ namespace titans {
 namespace {
 
 constexpr const char* kSessionFormat = "titans.session";
-constexpr const char* kFormatVersion = "1";
 
 std::string Prefix(size_t layer, const char* part) {
   return "layers." + std::to_string(layer) + "." + part + ".";
@@ -77,10 +76,11 @@ void WriteState(const ModelConfig& c, const session::State& state, Write&& write
       }
     }
   }
-  write(
-      std::map<std::string, std::string>{
-          {"format", kSessionFormat}, {"format_version", kFormatVersion}, {"config", c.ToJson()}},
-      tensors);
+  write(std::map<std::string, std::string>{{"format", kSessionFormat},
+                                           {"format_version",
+                                            io::FormatVersion(c.memory.UsesTitansPytorchOptions())},
+                                           {"config", c.ToJson()}},
+        tensors);
 }
 
 // The complete state a session file holds, checked against the session's model; `path` names
@@ -89,8 +89,8 @@ session::State ReadState(const Model& model, const arch::Runner& runner,
                          const SessionOptions& options, const io::SafetensorsFile& file,
                          const std::string& path) {
   const ModelConfig& c = model.config();
-  const ModelConfig saved = io::ParseConfig<ModelConfig>(
-      path, io::CheckHeader(path, file, "session", kSessionFormat, kFormatVersion));
+  const ModelConfig saved =
+      io::ParseConfig<ModelConfig>(path, io::CheckHeader(path, file, "session", kSessionFormat));
   if (!(saved == c)) {
     io::Fail(ErrorCode::kMismatch, path,
              "session saved for another model config: file " + io::Truncated(saved.ToJson()) +

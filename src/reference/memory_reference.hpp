@@ -235,6 +235,65 @@ HeadParams<Scalar> Gradient(const MemoryConfig& config, const HeadParams<Scalar>
   return grad;
 }
 
+// titans-pytorch's newtonschulz5 on one [rows, cols] row-major matrix, literally: transpose when
+// rows > cols, X = m / max(|m|_F, 1e-7), five times A = X X^T, B = b A + c A A, X = a X + B X,
+// transpose back.
+template <class Scalar>
+std::vector<Scalar> NewtonSchulz(const std::vector<Scalar>& m, int rows, int cols) {
+  const Scalar a = Scalar(3.4445), b = Scalar(-4.7750), c = Scalar(2.0315);
+  const bool tall = rows > cols;
+  const int r = tall ? cols : rows, n = tall ? rows : cols;
+  std::vector<Scalar> x(static_cast<size_t>(r) * n);
+  Scalar norm = Scalar(0);
+  for (int i = 0; i < r; ++i) {
+    for (int j = 0; j < n; ++j) {
+      const Scalar v =
+          tall ? m[static_cast<size_t>(j) * cols + i] : m[static_cast<size_t>(i) * cols + j];
+      x[static_cast<size_t>(i) * n + j] = v;
+      norm += v * v;
+    }
+  }
+  norm = std::max(std::sqrt(norm), Scalar(1e-7));
+  for (Scalar& v : x) v /= norm;
+  for (int iter = 0; iter < 5; ++iter) {
+    std::vector<Scalar> A(static_cast<size_t>(r) * r, Scalar(0)), B(A.size(), Scalar(0));
+    for (int i = 0; i < r; ++i) {
+      for (int k = 0; k < r; ++k) {
+        for (int j = 0; j < n; ++j) {
+          A[static_cast<size_t>(i) * r + k] +=
+              x[static_cast<size_t>(i) * n + j] * x[static_cast<size_t>(k) * n + j];
+        }
+      }
+    }
+    for (int i = 0; i < r; ++i) {
+      for (int k = 0; k < r; ++k) {
+        Scalar aa = Scalar(0);
+        for (int j = 0; j < r; ++j)
+          aa += A[static_cast<size_t>(i) * r + j] * A[static_cast<size_t>(j) * r + k];
+        B[static_cast<size_t>(i) * r + k] = b * A[static_cast<size_t>(i) * r + k] + c * aa;
+      }
+    }
+    std::vector<Scalar> next(x.size());
+    for (int i = 0; i < r; ++i) {
+      for (int j = 0; j < n; ++j) {
+        Scalar bx = Scalar(0);
+        for (int k = 0; k < r; ++k)
+          bx += B[static_cast<size_t>(i) * r + k] * x[static_cast<size_t>(k) * n + j];
+        next[static_cast<size_t>(i) * n + j] = a * x[static_cast<size_t>(i) * n + j] + bx;
+      }
+    }
+    x = std::move(next);
+  }
+  std::vector<Scalar> out(m.size());
+  for (int i = 0; i < r; ++i) {
+    for (int j = 0; j < n; ++j) {
+      (tall ? out[static_cast<size_t>(j) * cols + i] : out[static_cast<size_t>(i) * cols + j]) =
+          x[static_cast<size_t>(i) * n + j];
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The learned weights, converted to Scalar (same names and layouts as titans::MemoryWeights).
 
@@ -243,6 +302,7 @@ struct ReferenceWeights {
   std::vector<Scalar> store_norm, retrieve_norm, w_q, w_k, w_v, conv_q, conv_k, conv_v;
   std::vector<Scalar> q_norm, k_norm, w_theta, w_eta, w_alpha, b_theta, b_eta, b_alpha;
   std::vector<Scalar> gain, w_gate, w_out;
+  std::vector<Scalar> w_mod, b_mod, post_norm, transition_gate;
   std::vector<HeadParams<Scalar>> w0;  // per head: the initial memory parameters
 
   ReferenceWeights() = default;
@@ -265,7 +325,11 @@ struct ReferenceWeights {
         b_alpha(ToScalar<Scalar>(w.b_alpha)),
         gain(ToScalar<Scalar>(w.gain)),
         w_gate(ToScalar<Scalar>(w.w_gate)),
-        w_out(ToScalar<Scalar>(w.w_out)) {
+        w_out(ToScalar<Scalar>(w.w_out)),
+        w_mod(ToScalar<Scalar>(w.w_mod)),
+        b_mod(ToScalar<Scalar>(w.b_mod)),
+        post_norm(ToScalar<Scalar>(w.post_norm)),
+        transition_gate(ToScalar<Scalar>(w.transition_gate)) {
     const int H = c.heads;
     w0.resize(H);
     for (int h = 0; h < H; ++h) {
@@ -523,8 +587,10 @@ class ReferenceMemory {
     const Params& wr = weights_after(k_read);
     std::vector<Scalar> y(HD);
     for (int h = 0; h < H; ++h) {
-      const std::vector<Scalar> yh =
-          MemoryForward(c, wr[h], tk.q.data() + static_cast<size_t>(h) * dh);
+      std::vector<Scalar> yh = MemoryForward(c, wr[h], tk.q.data() + static_cast<size_t>(h) * dh);
+      if (c.post_norm) {
+        yh = RmsNorm(yh.data(), dh, eps, w.post_norm.data() + static_cast<size_t>(h) * dh);
+      }
       const Scalar gate = c.output_gate ? Sigmoid(DotColumn(tk.rn, w.w_gate, h)) : Scalar(1);
       for (int j = 0; j < dh; ++j) y[static_cast<size_t>(h) * dh + j] = yh[j] * gate;
     }
@@ -568,6 +634,8 @@ class ReferenceMemory {
                      tk.v.data() + static_cast<size_t>(h) * dh, tk.theta[h], lambda);
         u.Combine(Scalar(1), Scalar(-1), g);
       }
+      // titans-pytorch's options, per parameter tensor of the head (max_grad_norm, lr_modulation).
+      ScaleTensors(u, h, st.c);
       // Momentum S_j = eta_j S_{j-1} + u_j (or S_j = u_j).
       if (c.momentum) {
         st.eta[h] = Sigmoid(DotColumn(st.c, w.w_eta, h) + w.b_eta[h]);
@@ -575,14 +643,54 @@ class ReferenceMemory {
       } else {
         momentum_[h] = u;
       }
-      // Forgetting W_j = (1 - alpha_j) W_{j-1} + S_j.
-      next[h].Combine(Scalar(1) - st.alpha[h], Scalar(1), momentum_[h]);
+      // Forgetting W_j = (1 - alpha_j) W_{j-1} + S_j, with S_j's matrices orthogonalised
+      // (spectral_norm; the momentum keeps S_j itself).
+      HeadParams<Scalar> update = momentum_[h];
+      for (int l = 0; l < c.depth && c.spectral_norm; ++l) {
+        update.w[l] = NewtonSchulz(update.w[l], c.layer_in(l), c.layer_out(l));
+      }
+      next[h].Combine(Scalar(1) - st.alpha[h], Scalar(1), update);
+    }
+    // Commit after every `chunk` tokens; with the transition gate W = W_base + s (W - W_base).
+    const int64_t done = first + s;
+    const bool commit = c.chunk > 0 && done % c.chunk == 0;
+    if (commit && c.transition_gate) {
+      const Scalar gate = Sigmoid(w.transition_gate[0]);
+      for (int h = 0; h < H; ++h) {
+        next[h].Combine(gate, Scalar(1) - gate, base[h]);
+      }
     }
     history_.push_back(std::move(next));
     steps_.push_back(std::move(st));
-    // Commit after every `chunk` tokens.
-    const int64_t done = first + s;
-    if (c.chunk > 0 && done % c.chunk == 0) base_steps_ = steps();
+    if (commit) base_steps_ = steps();
+  }
+
+  // u (one head's surprise, all tensors) *= s(|u_p|)/|u_p| (max_grad_norm) and the modulation
+  // max * sigmoid(c W_mod[:, h P + p] + b_mod) (lr_modulation), per tensor p in titans-pytorch's
+  // order (the gain first with kLnResidual). A zero tensor stays zero (the engine's choice where
+  // titans-pytorch divides 0 by 0).
+  void ScaleTensors(HeadParams<Scalar>& u, int h, const std::vector<Scalar>& chunk_mean) const {
+    const MemoryConfig& c = config_;
+    const int P = c.parameter_tensors();
+    auto scale_tensor = [&](std::vector<Scalar>& tensor, int p) {
+      Scalar factor = Scalar(1);
+      if (c.max_grad_norm > 0) {
+        Scalar sq = Scalar(0);
+        for (Scalar v : tensor) sq += v * v;
+        const Scalar norm = std::sqrt(sq), m = Scalar(c.max_grad_norm);
+        factor = norm > 0 ? (m / 2 * std::tanh(2 * norm / m) + m / 2) / norm : Scalar(0);
+      }
+      if (c.lr_modulation) {
+        Scalar logit = weights_.b_mod[static_cast<size_t>(h) * P + p];
+        for (size_t i = 0; i < chunk_mean.size(); ++i) {
+          logit += chunk_mean[i] * weights_.w_mod[i * P * c.heads + static_cast<size_t>(h) * P + p];
+        }
+        factor *= Scalar(c.max_layer_modulation) * Sigmoid(logit);
+      }
+      for (Scalar& v : tensor) v *= factor;
+    };
+    for (int l = 0; l < c.depth; ++l) scale_tensor(u.w[l], c.parameter_index_of_layer(l));
+    if (c.output == MemoryOutput::kLnResidual) scale_tensor(u.g, MemoryConfig::kGainParameterIndex);
   }
 
   MemoryConfig config_;
