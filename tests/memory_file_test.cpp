@@ -64,6 +64,7 @@ TEST(MemoryFile, RoundTripKeepsConfigWeightsAndOutputs) {
 TEST(MemoryFile, TitansPytorchOptionsRoundTripWithFormatVersionTwo) {
   MemoryConfig with = MemoryConfig::TitansPytorch(24, 3, 8, 4, 8);
   with.post_norm = with.transition_gate = with.lr_modulation = with.spectral_norm = true;
+  with.attention_pool = true;
   with.max_grad_norm = 0.5f;
   with.max_layer_modulation = 3.0f;
   with.qkv_activation = Activation::kGelu;
@@ -88,6 +89,8 @@ TEST(MemoryFile, TitansPytorchOptionsRoundTripWithFormatVersionTwo) {
     MemorySession resumed(memory, SessionOptions{1});
     resumed.Load(state);
     EXPECT_EQ(resumed.state().pending_gates, session.state().pending_gates);
+    EXPECT_EQ(resumed.state().pending_x, session.state().pending_x);
+    EXPECT_EQ(resumed.state().pending_x.empty(), !config.attention_pool);
     std::filesystem::remove(path);
     std::filesystem::remove(state);
   }

@@ -88,7 +88,8 @@ std::string Describe(const MemoryConfig& c) {
     << " o=" << c.read_offset << " gate=" << c.output_gate << " proj=" << c.output_proj
     << " post_norm=" << c.post_norm << " transition=" << c.transition_gate
     << " max_grad_norm=" << c.max_grad_norm << " lr_mod=" << c.lr_modulation << "/"
-    << c.max_layer_modulation << " spectral=" << c.spectral_norm;
+    << c.max_layer_modulation << " spectral=" << c.spectral_norm
+    << " attention_pool=" << c.attention_pool;
   return s.str();
 }
 
@@ -497,6 +498,7 @@ std::vector<NamedConfig> InvariantConfigs() {
     c.qkv_activation = Activation::kGelu;
     c.qk_norm = QkNorm::kRms;
     c.post_norm = c.transition_gate = c.lr_modulation = c.spectral_norm = true;
+    c.attention_pool = true;
     c.max_grad_norm = 0.02f;
     c.max_layer_modulation = 2.0f;
     add("tp_options_all", c);
@@ -678,9 +680,11 @@ TEST(MemoryOptions, FastPathMatchesReference) {
        }},
       {"spectral_norm", [](MemoryConfig& c) { c.spectral_norm = true; }},
       {"qkv_gelu", [](MemoryConfig& c) { c.qkv_activation = Activation::kGelu; }},
+      {"attention_pool", [](MemoryConfig& c) { c.attention_pool = true; }},
       {"all",
        [](MemoryConfig& c) {
          c.post_norm = c.transition_gate = c.lr_modulation = c.spectral_norm = true;
+         c.attention_pool = true;
          c.max_grad_norm = 0.02f;
          c.max_layer_modulation = 2.0f;
          c.qkv_activation = Activation::kGelu;

@@ -32,6 +32,7 @@ struct MemoryWeights {
   std::vector<float> q_norm, k_norm;           // [H, dh] gains of kRms q/k normalisation
   std::vector<float> w_theta, w_eta, w_alpha;  // [d, H] gate projections (step, momentum, decay)
   std::vector<float> b_theta, b_eta, b_alpha;  // [H] their biases
+  std::vector<float> w_pool, b_pool;           // attention_pool: [d, d] (x W_pool), [d]
   std::vector<float> w_mod, b_mod;      // lr_modulation: [d, H*P], [H*P] (channel h*P + p, P =
                                         // parameter_tensors(), p in titans-pytorch's order)
   std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
@@ -90,8 +91,9 @@ struct MemoryState {
   // The current unit's tokens not yet written: `pending` rows of keys and values [U, H*dh]
   // and gate logits [U, gate_columns()] (columns [0,H) theta, [H,2H) eta, [2H,3H) alpha
   // logits, then with lr_modulation the H*P modulation logits).
+  // With attention_pool also the normalised store rows [U, d], pooled when the unit completes.
   int pending = 0;
-  std::vector<float> pending_k, pending_v, pending_gates;
+  std::vector<float> pending_k, pending_v, pending_gates, pending_x;
 
   // Fresh state: fast weights = W0, momentum and tails zero, nothing pending.
   static MemoryState Initial(const NeuralMemory& memory);

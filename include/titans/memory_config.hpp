@@ -58,11 +58,16 @@ struct MemoryConfig {
   bool lr_modulation = false;    // g *= max_layer_modulation * sigmoid(c W_mod + b_mod)
   float max_layer_modulation = 1.0f;
   bool spectral_norm = false;  // matrix updates through 5 Newton-Schulz iterations
+  // The step's gates (eta, alpha, modulation) from an attention pool of its normalised store
+  // rows, c[f] = sum_t softmax_t(x_t W_pool + b_pool)[f] x_t[f], instead of their mean. Needs
+  // read = step.
+  bool attention_pool = false;
 
   // True when any option of 1.7 other than the GELU q/k/v activation is on: files that use them
   // carry format_version "2", which older builds refuse instead of ignoring the keys.
   bool UsesTitansPytorchOptions() const {
-    return post_norm || transition_gate || max_grad_norm > 0 || lr_modulation || spectral_norm;
+    return post_norm || transition_gate || max_grad_norm > 0 || lr_modulation || spectral_norm ||
+           attention_pool;
   }
   // Columns of the per-token gate logits: theta, eta, alpha (H each), then with lr_modulation
   // the modulation logits [H * P] (channel h * P + p, p in titans-pytorch's parameter order).

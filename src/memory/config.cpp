@@ -93,6 +93,8 @@ void MemoryConfig::Validate() const {
           "max_grad_norm must be finite and >= 0 (0 = off)");
   Require(std::isfinite(max_layer_modulation) && max_layer_modulation > 0,
           "max_layer_modulation must be finite and > 0");
+  Require(!attention_pool || read == ReadRule::kStep,
+          "attention_pool needs read = step (one step per unit)");
   Require(!tensorwise_write() || read == ReadRule::kStep,
           "max_grad_norm, lr_modulation and spectral_norm need read = step (one step per unit)");
   // Every session keeps the keys, values and gates of one unit: bound what a config implies.
@@ -117,7 +119,8 @@ double MemoryConfig::FlopsPerToken() const {
     spectral += 5.0 * (2.0 * r * r * n + 2.0 * r * r * r + 2.0 * r * r * n) / step;
   }
   const double modulation = lr_modulation ? 2.0 * d_model * heads * parameter_tensors() : 0.0;
-  return projections + modulation + output +
+  const double pool = attention_pool ? 2.0 * d_model * d_model : 0.0;
+  return projections + modulation + pool + output +
          heads * (mlp + backward + gradient_products + mlp + spectral);
 }
 
@@ -191,6 +194,7 @@ std::string MemoryConfig::ToJson() const {
     j["max_layer_modulation"] = max_layer_modulation;
   }
   if (spectral_norm) j["spectral_norm"] = true;
+  if (attention_pool) j["attention_pool"] = true;
   return j.dump();
 }
 
@@ -230,6 +234,7 @@ MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
     c.max_layer_modulation = io::FloatField(j, "max_layer_modulation", 0.0, 1e6, /*lo_open=*/true);
   }
   if (has("spectral_norm")) c.spectral_norm = io::BoolField(j, "spectral_norm");
+  if (has("attention_pool")) c.attention_pool = io::BoolField(j, "attention_pool");
   c.Validate();
   return c;
 }

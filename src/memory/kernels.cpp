@@ -187,6 +187,11 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
       packed_gate_bias_[static_cast<size_t>(g * h + j)] = (*gate_b[g])[static_cast<size_t>(j)];
     }
   }
+  if (c.attention_pool) {
+    pool_logits_.setZero(u, d);
+    pooled_.setZero(1, d);
+    pooled_gates_.setZero(1, gates);
+  }
   if (c.lr_modulation) modulation_.assign(static_cast<size_t>(h * c.parameter_tensors()), 0.0f);
   if (c.tensorwise_write()) {
     Index r_max = 0, n_max = 0;
@@ -279,6 +284,11 @@ void MemorySession::Workspace::ReadAndWrite(const NeuralMemory& memory, MemorySt
         v_.middleRows(i + rows.begin, rows.size());
     View(state.pending_gates.data() + (pending + rows.begin) * g, rows.size(), g, g) =
         gates_.middleRows(i + rows.begin, rows.size());
+    if (c.attention_pool) {
+      const Index d = c.d_model;
+      View(state.pending_x.data() + (pending + rows.begin) * d, rows.size(), d, d) =
+          xs_.middleRows(i + rows.begin, rows.size());
+    }
 
     pending += take;
     position += take;
@@ -331,6 +341,7 @@ void MemorySession::Workspace::RunProjected(const NeuralMemory& memory, MemorySt
     k_ext_.row(tail) = from.k_ext_.row(tail + row);
     v_ext_.row(tail) = from.v_ext_.row(tail + row);
     gates_.row(0) = from.gates_.row(row);
+    if (c.attention_pool) xs_.row(0) = from.xs_.row(row);
   }
   const Part one{0, 1};
   ConvolveRows(memory, state, 1, write, one);
@@ -550,6 +561,33 @@ void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState
   Barrier(part.nth);  // later reads and writes use the new weights
 }
 
+void MemorySession::Workspace::PoolUnit(const NeuralMemory& memory, MemoryState& state) {
+  const MemoryConfig& c = memory.config();
+  const MemoryWeights& w = memory.weights();
+  const Index d = c.d_model, u = c.unit(), g = c.gate_columns(), h = c.heads;
+  const ConstMatMap x = ConstView(state.pending_x.data(), u, d, d);
+  // Softmax over the unit's rows, separately per feature: logits [U, d] = x W_pool + b_pool.
+  Multiply(pool_logits_, x, ConstView(w.w_pool.data(), d, d, d));
+  pool_logits_.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.b_pool.data(), d);
+  for (Index f = 0; f < d; ++f) {
+    const float top = pool_logits_.col(f).maxCoeff();
+    float weight_sum = 0.0f, pooled = 0.0f;
+    for (Index t = 0; t < u; ++t) {
+      const float e = std::exp(pool_logits_(t, f) - top);
+      weight_sum += e;
+      pooled += e * x(t, f);
+    }
+    pooled_(0, f) = pooled / weight_sum;
+  }
+  // The pooled row's gate logits; columns [H, G) replace every pending row's (theta stays per
+  // token), so UnitCoefficients' mean over the unit returns them exactly.
+  Multiply(pooled_gates_, pooled_, ConstView(packed_gates_.data(), d, g, g));
+  pooled_gates_ += Eigen::Map<const Eigen::RowVectorXf>(packed_gate_bias_.data(), g);
+  for (Index t = 0; t < u; ++t) {
+    View(state.pending_gates.data() + t * g + h, 1, g - h, g) = pooled_gates_.rightCols(g - h);
+  }
+}
+
 // The input of MLP layer l for rows [row, row + count) of the unit's head `head`: the keys for
 // layer 0, the activations unit_a_ of the layer before otherwise.
 ConstMatMap MemorySession::Workspace::UnitLayerInput(const MemoryConfig& c,
@@ -572,6 +610,7 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
   const float lambda = c.loss == LossScale::kMean ? 1.0f / static_cast<float>(dh) : 1.0f;
   const Index g = c.gate_columns();
   if (part.ith == 0) {
+    if (c.attention_pool) PoolUnit(memory, state);
     for (int head = 0; head < c.heads; ++head) {
       UnitCoefficients(c, state.pending_gates.data(), head, coef_c_.row(head).data(),
                        coef_e_.row(head).data(), decay_all_[head], momentum_all_[head],

@@ -71,6 +71,9 @@ class MemorySession::Workspace {
   // products folded into the weights, split by heads or columns).
   void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
   void UnitGradients(const NeuralMemory& memory, MemoryState& state, Part part);
+  // attention_pool (thread 0, before the coefficients): replaces the unit's chunk-level gate
+  // logits (eta, alpha, modulation) in every pending row by those of its pooled row.
+  void PoolUnit(const NeuralMemory& memory, MemoryState& state);
   void FoldUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
   // The tensorwise write (MemoryConfig::tensorwise_write, one step per unit) in place of
   // FoldUnit, a barrier between the two stages: TensorGradients (each head's full gradient of
@@ -114,6 +117,9 @@ class MemorySession::Workspace {
   RowMatrix grad_gain_;
   std::vector<float> modulation_;
   std::vector<RowMatrix> ns_x_, ns_y_, ns_a_, ns_b_;
+  // attention_pool: the unit's pool logits [U, d], its pooled row [1, d] and that row's gate
+  // logits [1, G].
+  RowMatrix pool_logits_, pooled_, pooled_gates_;
 };
 
 }  // namespace titans

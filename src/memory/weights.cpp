@@ -44,6 +44,10 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
   }
   f("w_alpha", std::vector<int64_t>{d, h}, w.w_alpha);
   f("b_alpha", std::vector<int64_t>{h}, w.b_alpha);
+  if (c.attention_pool) {
+    f("w_pool", std::vector<int64_t>{d, d}, w.w_pool);
+    f("b_pool", std::vector<int64_t>{d}, w.b_pool);
+  }
   if (c.lr_modulation) {
     const int64_t hp = h * c.parameter_tensors();
     f("w_mod", std::vector<int64_t>{d, hp}, w.w_mod);
@@ -84,6 +88,7 @@ void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
   f("pending_k", std::vector<int64_t>{u, hd}, s.pending_k);
   f("pending_v", std::vector<int64_t>{u, hd}, s.pending_v);
   f("pending_gates", std::vector<int64_t>{u, c.gate_columns()}, s.pending_gates);
+  if (c.attention_pool) f("pending_x", std::vector<int64_t>{u, c.d_model}, s.pending_x);
 }
 
 template <class View, class Visit, class Object>
@@ -215,6 +220,7 @@ MemoryState MemoryState::Initial(const NeuralMemory& memory) {
   s.pending_k.assign(u * hd, 0.0f);
   s.pending_v.assign(u * hd, 0.0f);
   s.pending_gates.assign(u * static_cast<size_t>(c.gate_columns()), 0.0f);
+  if (c.attention_pool) s.pending_x.assign(u * static_cast<size_t>(c.d_model), 0.0f);
   return s;
 }
 

@@ -302,7 +302,7 @@ struct ReferenceWeights {
   std::vector<Scalar> store_norm, retrieve_norm, w_q, w_k, w_v, conv_q, conv_k, conv_v;
   std::vector<Scalar> q_norm, k_norm, w_theta, w_eta, w_alpha, b_theta, b_eta, b_alpha;
   std::vector<Scalar> gain, w_gate, w_out;
-  std::vector<Scalar> w_mod, b_mod, post_norm, transition_gate;
+  std::vector<Scalar> w_mod, b_mod, post_norm, transition_gate, w_pool, b_pool;
   std::vector<HeadParams<Scalar>> w0;  // per head: the initial memory parameters
 
   ReferenceWeights() = default;
@@ -329,7 +329,9 @@ struct ReferenceWeights {
         w_mod(ToScalar<Scalar>(w.w_mod)),
         b_mod(ToScalar<Scalar>(w.b_mod)),
         post_norm(ToScalar<Scalar>(w.post_norm)),
-        transition_gate(ToScalar<Scalar>(w.transition_gate)) {
+        transition_gate(ToScalar<Scalar>(w.transition_gate)),
+        w_pool(ToScalar<Scalar>(w.w_pool)),
+        b_pool(ToScalar<Scalar>(w.b_pool)) {
     const int H = c.heads;
     w0.resize(H);
     for (int h = 0; h < H; ++h) {
@@ -368,7 +370,7 @@ class ReferenceMemory {
   };
   // Gates of one update step.
   struct StepTrace {
-    std::vector<Scalar> c;           // mean of the step's normalised store inputs [d]
+    std::vector<Scalar> c;  // the step's normalised store inputs pooled (mean or attention) [d]
     std::vector<Scalar> eta, alpha;  // [H] (eta empty without momentum)
   };
 
@@ -618,6 +620,27 @@ class ReferenceMemory {
       for (int i = 0; i < d; ++i) st.c[i] += tokens_[static_cast<size_t>(t)].xn[i];
     }
     for (int i = 0; i < d; ++i) st.c[i] /= Scalar(s);
+    if (c.attention_pool) {
+      // c[f] = sum_t softmax_t(xn_t W_pool + b_pool)[f] xn_t[f]: a softmax over the step's
+      // tokens per feature.
+      for (int f = 0; f < d; ++f) {
+        std::vector<Scalar> logit(static_cast<size_t>(s));
+        for (int64_t t = first; t < first + s; ++t) {
+          const std::vector<Scalar>& xn = tokens_[static_cast<size_t>(t)].xn;
+          Scalar acc = w.b_pool[static_cast<size_t>(f)];
+          for (int i = 0; i < d; ++i) acc += xn[i] * w.w_pool[static_cast<size_t>(i) * d + f];
+          logit[static_cast<size_t>(t - first)] = acc;
+        }
+        const Scalar top = *std::max_element(logit.begin(), logit.end());
+        Scalar num = Scalar(0), den = Scalar(0);
+        for (int64_t t = first; t < first + s; ++t) {
+          const Scalar e = std::exp(logit[static_cast<size_t>(t - first)] - top);
+          den += e;
+          num += e * tokens_[static_cast<size_t>(t)].xn[f];
+        }
+        st.c[f] = num / den;
+      }
+    }
     st.alpha.resize(H);
     if (c.momentum) st.eta.resize(H);
 
