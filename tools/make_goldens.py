@@ -5,7 +5,7 @@ Regenerate (from the repository root; writes tests/data/tp_memory/, deterministi
 
     python3 -m venv /work/venv-tp
     /work/venv-tp/bin/pip install -r tools/requirements-goldens.txt
-    /work/venv-tp/bin/python tools/make_goldens.py [--out tests/data/tp_memory]
+    /work/venv-tp/bin/python tools/make_goldens.py [--out tests/data/tp_memory] [--cases NAME...]
 
 For every case, a small seeded `titans_pytorch.NeuralMemory` is built, every parameter is
 moved away from its initial value (so norm gains, the LayerNorm gamma, biases and gates are
@@ -89,15 +89,69 @@ def case_list():
                                   per_head_learned_parameters=False,
                                   default_model_kwargs=dict(depth=3, expansion_factor=2.),
                                   default_step_transform_max_lr=MAX_LR)))
+    cases += option_cases()
     for c in cases:
         assert sum(c["calls"]) == c["T"]
     return cases
+
+
+# max_grad_norm of opt_gradnorm: the median per-(head, tensor, chunk) gradient norm of the
+# case's own run (gradient_norms(), 66 norms: 2 heads x 3 tensors x 11 chunks) with this m in
+# place is 0.1142 (range 0.017-0.307; iterating m = median converges to about 0.114), so
+# titans-pytorch's soft clamp scales about half of the gradients up and half down; index.json
+# records the measurement. A float32-exact value, so that the engine's float32 m is the golden's.
+MAX_GRAD_NORM = 0.11328125  # 29 / 256
+
+
+def option_cases():
+    """One case per option the converter writes with format_version "2" (and exact GELU),
+    docs/TITANS_PYTORCH.md "Options beyond the preset", plus train_mac.py's memory without what
+    the engine still refuses. Each option's own parameters are moved away from their initial
+    values by build_model (case "tune" entries say how)."""
+    small = dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=8, momentum=True,
+                 default_step_transform_max_lr=MAX_LR)
+    calls = [8, 4, 12, 21]
+    return [
+        dict(name="opt_gelu_c4_b8_h2", seed=2003, T=45, calls=calls,
+             kwargs=dict(small, activation="gelu")),
+        dict(name="opt_postnorm_c4_b8_h2", seed=2004, T=45, calls=calls,
+             kwargs=dict(small, post_rmsnorm=True)),
+        # No call ends at a commit (a multiple of 8): titans-pytorch's last token of such a call
+        # reads the weights before the transition lerp, while one call, token-by-token calls
+        # and the state carried on all use the lerped weights (docs/TITANS_PYTORCH.md).
+        dict(name="opt_transition_c4_b8_h2", seed=2005, T=45, calls=[4, 8, 16, 17],
+             kwargs=dict(small, gated_transition=True)),
+        dict(name="opt_gradnorm_c4_b8_h2", seed=2006, T=45, calls=calls,
+             kwargs=dict(small, max_grad_norm=MAX_GRAD_NORM)),
+        dict(name="opt_lrmod_c4_b8_h2", seed=2007, T=45, calls=calls,
+             kwargs=dict(small, per_parameter_lr_modulation=True, max_mem_layer_modulation=2.0)),
+        dict(name="opt_spectral_c4_b8_h2", seed=2008, T=45, calls=calls,
+             tune=dict(decay_bias=SPECTRAL_DECAY_BIAS),
+             kwargs=dict(small, spectral_norm_surprises=True)),
+        dict(name="opt_trainmac_memory_c4_b16_h2", seed=2009, T=TRAINMAC_T, calls=TRAINMAC_CALLS,
+             tune=dict(decay_bias=SPECTRAL_DECAY_BIAS),
+             kwargs=dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=16,
+                         qk_rmsnorm=True, momentum=True, momentum_order=1,
+                         per_parameter_lr_modulation=True, spectral_norm_surprises=True,
+                         default_model_kwargs=dict(depth=2, expansion_factor=2.),
+                         default_step_transform_max_lr=0.1)),
+    ]
+
+
+# Newton-Schulz makes every matrix update about unit size whatever theta is, so the spectral
+# cases need a stronger decay than the grid's alpha ~ 0.08 to keep the weights (and float32's
+# drift from float64, tools/numerical_horizon.py) bounded.
+SPECTRAL_DECAY_BIAS = -1.0  # alpha ~ sigmoid(-1) = 0.27
+TRAINMAC_T, TRAINMAC_CALLS = 66, [8, 20, 16, 22]
 
 
 def build_model(case):
     kwargs = dict(case["kwargs"])
     if kwargs.get("activation") == "silu":
         kwargs["activation"] = nn.SiLU()
+    elif kwargs.get("activation") == "gelu":
+        kwargs["activation"] = nn.GELU()  # exact (erf), the only GELU the engine runs
+    tune = case.get("tune", {})
     torch.manual_seed(case["seed"])
     mem = NeuralMemory(**kwargs)
     # Per-head parameters are stride-0 views when heads > 1 (issue #64): make them real tensors
@@ -127,7 +181,17 @@ def build_model(case):
                         1.5 + noise(p, 0.3))                  # eta ~ 0.8
             elif name.startswith("to_decay_factor.0."):
                 p.copy_(noise(p, 0.5 / d ** 0.5) if name.endswith("weight") else
-                        -2.5 + noise(p, 0.3))                 # alpha ~ 0.08
+                        tune.get("decay_bias", -2.5) + noise(p, 0.3))  # alpha ~ 0.08
+            elif name.startswith("to_layer_modulation.0."):
+                # channel h * P + p: bias (-3, 0, +3, ...) per p, the same for every head, so
+                # the parameter tensors get clearly different factors (and their order shows)
+                if name.endswith("weight"):
+                    p.copy_(noise(p, 0.5 / d ** 0.5))
+                else:
+                    P = len(mem.memory_model_parameter_names)
+                    p.copy_(torch.linspace(-3.0, 3.0, P, dtype=torch.float64).repeat(mem.heads))
+            elif name == "transition_gate":
+                p.copy_(0.0 + noise(p, 0.1))                  # s ~ 0.5 (initially -5: 0.007)
             elif name.startswith("memory_model_parameters."):
                 role = mem.memory_model_parameter_names[int(name.split(".")[1])]
                 if role == "norm.gamma":
@@ -216,6 +280,25 @@ def run_case(mem, case):
         out_tokens[0].numpy(), updates, checks
 
 
+def gradient_norms(mem, case):
+    """The norms titans-pytorch's soft clamp sees in the full call of a max_grad_norm case: one
+    per (head, parameter tensor, chunk), before the clamp (float64)."""
+    from titans_pytorch import neural_memory as tp_nm
+    norms, clamp = [], tp_nm.softclamp_grad_norm
+
+    def recording(t, max_value):
+        norms.extend(t.detach().flatten(1).norm(dim=-1).tolist())
+        return clamp(t, max_value)
+
+    tp_nm.softclamp_grad_norm = recording
+    try:
+        with torch.no_grad():
+            mem(case_input(case))
+    finally:
+        tp_nm.softclamp_grad_norm = clamp
+    return np.asarray(norms)
+
+
 def check_state_dict_route(mem, case, memory_file):
     """The CLI route (state_dict + JSON kwargs) must write the same file as the module route."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,18 +343,17 @@ def check_refusals():
     options = [
         ("momentum_order", dict(momentum_order=2)),
         ("learned_momentum_combine", dict(momentum_order=2, learned_momentum_combine=True)),
-        ("per_parameter_lr_modulation", dict(per_parameter_lr_modulation=True)),
         ("attn_pool_chunks", dict(attn_pool_chunks=True)),
-        ("max_grad_norm", dict(max_grad_norm=1.0)),
-        ("spectral_norm_surprises", dict(spectral_norm_surprises=True)),
         ("accept_weight_residual", dict(accept_weight_residual=True)),
-        ("gated_transition", dict(gated_transition=True)),
         ("num_kv_per_token", dict(num_kv_per_token=2)),
-        ("post_rmsnorm", dict(post_rmsnorm=True)),
         ("qkv_receives_diff_views", dict(qkv_receives_diff_views=True)),
         ("store_with_lookahead_value", dict(store_with_lookahead_value=True)),
         ("chunk_size=(4, 8)", dict(chunk_size=(4, 8))),
-        ("activation=GELU", dict(activation=nn.GELU())),
+        ("activation=GELU(approximate='tanh')", dict(activation=nn.GELU(approximate="tanh"))),
+        ("activation=ReLU", dict(activation=nn.ReLU())),
+        ("max_grad_norm=0.0", dict(max_grad_norm=0.0)),
+        ("max_mem_layer_modulation=0.0", dict(per_parameter_lr_modulation=True,
+                                              max_mem_layer_modulation=0.0)),
         ("memory model CustomModel", dict(model=CustomModel())),
         ("memory model MemorySwiGluMLP", dict(model=tp_mm.MemorySwiGluMLP(8))),
         ("store_memory_loss_fn", dict(store_memory_loss_fn=lambda a, b: (a - b).abs().mean(-1))),
@@ -285,6 +367,10 @@ def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description="titans-pytorch NeuralMemory golden data")
     p.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "tp_memory"))
+    p.add_argument("--cases", nargs="+", metavar="NAME",
+                   help="regenerate only these cases; the other entries of the existing "
+                        "index.json stay as they are (the float64 results can differ in the "
+                        "last bit between machines, so a full run may touch committed files)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     torch.set_default_dtype(torch.float32)
@@ -297,7 +383,13 @@ def main(argv=None):
                               "numpy")),
         tolerance=1e-4,
         cases=[])
-    for case in case_list():
+    cases = case_list()
+    if args.cases:
+        unknown = set(args.cases) - {c["name"] for c in cases}
+        if unknown:
+            p.error(f"unknown cases {sorted(unknown)}")
+        cases = [c for c in cases if c["name"] in args.cases]
+    for case in cases:
         mem = build_model(case)
         scale_outputs_to_unit(mem, case)
         memory_file = os.path.join(args.out, case["name"] + ".memory.safetensors")
@@ -335,11 +427,24 @@ def main(argv=None):
             output_rms=float(np.sqrt(np.mean(out_full ** 2))),
             weight_change=float(max(np.max(np.abs(w[:, -1] - w[:, 0])) for w in updates.values())),
             titans_pytorch_self_consistency=checks)
+        if case["kwargs"].get("max_grad_norm") is not None:
+            n = gradient_norms(mem, case)
+            m = case["kwargs"]["max_grad_norm"]
+            entry["gradient_norms"] = OrderedDict(
+                count=len(n), median=float(np.median(n)), min=float(n.min()),
+                max=float(n.max()), scaled_down=float(np.mean(n > m)))
         conv.write_safetensors(os.path.join(args.out, entry["golden_file"]), tensors,
                                {"case": json.dumps(entry)})
         index["cases"].append(entry)
         print(f"{case['name']:40s} T={case['T']:3d} rms={entry['output_rms']:.3f} "
               f"dW={entry['weight_change']:.3f} self={max(checks.values()):.1e}")
+    if args.cases:  # merge into the existing index, in case_list order
+        with open(os.path.join(args.out, "index.json")) as f:
+            old = json.load(f, object_pairs_hook=OrderedDict)
+        entries = {e["name"]: e for e in old["cases"]}
+        entries.update({e["name"]: e for e in index["cases"]})
+        old["cases"] = [entries[c["name"]] for c in case_list() if c["name"] in entries]
+        index = old
     with open(os.path.join(args.out, "index.json"), "w") as f:
         json.dump(index, f, indent=1)
         f.write("\n")

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """How far titans-pytorch's own float32 result follows its float64 result (issue 10, item 4).
 
-    /work/venv-tp/bin/python tools/numerical_horizon.py [--tokens 2048] [--json OUT]
+    /work/venv-tp/bin/python tools/numerical_horizon.py [--tokens 2048] [--json OUT] [--only TEXT]
 
 A memory that learns at test time feeds every rounding error back into its weights, so a
 float32 run drifts from the float64 run of the same model; where the drift passes the
 tolerance, no float32 implementation (the engine included) can be expected to match a float64
 golden. For every golden configuration of tools/make_goldens.py (NeuralMemory) and
-tools/make_goldens_mac.py (MemoryAsContextTransformer), and for the memory of train_mac.py's
-configuration (which the engine does not run yet, docs/TITANS_PYTORCH_OPTIONS.md), this builds
+tools/make_goldens_mac.py (MemoryAsContextTransformer; the option cases opt_* of
+make_goldens.py included), and for the memory of train_mac.py's configuration (whose
+attention-pooled chunks the engine does not run yet, docs/TITANS_PYTORCH_OPTIONS.md), this builds
 the model as the golden script does (float64, perturbed weights that float32 represents
 exactly), runs titans-pytorch once in float64 and once in float32 on the same input of
 --tokens tokens (one call), and reports
@@ -63,8 +64,10 @@ def memory_drift(mem64: nn.Module, x: torch.Tensor) -> np.ndarray:
     return drift(out64, out32)
 
 
-def memory_cases(tokens: int):
+def memory_cases(tokens: int, only: str | None = None):
     for case in mem_goldens.case_list():
+        if only and only not in case["name"]:
+            continue
         mem = mem_goldens.build_model(case)
         mem_goldens.scale_outputs_to_unit(mem, case)
         gen = torch.Generator().manual_seed(case["seed"] + 7)
@@ -72,8 +75,10 @@ def memory_cases(tokens: int):
         yield "memory", case["name"], case["T"], memory_drift(mem, x)
 
 
-def mac_cases(tokens: int):
+def mac_cases(tokens: int, only: str | None = None):
     for case in mac_goldens.case_list():
+        if only and only not in case["name"]:
+            continue
         for sliding in case["variants"].values():
             with contextlib.redirect_stdout(io.StringIO()):
                 model = mac_goldens.build(case, sliding)
@@ -87,11 +92,13 @@ def mac_cases(tokens: int):
             yield "mac", name, case["T"], d
 
 
-def train_mac_memory(tokens: int):
+def train_mac_memory(tokens: int, only: str | None = None):
     """The memory of train_mac.py's layers (docs/TITANS_PYTORCH_OPTIONS.md: dim 384, 4 heads of
     64, MemoryMLP(64, depth 2), chunks of 4 committed every 128, attention-pooled gates,
     qk_rmsnorm, momentum, per-parameter lr modulation, spectral-norm surprises, max_lr 0.1),
     at its initialisation and with the golden script's perturbation of the gates."""
+    if only and only not in "train_mac memory initialised":
+        return
     torch.manual_seed(5)
     mem = NeuralMemory(dim=384, dim_head=64, heads=4, chunk_size=4, batch_size=128,
                        model=MemoryMLP(dim=64, depth=2), attn_pool_chunks=True,
@@ -107,12 +114,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--json", help="write the table to this file")
+    ap.add_argument("--only", help="only the cases whose name contains this text")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     print(f"{'kind':17} {'case':42} {'T':>4} {'at_T':>9} {'horizon':>8} {'max':>9}")
     for source in (memory_cases, mac_cases, train_mac_memory):
-        for kind, name, T, d in source(args.tokens):
+        for kind, name, T, d in source(args.tokens, args.only):
             h = horizon(d)
             at_T = float(d[:T].max()) if T else None
             rows.append({"kind": kind, "case": name, "T": T, "at_T": at_T, "horizon": h,

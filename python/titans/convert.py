@@ -7,7 +7,9 @@ A NeuralMemory becomes an engine memory (docs/STATE_FORMAT.md, `NeuralMemory::Lo
 MemoryConfig of the engine's `MemoryConfig::TitansPytorch` preset and one F32 tensor per weight
 the config uses (src/memory/weights.cpp, ForEachWeight). A file of it is safetensors with the
 metadata
-    format = "titans.memory", format_version = "1", config = MemoryConfig JSON.
+    format = "titans.memory", format_version = "1", config = MemoryConfig JSON
+(format_version "2" when the config uses an option older engines do not know: post_norm,
+transition_gate, max_grad_norm, lr_modulation, spectral_norm; VERSION_2_KEYS).
 
 A MemoryAsContextTransformer becomes an engine model (docs/FILE_FORMAT.md, `Model::Load`): a
 ModelConfig with architecture "titans_pytorch_mac" and its tensor table
@@ -40,7 +42,8 @@ itself cannot be pickled with torch.save, its per-sample gradient function is a 
 
 kwargs.json holds the keyword arguments of `NeuralMemory(...)` or
 `MemoryAsContextTransformer(...)` (recognised by its num_tokens; or say --class). Arguments that
-are Python objects are written as: "activation": "silu" (nn.SiLU) or null; "model" (NeuralMemory)
+are Python objects are written as: "activation": "silu" (nn.SiLU), "gelu" (nn.GELU, exact) or
+null; "model" (NeuralMemory)
 and "neural_memory_model" (MAC): {"type": "MemoryMLP", "depth": 2, "expansion_factor": 4.0} (the
 only memory model the engine runs); "neural_memory_kwargs" as a JSON object of NeuralMemory
 arguments. Anything else that is not plain JSON cannot be described and is refused.
@@ -158,7 +161,7 @@ def _qkv_linear(m):
 
 
 def _qkv_activation(mem, problems):
-    """Returns 'none' or 'silu' from to_queries / to_keys / to_values (activation=...)."""
+    """Returns 'none', 'silu' or 'gelu' from to_queries / to_keys / to_values (activation=...)."""
     names = []
     for attr in ("to_queries", "to_keys", "to_values"):
         m = getattr(mem, attr)
@@ -168,9 +171,15 @@ def _qkv_activation(mem, problems):
             act = m[1]
             if type(act) is nn.SiLU:
                 names.append("silu")
+            elif type(act) is nn.GELU and act.approximate == "none":
+                names.append("gelu")  # the exact (erf) GELU; the engine's Activate kGelu
+            elif type(act) is nn.GELU:
+                problems.append(f"activation=GELU(approximate={act.approximate!r}) (only None, "
+                                f"nn.SiLU and the exact nn.GELU are supported)")
+                names.append(None)
             else:
-                problems.append(f"activation={type(act).__name__} (only None and nn.SiLU are "
-                                f"supported)")
+                problems.append(f"activation={type(act).__name__} (only None, nn.SiLU and the "
+                                f"exact nn.GELU are supported)")
                 names.append(None)
         else:
             problems.append(f"{attr} has an unexpected structure ({type(m).__name__})")
@@ -253,26 +262,16 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
         problems.append(f"num_kv_per_token={mem.num_kv_per_token}")
     if mem.qkv_receives_diff_views and not identical_views:
         problems.append("qkv_receives_diff_views=True (keys and values from different inputs)")
-    if mem.to_layer_modulation is not None:
-        problems.append("per_parameter_lr_modulation=True")
     if type(mem.reduce_to_chunk_rep) is not tp_nm.AveragePool:
         problems.append("attn_pool_chunks=True")
     if mem.momentum_order != 1:
         problems.append(f"momentum_order={mem.momentum_order}")
     if mem.to_learned_momentum_combine is not None:
         problems.append("learned_momentum_combine=True")
-    if mem.max_grad_norm is not None:
-        problems.append(f"max_grad_norm={mem.max_grad_norm}")
-    if mem.spectral_norm_surprises:
-        problems.append("spectral_norm_surprises=True")
     if mem.to_learned_weight_residual_mix is not None:
         problems.append("accept_weight_residual=True")
-    if mem.transition_gate is not None:
-        problems.append("gated_transition=True")
     if getattr(mem, "store_with_lookahead_value", False):
         problems.append("store_with_lookahead_value=True")
-    if not isinstance(mem.multihead_rmsnorm, nn.Identity):
-        problems.append("post_rmsnorm=True")
     if mem.store_memory_loss_fn is not tp_nm.default_loss_fn:
         problems.append("store_memory_loss_fn is custom (only the default mean squared error)")
     max_lr = _step_max_lr(mem, problems)
@@ -283,6 +282,40 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
                 lin.bias is not None):
             problems.append(f"{attr} is not a Linear ({inner}, {d_model}) without bias")
     momentum = mem.to_momentum is not None
+
+    # The options of docs/TITANS_PYTORCH.md "Options beyond the preset" (format_version "2").
+    # max_grad_norm: titans-pytorch's soft clamp of each (head, tensor, chunk) gradient norm.
+    max_grad_norm = mem.max_grad_norm
+    if max_grad_norm is not None and not (np.isfinite(max_grad_norm) and max_grad_norm > 0):
+        problems.append(f"max_grad_norm={max_grad_norm} (must be finite and > 0)")
+    # per_parameter_lr_modulation: Sequential(Linear(d, H * P), Rearrange, Sigmoid).
+    lr_modulation = mem.to_layer_modulation is not None
+    n_params = len(mem.memory_model_parameter_names)
+    if lr_modulation:
+        mod = mem.to_layer_modulation
+        if not (type(mod) is nn.Sequential and len(mod) == 3 and type(mod[0]) is nn.Linear and
+                type(mod[2]) is nn.Sigmoid and mod[0].bias is not None and
+                tuple(mod[0].weight.shape) == (heads * n_params, d_model)):
+            problems.append("per_parameter_lr_modulation=True with an unexpected "
+                            "to_layer_modulation structure")
+        m = mem.max_mem_layer_modulation
+        if not (np.isfinite(m) and m > 0):
+            problems.append(f"per_parameter_lr_modulation=True with max_mem_layer_modulation={m} "
+                            f"(must be finite and > 0)")
+    # gated_transition: a scalar parameter, sigmoid of it lerps at every commit.
+    transition_gate = mem.transition_gate is not None
+    if transition_gate and tuple(mem.transition_gate.shape) != ():
+        problems.append(f"gated_transition=True with a transition_gate of shape "
+                        f"{tuple(mem.transition_gate.shape)}")
+    # post_rmsnorm: MultiheadRMSNorm(dim_head, heads) on every head's read.
+    post = mem.multihead_rmsnorm
+    post_norm = not isinstance(post, nn.Identity)
+    if post_norm and not (type(post) is tp_nm.MultiheadRMSNorm and
+                          type(post.rmsnorm) is nn.RMSNorm and post.rmsnorm.weight is None and
+                          tuple(post.gamma.shape) == (heads, 1, head_dim)):
+        problems.append("post_rmsnorm=True with a multihead_rmsnorm other than "
+                        "MultiheadRMSNorm(dim_head, heads)")
+        post_norm = False
 
     # Norms.
     eps = set()
@@ -307,6 +340,8 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
     else:
         problems.append("q_norm / k_norm are not MultiheadRMSNorm (or both Identity)")
         qk_norm = "none"
+    if post_norm:  # its eps (None: finfo) is the engine's rms_eps too
+        eps.add(_rms_eps(post.rmsnorm, post.gamma.dtype))
     if len(eps) > 1:
         problems.append(f"RMSNorms use different eps values {sorted(eps)} (the engine has one)")
     rms_eps = eps.pop() if eps else FLOAT32_EPS
@@ -346,7 +381,31 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
     config["read_offset"] = 1
     config["output_gate"] = heads > 1
     config["output_proj"] = heads > 1
+    # The options beyond the preset: each key only when the option is on, so that a config
+    # without them is what it always was (and its file keeps format_version "1").
+    if post_norm:
+        config["post_norm"] = True
+    if transition_gate:
+        config["transition_gate"] = True
+    if max_grad_norm is not None:
+        config["max_grad_norm"] = float(max_grad_norm)
+    if lr_modulation:
+        config["lr_modulation"] = True
+        config["max_layer_modulation"] = float(mem.max_mem_layer_modulation)
+    if mem.spectral_norm_surprises:
+        config["spectral_norm"] = True
     return config
+
+
+# MemoryConfig keys that older engines do not know: a config with any of them is written with
+# format_version "2", which such engines refuse instead of silently ignoring the keys.
+VERSION_2_KEYS = ("post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
+                  "max_layer_modulation", "spectral_norm")
+
+
+def memory_format_version(config):
+    """"2" when the MemoryConfig `config` uses an option of VERSION_2_KEYS, else "1"."""
+    return "2" if any(k in config for k in VERSION_2_KEYS) else FORMAT_VERSION
 
 
 def _array(t):
@@ -395,6 +454,13 @@ def memory_weights(mem, config):
         add("b_eta", _array(mem.to_momentum[0].bias), (H,))
     add("w_alpha", _array(mem.to_decay_factor[0].weight).T, (d, H))
     add("b_alpha", _array(mem.to_decay_factor[0].bias), (H,))
+    if config.get("lr_modulation"):
+        # Linear(d, H * P): channel h * P + p, p in memory_model_parameter_names order (for the
+        # ResidualNorm wrapper p = 0 is norm.gamma, p = 1 + l is weights.l); kept as it is, the
+        # engine maps p itself (MemoryConfig::parameter_index_of_layer).
+        P = len(mem.memory_model_parameter_names)
+        add("w_mod", _array(mem.to_layer_modulation[0].weight).T, (d, H * P))
+        add("b_mod", _array(mem.to_layer_modulation[0].bias), (H * P,))
 
     # The per-head initial fast weights. memory_model.* are unused by forward (functional_call
     # substitutes these); per-head tensors may be stride-0 expanded views (issue #64), so copy.
@@ -413,25 +479,32 @@ def memory_weights(mem, config):
     if config["output"] == "ln_residual":
         # LayerNorm(.) * (gamma + 1): the engine's g is gamma itself (it is a fast weight).
         add("gain", per_head(params["norm.gamma"]), (H, dh))
+    if config.get("post_norm"):
+        # MultiheadRMSNorm multiplies by (gamma + 1), gamma (H, 1, dh): the effective gain.
+        add("post_norm", _array(mem.multihead_rmsnorm.gamma).reshape(H, dh) + 1.0, (H, dh))
     if config["output_gate"]:
         add("w_gate", _array(mem.retrieve_gate[0].weight).T, (d, H))
     if config["output_proj"]:
         add("w_out", _array(mem.combine_heads.weight).T, (H * dh, d))
+    if config.get("transition_gate"):
+        # the raw scalar parameter (shape ()); the engine takes its sigmoid at each commit
+        add("transition_gate", _array(mem.transition_gate).reshape(1), (1,))
     return out
 
 
 def convert(mem, path, ttt_batch_size=None):
     """Writes the engine memory file for NeuralMemory `mem`; returns the config dict."""
     config = memory_config(mem, ttt_batch_size)
-    _write_engine_file(path, FORMAT, config, memory_weights(mem, config))
+    _write_engine_file(path, FORMAT, config, memory_weights(mem, config),
+                       memory_format_version(config))
     return config
 
 
-def _write_engine_file(path, file_format, config, tensors):
+def _write_engine_file(path, file_format, config, tensors, format_version=FORMAT_VERSION):
     """An engine file: the tensors, with the format, its version and the config as metadata."""
     write_safetensors(path, tensors, {
         "format": file_format,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version,
         "config": json.dumps(config, separators=(",", ":")),
     })
 
@@ -699,7 +772,9 @@ def mac_weights(model, config):
 def convert_mac(model, path):
     """Writes the engine model file for MemoryAsContextTransformer `model`; returns the config."""
     config = mac_config(model)
-    _write_engine_file(path, MODEL_FORMAT, config, mac_weights(model, config))
+    # The same rule as a memory file's: "2" when the memory config uses a VERSION_2_KEYS option.
+    _write_engine_file(path, MODEL_FORMAT, config, mac_weights(model, config),
+                       memory_format_version(config["memory"]))
     return config
 
 
@@ -715,8 +790,10 @@ def _decode_kwargs(kwargs):
             pass
         elif isinstance(act, str) and act.lower() == "silu":
             kwargs["activation"] = nn.SiLU()
+        elif isinstance(act, str) and act.lower() == "gelu":
+            kwargs["activation"] = nn.GELU()  # the exact (erf) form, nn.GELU's default
         else:
-            raise UnsupportedError(f"activation={act!r} (only null and \"silu\")")
+            raise UnsupportedError(f"activation={act!r} (only null, \"silu\" and \"gelu\")")
     if "model" in kwargs and kwargs["model"] is not None:
         spec = dict(kwargs["model"])
         kind = spec.pop("type", None)

@@ -735,15 +735,18 @@ def test_converter_names_each_refused_option_once():
         num_tokens=64, dim=32, depth=6, segment_len=8, num_persist_mem_tokens=2,
         num_longterm_mem_tokens=2, heads=2, dim_head=16, neural_memory_layers=(2, 4, 6),
         neural_memory_segment_len=4, neural_memory_batch_size=8, sliding_window_attn=True,
-        neural_memory_kwargs=dict(per_parameter_lr_modulation=True,
-                                  spectral_norm_surprises=True))
+        neural_memory_kwargs=dict(per_parameter_lr_modulation=True,  # supported since
+                                  spectral_norm_surprises=True, attn_pool_chunks=True,
+                                  momentum_order=2))
     with pytest.raises(UnsupportedError) as e:
         titans.convert_titans_pytorch(mac)
     message = str(e.value)
-    for option in ("per_parameter_lr_modulation", "spectral_norm_surprises"):
+    for option in ("attn_pool_chunks", "momentum_order"):
         assert message.count(option) == 1, message
+    for option in ("per_parameter_lr_modulation", "spectral_norm_surprises"):
+        assert option not in message, message
     assert all(p.startswith("layers 2, 4, 6 ") for p in e.value.problems
-               if "per_parameter" in p or "spectral" in p), e.value.problems
+               if "attn_pool" in p or "momentum_order" in p), e.value.problems
 
 
 def test_readme_example_runs(tmp_path):
