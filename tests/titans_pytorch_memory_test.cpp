@@ -241,6 +241,26 @@ TEST_P(TitansPytorchMemory, ConfigIsThePreset) {
     preset.store_norm = preset.retrieve_norm = false;
     preset.depth = 3;
     preset.expansion = 2.0f;
+  } else if (g.name.starts_with("opt_gelu")) {  // activation=nn.GELU()
+    preset.qkv_activation = Activation::kGelu;
+  } else if (g.name.starts_with("opt_postnorm")) {  // post_rmsnorm=True
+    preset.post_norm = true;
+  } else if (g.name.starts_with("opt_transition")) {  // gated_transition=True
+    preset.transition_gate = true;
+  } else if (g.name.starts_with("opt_gradnorm")) {  // max_grad_norm=29/256
+    preset.max_grad_norm = 29.0f / 256.0f;
+  } else if (g.name.starts_with("opt_lrmod")) {  // per_parameter_lr_modulation, max 2
+    preset.lr_modulation = true;
+    preset.max_layer_modulation = 2.0f;
+  } else if (g.name.starts_with("opt_spectral")) {  // spectral_norm_surprises=True
+    preset.spectral_norm = true;
+  } else if (g.name.starts_with("opt_trainmac_memory")) {
+    // train_mac.py's memory options (those of this page) at small widths: qk_rmsnorm,
+    // MemoryMLP(dim_head, 2) (expansion 2), lr modulation, spectral norm.
+    preset.qk_norm = QkNorm::kRms;
+    preset.expansion = 2.0f;
+    preset.lr_modulation = true;
+    preset.spectral_norm = true;
   } else {
     ASSERT_FALSE(g.name.starts_with("opt_")) << "expected config unknown for " << g.name;
   }
@@ -289,6 +309,7 @@ TEST_P(TitansPytorchMemory, GoldensRejectWrongSemantics) {
   };
   const bool ln = right.output == MemoryOutput::kLnResidual;
   const bool square_q = right.d_model == right.inner_dim();
+  const int tensors = right.parameter_tensors();
   const std::vector<Variant> variants = {
       {"read offset 0", true, [](MemoryConfig& c, MemoryWeights&) { c.read_offset = 0; }},
       {"loss sum (lambda = 1)", true,
@@ -307,6 +328,40 @@ TEST_P(TitansPytorchMemory, GoldensRejectWrongSemantics) {
            for (int j = 0; j < n; ++j) w.w_q[i * n + j] = q[j * n + i];
          }
        }},
+      // Each titans-pytorch option of the option cases: removed, or in a plausible wrong form.
+      {"q/k/v SiLU for GELU", right.qkv_activation == Activation::kGelu,
+       [](MemoryConfig& c, MemoryWeights&) { c.qkv_activation = Activation::kSilu; }},
+      {"q/k/v no activation for GELU", right.qkv_activation == Activation::kGelu,
+       [](MemoryConfig& c, MemoryWeights&) { c.qkv_activation = Activation::kNone; }},
+      {"no post norm", right.post_norm,
+       [](MemoryConfig& c, MemoryWeights&) { c.post_norm = false; }},
+      {"post norm gain gamma, not gamma + 1", right.post_norm,
+       [](MemoryConfig&, MemoryWeights& w) {
+         for (float& x : w.post_norm) x -= 1.0f;
+       }},
+      {"no transition gate", right.transition_gate,
+       [](MemoryConfig& c, MemoryWeights&) { c.transition_gate = false; }},
+      {"no gradient norm clamp", right.max_grad_norm > 0,
+       [](MemoryConfig& c, MemoryWeights&) { c.max_grad_norm = 0; }},
+      {"gradient norm clamp at 2m", right.max_grad_norm > 0,
+       [](MemoryConfig& c, MemoryWeights&) { c.max_grad_norm *= 2; }},
+      {"no lr modulation", right.lr_modulation,
+       [](MemoryConfig& c, MemoryWeights&) { c.lr_modulation = false; }},
+      {"lr modulation tensors rotated", right.lr_modulation,
+       [&](MemoryConfig& c, MemoryWeights& w) {
+         // Channel h P + p takes p + 1's weights: the tensor order of titans-pytorch is wrong.
+         const int hp = c.heads * tensors;
+         const std::vector<float> wm = w.w_mod, bm = w.b_mod;
+         for (int ch = 0; ch < hp; ++ch) {
+           const int from = ch / tensors * tensors + (ch % tensors + 1) % tensors;
+           w.b_mod[ch] = bm[from];
+           for (int i = 0; i < c.d_model; ++i) w.w_mod[i * hp + ch] = wm[i * hp + from];
+         }
+       }},
+      {"max modulation ignored", right.lr_modulation && right.max_layer_modulation != 1.0f,
+       [](MemoryConfig& c, MemoryWeights&) { c.max_layer_modulation = 1.0f; }},
+      {"no Newton-Schulz", right.spectral_norm,
+       [](MemoryConfig& c, MemoryWeights&) { c.spectral_norm = false; }},
   };
   for (const Variant& v : variants) {
     if (!v.applies) continue;

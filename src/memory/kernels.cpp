@@ -174,8 +174,9 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   packed_gate_bias_.assign(static_cast<size_t>(gates), 0.0f);
   const std::vector<float>* gate_w[4] = {&w.w_theta, &w.w_eta, &w.w_alpha, &w.w_mod};
   const std::vector<float>* gate_b[4] = {&w.b_theta, &w.b_eta, &w.b_alpha, &w.b_mod};
+  const bool used[4] = {true, c.momentum, true, c.lr_modulation};
   for (Index g = 0; g < 4; ++g) {
-    if (gate_w[g]->empty()) continue;
+    if (!used[g]) continue;  // by the config: weights may carry tensors it does not use
     const Index width = g < 3 ? h : h * c.parameter_tensors();
     for (Index i = 0; i < d; ++i) {
       for (Index j = 0; j < width; ++j) {
