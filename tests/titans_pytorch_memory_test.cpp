@@ -254,13 +254,16 @@ TEST_P(TitansPytorchMemory, ConfigIsThePreset) {
     preset.max_layer_modulation = 2.0f;
   } else if (g.name.starts_with("opt_spectral")) {  // spectral_norm_surprises=True
     preset.spectral_norm = true;
+  } else if (g.name.starts_with("opt_attnpool")) {  // attn_pool_chunks=True
+    preset.attention_pool = true;
   } else if (g.name.starts_with("opt_trainmac_memory")) {
     // train_mac.py's memory options (those of this page) at small widths: qk_rmsnorm,
-    // MemoryMLP(dim_head, 2) (expansion 2), lr modulation, spectral norm.
+    // MemoryMLP(dim_head, 2) (expansion 2), attention pool, lr modulation, spectral norm.
     preset.qk_norm = QkNorm::kRms;
     preset.expansion = 2.0f;
     preset.lr_modulation = true;
     preset.spectral_norm = true;
+    preset.attention_pool = true;
   } else {
     ASSERT_FALSE(g.name.starts_with("opt_")) << "expected config unknown for " << g.name;
   }
@@ -360,6 +363,8 @@ TEST_P(TitansPytorchMemory, GoldensRejectWrongSemantics) {
        }},
       {"max modulation ignored", right.lr_modulation && right.max_layer_modulation != 1.0f,
        [](MemoryConfig& c, MemoryWeights&) { c.max_layer_modulation = 1.0f; }},
+      {"mean pool for attention pool", right.attention_pool,
+       [](MemoryConfig& c, MemoryWeights&) { c.attention_pool = false; }},
       {"no Newton-Schulz", right.spectral_norm,
        [](MemoryConfig& c, MemoryWeights&) { c.spectral_norm = false; }},
   };

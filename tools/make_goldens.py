@@ -128,10 +128,12 @@ def option_cases():
         dict(name="opt_spectral_c4_b8_h2", seed=2008, T=45, calls=calls,
              tune=dict(decay_bias=SPECTRAL_DECAY_BIAS),
              kwargs=dict(small, spectral_norm_surprises=True)),
+        dict(name="opt_attnpool_c4_b8_h2", seed=2010, T=45, calls=calls,
+             kwargs=dict(small, attn_pool_chunks=True)),
         dict(name="opt_trainmac_memory_c4_b16_h2", seed=2009, T=TRAINMAC_T, calls=TRAINMAC_CALLS,
              tune=dict(decay_bias=SPECTRAL_DECAY_BIAS),
              kwargs=dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=16,
-                         qk_rmsnorm=True, momentum=True, momentum_order=1,
+                         qk_rmsnorm=True, momentum=True, momentum_order=1, attn_pool_chunks=True,
                          per_parameter_lr_modulation=True, spectral_norm_surprises=True,
                          default_model_kwargs=dict(depth=2, expansion_factor=2.),
                          default_step_transform_max_lr=0.1)),
@@ -190,6 +192,10 @@ def build_model(case):
                 else:
                     P = len(mem.memory_model_parameter_names)
                     p.copy_(torch.linspace(-3.0, 3.0, P, dtype=torch.float64).repeat(mem.heads))
+            elif name.startswith("reduce_to_chunk_rep.to_attn_logits."):
+                # zero-initialised (the average pool): logits of a few units, so the softmax
+                # over the chunk's tokens is far from uniform
+                p.copy_(noise(p, 2.0 / d ** 0.5) if name.endswith("weight") else noise(p, 1.0))
             elif name == "transition_gate":
                 p.copy_(0.0 + noise(p, 0.1))                  # s ~ 0.5 (initially -5: 0.007)
             elif name.startswith("memory_model_parameters."):
@@ -343,7 +349,6 @@ def check_refusals():
     options = [
         ("momentum_order", dict(momentum_order=2)),
         ("learned_momentum_combine", dict(momentum_order=2, learned_momentum_combine=True)),
-        ("attn_pool_chunks", dict(attn_pool_chunks=True)),
         ("accept_weight_residual", dict(accept_weight_residual=True)),
         ("num_kv_per_token", dict(num_kv_per_token=2)),
         ("qkv_receives_diff_views", dict(qkv_receives_diff_views=True)),

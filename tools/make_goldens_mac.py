@@ -246,7 +246,8 @@ def check_refusals():
         ("neural_memory_qkv_receives_diff_views", dict(neural_memory_qkv_receives_diff_views=True)),
         ("neural_mem_weight_residual", dict(neural_mem_weight_residual=True)),
         ("token_emb", dict(token_emb=nn.Sequential(nn.Embedding(64, 16)))),
-        ("attn_pool_chunks", dict(neural_memory_kwargs=dict(attn_pool_chunks=True))),
+        ("learned_momentum_combine",
+         dict(neural_memory_kwargs=dict(momentum_order=2, learned_momentum_combine=True))),
         ("momentum_order", dict(neural_memory_kwargs=dict(momentum_order=2))),
     ]
     expect_refusals(options,

@@ -9,7 +9,7 @@ the config uses (src/memory/weights.cpp, ForEachWeight). A file of it is safeten
 metadata
     format = "titans.memory", format_version = "1", config = MemoryConfig JSON
 (format_version "2" when the config uses an option older engines do not know: post_norm,
-transition_gate, max_grad_norm, lr_modulation, spectral_norm; VERSION_2_KEYS).
+transition_gate, max_grad_norm, lr_modulation, spectral_norm, attention_pool; VERSION_2_KEYS).
 
 A MemoryAsContextTransformer becomes an engine model (docs/FILE_FORMAT.md, `Model::Load`): a
 ModelConfig with architecture "titans_pytorch_mac" and its tensor table
@@ -262,8 +262,10 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
         problems.append(f"num_kv_per_token={mem.num_kv_per_token}")
     if mem.qkv_receives_diff_views and not identical_views:
         problems.append("qkv_receives_diff_views=True (keys and values from different inputs)")
-    if type(mem.reduce_to_chunk_rep) is not tp_nm.AveragePool:
-        problems.append("attn_pool_chunks=True")
+    attention_pool = type(mem.reduce_to_chunk_rep) is tp_nm.AttentionPool
+    if not attention_pool and type(mem.reduce_to_chunk_rep) is not tp_nm.AveragePool:
+        problems.append(f"chunk representation {type(mem.reduce_to_chunk_rep).__name__} (only "
+                        f"AveragePool and attn_pool_chunks' AttentionPool)")
     if mem.momentum_order != 1:
         problems.append(f"momentum_order={mem.momentum_order}")
     if mem.to_learned_momentum_combine is not None:
@@ -394,13 +396,15 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
         config["max_layer_modulation"] = float(mem.max_mem_layer_modulation)
     if mem.spectral_norm_surprises:
         config["spectral_norm"] = True
+    if attention_pool:
+        config["attention_pool"] = True
     return config
 
 
 # MemoryConfig keys that older engines do not know: a config with any of them is written with
 # format_version "2", which such engines refuse instead of silently ignoring the keys.
 VERSION_2_KEYS = ("post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
-                  "max_layer_modulation", "spectral_norm")
+                  "max_layer_modulation", "spectral_norm", "attention_pool")
 
 
 def memory_format_version(config):
@@ -454,6 +458,11 @@ def memory_weights(mem, config):
         add("b_eta", _array(mem.to_momentum[0].bias), (H,))
     add("w_alpha", _array(mem.to_decay_factor[0].weight).T, (d, H))
     add("b_alpha", _array(mem.to_decay_factor[0].bias), (H,))
+    if config.get("attention_pool"):
+        # attn_pool_chunks: the per-feature softmax logits Linear(d, d) of AttentionPool.
+        pool = mem.reduce_to_chunk_rep.to_attn_logits
+        add("w_pool", _array(pool.weight).T, (d, d))
+        add("b_pool", _array(pool.bias), (d,))
     if config.get("lr_modulation"):
         # Linear(d, H * P): channel h * P + p, p in memory_model_parameter_names order (for the
         # ResidualNorm wrapper p = 0 is norm.gamma, p = 1 + l is weights.l); kept as it is, the

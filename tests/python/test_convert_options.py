@@ -275,7 +275,6 @@ def test_state_dict_route_with_gelu_and_the_options(tp):
 
 @pytest.mark.parametrize("option, kwargs", [
     ("activation=GELU(approximate='tanh')", "gelu_tanh"),
-    ("attn_pool_chunks", dict(attn_pool_chunks=True)),
     ("momentum_order", dict(momentum_order=2)),
     ("learned_momentum_combine", dict(momentum_order=2, learned_momentum_combine=True)),
     ("accept_weight_residual", dict(accept_weight_residual=True)),

@@ -737,16 +737,16 @@ def test_converter_names_each_refused_option_once():
         neural_memory_segment_len=4, neural_memory_batch_size=8, sliding_window_attn=True,
         neural_memory_kwargs=dict(per_parameter_lr_modulation=True,  # supported since
                                   spectral_norm_surprises=True, attn_pool_chunks=True,
-                                  momentum_order=2))
+                                  momentum_order=2, max_grad_norm=-1.0))
     with pytest.raises(UnsupportedError) as e:
         titans.convert_titans_pytorch(mac)
     message = str(e.value)
-    for option in ("attn_pool_chunks", "momentum_order"):
+    for option in ("max_grad_norm", "momentum_order"):
         assert message.count(option) == 1, message
-    for option in ("per_parameter_lr_modulation", "spectral_norm_surprises"):
+    for option in ("per_parameter_lr_modulation", "spectral_norm_surprises", "attn_pool_chunks"):
         assert option not in message, message
     assert all(p.startswith("layers 2, 4, 6 ") for p in e.value.problems
-               if "attn_pool" in p or "momentum_order" in p), e.value.problems
+               if "max_grad_norm" in p or "momentum_order" in p), e.value.problems
 
 
 def test_readme_example_runs(tmp_path):
