@@ -22,9 +22,10 @@ GOLDENS = os.path.join(ROOT, "tests", "data", "tp_memory")
 # The new MemoryConfig keys, in the order the engine's MemoryConfig::ToJson writes them (after
 # "output_proj"), and the tensor order of its ForEachWeight.
 NEW_KEYS = ["post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
-            "max_layer_modulation", "spectral_norm"]
+            "max_layer_modulation", "spectral_norm", "attention_pool"]
 TENSOR_ORDER = ["store_norm", "retrieve_norm", "w_q", "w_k", "w_v", "q_norm", "k_norm",
-                "w_theta", "b_theta", "w_eta", "b_eta", "w_alpha", "b_alpha", "w_mod", "b_mod",
+                "w_theta", "b_theta", "w_eta", "b_eta", "w_alpha", "b_alpha", "w_pool", "b_pool",
+                "w_mod", "b_mod",
                 "mlp.0", "mlp.1", "mlp.2", "gain", "post_norm", "w_gate", "w_out",
                 "transition_gate"]
 
@@ -53,8 +54,10 @@ GOLDEN_OPTIONS = {
     "opt_gradnorm_c4_b8_h2": {"max_grad_norm": 0.11328125},
     "opt_lrmod_c4_b8_h2": {"lr_modulation": True, "max_layer_modulation": 2.0},
     "opt_spectral_c4_b8_h2": {"spectral_norm": True},
+    "opt_attnpool_c4_b8_h2": {"attention_pool": True},
     "opt_trainmac_memory_c4_b16_h2": {"qk_norm": "rms", "expansion": 2.0, "lr_modulation": True,
-                                      "max_layer_modulation": 1.0, "spectral_norm": True},
+                                      "max_layer_modulation": 1.0, "spectral_norm": True,
+                                      "attention_pool": True},
 }
 
 
@@ -84,6 +87,9 @@ def test_option_goldens_have_their_keys_tensors_and_format_version(name):
     assert ("w_mod" in names) == ("b_mod" in names) == bool(config.get("lr_modulation"))
     if config.get("lr_modulation"):
         assert header["w_mod"]["shape"] == [d, H * P] and header["b_mod"]["shape"] == [H * P]
+    assert ("w_pool" in names) == ("b_pool" in names) == bool(config.get("attention_pool"))
+    if config.get("attention_pool"):
+        assert header["w_pool"]["shape"] == [d, d] and header["b_pool"]["shape"] == [d]
     assert ("post_norm" in names) == bool(config.get("post_norm"))
     if config.get("post_norm"):
         assert header["post_norm"]["shape"] == [H, dh]
@@ -249,20 +255,22 @@ def test_all_options_in_the_engines_order_and_format_version_2(tp, tmp_path):
     torch = tp[0]
     mem = build(tp, post_rmsnorm=True, gated_transition=True, max_grad_norm=1.5,
                 per_parameter_lr_modulation=True, spectral_norm_surprises=True, qk_rmsnorm=True,
-                activation=torch.nn.GELU())
+                attn_pool_chunks=True, activation=torch.nn.GELU())
     path = tmp_path / "m.safetensors"
     config = tp[1].convert(mem, str(path))
     assert new_keys(config) == NEW_KEYS
     header, meta = read_header(path)
     assert meta["format_version"] == "2" and json.loads(meta["config"]) == config
     check_order(list(header))
-    assert {"w_mod", "b_mod", "post_norm", "transition_gate", "q_norm"} <= set(header)
+    assert {"w_pool", "b_pool", "w_mod", "b_mod", "post_norm", "transition_gate",
+            "q_norm"} <= set(header)
 
 
 def test_state_dict_route_with_gelu_and_the_options(tp):
     kwargs = dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=8, activation="gelu",
                   post_rmsnorm=True, gated_transition=True, max_grad_norm=0.5,
-                  per_parameter_lr_modulation=True, spectral_norm_surprises=True)
+                  per_parameter_lr_modulation=True, spectral_norm_surprises=True,
+                  attn_pool_chunks=True)
     mem = build(tp, **{**kwargs, "activation": tp[0].nn.GELU()})
     again = tp[1].module_from_state_dict(mem.state_dict(), kwargs)
     assert tp[1].memory_config(again) == tp[1].memory_config(mem)
