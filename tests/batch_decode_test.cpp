@@ -112,21 +112,24 @@ TEST_P(BatchDecodeTest, EachSessionDecodesAsItWouldAlone) {
   }
 }
 
-TEST_P(BatchDecodeTest, ThreadedProductsDecodeTheSame) {
-  std::vector<Session> batched = Prompted(5);
+// Two threads share the products by rows and the per-session work (attention, memory reads and
+// unit writes) by session; 9 sessions at different positions over 12 steps cross unit ends.
+TEST_P(BatchDecodeTest, ThreadedStepsDecodeTheSame) {
+  constexpr int kSessions = 9;
+  std::vector<Session> batched = Prompted(kSessions);
   std::vector<Session> alone;
   std::vector<Session*> pointers;
   for (Session& s : batched) {
     alone.push_back(s.Clone());
     pointers.push_back(&s);
   }
-  // min_flops_per_thread 0: both threads join every product and attention call.
-  BatchDecoder decoder(model_, 8, SessionOptions{2, 0.0});
-  std::vector<float> logits(5 * kVocab);
-  for (int step = 0; step < 4; ++step) {  // few: a barrier per product on a busy host
-    const std::vector<int32_t> tokens = Tokens(5, 50 + step);
+  // min_flops_per_thread 0: both threads join every product and every per-session stage.
+  BatchDecoder decoder(model_, kSessions, SessionOptions{2, 0.0});
+  std::vector<float> logits(kSessions * kVocab);
+  for (int step = 0; step < 12; ++step) {  // few: a barrier per product on a busy host
+    const std::vector<int32_t> tokens = Tokens(kSessions, 50 + step);
     decoder.Step(pointers, tokens, logits);
-    for (int i = 0; i < 5; ++i) {
+    for (int i = 0; i < kSessions; ++i) {
       EXPECT_LE(Difference(std::span<const float>(logits.data() + i * kVocab, kVocab),
                            Forward(alone[i], {tokens[i]})),
                 kTolerance);

@@ -138,9 +138,13 @@ class Session {
 // steps would not have the same rows.
 //
 // The decoder holds scratch for up to max_batch sessions, sized once: Step allocates nothing
-// (as Forward: unless an attention cache larger than session::kReservedCacheRows grows). It
-// threads its shared products by its own SessionOptions; each session's memory uses the
-// session's. One decoder and the sessions of a Step are used by one thread at a time.
+// (as Forward: unless an attention cache larger than session::kReservedCacheRows grows).
+// Threads, by the decoder's SessionOptions (the sessions' own options are not used by Step): the
+// shared products are split by rows; the per-session work of each layer (attention over the
+// session's cache, its memory's convolution, read and write) is handed out one session at a
+// time, each session on one thread, so a session's per-session work is computed the same way
+// whatever the thread count. One decoder and the sessions of a Step are used by one thread at a
+// time.
 class BatchDecoder {
  public:
   // Throws Error(kInvalidArgument) without a model, for max_batch < 1, for a model that takes

@@ -3,6 +3,11 @@
 // logits) of all of them are products [N, d] x [d, ...] that read each weight once; each
 // session's convolution, read and write (the unit's gradient step when its token completes a
 // unit) then run on its own state, as MemorySession::Forward (Read) of its one token.
+//
+// Threads (the SessionOptions given here, the decoder's): the projections are split by rows
+// and the sessions are handed out one at a time to up to options.threads threads, each
+// session's whole token (a unit's write included) on one thread, so a session's result does
+// not depend on the thread count.
 #pragma once
 
 #include <memory>
@@ -14,7 +19,7 @@ namespace titans {
 
 class MemoryBatch {
  public:
-  explicit MemoryBatch(std::shared_ptr<const NeuralMemory> memory);
+  MemoryBatch(std::shared_ptr<const NeuralMemory> memory, const SessionOptions& options);
   ~MemoryBatch();
 
   // sessions[i] (distinct sessions of this memory) takes row i of store and retrieve [N, d]
@@ -30,6 +35,7 @@ class MemoryBatch {
            float* out, bool write);
 
   std::shared_ptr<const NeuralMemory> memory_;
+  SessionOptions options_;
   // Its tile holds the projections of up to kTile sessions' tokens (ProjectRows).
   std::unique_ptr<MemorySession::Workspace> projections_;
 };

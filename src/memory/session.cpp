@@ -1,6 +1,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -8,6 +9,8 @@
 
 #include "memory/batch.hpp"
 #include "memory/kernels.hpp"
+#include "ops/flush_denormals.hpp"
+#include "ops/linalg.hpp"
 #include "ops/threading.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
@@ -158,8 +161,9 @@ MemoryHealth MemorySession::Health() const {
   return h;
 }
 
-MemoryBatch::MemoryBatch(std::shared_ptr<const NeuralMemory> memory)
+MemoryBatch::MemoryBatch(std::shared_ptr<const NeuralMemory> memory, const SessionOptions& options)
     : memory_(std::move(memory)),
+      options_(options),
       projections_(std::make_unique<MemorySession::Workspace>(*memory_, SessionOptions{1})) {}
 
 MemoryBatch::~MemoryBatch() = default;
@@ -181,16 +185,34 @@ void MemoryBatch::Run(std::span<MemorySession* const> sessions, const float* sto
   CheckedTokens(*memory_, std::span<const float>(store, n * d),
                 std::span<const float>(retrieve, n * d), std::span<float>(out, n * d_out));
   using Workspace = MemorySession::Workspace;
+  const MemoryConfig& c = memory_->config();
   for (size_t t0 = 0; t0 < n; t0 += Workspace::kTile) {
     const int rows = static_cast<int>(std::min<size_t>(Workspace::kTile, n - t0));
-    // ProjectRows also lays a state's convolution tails before the rows; RunProjected takes
-    // each session's own instead.
-    projections_->ProjectRows(*memory_, sessions[t0]->state_, write ? store + t0 * d : nullptr,
-                              retrieve + t0 * d, rows, write, Workspace::Part{0, 1});
-    for (int i = 0; i < rows; ++i) {
-      MemorySession& session = *sessions[t0 + i];
-      session.workspace_->RunProjected(*memory_, session.state_, *projections_, i,
-                                       out + (t0 + i) * d_out, write);
+    // Threads: projections split by rows, then sessions handed out one at a time (a session
+    // whose token completes a unit costs a unit's write, the others a read). The work between
+    // the two synchronisations is about FlopsPerToken per session (the write amortised).
+    const int team = ops::TeamSize(c.FlopsPerToken() * rows, options_.threads,
+                                   options_.min_flops_per_thread, rows);
+    std::atomic<int> next{0};
+    const auto share = [&](int ith, int nth) {
+      const FlushDenormals flush;  // on every thread that computes (ops/flush_denormals.hpp)
+      // ProjectRows also lays a state's convolution tails before the rows; RunProjected takes
+      // each session's own instead.
+      projections_->ProjectRows(*memory_, sessions[t0]->state_, write ? store + t0 * d : nullptr,
+                                retrieve + t0 * d, rows, write, Workspace::Part{ith, nth});
+      linalg::Barrier(nth);  // every row is projected before any session takes its row
+      for (int i = next.fetch_add(1, std::memory_order_relaxed); i < rows;
+           i = next.fetch_add(1, std::memory_order_relaxed)) {
+        MemorySession& session = *sessions[t0 + static_cast<size_t>(i)];
+        session.workspace_->RunProjected(*memory_, session.state_, *projections_, i,
+                                         out + (t0 + static_cast<size_t>(i)) * d_out, write);
+      }
+    };
+    if (team == 1) {
+      share(0, 1);
+    } else {
+#pragma omp parallel num_threads(team)
+      share(omp_get_thread_num(), omp_get_num_threads());
     }
   }
 }

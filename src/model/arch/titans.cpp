@@ -22,7 +22,11 @@
 // is exactly "token i sees h_j and u_j for j <= i". h_i and u_i share token i's rotary
 // position. The kernel also computes outputs at the h slots, which are dropped: MAC pays
 // twice the attention FLOPs of a plain segment-local layer for this simplicity.
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <memory>
 #include <span>
 #include <vector>
@@ -33,8 +37,10 @@
 #include "model/session_state.hpp"
 #include "ops/activations.hpp"
 #include "ops/attention.hpp"
+#include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "ops/norms.hpp"
+#include "ops/threading.hpp"
 
 namespace titans::arch {
 namespace {
@@ -89,9 +95,12 @@ struct TitansWorkspace {
   RowMatrix mac_z;                         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
   RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
   // A batch's (TitansBatchRunner; empty for a session's pieces): per layer with memory its
-  // MemoryBatch (else null), and the P sessions' memories of the layer being run.
+  // MemoryBatch (else null), the P sessions' memories of the layer being run, and one
+  // one-thread attention workspace per thread (the sessions' attention is shared out by
+  // session, ForEachStream).
   std::vector<std::unique_ptr<MemoryBatch>> memory_batches;
   std::vector<MemorySession*> memories;
+  std::vector<AttentionWorkspace> stream_attention;
 };
 
 // Rows [row, row + rows) of the workspace are the next tokens of one stream, at positions
@@ -173,19 +182,58 @@ class TitansStack {
                      ConstView(w.attention.w_k.data(), d, kw, kw));
     ParallelMultiply(options_, ws_.v.topRows(n), input,
                      ConstView(w.attention.w_v.data(), d, kw, kw));
-    for (const Stream& s : streams_) {
+    ForEachStream(streams_, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       AttentionCache& cache = *s.state->attention[l];
       float* q = ws_.q.data() + s.row * qw;
       float* k = ws_.k.data() + s.row * kw;
       const int rows = static_cast<int>(s.rows);
       ApplyRotary(q, rows, shape.heads, shape.head_dim, cache.position(), shape.rope_base);
       ApplyRotary(k, rows, shape.kv_heads, shape.head_dim, cache.position(), shape.rope_base);
-      ws_.attention.Forward(shape, cache,
-                            AttentionInputsOf(w.attention, shape, q, k, ws_.v.data() + s.row * kw),
-                            rows, ws_.att.data() + s.row * qw);
-    }
+      attention.Forward(shape, cache,
+                        AttentionInputsOf(w.attention, shape, q, k, ws_.v.data() + s.row * kw),
+                        rows, ws_.att.data() + s.row * qw);
+    });
     ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n),
                      ConstView(w.attention.w_o.data(), qw, d, d));
+  }
+
+  // fn(stream, workspace) for each of `streams`: their attention on their own caches. A
+  // session's piece (one stream) runs on this thread with the workspace that threads its own
+  // call; a batch's streams (one row each) are handed out one at a time to up to
+  // options_.threads threads, each with its one-thread workspace, so that a stream's result does
+  // not depend on the thread count. The work is the attention's FLOPs of a full window per row.
+  template <class Fn>
+  void ForEachStream(std::span<const Stream> streams, const AttentionShape& shape, Fn fn) {
+    if (streams.size() == 1) {
+      fn(streams[0], ws_.attention);
+      return;
+    }
+    const double flops_per_stream =
+        4.0 * static_cast<double>(shape.window + shape.persistent + 1) * shape.q_width();
+    const int count = static_cast<int>(streams.size());
+    const int team = ops::TeamSize(flops_per_stream * count, options_.threads,
+                                   options_.min_flops_per_thread, count);
+    std::atomic<int> next{0};
+    std::exception_ptr error;  // the first failure of a worker (a cache that cannot grow)
+    const auto share = [&](int ith) {
+      const FlushDenormals flush;  // on every thread that computes (ops/flush_denormals.hpp)
+      for (int i = next.fetch_add(1, std::memory_order_relaxed); i < count;
+           i = next.fetch_add(1, std::memory_order_relaxed)) {
+        try {
+          fn(streams[static_cast<size_t>(i)], ws_.stream_attention[static_cast<size_t>(ith)]);
+        } catch (...) {
+#pragma omp critical(titans_stream_error)
+          if (!error) error = std::current_exception();
+        }
+      }
+    };
+    if (team == 1) {
+      share(0);
+    } else {
+#pragma omp parallel num_threads(team)
+      share(omp_get_thread_num());
+    }
+    if (error) std::rethrow_exception(error);
   }
 
   // out [n, d] = W_o (RMSNorm_heads(M(retrieve)) * SiLU(retrieve W_g)) for the n rows from row
@@ -267,7 +315,7 @@ class TitansStack {
                      ConstView(w.attention.w_k.data(), d, kw, kw));
     ParallelMultiply(options_, ws_.mac_v.topRows(2 * n), z,
                      ConstView(w.attention.w_v.data(), d, kw, kw));
-    for (const Stream& s : round) {
+    ForEachStream(round, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       const Index z0 = 2 * (s.row - r0);  // the stream's first row in z
       AttentionCache& cache = *s.state->attention[l];
       if (s.position % c_.segment == 0) cache.Reset();  // a new segment
@@ -277,11 +325,11 @@ class TitansStack {
         ApplyRotary(ws_.mac_k.row(z0 + i).data(), 1, shape.kv_heads, shape.head_dim,
                     s.position + i / 2, shape.rope_base);
       }
-      ws_.attention.Forward(shape, cache,
-                            AttentionInputsOf(w.attention, shape, ws_.mac_q.row(z0).data(),
-                                              ws_.mac_k.row(z0).data(), ws_.mac_v.row(z0).data()),
-                            static_cast<int>(2 * s.rows), ws_.mac_att.row(z0).data());
-    }
+      attention.Forward(shape, cache,
+                        AttentionInputsOf(w.attention, shape, ws_.mac_q.row(z0).data(),
+                                          ws_.mac_k.row(z0).data(), ws_.mac_v.row(z0).data()),
+                        static_cast<int>(2 * s.rows), ws_.mac_att.row(z0).data());
+    });
     // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
     ParallelMultiply(options_, ws_.y.middleRows(r0, n),
                      ConstView(ws_.mac_att.data() + qw, n, qw, 2 * qw),
@@ -385,9 +433,13 @@ class TitansBatchRunner final : public BatchRunner {
         streams_(static_cast<size_t>(max_batch)) {
     for (size_t l = 0; l < model.config().layers.size(); ++l) {
       const auto& memory = model.memory(static_cast<int>(l));
-      ws_.memory_batches.push_back(memory ? std::make_unique<MemoryBatch>(memory) : nullptr);
+      ws_.memory_batches.push_back(memory ? std::make_unique<MemoryBatch>(memory, options)
+                                          : nullptr);
     }
     ws_.memories.resize(static_cast<size_t>(max_batch));
+    for (int i = 0; i < options.threads; ++i) {  // (MAC's shape differs only in its window)
+      ws_.stream_attention.emplace_back(ShapeOf(model.config()), 1, options.min_flops_per_thread);
+    }
   }
 
   void Step(std::span<State* const> states, const int32_t* tokens, float* logits) override {
