@@ -31,8 +31,10 @@
 #include "io/safetensors.hpp"
 #include "sanitizers.hpp"
 #include "svg_check.hpp"
+#include "titans/evals/bench_models.hpp"
 #include "titans/evals/eval.hpp"
 #include "titans/evals/plot.hpp"
+#include "titans/evals/utilisation.hpp"
 #include "titans/titans.hpp"
 
 namespace titans {
@@ -493,6 +495,15 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
       EXPECT_NEAR(tokens_per_s * s_per_token, 1.0, 1e-9) << r;
       EXPECT_GT(r.at("last_piece_s_per_token").get<double>(), 0) << r;
       EXPECT_GT(r.at("peak_rss_bytes").get<int64_t>(), 1 << 20) << r;
+      // Utilisation: the products of the prefilled positions over its time, against the GEMM.
+      const ModelConfig config = bench::BenchModelConfig(*bench::ModelKindNamed(kind));
+      const double seconds = r.at("seconds"), gflops = r.at("gflops");
+      EXPECT_NEAR(gflops, bench::TokensFlops(config, 0, context) / seconds / 1e9, 1e-9 * gflops)
+          << r;
+      EXPECT_GT(r.at("gemm_gflops").get<double>(), 0) << r;
+      EXPECT_NEAR(r.at("gemm_ratio").get<double>(), gflops / r.at("gemm_gflops").get<double>(),
+                  1e-12)
+          << r;
       // The session's own heap bytes: its state and caches, less than the whole process
       // (unknown under ASan, whose allocator keeps no glibc statistics).
       if (testing::kUnderAddressSanitizer) {

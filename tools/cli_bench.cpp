@@ -27,6 +27,7 @@
 #include "titans/evals/bench_models.hpp"
 #include "titans/evals/context_cost.hpp"
 #include "titans/evals/plot.hpp"
+#include "titans/evals/utilisation.hpp"
 #include "titans/titans.hpp"
 
 namespace titans::cli {
@@ -50,6 +51,9 @@ struct Point {
   int64_t context = 0;
   ContextCost cost;     // cost.tokens == 0: not run
   std::string skipped;  // empty: measured; otherwise why it was not (or not completely)
+  // Utilisation (titans/evals/utilisation.hpp): the products' GFLOP/s over the prefill, and the
+  // rate of a square GEMM of one piece's FLOPs on the same threads, measured right after it.
+  double gflops = 0, gemm_gflops = 0;
 
   bool measured() const { return skipped.empty(); }
 };
@@ -86,6 +90,17 @@ double PredictSeconds(const std::vector<const Point*>& done, int64_t context) {
   return a * c + b * c * c;
 }
 
+// The point's GFLOP/s and its GEMM baseline: a square product of the FLOPs of one piece at the
+// point's average cost per token, at most 4096 x 4096 x 4096 (the GEMM's rate has long reached
+// its plateau there; full attention's pieces at long contexts would ask for far more).
+void Utilisation(const ModelConfig& config, int piece, int threads, Point& p) {
+  const double flops = bench::TokensFlops(config, 0, p.cost.tokens);
+  p.gflops = flops / p.cost.seconds / 1e9;
+  const double piece_flops = flops / static_cast<double>(p.cost.tokens) * piece;
+  bench::GemmBaseline gemm(std::min(piece_flops, 2.0 * 4096.0 * 4096.0 * 4096.0), threads);
+  p.gemm_gflops = gemm.Rate() / 1e9;
+}
+
 // Why the point should not run, or "" if it should.
 std::string SkipReason(const BenchArgs& a, const ModelConfig& config,
                        const std::vector<const Point*>& done, int64_t context) {
@@ -105,9 +120,9 @@ std::string SkipReason(const BenchArgs& a, const ModelConfig& config,
 }
 
 void PrintHeader() {
-  std::printf("%-9s %8s %10s %10s %14s %12s %13s %9s  %s\n", "kind", "context", "tokens/s",
-              "us/token", "last us/token", "session MiB", "peak RSS MiB", "cpu/wall",
-              "memory |W|/|W0|");
+  std::printf("%-9s %8s %10s %10s %14s %8s %6s %12s %13s %9s  %s\n", "kind", "context", "tokens/s",
+              "us/token", "last us/token", "GFLOP/s", "/GEMM", "session MiB", "peak RSS MiB",
+              "cpu/wall", "memory |W|/|W0|");
 }
 
 // The memory layers' fast-weight norms against their initial weights' at the end of the point:
@@ -130,10 +145,10 @@ std::string MemoryColumn(const ContextCost& cost) {
 
 void PrintRow(const Point& p) {
   if (p.measured()) {
-    std::printf("%-9s %8s %10.0f %10.1f %14.1f %12.1f %13.1f %9.2f  %s\n", p.kind.c_str(),
-                plot::TokenCountLabel(p.context).c_str(), p.cost.tokens_per_s(),
-                1e6 * p.cost.s_per_token(), 1e6 * p.cost.last_piece_s_per_token(),
-                Mib(p.cost.session_bytes), Mib(p.cost.peak_rss_bytes),
+    std::printf("%-9s %8s %10.0f %10.1f %14.1f %8.1f %6.2f %12.1f %13.1f %9.2f  %s\n",
+                p.kind.c_str(), plot::TokenCountLabel(p.context).c_str(), p.cost.tokens_per_s(),
+                1e6 * p.cost.s_per_token(), 1e6 * p.cost.last_piece_s_per_token(), p.gflops,
+                p.gflops / p.gemm_gflops, Mib(p.cost.session_bytes), Mib(p.cost.peak_rss_bytes),
                 p.cost.cpu_seconds / p.cost.seconds, MemoryColumn(p.cost).c_str());
   } else {
     std::printf("%-9s %8s   skipped: %s\n", p.kind.c_str(),
@@ -188,6 +203,9 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
     r["tokens"] = p.cost.tokens;  // fed: less than context when --max-seconds stopped the point
     r["seconds"] = p.cost.seconds;
     r["cpu_seconds"] = p.cost.cpu_seconds;  // of the process: noise shows as cpu < wall
+    r["gflops"] = ok ? nlohmann::ordered_json(p.gflops) : nullptr;
+    r["gemm_gflops"] = ok ? nlohmann::ordered_json(p.gemm_gflops) : nullptr;
+    r["gemm_ratio"] = ok ? nlohmann::ordered_json(p.gflops / p.gemm_gflops) : nullptr;
     r["threads"] = threads;
     r["piece"] = piece;
     auto memory = nlohmann::ordered_json::array();  // each memory layer at the end of the point
@@ -313,6 +331,7 @@ int RunBench(const BenchArgs& a) {
                       " s)";
           stopped = "a smaller context of this kind hit --max-seconds";
         }
+        if (p.measured()) Utilisation(model->config(), a.piece, threads, p);
       }
       PrintRow(p);
       points.push_back(std::move(p));

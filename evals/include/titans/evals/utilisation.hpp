@@ -1,0 +1,119 @@
+// Utilisation figures of the benchmarks (issue 14): the FLOPs of the matrix products a kTitans
+// model performs per token, and a GEMM baseline to divide the achieved rate by, measured in the
+// same run on the same threads (the machine is shared and noisy, so only in-run ratios mean
+// anything). Used by `titans bench` (tools/cli_bench.cpp).
+//
+// What is counted (products only, 2 FLOPs per multiply-add; norms, activations, rotary angles,
+// softmax and the memories' elementwise recurrences are not), per token and layer:
+//   attention     q, k, v, o projections 2 d (2 H da + 2 Hkv da) and the attention itself,
+//                 4 H da per visible key (q.k and p.v; the keys the token sees: its window,
+//                 the persistent pairs)
+//   memory        MemoryConfig::FlopsPerToken (projections, the write's forward, backward and
+//                 coefficient-weighted products, the read, its own output projection), plus the
+//                 branch's gate and output projections 2 d H dh each
+//   MAC           the memory read of the context token h (q projection and the MLP forward per
+//                 head), attention over 2 rows per token (h and u; q, k, v projections of both,
+//                 o of the u row; keys of the segment so far, both kinds), the memory branch on y
+//   FFN           3 products 2 d f
+// and once per token the LM head 2 d V.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+
+#include "titans/model.hpp"
+
+namespace titans::bench {
+
+// Keys a token at `position` attends to in a window of `window` keys (0 = full), persistent
+// pairs not included; as the engine's attention (docs/SEMANTICS.md 2.2).
+inline double VisibleKeys(int window, int64_t position) {
+  return static_cast<double>(window == 0 ? position + 1 : std::min<int64_t>(position + 1, window));
+}
+
+// The memory branch of a layer on one token, with its write: Mem(u) = W_o (norm(M(u)) * SiLU(u
+// W_g)).
+inline double MemoryBranchFlops(const ModelConfig& c) {
+  const double d = c.d_model, hd = c.memory.inner_dim();
+  return c.memory.FlopsPerToken() + 2.0 * d * hd + 2.0 * hd * d;
+}
+
+// A read only (MAC's context token h): the query projection, each head's MLP forward pass, the
+// branch's gate and output projections.
+inline double MemoryReadFlops(const ModelConfig& c) {
+  const MemoryConfig& m = c.memory;
+  double mlp = 0;
+  for (int l = 0; l < m.depth; ++l) mlp += 2.0 * m.layer_in(l) * m.layer_out(l);
+  const double d = c.d_model, hd = m.inner_dim();
+  return 2.0 * d * hd + m.heads * mlp + 2.0 * d * hd + 2.0 * hd * d;
+}
+
+// FLOPs of the products of one token at `position` through a kTitans model.
+inline double TokenFlops(const ModelConfig& c, int64_t position) {
+  const AttentionOptions& a = c.attention;
+  const double d = c.d_model, qw = static_cast<double>(a.heads) * a.head_dim;
+  const double kvw = static_cast<double>(a.kv_heads) * a.head_dim;
+  const double projections = 2.0 * d * (qw + 2.0 * kvw) + 2.0 * qw * d;
+  const double per_key = 4.0 * qw;
+  const double ffn = 3.0 * 2.0 * d * c.ffn_hidden;
+  double flops = 2.0 * d * c.vocab_size;  // the LM head
+  for (const BlockKind kind : c.layers) {
+    flops += ffn;
+    const double attention =
+        projections + per_key * (VisibleKeys(a.window, position) + a.persistent);
+    switch (kind) {
+      case BlockKind::kLmm:
+        flops += MemoryBranchFlops(c);
+        break;
+      case BlockKind::kMal:
+      case BlockKind::kMag:
+        flops += MemoryBranchFlops(c) + attention;
+        break;
+      case BlockKind::kAttention:
+        flops += attention;
+        break;
+      case BlockKind::kMac: {
+        // Rows of the segment so far, h and u of each token up to this one.
+        const double keys = 2.0 * static_cast<double>(position % c.segment + 1);
+        flops += MemoryReadFlops(c) + 2.0 * (2.0 * d * (qw + 2.0 * kvw)) + 2.0 * qw * d +
+                 2.0 * per_key * (keys + a.persistent) + MemoryBranchFlops(c);  // (a bound:
+        // the h row of token i sees one row fewer than its u row)
+        break;
+      }
+    }
+  }
+  return flops;
+}
+
+// The sum of TokenFlops over positions [first, first + count).
+inline double TokensFlops(const ModelConfig& c, int64_t first, int64_t count) {
+  double flops = 0;
+  for (int64_t p = first; p < first + count; ++p) flops += TokenFlops(c, p);
+  return flops;
+}
+
+// A square float GEMM of about `flops` FLOPs (n = cbrt(flops / 2), at least 64), its columns
+// split over `threads` threads, one single-threaded product each, as the library splits a
+// product: the rate a kernel of the same size could reach on these threads now.
+class GemmBaseline {
+ public:
+  GemmBaseline(double flops, int threads);
+  ~GemmBaseline();
+  GemmBaseline(const GemmBaseline&) = delete;
+  GemmBaseline& operator=(const GemmBaseline&) = delete;
+
+  int64_t n() const { return n_; }
+  double flops() const { return 2.0 * static_cast<double>(n_) * n_ * n_; }
+  // FLOP/s of the fastest of `runs` products (after one untimed run): the best is the rate the
+  // threads reach when nothing else holds their cores, as a kernel's best figure is.
+  double Rate(int runs = 3);
+
+ private:
+  int threads_;
+  int64_t n_;
+  struct Matrices;  // Eigen's, in gemm_baseline.cpp
+  std::unique_ptr<Matrices> m_;
+};
+
+}  // namespace titans::bench
