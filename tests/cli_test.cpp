@@ -473,6 +473,19 @@ TEST_F(CliTest, ForwardEmbeddingsWritesHiddenStates) {
   ReadOutput(Path("t_out.safetensors"), "hidden", {n, d});
 }
 
+TEST_F(CliTest, BenchBatchPrintsRatesTrafficAndPrefill) {
+  const std::string out =
+      Ok({"bench", "--batch", "3", "--kinds", "lmm", "--steps", "4", "--threads", "1"});
+  for (const char* text : {"MiB/token", "/bandwidth", "prefill"}) {
+    EXPECT_NE(out.find(text), std::string::npos) << text << "\n" << out;
+  }
+  // A row per stream count: kind, streams, tokens/s, ratio, MiB/token, GB/s, ratio.
+  const std::regex row(R"(lmm +([13]) +[0-9]+ +[0-9.]+x +[0-9.]+ +[0-9.]+ +[0-9.]+)");
+  EXPECT_EQ(
+      std::distance(std::sregex_iterator(out.begin(), out.end(), row), std::sregex_iterator()), 2)
+      << out;
+}
+
 TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
   const std::string out = Ok({"bench", "--contexts", "256,512", "--kinds", "lmm,full", "--threads",
                               "1", "--json", Path("bench.json"), "--plot", Path("bench.svg")});

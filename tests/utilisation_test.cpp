@@ -1,10 +1,10 @@
 // The FLOP counts of the benchmarks' utilisation figures (titans/evals/utilisation.hpp), against
 // counts written out by hand for small configurations, and the GEMM baseline's size and rate.
+#include "titans/evals/utilisation.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "titans/evals/utilisation.hpp"
 
 namespace titans::bench {
 namespace {
@@ -62,6 +62,40 @@ TEST(Utilisation, MemoryLayersAddTheirBranch) {
   const int i = 5 % 4;
   EXPECT_DOUBLE_EQ(TokenFlops(c, 5),
                    ffn_and_head + read + 2 * 384 + 128 + 2 * 32 * (2 * (i + 1) + 1) + branch);
+}
+
+TEST(Utilisation, DecodeBytesByHand) {
+  const ModelConfig c = AttentionOnly();
+  const Model model(c, ModelWeights::Random(c, 1));
+  // Tied embedding 10 x 8 (read whole by the head); the layer: norms 8 + 8, q, k, v, o 4 x 64,
+  // persistent pair 2 x 8, FFN 3 x 128; the final norm 8: 760 floats.
+  const DecodeBytes at5 = DecodeBytesAt(model, 5);
+  EXPECT_DOUBLE_EQ(at5.weights, 4.0 * 760);
+  // A key and a value of 8 floats per visible row: 3 rows (the window) at position 5, 1 at 0.
+  EXPECT_DOUBLE_EQ(at5.per_stream, 3 * 64.0);
+  EXPECT_DOUBLE_EQ(DecodeBytesAt(model, 0).per_stream, 64.0);
+  EXPECT_DOUBLE_EQ(at5.per_token(4), 4.0 * 760 / 4 + 3 * 64.0);
+
+  ModelConfig untied = c;  // the embedding: one row of 8 floats; the head 8 x 10
+  untied.tie_embeddings = false;
+  EXPECT_DOUBLE_EQ(DecodeBytesAt(Model(untied, ModelWeights::Random(untied, 1)), 5).weights,
+                   4.0 * (760 - 80 + 8 + 80));
+
+  ModelConfig lmm = c;  // a memory instead of the attention: its fast weights, its write
+  lmm.layers = {BlockKind::kLmm};
+  lmm.memory = MemoryConfig::Paper(8, 2, 4, 2, 4);
+  lmm.memory.output_proj = false;
+  const double fast = 4.0 * 2 * (4 * 16 + 16 * 4);  // 2 heads, 4 -> 16 -> 4
+  const double pending = 4.0 * 2 * 4 * 8;           // unit 4 of keys and values [4, H dh = 8]
+  EXPECT_DOUBLE_EQ(DecodeBytesAt(Model(lmm, ModelWeights::Random(lmm, 1)), 5).per_stream,
+                   fast + (6 * fast + pending) / 4);
+}
+
+TEST(Utilisation, BandwidthBaselineReadsItsBuffer) {
+  BandwidthBaseline read(1 << 20, 2);
+  EXPECT_DOUBLE_EQ(read.bytes(), 1 << 20);
+  EXPECT_GT(read.Rate(1), 0);
+  EXPECT_DOUBLE_EQ(BandwidthBaseline(100, 1).bytes(), 4096);  // at least 4 KiB
 }
 
 TEST(Utilisation, GemmBaselineIsTheSquareOfTheFlops) {

@@ -410,6 +410,22 @@ double PrefillTokensPerSecond(const std::shared_ptr<const Model>& model, int tok
   return static_cast<double>(pieces) * kPiece / seconds.count();
 }
 
+// The decode row's traffic (titans/evals/utilisation.hpp, DecodeBytes): bytes per token at the
+// streams' mean position over the measured steps, the rate they were read at, and that rate over
+// a same-run read of a buffer of one step's bytes on the same threads.
+void PrintDecodeRow(const std::string& kind, const Model& model, int streams, int steps,
+                    int threads, double tokens_per_s, double one_stream) {
+  double prompts = 0;  // stream i's prompt: i mod 64 tokens
+  for (int i = 0; i < streams; ++i) prompts += i % 64;
+  const auto position = static_cast<int64_t>(prompts / streams + 1 + steps / 2.0);
+  const bench::DecodeBytes bytes = bench::DecodeBytesAt(model, position);
+  const double per_token = bytes.per_token(streams);
+  bench::BandwidthBaseline read(per_token * streams, threads);
+  const double rate = per_token * tokens_per_s, bound = read.Rate();
+  std::printf("%-10s %8d %12.0f %11.2fx %12.2f %8.1f %10.2f\n", kind.c_str(), streams, tokens_per_s,
+              tokens_per_s / one_stream, per_token / (1 << 20), rate / 1e9, rate / bound);
+}
+
 int RunBatchBench(const BenchArgs& a) {
   const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
   std::printf(
@@ -417,15 +433,16 @@ int RunBatchBench(const BenchArgs& a) {
       "Session::Forward, N streams with BatchDecoder::Step; prefill: one stream fed %d tokens in "
       "pieces of 64 (the rate batching approaches)\n",
       a.steps, threads, threads == 1 ? "" : "s", a.steps * 4);
-  std::printf("%-10s %8s %12s %12s\n", "kind", "streams", "tokens/s", "vs 1 stream");
+  std::printf("%-10s %8s %12s %12s %12s %8s %10s\n", "kind", "streams", "tokens/s", "vs 1 stream",
+              "MiB/token", "GB/s", "/bandwidth");
   for (const std::string& kind : a.kinds) {
     const auto model = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
     const double one = DecodeTokensPerSecond(model, 1, a.steps, threads);
-    std::printf("%-10s %8d %12.0f %12s\n", kind.c_str(), 1, one, "1.00x");
+    PrintDecodeRow(kind, *model, 1, a.steps, threads, one, one);
     for (const int streams : a.batch) {
       if (streams == 1) continue;
       const double many = DecodeTokensPerSecond(model, streams, a.steps, threads);
-      std::printf("%-10s %8d %12.0f %11.2fx\n", kind.c_str(), streams, many, many / one);
+      PrintDecodeRow(kind, *model, streams, a.steps, threads, many, one);
     }
     const double prefill = PrefillTokensPerSecond(model, a.steps * 4, threads);
     std::printf("%-10s %8s %12.0f %11.2fx\n", kind.c_str(), "prefill", prefill, prefill / one);

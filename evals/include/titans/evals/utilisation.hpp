@@ -21,6 +21,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "titans/model.hpp"
 
@@ -93,6 +95,49 @@ inline double TokensFlops(const ModelConfig& c, int64_t first, int64_t count) {
   return flops;
 }
 
+// The bytes one decoded token reads (the decode side of the utilisation figures): the model's
+// weights, read once per step however many streams it advances (every tensor once, but an
+// untied embedding matrix only its one row and the memories' initial fast weights not at all), and
+// what each stream reads of its own state: each attention layer's visible cache rows (keys and
+// values; MAC: its segment's h and u rows), each memory's fast weights for the read and, spread
+// over its unit, the write's passes over fast weights, base weights and momentum (each read and
+// written) and the unit's queued keys and values. An estimate of the traffic a decode step cannot
+// avoid, not a measurement.
+struct DecodeBytes {
+  double weights = 0;     // per step, shared by the streams of a batch
+  double per_stream = 0;  // per stream and step
+  double per_token(int streams) const { return weights / streams + per_stream; }
+};
+
+inline DecodeBytes DecodeBytesAt(const Model& model, int64_t position) {
+  const ModelConfig& c = model.config();
+  constexpr double kFloat = sizeof(float);
+  DecodeBytes bytes;
+  for (const ConstTensorView& t : model.weights().Tensors(c)) {
+    // A memory's initial fast weights (memory.mlp.*) are read only at a reset: the session's
+    // own copies are its state.
+    if (t.name.find(".memory.mlp.") != std::string::npos) continue;
+    const bool untied_embedding = t.name == "embedding" && !c.tie_embeddings;
+    bytes.weights += kFloat * static_cast<double>(untied_embedding ? c.d_model : t.size());
+  }
+  const AttentionOptions& a = c.attention;
+  const double kv_row = 2.0 * a.kv_heads * a.head_dim * kFloat;  // a key and a value
+  const MemoryConfig& m = c.memory;
+  double fast = 0;  // one memory's fast weights, every head
+  for (int l = 0; l < m.depth; ++l) fast += static_cast<double>(m.layer_in(l)) * m.layer_out(l);
+  fast *= m.heads * kFloat;
+  const double pending = 2.0 * m.unit() * m.inner_dim() * kFloat;
+  const double memory = fast + (6.0 * fast + pending) / m.unit();
+  for (const BlockKind kind : c.layers) {
+    if (HasAttention(kind) && kind != BlockKind::kMac) {
+      bytes.per_stream += kv_row * VisibleKeys(a.window, position);
+    }
+    if (kind == BlockKind::kMac) bytes.per_stream += kv_row * 2.0 * (position % c.segment + 1);
+    if (HasMemory(kind)) bytes.per_stream += kind == BlockKind::kMac ? 2.0 * memory : memory;
+  }
+  return bytes;
+}
+
 // A square float GEMM of about `flops` FLOPs (n = cbrt(flops / 2), at least 64), its columns
 // split over `threads` threads, one single-threaded product each, as the library splits a
 // product: the rate a kernel of the same size could reach on these threads now.
@@ -114,6 +159,23 @@ class GemmBaseline {
   int64_t n_;
   struct Matrices;  // Eigen's, in gemm_baseline.cpp
   std::unique_ptr<Matrices> m_;
+};
+
+// A STREAM-style read of a buffer of `bytes` bytes (at least 4 KiB), split over `threads`
+// threads: the rate at which the level of the memory hierarchy that holds that many bytes
+// delivers them (on a host with a large last-level cache a small model's weights live there,
+// and DRAM's rate would be the wrong bound).
+class BandwidthBaseline {
+ public:
+  BandwidthBaseline(double bytes, int threads);
+  double bytes() const { return static_cast<double>(data_.size()) * sizeof(float); }
+  // Bytes per second of the fastest of `runs` timed reads (each repeats the read until it has
+  // read at least 64 MiB, after one untimed read).
+  double Rate(int runs = 5);
+
+ private:
+  int threads_;
+  std::vector<float> data_;
 };
 
 }  // namespace titans::bench
