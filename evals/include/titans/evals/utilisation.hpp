@@ -150,6 +150,8 @@ class GemmBaseline {
 
   int64_t n() const { return n_; }
   double flops() const { return 2.0 * static_cast<double>(n_) * n_ * n_; }
+  // Seconds of one product (the benchmark programs alternate it with the kernel they time).
+  double Run();
   // FLOP/s of the fastest of `runs` products (after one untimed run): the best is the rate the
   // threads reach when nothing else holds their cores, as a kernel's best figure is.
   double Rate(int runs = 3);
