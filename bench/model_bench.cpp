@@ -7,7 +7,9 @@
 // BM_Prefill/<kind>/<threads>: one Forward of 2048 tokens per iteration; 8 iterations cover
 // the contexts 0..16K of a fresh stream (the session is reset outside the timed region when it
 // reaches 16K: random weights are not trained, and a fixed context range keeps the
-// full-attention baseline comparable between runs). Counter tok/s.
+// full-attention baseline comparable between runs). Counters tok/s, GFLOP/s of the model's
+// products (titans/evals/utilisation.hpp), gemm_GFLOP/s of a square GEMM of one Forward's FLOPs
+// on the same threads timed after every Forward, and gemm_ratio.
 //
 // BM_Decode/<kind>/<position>: the cost of ONE token (a Forward of 1 token) at a context
 // position. Setup (before the first benchmark, once per process, reused by every repetition):
@@ -65,6 +67,7 @@
 
 #include "bench_main.hpp"
 #include "titans/evals/bench_models.hpp"
+#include "titans/evals/utilisation.hpp"
 #include "titans/titans.hpp"
 
 namespace {
@@ -145,13 +148,22 @@ void Prefill(benchmark::State& state, Kind kind, int threads) {
   std::vector<float> logits;
   Feed(session, kPrefillTokens, tokens, logits);  // warm up: first touch of every buffer
   session.Reset();
-  double seconds = 0;
+  // The GEMM baseline: a product of one Forward's FLOPs, timed after every Forward (noise hits
+  // both alike); FLOPs of the products, titans/evals/utilisation.hpp.
+  const titans::ModelConfig& config = ModelFor(kind)->config();
+  const double piece_flops = titans::bench::TokensFlops(config, 0, kPrefillReset) /
+                             static_cast<double>(kPrefillReset) * kPrefillTokens;
+  titans::bench::GemmBaseline gemm(piece_flops, threads);
+  gemm.Run();
+  double seconds = 0, flops = 0, gemm_seconds = 0;
   for (auto _ : state) {
     if (session.position() >= kPrefillReset) session.Reset();
+    flops += titans::bench::TokensFlops(config, session.position(), kPrefillTokens);
     const double s = Feed(session, kPrefillTokens, tokens, logits);
     state.SetIterationTime(s);
     seconds += s;
     benchmark::DoNotOptimize(logits.data());
+    gemm_seconds += gemm.Run();  // outside the manual time
   }
   if (!AllFinite(logits)) {
     state.SkipWithError("non-finite logits");
@@ -160,6 +172,12 @@ void Prefill(benchmark::State& state, Kind kind, int threads) {
   const double tokens_done = static_cast<double>(state.iterations()) * kPrefillTokens;
   state.counters["tok/s"] = tokens_done / seconds;
   state.counters["us/token"] = 1e6 * seconds / tokens_done;
+  const double gflops = flops / seconds / 1e9;
+  const double gemm_gflops =
+      gemm.flops() * static_cast<double>(state.iterations()) / gemm_seconds / 1e9;
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["gemm_GFLOP/s"] = gemm_gflops;
+  state.counters["gemm_ratio"] = gflops / gemm_gflops;
 }
 
 // ---------------------------------------------------------------------------------------------
