@@ -113,13 +113,13 @@ LONG = {**RECIPE, "stream": 32, "eval_every": 100,
         "source_weights": {"bible-kjv-text": 0.75, "fortunes": 0.125, "jargon-text": 0.125}}
 PRESETS["mag-long"] = {"config": matched_config("mag"), **LONG, "steps": 1000}
 PRESETS["lmm-long"] = {"config": matched_config("lmm"), **LONG, "steps": 1150}
-# A recall curriculum: the shipped MAG model fine-tuned on rows that are all recall rows (1-4
-# facts in 1024 bytes, each asked 160+ bytes after its statement: just beyond the 128-byte
-# window, so only the memory can answer), answers weighted 10x. The long-stream training left
+# A recall curriculum: the mag-long model (run that preset first) fine-tuned on rows that are
+# all recall rows (1-4 facts in 1024 bytes, each asked 160+ bytes after its statement: just
+# beyond the 128-byte window, so only the memory can answer), answers weighted 10x. The long-stream training left
 # answer accuracy at guessing level (about 0.09 per byte); this asks whether the memory can
 # learn to write and read a fact at all when the distance is short and the signal dense.
 PRESETS["mag-recall"] = {
-    "config": matched_config("mag"), **RECIPE, "init": "models/titans-byte-mag.safetensors",
+    "config": matched_config("mag"), **RECIPE, "init": "runs/mag-long/model.safetensors",
     "batch": 8, "length": 1024, "recall_fraction": 1.0, "recall_weight": 10.0,
     "min_distance": 160, "lr": 1e-3, "min_lr": 1e-4, "warmup": 10, "steps": 900,
     "eval_every": 100,
@@ -130,8 +130,10 @@ PRESETS["mag-recall"] = {
 # to 64 KB. Same token budget per step as mag-long (8 x 1024 = 2 x 4096).
 PRESETS["mag-streams"] = {"config": matched_config("mag"), **LONG, "batch": 8, "length": 1024,
                           "stream": 64, "steps": 650}
-# The same for twice the steps: about two hours on one idle core (10.6M tokens).
+# The same for twice the steps (10.6M tokens): 46 minutes on one idle core (2026-12-03).
 PRESETS["mag-streams-long"] = {**PRESETS["mag-streams"], "steps": 1300}
+# The same for 2400 steps (19.7M tokens, 2.3 epochs): about 90 minutes on one core.
+PRESETS["mag-streams-xl"] = {**PRESETS["mag-streams"], "steps": 2400}
 PRESETS["tiny"] = {  # a smoke test: seconds
     "config": model_config(["attention", "mal"], d=32, ffn=64, window=16, chunk=8),
     **RECIPE, "steps": 20, "batch": 2, "length": 1024, "eval_every": 10, "eval_bytes": 4096,
