@@ -2,7 +2,8 @@
 // Model is immutable and shared, each Session is used by one thread, so eight sessions fed at
 // the same time give bit for bit the logits of the same work done one after another. The second
 // test gives each session two OpenMP threads that always join (min_flops_per_thread 0), so
-// that under ThreadSanitizer (the tsan preset) the engine's own parallel regions race-check too.
+// that under ThreadSanitizer (the tsan preset) the engine's own parallel regions race-check too;
+// the third does the same for a BatchDecoder, whose threads share out the sessions' own work.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -78,6 +79,44 @@ TEST(Concurrency, SessionsWithTwoThreadsEachOnOneModel) {
       ASSERT_NEAR(concurrent[u][i], sequential[u][i], 1e-4f * (1.0f + std::abs(sequential[u][i])))
           << "user " << u << ", value " << i;
     }
+  }
+}
+
+TEST(Concurrency, BatchDecoderWithTwoThreadsDecodesAsWithOne) {
+  const ModelConfig c = Small({kMag, kAttention, kMal, kMac, kLmm});
+  const auto model = std::make_shared<const Model>(c, ModelWeights::Random(c, 6));
+  constexpr int kSessions = 6, kSteps = 20;
+  // Sessions at different positions: prompts of 0, 5, 10, ... tokens.
+  const auto prompted = [&](const SessionOptions& options) {
+    std::vector<Session> sessions;
+    for (int i = 0; i < kSessions; ++i) {
+      sessions.emplace_back(model, options);
+      std::vector<int32_t> prompt(static_cast<size_t>(5 * i));
+      for (size_t j = 0; j < prompt.size(); ++j) prompt[j] = static_cast<int32_t>((j * 7 + i) % 64);
+      std::vector<float> logits(prompt.size() * 64);
+      sessions.back().Forward(prompt, logits);
+    }
+    return sessions;
+  };
+  const auto decode = [&](const SessionOptions& options) {
+    std::vector<Session> sessions = prompted(options);
+    std::vector<Session*> pointers;
+    for (Session& s : sessions) pointers.push_back(&s);
+    BatchDecoder decoder(model, kSessions, options);
+    std::vector<int32_t> tokens(kSessions);
+    std::vector<float> logits(kSessions * 64), all;
+    for (int step = 0; step < kSteps; ++step) {
+      for (int i = 0; i < kSessions; ++i) tokens[i] = (step * 13 + i * 5) % 64;
+      decoder.Step(pointers, tokens, logits);
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    return all;
+  };
+  const std::vector<float> one = decode({.threads = 1});
+  const std::vector<float> two = decode({.threads = 2, .min_flops_per_thread = 0});
+  ASSERT_EQ(two.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) {  // the split products may sum in another order
+    ASSERT_NEAR(two[i], one[i], 1e-4f * (1.0f + std::abs(one[i]))) << "value " << i;
   }
 }
 
