@@ -181,6 +181,11 @@ TEST(Sampler, GreedyTopKTopPAndSeeds) {
   EXPECT_EQ(seen[0] + seen[3] + seen[4], 0);
   // A tiny top_p keeps only the best token.
   EXPECT_EQ(SampleToken(logits, {.temperature = 1.0f, .top_p = 0.01f}, rng), 1);
+  // Equal logits: the candidates keep their index order (as a stable sort), so the nucleus of
+  // one and top-k = 1 both give the first of them.
+  const std::vector<float> ties = {0.5f, 2.0f, 2.0f, 2.0f};
+  EXPECT_EQ(SampleToken(ties, {.temperature = 1.0f, .top_k = 1}, rng), 1);
+  EXPECT_EQ(SampleToken(ties, {.temperature = 1.0f, .top_p = 0.01f}, rng), 1);
   // The same seed gives the same draws.
   std::mt19937_64 r1(9), r2(9);
   for (int i = 0; i < 50; ++i) {

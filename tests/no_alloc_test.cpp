@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "alloc_counter.hpp"
@@ -88,6 +89,24 @@ TEST(NoAllocation, ForwardAllocatesNothing) {
       EXPECT_EQ(AllocationsDuring(session, x, y, 37), 0) << "pieces of 37, threads " << threads;
     }
   }
+}
+
+// Sampling a decoded token (Session::Generate's loop): after the first call on a thread has
+// grown its scratch to the vocabulary, drawing with temperature, top-k and top-p allocates
+// nothing.
+TEST(NoAllocation, SampleTokenAllocatesNothing) {
+  std::vector<float> logits(256);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>((i * 37) % 101) / 10;
+  std::mt19937_64 rng(1);
+  const SamplerOptions options[] = {{.temperature = 0.7f},
+                                    {.temperature = 1.0f, .top_k = 40},
+                                    {.temperature = 0.9f, .top_p = 0.9f}};
+  for (const SamplerOptions& o : options) SampleToken(logits, o, rng);  // warm-up
+  testing::CountAllocations counter;
+  for (int i = 0; i < 100; ++i) {
+    for (const SamplerOptions& o : options) SampleToken(logits, o, rng);
+  }
+  EXPECT_EQ(counter.count(), 0);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // Session::Generate draws with it.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <numeric>
 #include <random>
 #include <span>
@@ -25,14 +26,26 @@ int32_t SampleToken(std::span<const float> logits, const SamplerOptions& options
   }
   const auto best = std::max_element(logits.begin(), logits.end());
   if (options.temperature == 0) return static_cast<int32_t>(best - logits.begin());
-  // Candidates by descending logit; keep top_k, then the top_p nucleus, then draw.
-  std::vector<int32_t> order(logits.size());
+  // Candidates by descending logit, ties by index (the order a stable sort gives); keep top_k
+  // (only those are sorted), then the top_p nucleus, then draw. The scratch is the calling
+  // thread's, kept between calls: a decode loop allocates nothing once it has grown to the
+  // vocabulary (std::sort and std::partial_sort allocate nothing; std::stable_sort would).
+  thread_local std::vector<int32_t> order;
+  thread_local std::vector<double> p;
+  order.resize(logits.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
   size_t keep = order.size();
   if (options.top_k > 0) keep = std::min(keep, static_cast<size_t>(options.top_k));
-  std::vector<double> p(keep);
+  const auto before = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  if (keep == order.size()) {
+    std::sort(order.begin(), order.end(), before);
+  } else {
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
+                      before);
+  }
+  p.resize(keep);
   double total = 0;
   for (size_t i = 0; i < keep; ++i) {
     p[i] = std::exp((static_cast<double>(logits[order[i]]) - *best) / options.temperature);
