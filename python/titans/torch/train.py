@@ -132,7 +132,8 @@ PRESETS["mag-streams"] = {"config": matched_config("mag"), **LONG, "batch": 8, "
                           "stream": 64, "steps": 650}
 # The same for twice the steps (10.6M tokens): 46 minutes on one idle core (2026-12-03).
 PRESETS["mag-streams-long"] = {**PRESETS["mag-streams"], "steps": 1300}
-# The same for 2400 steps (19.7M tokens, 2.3 epochs): about 90 minutes on one core.
+# The same for 2400 steps (19.7M tokens, 2.3 epochs): the shipped model, 99 minutes on one core
+# beside other work (2026-12-03).
 PRESETS["mag-streams-xl"] = {**PRESETS["mag-streams"], "steps": 2400}
 PRESETS["tiny"] = {  # a smoke test: seconds
     "config": model_config(["attention", "mal"], d=32, ffn=64, window=16, chunk=8),
