@@ -34,6 +34,14 @@ inline double VisibleKeys(int window, int64_t position) {
   return static_cast<double>(window == 0 ? position + 1 : std::min<int64_t>(position + 1, window));
 }
 
+// Weights of one head's memory MLP (sum of layer_in x layer_out over its layers): its read costs
+// twice this many FLOPs, its fast weights are this many floats.
+inline double MlpWeightsPerHead(const MemoryConfig& m) {
+  double weights = 0;
+  for (int l = 0; l < m.depth; ++l) weights += static_cast<double>(m.layer_in(l)) * m.layer_out(l);
+  return weights;
+}
+
 // The memory branch of a layer on one token, with its write: Mem(u) = W_o (norm(M(u)) * SiLU(u
 // W_g)).
 inline double MemoryBranchFlops(const ModelConfig& c) {
@@ -45,10 +53,8 @@ inline double MemoryBranchFlops(const ModelConfig& c) {
 // branch's gate and output projections.
 inline double MemoryReadFlops(const ModelConfig& c) {
   const MemoryConfig& m = c.memory;
-  double mlp = 0;
-  for (int l = 0; l < m.depth; ++l) mlp += 2.0 * m.layer_in(l) * m.layer_out(l);
   const double d = c.d_model, hd = m.inner_dim();
-  return 2.0 * d * hd + m.heads * mlp + 2.0 * d * hd + 2.0 * hd * d;
+  return 2.0 * d * hd + m.heads * 2.0 * MlpWeightsPerHead(m) + 2.0 * d * hd + 2.0 * hd * d;
 }
 
 // FLOPs of the products of one token at `position` through a kTitans model.
@@ -56,14 +62,14 @@ inline double TokenFlops(const ModelConfig& c, int64_t position) {
   const AttentionOptions& a = c.attention;
   const double d = c.d_model, qw = static_cast<double>(a.heads) * a.head_dim;
   const double kvw = static_cast<double>(a.kv_heads) * a.head_dim;
-  const double projections = 2.0 * d * (qw + 2.0 * kvw) + 2.0 * qw * d;
+  const double qkv = 2.0 * d * (qw + 2.0 * kvw), output = 2.0 * qw * d;  // one row's projections
   const double per_key = 4.0 * qw;
   const double ffn = 3.0 * 2.0 * d * c.ffn_hidden;
+  const double attention =
+      qkv + output + per_key * (VisibleKeys(a.window, position) + a.persistent);
   double flops = 2.0 * d * c.vocab_size;  // the LM head
   for (const BlockKind kind : c.layers) {
     flops += ffn;
-    const double attention =
-        projections + per_key * (VisibleKeys(a.window, position) + a.persistent);
     switch (kind) {
       case BlockKind::kLmm:
         flops += MemoryBranchFlops(c);
@@ -76,11 +82,11 @@ inline double TokenFlops(const ModelConfig& c, int64_t position) {
         flops += attention;
         break;
       case BlockKind::kMac: {
-        // Rows of the segment so far, h and u of each token up to this one.
+        // Rows of the segment so far, h and u of each token up to this one (a bound: the h row
+        // of token i sees one row fewer than its u row).
         const double keys = 2.0 * static_cast<double>(position % c.segment + 1);
-        flops += MemoryReadFlops(c) + 2.0 * (2.0 * d * (qw + 2.0 * kvw)) + 2.0 * qw * d +
-                 2.0 * per_key * (keys + a.persistent) + MemoryBranchFlops(c);  // (a bound:
-        // the h row of token i sees one row fewer than its u row)
+        flops += MemoryReadFlops(c) + 2.0 * qkv + output + 2.0 * per_key * (keys + a.persistent) +
+                 MemoryBranchFlops(c);
         break;
       }
     }
@@ -123,9 +129,7 @@ inline DecodeBytes DecodeBytesAt(const Model& model, int64_t position) {
   const AttentionOptions& a = c.attention;
   const double kv_row = 2.0 * a.kv_heads * a.head_dim * kFloat;  // a key and a value
   const MemoryConfig& m = c.memory;
-  double fast = 0;  // one memory's fast weights, every head
-  for (int l = 0; l < m.depth; ++l) fast += static_cast<double>(m.layer_in(l)) * m.layer_out(l);
-  fast *= m.heads * kFloat;
+  const double fast = m.heads * MlpWeightsPerHead(m) * kFloat;  // one memory's fast weights
   const double pending = 2.0 * m.unit() * m.inner_dim() * kFloat;
   const double memory = fast + (6.0 * fast + pending) / m.unit();
   for (const BlockKind kind : c.layers) {
