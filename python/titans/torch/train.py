@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     stream = {"starts": None, "state": None}  # where the rows' texts go on, and their state
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path)
+        # The run's own checkpoint (it holds numpy arrays of the data order and generator, which
+        # torch >= 2.6 refuses to unpickle by default).
+        ckpt = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         rng.bit_generator.state = ckpt["rng"]
