@@ -820,6 +820,45 @@ TEST(MemoryFastPath, OneArgumentFormUsesStoreAsRetrieve) {
   EXPECT_EQ(out_a, out_b);
 }
 
+// The store input in two views (titans-pytorch qkv_receives_diff_views): the value view feeds
+// the values alone, the key view the keys, learning rates and every gate (attention pooling
+// and lr modulation included), against the float64 reference; the views made equal give the
+// three-argument form.
+TEST(MemoryFastPath, SeparateValueViewMatchesReference) {
+  MemoryConfig c = MemoryConfig::TitansPytorch(32, 2, 8, 4, 8);
+  c.conv_kernel = 3;
+  c.read = ReadRule::kStep;
+  c.attention_pool = true;
+  c.lr_modulation = true;
+  c.max_layer_modulation = 1.0f;
+  const auto mem = MakeWellConditionedMemory(c, 53);
+  const int d = c.d_model, n = 45, ow = mem->output_width();
+  const std::vector<float> keys = RandomInput(static_cast<size_t>(n) * d, 54);
+  const std::vector<float> values = RandomInput(static_cast<size_t>(n) * d, 55);
+  const std::vector<float> retrieve = RandomInput(static_cast<size_t>(n) * d, 56);
+  ReferenceMemory<double> ref(*mem);
+  std::vector<double> ref_out(static_cast<size_t>(n) * ow);
+  const std::vector<double> keys64 = ToDouble(keys), values64 = ToDouble(values);
+  ref.Forward(keys64.data(), ToDouble(retrieve).data(), n, ref_out.data(), values64.data());
+  MemorySession session(mem, SessionOptions{2, 0.0});
+  std::vector<float> out(ref_out.size());
+  session.Forward(
+      std::span<const float>(keys).first(17 * d), std::span<const float>(values).first(17 * d),
+      std::span<const float>(retrieve).first(17 * d), std::span<float>(out).first(17 * ow));
+  session.Forward(
+      std::span<const float>(keys).subspan(17 * d), std::span<const float>(values).subspan(17 * d),
+      std::span<const float>(retrieve).subspan(17 * d), std::span<float>(out).subspan(17 * ow));
+  EXPECT_LE(RelErr(out, ref_out), 1e-5);
+  // The same call with the key view as values is a different memory (the test can fail) and
+  // equals the three-argument form.
+  MemorySession same(mem, SessionOptions{1}), three(mem, SessionOptions{1});
+  std::vector<float> out_same(out.size()), out_three(out.size());
+  same.Forward(keys, keys, retrieve, out_same);
+  three.Forward(keys, retrieve, out_three);
+  EXPECT_EQ(out_same, out_three);
+  EXPECT_GT(RelErr(out_same, ref_out), 1e-2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: NaN / Inf and wrong sizes throw Error(kInvalidArgument) and leave the state as it
 // was; zero tokens are a no-op.
@@ -881,6 +920,7 @@ TEST_F(MemoryBadInputTest, NonFiniteInputThrowsAndLeavesStateUnchanged) {
       ExpectRejected([&] { session_->Forward(xb, r, out); }, "store " + tag);
       ExpectRejected([&] { session_->Forward(x, rb, out); }, "retrieve " + tag);
       ExpectRejected([&] { session_->Forward(xb, out); }, "one-argument " + tag);
+      ExpectRejected([&] { session_->Forward(x, xb, r, out); }, "value view " + tag);
     }
   }
   // The session still works and continues exactly like an untouched copy.
@@ -906,6 +946,7 @@ TEST_F(MemoryBadInputTest, WrongSizesThrowAndLeaveStateUnchanged) {
   ExpectRejected([&] { session_->Forward(partial, partial, out); }, "both not a multiple of d");
   ExpectRejected([&] { session_->Forward(x, r3, out); }, "retrieve shorter than store");
   ExpectRejected([&] { session_->Forward(r3, x, out); }, "retrieve longer than store");
+  ExpectRejected([&] { session_->Forward(x, r3, x, out); }, "value view shorter than keys");
   ExpectRejected([&] { session_->Forward(x, out_short); }, "output too short");
   ExpectRejected([&] { session_->Forward(x, out_long); }, "output too long");
   ExpectRejected([&] { session_->Forward(std::span<const float>(), out); },

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -334,6 +335,34 @@ TEST_P(TitansPytorchMac, ForwardEmbeddingsGivesTheHiddenStates) {
   EXPECT_LE(diff, kTolerance);
 }
 
+// Reorders the memory view selectors' logit columns (channel v L + j: view v, candidate j) of
+// every layer: view v takes the logits of view views[v]; `swap` (two candidate indices, or
+// empty) exchanges those candidates' logits in every view.
+void PermuteViewLogits(ModelWeights& w, std::array<int, 3> views, std::vector<int> swap) {
+  for (size_t l = 0; l < w.tp_mac.layers.size(); ++l) {
+    TpMacLayerWeights& layer = w.tp_mac.layers[l];
+    if (layer.views_b.empty()) continue;
+    const size_t columns = layer.views_b.size(), choices = columns / 3;
+    const size_t d = layer.views_w.size() / columns;
+    auto source = [&](size_t column) {
+      const size_t v = column / choices;
+      size_t j = column % choices;
+      if (swap.size() == 2 && j == size_t(swap[0])) {
+        j = size_t(swap[1]);
+      } else if (swap.size() == 2 && j == size_t(swap[1])) {
+        j = size_t(swap[0]);
+      }
+      return size_t(views[v]) * choices + j;
+    };
+    const std::vector<float> old_w = layer.views_w, old_b = layer.views_b;
+    for (size_t col = 0; col < columns; ++col) {
+      layer.views_b[col] = old_b[source(col)];
+      for (size_t i = 0; i < d; ++i)
+        layer.views_w[i * columns + col] = old_w[i * columns + source(col)];
+    }
+  }
+}
+
 // A comparison that cannot fail proves nothing: each wrong semantic below, applied to the same
 // model, must move the logits by far more than the tolerance.
 TEST_P(TitansPytorchMac, GoldensRejectWrongSemantics) {
@@ -368,6 +397,16 @@ TEST_P(TitansPytorchMac, GoldensRejectWrongSemantics) {
       {"no value residual", right.layers.size() > 1,
        [](ModelConfig&, ModelWeights& w) {
          for (auto& l : w.tp_mac.layers) std::fill(l.v_mix_bias.begin(), l.v_mix_bias.end(), -1e4f);
+       }},
+      {"qkv views off (the branch input as every view)", right.tp_mac.qkv_views,
+       [](ModelConfig& c, ModelWeights&) { c.tp_mac.qkv_views = false; }},
+      {"key and value views swapped", right.tp_mac.qkv_views,
+       [](ModelConfig&, ModelWeights& w) {
+         PermuteViewLogits(w, {0, 2, 1}, {});
+       }},
+      {"candidates attention in and out swapped", right.tp_mac.qkv_views,
+       [](ModelConfig&, ModelWeights& w) {
+         PermuteViewLogits(w, {0, 1, 2}, {1, 2});
        }},
   };
   for (const Variant& v : variants) {

@@ -92,6 +92,18 @@ def case_list():
                          neural_memory_kwargs=dict(heads=2, dim_head=16, qk_rmsnorm=True,
                                                    momentum=False,
                                                    default_step_transform_max_lr=0.1))),
+        # neural_memory_qkv_receives_diff_views: memory on layers 1, 3 and 4 of 4; layer 1's
+        # memory takes its branch input as every view, layers 3 and 4 select queries, keys and
+        # values from 9 and 13 candidates (their branch input and the attention and feedforward
+        # inputs and outputs of every earlier layer, layer 2's without memory included).
+        dict(name="views", seed=3011, T=64, prompt=20, new=24,
+             variants=OrderedDict(sliding=True),
+             kwargs=dict(num_tokens=256, dim=32, depth=4, segment_len=8,
+                         num_persist_mem_tokens=2, num_longterm_mem_tokens=2,
+                         heads=2, dim_head=16, ff_mult=2,
+                         neural_memory_layers=(1, 3, 4), neural_memory_segment_len=4,
+                         neural_memory_qkv_receives_diff_views=True,
+                         neural_memory_kwargs=dict(heads=2, dim_head=16))),
         # One residual stream (no hyper-connections), no persistent or long-term memory tokens,
         # one layer, block-diagonal windows.
         dict(name="plain", seed=3003, T=64, prompt=20, new=24,
@@ -243,7 +255,6 @@ def check_refusals():
     """Every unsupported MemoryAsContextTransformer option is refused, naming it."""
     base = dict(num_tokens=64, dim=16, depth=2, segment_len=4, heads=2, dim_head=8)
     options = [
-        ("neural_memory_qkv_receives_diff_views", dict(neural_memory_qkv_receives_diff_views=True)),
         ("neural_mem_weight_residual", dict(neural_mem_weight_residual=True)),
         ("token_emb", dict(token_emb=nn.Sequential(nn.Embedding(64, 16)))),
         ("learned_momentum_combine",

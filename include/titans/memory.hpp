@@ -144,6 +144,11 @@ class MemorySession {
   // leaves the session unchanged.
   void Forward(std::span<const float> store, std::span<float> out);
   void Forward(std::span<const float> store, std::span<const float> retrieve, std::span<float> out);
+  // The store input in two views (titans-pytorch qkv_receives_diff_views): keys [n, d] feeds
+  // the keys, the learning rates and every gate, values [n, d] only the values; both go
+  // through the store norm.
+  void Forward(std::span<const float> keys, std::span<const float> values,
+               std::span<const float> retrieve, std::span<float> out);
   // Reads n = retrieve.size() / d tokens with the current fast weights and writes nothing
   // (memory as context, MAC: the segment's queries read the memory as it was at the segment
   // start). These queries are a stream of their own: with a convolution, they have their own

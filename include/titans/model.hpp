@@ -70,6 +70,9 @@ struct HyperConnectionWeights {
 struct TpMacLayerWeights {
   HyperConnectionWeights memory_hc;  // kMac layers
   MemoryWeights memory;              // kMac layers (config: ModelConfig::memory)
+  // tp_mac.qkv_views, kMac layers l > 0 (0-based), L = 4 l + 1 candidates: the selector's
+  // RMSNorm gain [d] and Linear [d, 3L] + [3L]; logit column v L + j weighs candidate j of view v.
+  std::vector<float> views_norm, views_w, views_b;
   HyperConnectionWeights attention_hc;
   std::vector<float> attention_norm;  // [d] RMSNorm before the attention projections
   AttentionWeights attention;         // w_q, w_k, w_v [d, Ha*da]; w_o; persistent_k/v [Np, Ha*da]

@@ -40,6 +40,10 @@ struct TpMacOptions {
                                   // positions; otherwise block-diagonal windows of W positions
   int streams = 4;                // S residual streams (hyper-connections); 1: a plain residual
   bool gate_attn_output = false;  // neural_mem_gate_attn_output
+  // neural_memory_qkv_receives_diff_views: every memory layer but the first selects its
+  // queries', keys' and values' inputs from its own branch input and the four branch tensors
+  // of each earlier layer (attention in and out, feedforward in and out).
+  bool qkv_views = false;
   bool operator==(const TpMacOptions&) const = default;
 };
 
@@ -69,6 +73,11 @@ struct ModelConfig {
                         // memory's unit, so the memory is written once per segment, at its end
   TpMacOptions tp_mac;  // architecture kTitansPytorchMac only
 
+  // Whether a file of this config needs format_version 2 (an option added in version 2: the
+  // memory's, or tp_mac.qkv_views).
+  bool UsesTitansPytorchOptions() const {
+    return memory.UsesTitansPytorchOptions() || tp_mac.qkv_views;
+  }
   // Throws titans::Error(kConfig) naming the first inconsistent or unsupported option.
   void Validate() const;
   std::string ToJson() const;

@@ -616,11 +616,17 @@ def mac_config(model):
     _, heads, _, dim_head = attn0.persistent_memory.shape
     ffn_hidden = ff0[-1].in_features if type(ff0[-1]) is nn.Linear else 0
     eps, kinds, memory = set(), [], None
+    # neural_memory_qkv_receives_diff_views: a layer selector on every memory layer but layer 1.
+    qkv_views = any(layer[3] is not None for layer in model.layers)
     for i, (mem_hc, attn_hc, ff_hc, selector, mem, attn, ff) in enumerate(model.layers):
         where = f"layer {i + 1}"
-        if selector is not None:
-            problems.append(f"{where}: neural_memory_qkv_receives_diff_views=True (the memory's "
-                            f"layer selector)")
+        if (selector is not None) != (qkv_views and mem is not None and i > 0):
+            problems.append(f"{where}: a memory layer selector where "
+                            f"neural_memory_qkv_receives_diff_views would not put one")
+        elif selector is not None:
+            _check_layer_selector(selector, d, 4 * i + 1, f"{where} memory layer selector",
+                                  problems)
+            eps.add(_rms_eps(selector[0], selector[0].weight.dtype))
         if mem is not None:
             _check_hyper_connection(mem_hc, streams, d, not gate,
                                     f"{where} memory hyper-connection", problems)
@@ -697,7 +703,27 @@ def mac_config(model):
     config["segment"] = segment
     config["tp_mac"] = OrderedDict(longterm_tokens=longterm, memory_segment=memory_segment,
                                    sliding=sliding, streams=streams, gate_attn_output=gate)
+    if qkv_views:  # a format_version 2 key (model_format_version)
+        config["tp_mac"]["qkv_views"] = True
     return config
+
+
+def _check_layer_selector(selector, d, choices, where, problems):
+    """The MAC's mem_qkv_layer_selector: RMSNorm(d), Linear(d, 3 L), Rearrange, Softmax(-1)."""
+    kinds = [type(m).__name__ for m in selector]
+    if (kinds != ["RMSNorm", "Linear", "Rearrange", "Softmax"] or
+            tuple(selector[0].weight.shape) != (d,) or selector[1].bias is None or
+            tuple(selector[1].weight.shape) != (3 * choices, d) or selector[3].dim != -1):
+        problems.append(f"{where} is not RMSNorm(dim), Linear(dim, 3 * {choices}), "
+                        f"Rearrange, Softmax(dim=-1)")
+
+
+def model_format_version(config):
+    """"2" when the ModelConfig `config` uses an option of format version 2 (the memory's
+    VERSION_2_KEYS, tp_mac.qkv_views), else "1"."""
+    if config.get("tp_mac", {}).get("qkv_views"):
+        return "2"
+    return memory_format_version(config["memory"])
 
 
 def _refuse_mac(problems):
@@ -743,12 +769,17 @@ def mac_weights(model, config):
     if S > 1:
         add("tp_mac.stream_embed", _array(model.expand_streams.stream_embed), (S, d))
 
-    for l, (mem_hc, attn_hc, ff_hc, _, mem, attn, ff) in enumerate(model.layers):
+    for l, (mem_hc, attn_hc, ff_hc, selector, mem, attn, ff) in enumerate(model.layers):
         p = f"layers.{l}."
         if mem is not None:
             hyper_connection(p + "memory_hc.", mem_hc)
             for name, array in memory_weights(mem, config["memory"]):
                 out.append((p + "memory." + name, array))
+            if selector is not None:
+                choices = 3 * (4 * l + 1)
+                add(p + "memory_views.norm", _array(selector[0].weight), (d,))
+                add(p + "memory_views.w", _array(selector[1].weight).T, (d, choices))
+                add(p + "memory_views.b", _array(selector[1].bias), (choices,))
         hyper_connection(p + "attention_hc.", attn_hc)
         add(p + "attention.norm", _array(attn.norm.weight), (d,))
         qkv = _array(attn.to_qkv.weight)  # (3 H dh, d): q | k | v, heads '(h d)'
@@ -781,9 +812,8 @@ def mac_weights(model, config):
 def convert_mac(model, path):
     """Writes the engine model file for MemoryAsContextTransformer `model`; returns the config."""
     config = mac_config(model)
-    # The same rule as a memory file's: "2" when the memory config uses a VERSION_2_KEYS option.
     _write_engine_file(path, MODEL_FORMAT, config, mac_weights(model, config),
-                       memory_format_version(config["memory"]))
+                       model_format_version(config))
     return config
 
 

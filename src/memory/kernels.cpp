@@ -135,6 +135,7 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   const Index p = kTile, d = c.d_model, h = c.heads, dh = c.head_dim, hd = c.inner_dim();
   const Index u = c.unit(), tail = std::max(c.conv_kernel - 1, 0);
   xs_.setZero(p, d);
+  xv_.setZero(p, d);
   xr_.setZero(p, d);
   q_ext_.setZero(tail + p, hd);
   k_ext_.setZero(tail + p, hd);
@@ -211,25 +212,30 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   }
 }
 
-void MemorySession::Workspace::Run(const NeuralMemory& memory, MemoryState& state,
-                                   const float* store, const float* retrieve, int n, float* out) {
-  RunTiles(memory, state, store, retrieve, n, out, /*write=*/true);
+MemorySession::Workspace::Inputs MemorySession::Workspace::Inputs::Offset(Index rows,
+                                                                          Index d) const {
+  const Index skip = rows * d;
+  return {keys != nullptr ? keys + skip : nullptr, values != nullptr ? values + skip : nullptr,
+          retrieve + skip};
+}
+
+void MemorySession::Workspace::Run(const NeuralMemory& memory, MemoryState& state, Inputs in, int n,
+                                   float* out) {
+  RunTiles(memory, state, in, n, out, /*write=*/true);
 }
 
 void MemorySession::Workspace::ReadOnly(const NeuralMemory& memory, MemoryState& state,
                                         const float* retrieve, int n, float* out) {
-  RunTiles(memory, state, nullptr, retrieve, n, out, /*write=*/false);
+  RunTiles(memory, state, Inputs{nullptr, nullptr, retrieve}, n, out, /*write=*/false);
 }
 
-void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState& state,
-                                        const float* store, const float* retrieve, int n,
-                                        float* out, bool write) {
+void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState& state, Inputs in,
+                                        int n, float* out, bool write) {
   const MemoryConfig& c = memory.config();
   const Index d = c.d_model, d_out = memory.output_width();
   for (int t0 = 0; t0 < n; t0 += kTile) {
     const int rows = std::min(kTile, n - t0);
-    const float* x = write ? store + t0 * d : nullptr;
-    const float* r = retrieve + t0 * d;
+    const Inputs tile = in.Offset(t0, d);
     float* o = out + t0 * d_out;
     // The work between two synchronisations (ops::TeamSize): a unit's share when it writes
     // (ops::kMemoryUnitSynchronisations), the tile's rows when it only reads (the region's own).
@@ -238,20 +244,19 @@ void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState&
               : c.FlopsPerToken() * rows;
     const int team = ops::TeamSize(work, threads_, min_flops_per_thread_);
     if (team == 1) {
-      RunTile(memory, state, x, r, rows, o, write, Part{0, 1});
+      RunTile(memory, state, tile, rows, o, write, Part{0, 1});
     } else {
 #pragma omp parallel num_threads(team)
-      RunTile(memory, state, x, r, rows, o, write,
+      RunTile(memory, state, tile, rows, o, write,
               Part{omp_get_thread_num(), omp_get_num_threads()});
     }
   }
 }
 
-void MemorySession::Workspace::RunTile(const NeuralMemory& memory, MemoryState& state,
-                                       const float* store, const float* retrieve, int n, float* out,
-                                       bool write, Part part) {
+void MemorySession::Workspace::RunTile(const NeuralMemory& memory, MemoryState& state, Inputs in,
+                                       int n, float* out, bool write, Part part) {
   const FlushDenormals flush;  // on every thread that computes (ops/flush_denormals.hpp)
-  Project(memory, state, store, retrieve, n, write, part);
+  Project(memory, state, in, n, write, part);
   ReadAndWrite(memory, state, n, out, write, part);
 }
 
@@ -317,10 +322,9 @@ std::vector<float>& QueryTail(MemoryState& state, bool write) {
 
 }  // namespace
 
-void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& state,
-                                       const float* store, const float* retrieve, int n, bool write,
-                                       Part part) {
-  ProjectRows(memory, state, store, retrieve, n, write, part);
+void MemorySession::Workspace::Project(const NeuralMemory& memory, MemoryState& state, Inputs in,
+                                       int n, bool write, Part part) {
+  ProjectRows(memory, state, in, n, write, part);
   Barrier(part.nth);  // the convolution reads the rows (and tails) of other threads
   ConvolveRows(memory, state, n, write, part);
   Barrier(part.nth);  // reads and writes use every row
@@ -352,17 +356,16 @@ void MemorySession::Workspace::RunProjected(const NeuralMemory& memory, MemorySt
 // 1. Input RMSNorms and projections of this thread's rows. ext row tail + t holds token t's
 // projection before the convolution; thread 0 lays the stored tails in rows [0, tail).
 void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemoryState& state,
-                                           const float* store, const float* retrieve, int n,
-                                           bool write, Part part) {
+                                           Inputs in, int n, bool write, Part part) {
   const MemoryConfig& c = memory.config();
   const MemoryWeights& w = memory.weights();
   const Index d = c.d_model, hd = c.inner_dim(), h = c.heads;
   const Index tail = std::max<Index>(c.conv_kernel - 1, 0);
   const Range rows = Share(n, part.ith, part.nth);
   const Index r0 = rows.begin, nr = rows.size();
-  auto rms_norm = [&](const float* in, bool enabled, const std::vector<float>& gain,
+  auto rms_norm = [&](const float* input, bool enabled, const std::vector<float>& gain,
                       RowMatrix& normed) {
-    const ConstMatMap x = ConstView(in, n, d, d);
+    const ConstMatMap x = ConstView(input, n, d, d);
     for (Index t = r0; t < r0 + nr; ++t) {
       if (!enabled) {
         normed.row(t) = x.row(t);
@@ -376,8 +379,11 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
     }
   };
   std::vector<float>& q_tail = QueryTail(state, write);
-  if (write) rms_norm(store, c.store_norm, w.store_norm, xs_);
-  rms_norm(retrieve, c.retrieve_norm, w.retrieve_norm, xr_);
+  // Both store views go through the store norm (titans-pytorch qkv_receives_diff_views).
+  const bool own_values = write && in.values != in.keys;
+  if (write) rms_norm(in.keys, c.store_norm, w.store_norm, xs_);
+  if (own_values) rms_norm(in.values, c.store_norm, w.store_norm, xv_);
+  rms_norm(in.retrieve, c.retrieve_norm, w.retrieve_norm, xr_);
   if (part.ith == 0 && tail > 0) {
     q_ext_.topRows(tail) = ConstView(q_tail.data(), tail, hd, hd);
     if (write) {
@@ -395,8 +401,9 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
   }
   if (nr > 0 && write) {
     const auto xs = xs_.middleRows(r0, nr);
+    const auto xv = (own_values ? xv_ : xs_).middleRows(r0, nr);
     Multiply(k_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_k.data(), d, hd, hd));
-    Multiply(v_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_v.data(), d, hd, hd));
+    Multiply(v_ext_.middleRows(tail + r0, nr), xv, ConstView(w.w_v.data(), d, hd, hd));
     // Gate logits [n, G] = xs [n, d] x packed [d, G] + bias.
     const Index gates = c.gate_columns();
     auto g = gates_.middleRows(r0, nr);

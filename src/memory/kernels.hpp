@@ -24,10 +24,19 @@ class MemorySession::Workspace {
  public:
   Workspace(const NeuralMemory& memory, const SessionOptions& options);
 
-  // Runs n tokens (any n >= 0) through `state`: store [n, d], retrieve [n, d],
-  // out [n, memory.output_width()]. Inputs must already be checked (finite, sizes).
-  void Run(const NeuralMemory& memory, MemoryState& state, const float* store,
-           const float* retrieve, int n, float* out);
+  // A call's inputs, [n, d] each: the store input's key view (keys, gates, pooling), its value
+  // view (values; the key view again unless the caller has separate views) and the retrieve
+  // input (queries, output gate). keys and values are null for a read-only pass.
+  struct Inputs {
+    const float* keys;
+    const float* values;
+    const float* retrieve;
+    Inputs Offset(linalg::Index rows, linalg::Index d) const;  // the inputs from row `rows` on
+  };
+
+  // Runs n tokens (any n >= 0) through `state`; out [n, memory.output_width()]. Inputs must
+  // already be checked (finite, sizes).
+  void Run(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, float* out);
   // Reads n tokens with the current fast weights (retrieve [n, d] -> out): no write, no
   // queueing; only the read path's own convolution tail (state.conv_q_read) advances.
   void ReadOnly(const NeuralMemory& memory, MemoryState& state, const float* retrieve, int n,
@@ -48,20 +57,20 @@ class MemorySession::Workspace {
   struct Part {
     int ith, nth;
   };
-  void RunTiles(const NeuralMemory& memory, MemoryState& state, const float* store,
-                const float* retrieve, int n, float* out, bool write);
-  void RunTile(const NeuralMemory& memory, MemoryState& state, const float* store,
-               const float* retrieve, int n, float* out, bool write, Part part);
+  void RunTiles(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, float* out,
+                bool write);
+  void RunTile(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, float* out,
+               bool write, Part part);
   // RunTile after Project: reads, queues and writes units, output.
   void ReadAndWrite(const NeuralMemory& memory, MemoryState& state, int n, float* out, bool write,
                     Part part);
   // Norms, projections, convolution, activation and q/k norm of a tile; without `write` only
   // the query path (and the output gate). Two stages, a barrier after each: ProjectRows
   // (norms, projections, gate logits) and ConvolveRows (convolution, activation, q/k norm).
-  void Project(const NeuralMemory& memory, MemoryState& state, const float* store,
-               const float* retrieve, int n, bool write, Part part);
-  void ProjectRows(const NeuralMemory& memory, MemoryState& state, const float* store,
-                   const float* retrieve, int n, bool write, Part part);
+  void Project(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, bool write,
+               Part part);
+  void ProjectRows(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, bool write,
+                   Part part);
   void ConvolveRows(const NeuralMemory& memory, MemoryState& state, int n, bool write, Part part);
   // Reads rows [r0, r1) of the tile's queries with the current fast weights into y_.
   void Read(const NeuralMemory& memory, const MemoryState& state, int r0, int r1, Part part);
@@ -93,7 +102,8 @@ class MemorySession::Workspace {
   // likewise.
   std::vector<float> packed_gates_, packed_gate_bias_;
   // Tile scratch, kTile rows each.
-  RowMatrix xs_, xr_;                // [P, d] normalised store / retrieve inputs
+  RowMatrix xs_, xv_, xr_;           // [P, d] normalised key view, value view (when it differs
+                                     // from the key view), retrieve input
   RowMatrix q_ext_, k_ext_, v_ext_;  // [K-1+P, H*dh] projections before the convolution
   RowMatrix q_, k_, v_;              // [P, H*dh] after convolution, activation and q/k norm
   RowMatrix gates_;                  // [P, gate_columns()] gate logits (theta, eta, alpha, mod)

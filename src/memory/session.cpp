@@ -42,9 +42,11 @@ void MemorySession::Forward(std::span<const float> store, std::span<float> out) 
 namespace {
 
 // Checks the inputs of one call before anything is touched, so a rejected call changes
-// nothing; returns the number of tokens.
+// nothing; returns the number of tokens. `values` is the store input's value view (the store
+// input itself unless the caller has separate views).
 size_t CheckedTokens(const NeuralMemory& memory, std::span<const float> store,
-                     std::span<const float> retrieve, std::span<float> out) {
+                     std::span<const float> values, std::span<const float> retrieve,
+                     std::span<float> out) {
   const size_t d = static_cast<size_t>(memory.input_width());
   const size_t d_out = static_cast<size_t>(memory.output_width());
   if (store.size() % d != 0) {
@@ -56,26 +58,35 @@ size_t CheckedTokens(const NeuralMemory& memory, std::span<const float> store,
   if (n > static_cast<size_t>(std::numeric_limits<int>::max())) {
     throw Error(ErrorCode::kInvalidArgument, "too many tokens in one call; split the input");
   }
-  if (retrieve.size() != store.size()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "retrieve input has " + std::to_string(retrieve.size()) +
-                    " values, the store input " + std::to_string(store.size()));
+  struct Named {
+    std::span<const float> input;
+    const char* name;
+  };
+  const Named inputs[] = {{store, "store"}, {values, "store value"}, {retrieve, "retrieve"}};
+  for (const Named& other : std::span(inputs).subspan(1)) {
+    if (other.input.size() != store.size()) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  std::string(other.name) + " input has " + std::to_string(other.input.size()) +
+                      " values, the store input " + std::to_string(store.size()));
+    }
   }
   if (out.size() != n * d_out) {
     throw Error(ErrorCode::kInvalidArgument, "output has room for " + std::to_string(out.size()) +
                                                  " values, " + std::to_string(n) + " tokens need " +
                                                  std::to_string(n * d_out));
   }
-  for (std::span<const float> input : {store, retrieve}) {
+  for (size_t k = 0; k < std::size(inputs); ++k) {
+    const std::span<const float> input = inputs[k].input;
+    bool seen = false;  // one input in several roles is checked once
+    for (size_t j = 0; j < k; ++j) seen = seen || inputs[j].input.data() == input.data();
+    if (seen) continue;
     for (size_t i = 0; i < input.size(); ++i) {
       if (!std::isfinite(input[i])) {
         throw Error(ErrorCode::kInvalidArgument,
-                    std::string(input.data() == store.data() ? "store" : "retrieve") +
-                        " input is not finite at token " + std::to_string(i / d) + ", feature " +
-                        std::to_string(i % d));
+                    std::string(inputs[k].name) + " input is not finite at token " +
+                        std::to_string(i / d) + ", feature " + std::to_string(i % d));
       }
     }
-    if (retrieve.data() == store.data()) break;  // one input in both roles
   }
   return n;
 }
@@ -84,13 +95,19 @@ size_t CheckedTokens(const NeuralMemory& memory, std::span<const float> store,
 
 void MemorySession::Forward(std::span<const float> store, std::span<const float> retrieve,
                             std::span<float> out) {
-  const size_t n = CheckedTokens(*memory_, store, retrieve, out);
+  Forward(store, store, retrieve, out);
+}
+
+void MemorySession::Forward(std::span<const float> keys, std::span<const float> values,
+                            std::span<const float> retrieve, std::span<float> out) {
+  const size_t n = CheckedTokens(*memory_, keys, values, retrieve, out);
   if (n == 0) return;
-  workspace_->Run(*memory_, state_, store.data(), retrieve.data(), static_cast<int>(n), out.data());
+  workspace_->Run(*memory_, state_, Workspace::Inputs{keys.data(), values.data(), retrieve.data()},
+                  static_cast<int>(n), out.data());
 }
 
 void MemorySession::Read(std::span<const float> retrieve, std::span<float> out) {
-  const size_t n = CheckedTokens(*memory_, retrieve, retrieve, out);
+  const size_t n = CheckedTokens(*memory_, retrieve, retrieve, retrieve, out);
   if (n == 0) return;
   workspace_->ReadOnly(*memory_, state_, retrieve.data(), static_cast<int>(n), out.data());
 }
@@ -182,8 +199,9 @@ void MemoryBatch::Run(std::span<MemorySession* const> sessions, const float* sto
                       const float* retrieve, float* out, bool write) {
   const size_t n = sessions.size(), d = static_cast<size_t>(memory_->input_width());
   const size_t d_out = static_cast<size_t>(memory_->output_width());
-  CheckedTokens(*memory_, std::span<const float>(store, n * d),
-                std::span<const float>(retrieve, n * d), std::span<float>(out, n * d_out));
+  const std::span<const float> store_rows(store, n * d);
+  CheckedTokens(*memory_, store_rows, store_rows, std::span<const float>(retrieve, n * d),
+                std::span<float>(out, n * d_out));
   using Workspace = MemorySession::Workspace;
   const MemoryConfig& c = memory_->config();
   for (size_t t0 = 0; t0 < n; t0 += Workspace::kTile) {
@@ -198,8 +216,10 @@ void MemoryBatch::Run(std::span<MemorySession* const> sessions, const float* sto
       const FlushDenormals flush;  // on every thread that computes (ops/flush_denormals.hpp)
       // ProjectRows also lays a state's convolution tails before the rows; RunProjected takes
       // each session's own instead.
-      projections_->ProjectRows(*memory_, sessions[t0]->state_, write ? store + t0 * d : nullptr,
-                                retrieve + t0 * d, rows, write, Workspace::Part{ith, nth});
+      const float* keys = write ? store + t0 * d : nullptr;
+      projections_->ProjectRows(*memory_, sessions[t0]->state_,
+                                Workspace::Inputs{keys, keys, retrieve + t0 * d}, rows, write,
+                                Workspace::Part{ith, nth});
       linalg::Barrier(nth);  // every row is projected before any session takes its row
       for (int i = next.fetch_add(1, std::memory_order_relaxed); i < rows;
            i = next.fetch_add(1, std::memory_order_relaxed)) {

@@ -165,6 +165,7 @@ std::string ModelConfig::ToJson() const {
                    {"sliding", tp_mac.sliding},
                    {"streams", tp_mac.streams},
                    {"gate_attn_output", tp_mac.gate_attn_output}};
+    if (tp_mac.qkv_views) j["tp_mac"]["qkv_views"] = true;  // optional: absent means off
   }
   return j.dump();
 }
@@ -221,6 +222,9 @@ ModelConfig ModelConfig::FromJson(const std::string& text) {
     c.tp_mac.sliding = io::BoolField(o, "sliding");
     c.tp_mac.streams = io::IntField(o, "streams", 1, kMaxStreams);
     c.tp_mac.gate_attn_output = io::BoolField(o, "gate_attn_output");
+    if (o.object.is_object() && o.object.contains("qkv_views")) {  // files before the option
+      c.tp_mac.qkv_views = io::BoolField(o, "qkv_views");
+    }
   }
   c.Validate();
   return c;

@@ -85,12 +85,11 @@ void Model::Save(const std::string& path) const {
   for (const ConstTensorView& view : weights_.Tensors(config_)) {
     tensors.push_back({view.name, io::DType::kF32, view.shape, view.data});
   }
-  io::WriteSafetensors(
-      path,
-      {{"format", kModelFormat},
-       {"format_version", io::FormatVersion(config_.memory.UsesTitansPytorchOptions())},
-       {"config", config_.ToJson()}},
-      tensors);
+  io::WriteSafetensors(path,
+                       {{"format", kModelFormat},
+                        {"format_version", io::FormatVersion(config_.UsesTitansPytorchOptions())},
+                        {"config", config_.ToJson()}},
+                       tensors);
 }
 
 }  // namespace titans

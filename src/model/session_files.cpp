@@ -78,7 +78,7 @@ void WriteState(const ModelConfig& c, const session::State& state, Write&& write
   }
   write(std::map<std::string, std::string>{{"format", kSessionFormat},
                                            {"format_version",
-                                            io::FormatVersion(c.memory.UsesTitansPytorchOptions())},
+                                            io::FormatVersion(c.UsesTitansPytorchOptions())},
                                            {"config", c.ToJson()}},
         tensors);
 }

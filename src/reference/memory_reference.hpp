@@ -396,11 +396,15 @@ class ReferenceMemory {
   int output_width() const { return config_.output_proj ? config_.d_model : config_.inner_dim(); }
 
   // store, retrieve [n, d]; out [n, output_width()]. State carries across calls.
-  void Forward(const Scalar* store, const Scalar* retrieve, int n, Scalar* out) {
+  // `values` [n, d] (or null: the store input) is the store input's value view, the source of
+  // the values alone (titans-pytorch qkv_receives_diff_views).
+  void Forward(const Scalar* store, const Scalar* retrieve, int n, Scalar* out,
+               const Scalar* values = nullptr) {
     const int d = config_.d_model;
     const int ow = output_width();
     for (int i = 0; i < n; ++i) {
-      Token(store + static_cast<size_t>(i) * d, retrieve + static_cast<size_t>(i) * d,
+      const size_t row = static_cast<size_t>(i) * d;
+      Token(store + row, (values != nullptr ? values : store) + row, retrieve + row,
             out + static_cast<size_t>(i) * ow);
     }
   }
@@ -531,7 +535,7 @@ class ReferenceMemory {
   }
 
   // One token: compute q, k, v, theta; write (complete the step if it is full); read.
-  void Token(const Scalar* x, const Scalar* r, Scalar* out) {
+  void Token(const Scalar* x, const Scalar* x_values, const Scalar* r, Scalar* out) {
     const MemoryConfig& c = config_;
     const int d = c.d_model;
     const int H = c.heads;
@@ -549,7 +553,10 @@ class ReferenceMemory {
                               : std::vector<Scalar>(r, r + d);
       tk.q_raw = VecMat(tk.rn, w.w_q, HD);
       tk.k_raw = VecMat(tk.xn, w.w_k, HD);
-      tk.v_raw = VecMat(tk.xn, w.w_v, HD);
+      // The value view goes through the same store norm.
+      const std::vector<Scalar> xv = c.store_norm ? RmsNorm(x_values, d, eps, w.store_norm.data())
+                                                  : std::vector<Scalar>(x_values, x_values + d);
+      tk.v_raw = VecMat(xv, w.w_v, HD);
     }
     std::vector<Scalar> q, k, v;
     if (c.conv_kernel > 0) {

@@ -11,7 +11,10 @@
 // h_s = x + stream_embed[s]. Per layer, each branch reads and writes the streams through a
 // manifold-constrained hyper-connection (mHC, titans/model.hpp HyperConnectionWeights):
 //   memory (kMac layers)  m = NeuralMemory(branch input), written and read at every row;
-//                         added to the streams, or (gate_attn_output) gating the attention
+//                         added to the streams, or (gate_attn_output) gating the attention.
+//                         With tp_mac.qkv_views, layers after the first feed the memory three
+//                         views (queries, keys, values), each a softmax-weighted sum of the
+//                         branch input and the four branch tensors of every earlier layer
 //   attention             RMSNorm, q k v, value residual v += sigmoid(x W_mix + b) (v_first - v)
 //                         on layers after the first (v_first: the first layer's values),
 //                         rotary at the row's absolute position p, persistent key/value pairs
@@ -114,6 +117,11 @@ struct TpMacWorkspace {
   int64_t axial_outer_index = -1;
   RowMatrix axial_h0, axial_h1;    // [1, 2d] the axial MLP's hidden rows
   std::vector<int64_t> row_token;  // [P] index of the call's token in row i; -1: long-term
+  // tp_mac.qkv_views: layer l's attention input and output, feedforward input and output in
+  // candidates[4 l + 0..3], [P, d] each (the last layer's are never read: 4 (layers - 1));
+  // the selector's logits [P, 3 L] (L = 4 l + 1) and the three views [P, d] of one layer.
+  std::vector<RowMatrix> candidates;
+  RowMatrix selector, retrieve_view, key_view, value_view;
 };
 
 TpMacWorkspace::TpMacWorkspace(const Model& model, const SessionOptions& options)
@@ -144,6 +152,12 @@ TpMacWorkspace::TpMacWorkspace(const Model& model, const SessionOptions& options
   AxialMlp(model.weights().tp_mac.axial[1], 0, inner, d, axial_h0, axial_h1, axial_inner.data());
   axial_outer.resize(1, d);
   row_token.resize(static_cast<size_t>(p));
+  if (c.tp_mac.qkv_views) {
+    const Index layers = static_cast<Index>(c.layers.size());
+    candidates.assign(static_cast<size_t>(4 * (layers - 1)), RowMatrix(p, d));
+    selector.resize(p, 3 * (4 * (layers - 1) + 1));
+    for (RowMatrix* m : {&retrieve_view, &key_view, &value_view}) m->resize(p, d);
+  }
 }
 
 // The layers, one function per branch; rows [0, n) of the workspace are live, at interspersed
@@ -174,8 +188,15 @@ class TpMacStack {
         const bool adds = !c_.tp_mac.gate_attn_output;
         Width(w.memory_hc, n, adds);
         const size_t size = static_cast<size_t>(n * d_);
-        state_.memory[l]->Forward(std::span<const float>(ws_.branch.data(), size),
-                                  std::span<float>(ws_.out.data(), size));
+        auto rows = [size](const RowMatrix& m) { return std::span<const float>(m.data(), size); };
+        if (c_.tp_mac.qkv_views && l > 0) {
+          SelectViews(l, w, n);
+          state_.memory[l]->Forward(rows(ws_.key_view), rows(ws_.value_view),
+                                    rows(ws_.retrieve_view),
+                                    std::span<float>(ws_.out.data(), size));
+        } else {
+          state_.memory[l]->Forward(rows(ws_.branch), std::span<float>(ws_.out.data(), size));
+        }
         if (adds) {
           Depth(n);
         } else {
@@ -185,9 +206,11 @@ class TpMacStack {
       }
       Width(w.attention_hc, n, true);
       Attention(l, w, n, p0, gated);
+      KeepCandidates(4 * l, n);
       Depth(n);
       Width(w.ffn_hc, n, true);
       FeedForward(w, n);
+      KeepCandidates(4 * l + 2, n);
       Depth(n);
     }
   }
@@ -274,6 +297,39 @@ class TpMacStack {
       for (Index s = 0; s < s_; ++s) {
         const Index r = i * s_ + s;
         ws_.streams.row(r) = ws_.mixed.row(r) + ws_.beta[static_cast<size_t>(r)] * ws_.out.row(i);
+      }
+    }
+  }
+
+  // tp_mac.qkv_views: the branch's input and output (ws.branch, ws.out) become candidates
+  // `first` and `first` + 1 of the later layers' memory views.
+  void KeepCandidates(size_t first, Index n) {
+    if (first + 1 >= ws_.candidates.size()) return;  // none, or the last layer's
+    ws_.candidates[first].topRows(n) = ws_.branch.topRows(n);
+    ws_.candidates[first + 1].topRows(n) = ws_.out.topRows(n);
+  }
+
+  // Memory layer l's three views from its branch input X_0 = ws.branch and the candidates
+  // X_1..X_{L-1} of the layers before it (L = 4 l + 1): logits [n, 3L] = RMSNorm(X_0) W + b,
+  // p[v, j] = softmax over j of logits[v L + j], view_v = sum_j p[v, j] X_j; v = 0 retrieve,
+  // 1 keys, 2 values.
+  void SelectViews(size_t l, const TpMacLayerWeights& w, Index n) {
+    const Index choices = 4 * static_cast<Index>(l) + 1;
+    Norm(w.views_norm, n);
+    auto logits = ws_.selector.topLeftCorner(n, 3 * choices);
+    Multiply(logits, ws_.xn.topRows(n), ConstView(w.views_w.data(), d_, 3 * choices, 3 * choices));
+    logits.rowwise() += RowOf(w.views_b);
+    RowMatrix* views[3] = {&ws_.retrieve_view, &ws_.key_view, &ws_.value_view};
+    for (Index i = 0; i < n; ++i) {
+      for (Index v = 0; v < 3; ++v) {
+        auto p = logits.row(i).segment(v * choices, choices);
+        p = (p.array() - p.maxCoeff()).exp().matrix();
+        p /= p.sum();
+        auto view = views[v]->row(i);
+        view = p(0) * ws_.branch.row(i);
+        for (Index j = 1; j < choices; ++j) {
+          view += p(j) * ws_.candidates[static_cast<size_t>(j - 1)].row(i);
+        }
       }
     }
   }

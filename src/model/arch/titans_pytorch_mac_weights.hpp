@@ -56,6 +56,12 @@ void ForEachTitansPytorchMacWeight(const ModelConfig& c, Weights& w, Tensor&& te
     if (c.layers[l] == BlockKind::kMac) {
       hyper_connection(p + "memory_hc.", layer.memory_hc, !c.tp_mac.gate_attn_output);
       memory(l, p + "memory.", layer.memory);
+      if (c.tp_mac.qkv_views && l > 0) {
+        const int64_t choices = 3 * (4 * static_cast<int64_t>(l) + 1);
+        tensor(p + "memory_views.norm", Shape{d}, layer.views_norm);
+        tensor(p + "memory_views.w", Shape{d, choices}, layer.views_w);
+        tensor(p + "memory_views.b", Shape{choices}, layer.views_b);
+      }
     }
     hyper_connection(p + "attention_hc.", layer.attention_hc, true);
     tensor(p + "attention.norm", Shape{d}, layer.attention_norm);
