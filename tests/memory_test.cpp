@@ -953,6 +953,55 @@ TEST_F(MemoryBadInputTest, WrongSizesThrowAndLeaveStateUnchanged) {
                  "no input, non-empty output");
 }
 
+// The weight residual's trajectories: a memory without weight_residual, a previous trajectory
+// with fewer steps than the call writes, a record without room for them, and a trajectory of
+// another config are refused before anything changes.
+TEST(MemoryWeightResidual, BadTrajectoriesThrowAndLeaveStateUnchanged) {
+  MemoryConfig c = MemoryConfig::TitansPytorch(16, 2, 8, 4, 8);
+  c.weight_residual = true;
+  const auto mem = MakeWellConditionedMemory(c, 71);
+  MemoryConfig other = c;
+  other.head_dim = 4;
+  MemorySession session(mem, SessionOptions{1});
+  const int d = c.d_model, n = 10, ow = mem->output_width();  // 10 tokens: 2 steps of 4
+  const std::vector<float> x = RandomInput(static_cast<size_t>(n) * d, 72);
+  std::vector<float> out(static_cast<size_t>(n) * ow);
+  WeightTrajectory recorded(c, 2), small(c, 1), foreign(other, 4);
+  session.Forward(x, x, x, out, WeightResidual{nullptr, &recorded});
+  EXPECT_EQ(recorded.steps(), 2);
+  const StateSnapshot before = StateSnapshot::Of(session.state(), c);
+  auto expect_rejected = [&](auto&& call, const char* what) {
+    SCOPED_TRACE(what);
+    try {
+      call();
+      ADD_FAILURE() << "no exception";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    }
+    EXPECT_TRUE(StateSnapshot::Of(session.state(), c) == before);
+  };
+  // This call starts with 2 tokens pending: 10 more complete 3 steps.
+  expect_rejected(
+      [&] {
+        session.Forward(x, x, x, out, WeightResidual{&recorded, nullptr});
+      },
+      "previous trajectory too short");
+  expect_rejected(
+      [&] {
+        session.Forward(x, x, x, out, WeightResidual{nullptr, &small});
+      },
+      "record too small");
+  expect_rejected(
+      [&] {
+        session.Forward(x, x, x, out, WeightResidual{&foreign, nullptr});
+      },
+      "trajectory of another config");
+  MemoryConfig plain = c;
+  plain.weight_residual = false;
+  MemorySession without(MakeWellConditionedMemory(plain, 71), SessionOptions{1});
+  EXPECT_THROW(without.Forward(x, x, x, out, WeightResidual{nullptr, &recorded}), Error);
+}
+
 TEST_F(MemoryBadInputTest, ZeroTokensIsANoOp) {
   const StateSnapshot before = StateSnapshot::Of(session_->state(), config_);
   EXPECT_NO_THROW(session_->Forward(std::span<const float>(), std::span<float>()));

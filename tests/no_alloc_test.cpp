@@ -91,6 +91,32 @@ TEST(NoAllocation, ForwardAllocatesNothing) {
   }
 }
 
+// A titans-pytorch MAC with train_mac.py's options (the tp_mac golden: weight residual
+// trajectories, qkv views, attention pooling, lr modulation, spectral norm) decodes token by
+// token and in pieces without allocating.
+TEST(NoAllocation, TitansPytorchMacForwardAllocatesNothing) {
+  const auto model =
+      Model::Load(std::string(TITANS_TEST_DATA_DIR) + "/tp_mac/train_mac.model.safetensors");
+  ASSERT_TRUE(model->config().memory.weight_residual && model->config().tp_mac.qkv_views);
+  for (int threads : {1, 2}) {
+    Session session(model, SessionOptions{.threads = threads, .min_flops_per_thread = 0});
+    const size_t vocab = static_cast<size_t>(model->config().vocab_size);
+    std::vector<int32_t> tokens(200);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37) % vocab);
+    std::vector<float> logits(tokens.size() * vocab);
+    session.Forward(std::span<const int32_t>(tokens).first(64),
+                    std::span<float>(logits).first(64 * vocab));  // libgomp's threads, once
+    testing::CountAllocations counter;
+    for (size_t t = 64; t < 100; ++t) {
+      session.Forward(std::span<const int32_t>(tokens).subspan(t, 1),
+                      std::span<float>(logits).subspan(t * vocab, vocab));
+    }
+    session.Forward(std::span<const int32_t>(tokens).subspan(100, 100),
+                    std::span<float>(logits).subspan(100 * vocab, 100 * vocab));
+    EXPECT_EQ(counter.count(), 0) << "threads " << threads;
+  }
+}
+
 // Sampling a decoded token (Session::Generate's loop): after the first call on a thread has
 // grown its scratch to the vocabulary, drawing with temperature, top-k and top-p allocates
 // nothing.

@@ -209,6 +209,18 @@ TEST_P(TitansPytorchMac, LogitsOfOneCall) {
 // chunk boundaries, and splits that end exactly where long-term memory tokens go. Every split
 // must give the one-call logits (titans-pytorch has one answer only for its full call; the
 // engine runs every split as that call).
+// Numerical horizon (docs/TITANS_PYTORCH.md): the golden script records where titans-pytorch's
+// own float32 run of the case leaves its float64 run by more than 1e-3. Beyond it no float32
+// engine can follow the golden, so every case must end before it (shorten T otherwise).
+TEST_P(TitansPytorchMac, GoldenEndsBeforeTheNumericalHorizon) {
+  const Golden g = Golden::Load(GetParam());
+  const nlohmann::json& horizon = g.info.at("horizon");
+  if (!horizon.is_null()) {
+    EXPECT_GE(horizon.get<size_t>(), std::max(g.tokens.size(), size_t(g.prompt) + g.greedy.size()));
+  }
+  EXPECT_LT(g.info.at("float32_max_diff").get<double>(), 1e-3);
+}
+
 TEST_P(TitansPytorchMac, LogitsOfAnySplit) {
   const Golden g = Golden::Load(GetParam());
   const ModelConfig& c = g.model->config();
@@ -232,7 +244,9 @@ TEST_P(TitansPytorchMac, LogitsOfAnySplit) {
     SCOPED_TRACE("first piece " + std::to_string(sizes[0]) + ", " + std::to_string(sizes.size()) +
                  " pieces");
     EXPECT_LE(to_golden, kTolerance);
-    EXPECT_LE(to_whole, 1e-5);  // float rounding of other GEMM shapes only
+    // Float rounding of other product shapes only, which a configuration may amplify as much as
+    // titans-pytorch's own float32 run shows (train_mac's spectral norm: 1.2e-5 at 300 tokens).
+    EXPECT_LE(to_whole, std::max(1e-5, 4 * g.info.at("float32_max_diff").get<double>()));
     worst_golden = std::max(worst_golden, to_golden);
     worst_whole = std::max(worst_whole, to_whole);
   }
@@ -397,6 +411,18 @@ TEST_P(TitansPytorchMac, GoldensRejectWrongSemantics) {
       {"no value residual", right.layers.size() > 1,
        [](ModelConfig&, ModelWeights& w) {
          for (auto& l : w.tp_mac.layers) std::fill(l.v_mix_bias.begin(), l.v_mix_bias.end(), -1e4f);
+       }},
+      {"weight residual mix 0", right.memory.weight_residual,
+       [](ModelConfig&, ModelWeights& w) {
+         for (auto& l : w.tp_mac.layers) {
+           std::fill(l.memory.b_mix.begin(), l.memory.b_mix.end(), -1e4f);
+         }
+       }},
+      {"weight residual mix 1", right.memory.weight_residual,
+       [](ModelConfig&, ModelWeights& w) {
+         for (auto& l : w.tp_mac.layers) {
+           std::fill(l.memory.b_mix.begin(), l.memory.b_mix.end(), 1e4f);
+         }
        }},
       {"qkv views off (the branch input as every view)", right.tp_mac.qkv_views,
        [](ModelConfig& c, ModelWeights&) { c.tp_mac.qkv_views = false; }},

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import os
@@ -60,6 +61,7 @@ from make_goldens import expect_refusals  # noqa: E402
 from titans_pytorch import MemoryAsContextTransformer, MemoryMLP  # noqa: E402
 
 MIN_MARGIN = 1e-3
+HORIZON_DIFF = 1e-3  # the numerical horizon: the first position where float32 leaves float64
 
 
 def case_list():
@@ -104,6 +106,42 @@ def case_list():
                          neural_memory_layers=(1, 3, 4), neural_memory_segment_len=4,
                          neural_memory_qkv_receives_diff_views=True,
                          neural_memory_kwargs=dict(heads=2, dim_head=16))),
+        # neural_mem_weight_residual: memory on layers 1, 2 and 3; layers 2 and 3 take their
+        # chunks' gradients at W_base + mix * (the previous memory layer's weights before the
+        # same chunk), mix near 0.7; batch_size 8 commits (the trajectory carries each commit).
+        dict(name="residual", seed=3013, T=64, prompt=20, new=24,
+             variants=OrderedDict(sliding=True),
+             kwargs=dict(num_tokens=256, dim=32, depth=3, segment_len=8,
+                         num_persist_mem_tokens=2, num_longterm_mem_tokens=2,
+                         heads=2, dim_head=16, ff_mult=2,
+                         neural_memory_layers=(1, 2, 3), neural_memory_segment_len=4,
+                         neural_memory_batch_size=8, neural_mem_weight_residual=True,
+                         neural_memory_kwargs=dict(heads=2, dim_head=16))),
+        # train_mac.py's configuration (titans-pytorch's training script, TM:45-63 and 104-139)
+        # at dim 32 and depth 6 instead of 384 and 8: memory on layers 2, 4 and 6,
+        # segment_len 32, 4 persistent and 4 long-term tokens, memory chunks of 4, batch_size
+        # 128, weight residual, qkv diff views, sliding windows, MemoryMLP(dim_head, depth 2),
+        # memory heads 2 x 16 with attn_pool_chunks, qk_rmsnorm, momentum (order 1),
+        # max_lr 0.1, per_parameter_lr_modulation and spectral_norm_surprises; accelerated scan
+        # off (its CUDA kernel; the same recurrence). 300 tokens = 336 interspersed rows: two
+        # commits.
+        dict(name="train_mac", seed=3021, T=300, prompt=160, new=64,
+             variants=OrderedDict(sliding=True),
+             kwargs=dict(num_tokens=256, dim=32, depth=6, segment_len=32,
+                         num_persist_mem_tokens=4, num_longterm_mem_tokens=4,
+                         heads=2, dim_head=16,
+                         neural_memory_layers=(2, 4, 6), neural_memory_segment_len=4,
+                         neural_memory_batch_size=128, neural_mem_gate_attn_output=False,
+                         neural_mem_weight_residual=True,
+                         neural_memory_qkv_receives_diff_views=True, use_flex_attn=True,
+                         neural_memory_model=dict(type="MemoryMLP", depth=2),
+                         neural_memory_kwargs=dict(dim_head=16, heads=2, attn_pool_chunks=True,
+                                                   qk_rmsnorm=True, momentum=True,
+                                                   momentum_order=1,
+                                                   default_step_transform_max_lr=0.1,
+                                                   use_accelerated_scan=False,
+                                                   per_parameter_lr_modulation=True,
+                                                   spectral_norm_surprises=True))),
         # One residual stream (no hyper-connections), no persistent or long-term memory tokens,
         # one layer, block-diagonal windows.
         dict(name="plain", seed=3003, T=64, prompt=20, new=24,
@@ -168,6 +206,8 @@ def perturb(model, seed):
                 role = mem.memory_model_parameter_names[int(leaf)]
                 p.copy_(noise(p, 0.2) if role == "norm.gamma" else
                         p + noise(p, 0.1 * p.std().item()))
+            elif ".to_learned_weight_residual_mix.0." in name:  # mix near sigmoid(1) = 0.73
+                p.copy_(noise(p, 0.5 / d ** 0.5) if leaf == "weight" else 1.0 + noise(p, 0.3))
             elif ".retrieve_gate.0." in name:
                 p.copy_(noise(p, 1.0 / d ** 0.5))
             elif p.ndim == 1:                                # biases
@@ -215,6 +255,10 @@ def run_variant(model, case, tokens):
         assert torch.equal(steps.argmax(-1), greedy), "greedy samples are not the argmax"
         # Causality of the full path: a call over the prompt gives the prefix of the logits.
         prefix_diff = float((model(prompt)[0] - logits[:case["prompt"]]).abs().max())
+        # The package's own float32 run of the same weights: how much this configuration
+        # amplifies rounding (docs/TITANS_PYTORCH.md, numerical horizon).
+        float32 = (copy.deepcopy(model).float()(tokens)[0].double() - logits).abs().amax(-1)
+        beyond = (float32 > HORIZON_DIFF).nonzero()
         # Cached decoding of the case's own tokens after the prompt, against the full call.
         _, cache = model(prompt, return_cache=True)
         cached_diff = 0.0
@@ -229,6 +273,8 @@ def run_variant(model, case, tokens):
         cached_equals_uncached=bool(torch.equal(greedy, cached)),
         cached_decode_max_diff=cached_diff,
         prefix_call_diff=prefix_diff,
+        float32_max_diff=float(float32.max()),
+        horizon=int(beyond[0, 0]) if len(beyond) else None,
         logits_rms=float(logits.pow(2).mean().sqrt()))
 
 
@@ -255,7 +301,6 @@ def check_refusals():
     """Every unsupported MemoryAsContextTransformer option is refused, naming it."""
     base = dict(num_tokens=64, dim=16, depth=2, segment_len=4, heads=2, dim_head=8)
     options = [
-        ("neural_mem_weight_residual", dict(neural_mem_weight_residual=True)),
         ("token_emb", dict(token_emb=nn.Sequential(nn.Embedding(64, 16)))),
         ("learned_momentum_combine",
          dict(neural_memory_kwargs=dict(momentum_order=2, learned_momentum_combine=True))),
@@ -312,11 +357,13 @@ def main(argv=None):
                 sliding=sliding, config=config, logits_rms=r["logits_rms"],
                 greedy_min_margin=r["margin"],
                 cached_decode_max_diff=r["cached_decode_max_diff"],
+                float32_max_diff=r["float32_max_diff"], horizon=r["horizon"],
                 cached_equals_uncached=r["cached_equals_uncached"],
                 first_cached_divergence=(None if r["cached_equals_uncached"] else
                                          int(np.argmax(r["greedy"] != r["greedy_cached"]))))
             print(f"{case['name']:14s} {variant:8s} T={case['T']} rms={r['logits_rms']:.3f} "
-                  f"margin={r['margin']:.3f} cached decode diff={r['cached_decode_max_diff']:.1e} "
+                  f"margin={r['margin']:.3f} float32 diff={r['float32_max_diff']:.1e} "
+                  f"cached decode diff={r['cached_decode_max_diff']:.1e} "
                   f"cached greedy == uncached: {r['cached_equals_uncached']}")
         conv.write_safetensors(os.path.join(args.out, entry["golden_file"]), tensors,
                                {"case": json.dumps(entry)})

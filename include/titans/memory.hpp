@@ -35,6 +35,7 @@ struct MemoryWeights {
   std::vector<float> w_pool, b_pool;           // attention_pool: [d, d] (x W_pool), [d]
   std::vector<float> w_mod, b_mod;      // lr_modulation: [d, H*P], [H*P] (channel h*P + p, P =
                                         // parameter_tensors(), p in titans-pytorch's order)
+  std::vector<float> w_mix, b_mix;      // weight_residual: [d, H], [H]
   std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
   std::vector<float> gain;              // [H, dh] initial g of kLnResidual
   std::vector<float> post_norm;         // [H, dh] gain of the post_norm RMSNorm
@@ -90,7 +91,8 @@ struct MemoryState {
   std::vector<float> conv_q, conv_k, conv_v, conv_q_read;
   // The current unit's tokens not yet written: `pending` rows of keys and values [U, H*dh]
   // and gate logits [U, gate_columns()] (columns [0,H) theta, [H,2H) eta, [2H,3H) alpha
-  // logits, then with lr_modulation the H*P modulation logits).
+  // logits, then with lr_modulation the H*P modulation logits, with weight_residual the H mix
+  // logits).
   // With attention_pool also the normalised store rows [U, d], pooled when the unit completes.
   int pending = 0;
   std::vector<float> pending_k, pending_v, pending_gates, pending_x;
@@ -127,6 +129,36 @@ struct SessionOptions {
   double min_flops_per_thread = 4e6;
 };
 
+// The fast weights a memory had before each step it wrote in one Forward call, in order: per
+// step the w_cur of every MLP layer, then g_cur (kLnResidual). The next memory layer of a
+// titans-pytorch MAC with neural_mem_weight_residual takes its step k's gradient at
+// W_base + mix * (step k of this) (MemoryConfig::weight_residual). Sized once, for up to
+// `capacity` steps per call; recording allocates nothing.
+class WeightTrajectory {
+ public:
+  WeightTrajectory(const MemoryConfig& config, int capacity);
+  // The fast-weight values of one step: H (sum over l of layer_in(l) layer_out(l)), + H dh.
+  static int64_t ValuesPerStep(const MemoryConfig& config);
+  int steps() const { return steps_; }  // recorded by the last call
+  int capacity() const { return capacity_; }
+  int64_t values_per_step() const { return values_per_step_; }
+  const float* step(int k) const { return data_.data() + k * values_per_step_; }
+
+ private:
+  friend class MemorySession;
+  int64_t values_per_step_;
+  int capacity_;
+  int steps_ = 0;
+  std::vector<float> data_;  // [capacity, values_per_step]
+};
+
+// What a call of a weight_residual memory takes from the memory layer before it and records
+// for the one after it (either may be null: the first layer has no previous, the last no next).
+struct WeightResidual {
+  const WeightTrajectory* previous = nullptr;  // that layer's trajectory of the same rows
+  WeightTrajectory* record = nullptr;          // receives this call's trajectory
+};
+
 class MemorySession {
  public:
   explicit MemorySession(std::shared_ptr<const NeuralMemory> memory, SessionOptions options = {});
@@ -149,6 +181,12 @@ class MemorySession {
   // through the store norm.
   void Forward(std::span<const float> keys, std::span<const float> values,
                std::span<const float> retrieve, std::span<float> out);
+  // The same with the weight residual (MemoryConfig::weight_residual): step k of this call takes
+  // its gradient at W_base + mix * residual.previous->step(k), which must hold at least the
+  // steps this call writes, and records into residual.record (capacity at least as many).
+  // Error(kInvalidArgument) otherwise, with the session unchanged.
+  void Forward(std::span<const float> keys, std::span<const float> values,
+               std::span<const float> retrieve, std::span<float> out, WeightResidual residual);
   // Reads n = retrieve.size() / d tokens with the current fast weights and writes nothing
   // (memory as context, MAC: the segment's queries read the memory as it was at the segment
   // start). These queries are a stream of their own: with a convolution, they have their own

@@ -62,16 +62,24 @@ struct MemoryConfig {
   // rows, c[f] = sum_t softmax_t(x_t W_pool + b_pool)[f] x_t[f], instead of their mean. Needs
   // read = step.
   bool attention_pool = false;
+  // titans-pytorch's weight residual (MAC neural_mem_weight_residual): each step's gradient is
+  // taken at W_base + mix (the previous memory layer's fast weights before its same step),
+  // mix = sigmoid(c W_mix + b_mix) per head from the step's chunk representation c. The
+  // previous layer's weights come with the call (MemorySession::Forward with a
+  // WeightResidual); without them the gradient point is W_base. Needs read = step.
+  bool weight_residual = false;
 
   // True when any option of 1.7 other than the GELU q/k/v activation is on: files that use them
   // carry format_version "2", which older builds refuse instead of ignoring the keys.
   bool UsesTitansPytorchOptions() const {
     return post_norm || transition_gate || max_grad_norm > 0 || lr_modulation || spectral_norm ||
-           attention_pool;
+           attention_pool || weight_residual;
   }
   // Columns of the per-token gate logits: theta, eta, alpha (H each), then with lr_modulation
-  // the modulation logits [H * P] (channel h * P + p, p in titans-pytorch's parameter order).
-  int gate_columns() const { return 3 * heads + (lr_modulation ? heads * parameter_tensors() : 0); }
+  // the modulation logits [H * P] (channel h * P + p, p in titans-pytorch's parameter order),
+  // then with weight_residual the mix logits [H] (from column mix_column()).
+  int mix_column() const { return 3 * heads + (lr_modulation ? heads * parameter_tensors() : 0); }
+  int gate_columns() const { return mix_column() + (weight_residual ? heads : 0); }
   // The memory model's parameter tensors per head: the MLP layers, and the gain g of kLnResidual.
   int parameter_tensors() const { return depth + (output == MemoryOutput::kLnResidual ? 1 : 0); }
   // titans-pytorch's index p of MLP layer l (its ResidualNorm lists the gain first), and of g.

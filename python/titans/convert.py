@@ -199,14 +199,18 @@ def _step_max_lr(mem, problems):
     return None
 
 
-def memory_config(mem, ttt_batch_size=None, identical_views=False):
+def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residual=False):
     """MemoryConfig JSON (dict, keys in MemoryConfig::ToJson order) for a NeuralMemory.
 
     ttt_batch_size: the `ttt_batch_size` you pass to forward(), if any (it overrides the
     constructor's batch_size; no tensor or attribute records it).
     identical_views: the caller feeds the same tensor as every view of a
     `qkv_receives_diff_views` memory (MemoryAsContextTransformer without the qkv layer
-    selector), which computes exactly what a memory without diff views computes."""
+    selector), which computes exactly what a memory without diff views computes.
+    weight_residual: the memory is a layer of a MemoryAsContextTransformer with
+    neural_mem_weight_residual, which hands it the previous memory layer's weights (the first
+    memory layer of such a model has no mix and takes none; its config says weight_residual
+    too, so that every layer shares one config)."""
     if not isinstance(mem, tp_nm.NeuralMemory):
         raise TypeError(f"expected titans_pytorch.NeuralMemory, got {type(mem).__name__}")
     problems = []
@@ -270,8 +274,16 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
         problems.append(f"momentum_order={mem.momentum_order}")
     if mem.to_learned_momentum_combine is not None:
         problems.append("learned_momentum_combine=True")
-    if mem.to_learned_weight_residual_mix is not None:
-        problems.append("accept_weight_residual=True")
+    mix = mem.to_learned_weight_residual_mix
+    if mix is not None and not weight_residual:
+        problems.append("accept_weight_residual=True (prev_weights come from a previous memory "
+                        "layer: supported inside a MemoryAsContextTransformer)")
+    elif mix is not None and not (type(mix) is nn.Sequential and len(mix) == 3 and
+                                  type(mix[0]) is nn.Linear and type(mix[2]) is nn.Sigmoid and
+                                  mix[0].bias is not None and
+                                  tuple(mix[0].weight.shape) == (heads, d_model)):
+        problems.append("accept_weight_residual=True with an unexpected "
+                        "to_learned_weight_residual_mix structure")
     if getattr(mem, "store_with_lookahead_value", False):
         problems.append("store_with_lookahead_value=True")
     if mem.store_memory_loss_fn is not tp_nm.default_loss_fn:
@@ -398,13 +410,15 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False):
         config["spectral_norm"] = True
     if attention_pool:
         config["attention_pool"] = True
+    if weight_residual:
+        config["weight_residual"] = True
     return config
 
 
 # MemoryConfig keys that older engines do not know: a config with any of them is written with
 # format_version "2", which such engines refuse instead of silently ignoring the keys.
 VERSION_2_KEYS = ("post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
-                  "max_layer_modulation", "spectral_norm", "attention_pool")
+                  "max_layer_modulation", "spectral_norm", "attention_pool", "weight_residual")
 
 
 def memory_format_version(config):
@@ -470,6 +484,12 @@ def memory_weights(mem, config):
         P = len(mem.memory_model_parameter_names)
         add("w_mod", _array(mem.to_layer_modulation[0].weight).T, (d, H * P))
         add("b_mod", _array(mem.to_layer_modulation[0].bias), (H * P,))
+    if config.get("weight_residual"):
+        # Linear(d, H) of the chunk representation; the first memory layer of a MAC has none
+        # and takes no previous weights (zeros, never read).
+        mix = mem.to_learned_weight_residual_mix
+        add("w_mix", _array(mix[0].weight).T if mix is not None else np.zeros((d, H)), (d, H))
+        add("b_mix", _array(mix[0].bias) if mix is not None else np.zeros(H), (H,))
 
     # The per-head initial fast weights. memory_model.* are unused by forward (functional_call
     # substitutes these); per-head tensors may be stride-0 expanded views (issue #64), so copy.
@@ -609,8 +629,6 @@ def mac_config(model):
     persistent, window = int(model.num_persist_mem_tokens), int(model.attn_window_size)
     memory_segment, sliding = int(model.neural_memory_segment_len), bool(model.sliding_window_attn)
     gate = bool(model.gate_attn_output)
-    if model.neural_mem_weight_residual:
-        problems.append("neural_mem_weight_residual=True")
 
     attn0, ff0 = model.layers[0][5], model.layers[0][6]
     _, heads, _, dim_head = attn0.persistent_memory.shape
@@ -630,8 +648,14 @@ def mac_config(model):
         if mem is not None:
             _check_hyper_connection(mem_hc, streams, d, not gate,
                                     f"{where} memory hyper-connection", problems)
+            # neural_mem_weight_residual: a mix on every memory layer but the first.
+            residual = bool(model.neural_mem_weight_residual)
+            if (mem.to_learned_weight_residual_mix is not None) != (residual and
+                                                                    "mac" in kinds):
+                problems.append(f"{where}: a weight residual mix where "
+                                f"neural_mem_weight_residual would not put one")
             try:
-                config = memory_config(mem, identical_views=True)
+                config = memory_config(mem, identical_views=True, weight_residual=residual)
             except UnsupportedError as e:
                 problems += [f"{where} neural memory: {problem}" for problem in e.problems]
                 config = None

@@ -95,6 +95,8 @@ void MemoryConfig::Validate() const {
           "max_layer_modulation must be finite and > 0");
   Require(!attention_pool || read == ReadRule::kStep,
           "attention_pool needs read = step (one step per unit)");
+  Require(!weight_residual || read == ReadRule::kStep,
+          "weight_residual needs read = step (one step per unit)");
   Require(!tensorwise_write() || read == ReadRule::kStep,
           "max_grad_norm, lr_modulation and spectral_norm need read = step (one step per unit)");
   // Every session keeps the keys, values and gates of one unit: bound what a config implies.
@@ -120,7 +122,8 @@ double MemoryConfig::FlopsPerToken() const {
   }
   const double modulation = lr_modulation ? 2.0 * d_model * heads * parameter_tensors() : 0.0;
   const double pool = attention_pool ? 2.0 * d_model * d_model : 0.0;
-  return projections + modulation + pool + output +
+  const double mix = weight_residual ? 2.0 * d_model * heads : 0.0;
+  return projections + modulation + pool + mix + output +
          heads * (mlp + backward + gradient_products + mlp + spectral);
 }
 
@@ -195,6 +198,7 @@ std::string MemoryConfig::ToJson() const {
   }
   if (spectral_norm) j["spectral_norm"] = true;
   if (attention_pool) j["attention_pool"] = true;
+  if (weight_residual) j["weight_residual"] = true;
   return j.dump();
 }
 
@@ -235,6 +239,7 @@ MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
   }
   if (has("spectral_norm")) c.spectral_norm = io::BoolField(j, "spectral_norm");
   if (has("attention_pool")) c.attention_pool = io::BoolField(j, "attention_pool");
+  if (has("weight_residual")) c.weight_residual = io::BoolField(j, "weight_residual");
   c.Validate();
   return c;
 }

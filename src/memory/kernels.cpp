@@ -173,20 +173,27 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   const MemoryWeights& w = memory.weights();
   packed_gates_.assign(static_cast<size_t>(d * gates), 0.0f);
   packed_gate_bias_.assign(static_cast<size_t>(gates), 0.0f);
-  const std::vector<float>* gate_w[4] = {&w.w_theta, &w.w_eta, &w.w_alpha, &w.w_mod};
-  const std::vector<float>* gate_b[4] = {&w.b_theta, &w.b_eta, &w.b_alpha, &w.b_mod};
-  const bool used[4] = {true, c.momentum, true, c.lr_modulation};
-  for (Index g = 0; g < 4; ++g) {
-    if (!used[g]) continue;  // by the config: weights may carry tensors it does not use
-    const Index width = g < 3 ? h : h * c.parameter_tensors();
+  struct GateGroup {
+    const std::vector<float>& weight;
+    const std::vector<float>& bias;
+    bool used;  // by the config: weights may carry tensors it does not use
+    Index first, width;
+  };
+  const GateGroup groups[] = {{w.w_theta, w.b_theta, true, 0, h},
+                              {w.w_eta, w.b_eta, c.momentum, h, h},
+                              {w.w_alpha, w.b_alpha, true, 2 * h, h},
+                              {w.w_mod, w.b_mod, c.lr_modulation, 3 * h, h * c.parameter_tensors()},
+                              {w.w_mix, w.b_mix, c.weight_residual, c.mix_column(), h}};
+  for (const GateGroup& group : groups) {
+    if (!group.used) continue;
     for (Index i = 0; i < d; ++i) {
-      for (Index j = 0; j < width; ++j) {
-        packed_gates_[static_cast<size_t>(i * gates + g * h + j)] =
-            (*gate_w[g])[static_cast<size_t>(i * width + j)];
+      for (Index j = 0; j < group.width; ++j) {
+        packed_gates_[static_cast<size_t>(i * gates + group.first + j)] =
+            group.weight[static_cast<size_t>(i * group.width + j)];
       }
     }
-    for (Index j = 0; j < width; ++j) {
-      packed_gate_bias_[static_cast<size_t>(g * h + j)] = (*gate_b[g])[static_cast<size_t>(j)];
+    for (Index j = 0; j < group.width; ++j) {
+      packed_gate_bias_[static_cast<size_t>(group.first + j)] = group.bias[static_cast<size_t>(j)];
     }
   }
   if (c.attention_pool) {
@@ -195,6 +202,12 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
     pooled_gates_.setZero(1, gates);
   }
   if (c.lr_modulation) modulation_.assign(static_cast<size_t>(h * c.parameter_tensors()), 0.0f);
+  if (c.weight_residual) {
+    for (int l = 0; l < c.depth; ++l) {
+      eval_w_.emplace_back(static_cast<size_t>(h * c.layer_in(l) * c.layer_out(l)), 0.0f);
+    }
+    if (c.output == MemoryOutput::kLnResidual) eval_g_.assign(static_cast<size_t>(h * dh), 0.0f);
+  }
   if (c.tensorwise_write()) {
     Index r_max = 0, n_max = 0;
     for (int l = 0; l < c.depth; ++l) {
@@ -220,8 +233,16 @@ MemorySession::Workspace::Inputs MemorySession::Workspace::Inputs::Offset(Index 
 }
 
 void MemorySession::Workspace::Run(const NeuralMemory& memory, MemoryState& state, Inputs in, int n,
-                                   float* out) {
-  RunTiles(memory, state, in, n, out, /*write=*/true);
+                                   float* out, WeightResidual residual) {
+  residual_ = residual;
+  residual_origin_ = state.position - state.pending;
+  try {
+    RunTiles(memory, state, in, n, out, /*write=*/true);
+  } catch (...) {
+    residual_ = {};
+    throw;
+  }
+  residual_ = {};
 }
 
 void MemorySession::Workspace::ReadOnly(const NeuralMemory& memory, MemoryState& state,
@@ -557,7 +578,7 @@ void UnitCoefficients(const MemoryConfig& c, const float* gates, int head, float
 
 void MemorySession::Workspace::WriteUnit(const NeuralMemory& memory, MemoryState& state,
                                          int64_t position_after, Part part) {
-  UnitGradients(memory, state, part);
+  UnitGradients(memory, state, position_after, part);
   Barrier(part.nth);
   if (memory.config().tensorwise_write()) {
     TensorGradients(memory.config(), state, part);
@@ -609,8 +630,43 @@ ConstMatMap MemorySession::Workspace::UnitLayerInput(const MemoryConfig& c,
 
 // Stage 1, split by token rows (no barrier inside): thread 0 computes the coefficients; each
 // thread runs its rows' keys through the MLP at W_base and back.
+void MemorySession::Workspace::ResidualPoint(const MemoryConfig& c, const MemoryState& state,
+                                             int64_t position_after) {
+  const int k = static_cast<int>((position_after - residual_origin_) / c.unit()) - 1;
+  const bool ln = c.output == MemoryOutput::kLnResidual;
+  if (residual_.record != nullptr) {  // w_cur before this unit's write
+    float* to = residual_.record->data_.data() + k * residual_.record->values_per_step_;
+    for (const std::vector<float>& w : state.w_cur) to = std::copy(w.begin(), w.end(), to);
+    if (ln) std::copy(state.g_cur.begin(), state.g_cur.end(), to);
+    residual_.record->steps_ = k + 1;
+  }
+  if (residual_.previous == nullptr) return;
+  // mix_h = sigmoid(the unit's chunk-level mix logit): the mean of its rows' logits (which
+  // PoolUnit has replaced by the pooled row's with attention_pool).
+  const Index g = c.gate_columns(), u = c.unit(), dh = c.head_dim;
+  const float* from = residual_.previous->step(k);
+  for (Index head = 0; head < c.heads; ++head) {
+    double sum = 0.0;
+    for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + c.mix_column() + head];
+    const float mix = static_cast<float>(1.0 / (1.0 + std::exp(-sum / static_cast<double>(u))));
+    const float* layer_from = from;
+    for (int l = 0; l < c.depth; ++l) {
+      const Index size = Index{c.layer_in(l)} * c.layer_out(l), offset = head * size;
+      const auto base = Eigen::Map<const Eigen::ArrayXf>(state.w_base[l].data() + offset, size);
+      const auto previous = Eigen::Map<const Eigen::ArrayXf>(layer_from + offset, size);
+      Eigen::Map<Eigen::ArrayXf>(eval_w_[l].data() + offset, size) = base + mix * previous;
+      layer_from += c.heads * size;
+    }
+    if (ln) {
+      const auto base = Eigen::Map<const Eigen::ArrayXf>(state.g_base.data() + head * dh, dh);
+      const auto previous = Eigen::Map<const Eigen::ArrayXf>(layer_from + head * dh, dh);
+      Eigen::Map<Eigen::ArrayXf>(eval_g_.data() + head * dh, dh) = base + mix * previous;
+    }
+  }
+}
+
 void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryState& state,
-                                             Part part) {
+                                             int64_t position_after, Part part) {
   const MemoryConfig& c = memory.config();
   const Index dh = c.head_dim, hd = c.inner_dim(), u = c.unit();
   const int depth = c.depth;
@@ -632,7 +688,13 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       modulation_[j] = c.max_layer_modulation *
                        static_cast<float>(1.0 / (1.0 + std::exp(-sum / static_cast<double>(u))));
     }
+    if (c.weight_residual) ResidualPoint(c, state, position_after);
   }
+  // The gradient point: W_base, or with a previous layer's trajectory W_base + mix * its step.
+  const bool residual = residual_.previous != nullptr;
+  if (residual) Barrier(part.nth);  // thread 0 made the point
+  auto point = [&](int l) { return (residual ? eval_w_ : state.w_base)[l].data(); };
+  const float* gain_point = residual ? eval_g_.data() : state.g_base.data();
   const Range share = Share(static_cast<int>(u), part.ith, part.nth);
   const Index t0 = share.begin, rows = share.size();
   auto layer_input = [&](int l, int head, Index row, Index count) {
@@ -643,7 +705,7 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
     // Forward: z_l [rows, out_l], a_l = act(z_l).
     for (int l = 0; l < depth; ++l) {
       const Index in = c.layer_in(l), out = c.layer_out(l);
-      const ConstMatMap weights = ConstView(state.w_base[l].data() + head * in * out, in, out, out);
+      const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
       auto z = unit_z_[l].middleRows(head * u + t0, rows);
       Multiply(z, layer_input(l, static_cast<int>(head), t0, rows), weights);
       if (l + 1 < depth) {
@@ -667,7 +729,7 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       }
       // M = n (1 + g) + k with n = LN(z): dL/dg = e n; dL/dn = e (1 + g);
       // dL/dz = rstd (dn - mean(dn) - n mean(dn n)).
-      const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_base.data() + head * dh, dh);
+      const auto gain = Eigen::Map<const Eigen::RowVectorXf>(gain_point + head * dh, dh);
       auto normed = unit_dg_.row(row);  // holds n first, then the gain gradient e n
       auto e = row_scratch.row(0), dn = row_scratch.row(1);
       const float rstd = LayerNormRow(z_last.row(row), c.layer_norm_eps, normed);
@@ -681,7 +743,7 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
     // Backward: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
     for (int l = depth - 1; l >= 1; --l) {
       const Index in = c.layer_in(l), out = c.layer_out(l);
-      const ConstMatMap weights = ConstView(state.w_base[l].data() + head * in * out, in, out, out);
+      const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
       auto prev = unit_delta_[l - 1].middleRows(head * u + t0, rows);
       Multiply(prev, unit_delta_[l].middleRows(head * u + t0, rows), weights.transpose());
       MultiplyByDerivative(c.activation, prev, unit_z_[l - 1].middleRows(head * u + t0, rows));

@@ -35,8 +35,9 @@ class MemorySession::Workspace {
   };
 
   // Runs n tokens (any n >= 0) through `state`; out [n, memory.output_width()]. Inputs must
-  // already be checked (finite, sizes).
-  void Run(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, float* out);
+  // already be checked (finite, sizes; the residual's trajectories large enough).
+  void Run(const NeuralMemory& memory, MemoryState& state, Inputs in, int n, float* out,
+           WeightResidual residual = {});
   // Reads n tokens with the current fast weights (retrieve [n, d] -> out): no write, no
   // queueing; only the read path's own convolution tail (state.conv_q_read) advances.
   void ReadOnly(const NeuralMemory& memory, MemoryState& state, const float* retrieve, int n,
@@ -79,7 +80,12 @@ class MemorySession::Workspace {
   // backward pass at W_base, split by rows) and FoldUnit (the coefficient-weighted gradient
   // products folded into the weights, split by heads or columns).
   void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
-  void UnitGradients(const NeuralMemory& memory, MemoryState& state, Part part);
+  void UnitGradients(const NeuralMemory& memory, MemoryState& state, int64_t position_after,
+                     Part part);
+  // weight_residual (thread 0, before the gradients): records the unit's w_cur / g_cur into the
+  // call's trajectory, and with a previous trajectory makes the gradient point
+  // eval = W_base + mix_h * previous step (eval_w_, eval_g_).
+  void ResidualPoint(const MemoryConfig& c, const MemoryState& state, int64_t position_after);
   // attention_pool (thread 0, before the coefficients): replaces the unit's chunk-level gate
   // logits (eta, alpha, modulation) in every pending row by those of its pooled row.
   void PoolUnit(const NeuralMemory& memory, MemoryState& state);
@@ -127,6 +133,13 @@ class MemorySession::Workspace {
   RowMatrix grad_gain_;
   std::vector<float> modulation_;
   std::vector<RowMatrix> ns_x_, ns_y_, ns_a_, ns_b_;
+  // weight_residual: the call's trajectories (null outside a call or when not given), the
+  // position where the call's first unit started (units of the call end at origin + k U), and
+  // the gradient point of the unit: per MLP layer [H, in, out], the gain [H, dh].
+  WeightResidual residual_;
+  int64_t residual_origin_ = 0;
+  std::vector<std::vector<float>> eval_w_;
+  std::vector<float> eval_g_;
   // attention_pool: the unit's pool logits [U, d], its pooled row [1, d] and that row's gate
   // logits [1, G].
   RowMatrix pool_logits_, pooled_, pooled_gates_;

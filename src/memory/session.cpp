@@ -35,6 +35,19 @@ MemorySession::~MemorySession() = default;
 MemorySession::MemorySession(MemorySession&&) noexcept = default;
 MemorySession& MemorySession::operator=(MemorySession&&) noexcept = default;
 
+WeightTrajectory::WeightTrajectory(const MemoryConfig& config, int capacity)
+    : values_per_step_(ValuesPerStep(config)), capacity_(std::max(capacity, 0)) {
+  data_.assign(static_cast<size_t>(values_per_step_ * capacity_), 0.0f);
+}
+
+int64_t WeightTrajectory::ValuesPerStep(const MemoryConfig& config) {
+  int64_t values = 0;
+  for (int l = 0; l < config.depth; ++l)
+    values += int64_t{config.layer_in(l)} * config.layer_out(l);
+  if (config.output == MemoryOutput::kLnResidual) values += config.head_dim;
+  return values * config.heads;
+}
+
 void MemorySession::Forward(std::span<const float> store, std::span<float> out) {
   Forward(store, store, out);
 }
@@ -100,10 +113,39 @@ void MemorySession::Forward(std::span<const float> store, std::span<const float>
 
 void MemorySession::Forward(std::span<const float> keys, std::span<const float> values,
                             std::span<const float> retrieve, std::span<float> out) {
+  Forward(keys, values, retrieve, out, WeightResidual{});
+}
+
+void MemorySession::Forward(std::span<const float> keys, std::span<const float> values,
+                            std::span<const float> retrieve, std::span<float> out,
+                            WeightResidual residual) {
   const size_t n = CheckedTokens(*memory_, keys, values, retrieve, out);
+  const MemoryConfig& c = memory_->config();
+  if (residual.previous != nullptr || residual.record != nullptr) {
+    auto fail = [](const std::string& why) {
+      throw Error(ErrorCode::kInvalidArgument, "weight residual: " + why);
+    };
+    if (!c.weight_residual) fail("this memory's config has no weight_residual");
+    const int64_t steps = (state_.pending + static_cast<int64_t>(n)) / c.unit();
+    for (const WeightTrajectory* t :
+         {residual.previous, static_cast<const WeightTrajectory*>(residual.record)}) {
+      if (t != nullptr && t->values_per_step() != WeightTrajectory::ValuesPerStep(c)) {
+        fail("a trajectory of another memory config");
+      }
+    }
+    if (residual.previous != nullptr && residual.previous->steps() < steps) {
+      fail("the previous layer's trajectory has " + std::to_string(residual.previous->steps()) +
+           " steps, this call writes " + std::to_string(steps));
+    }
+    if (residual.record != nullptr && residual.record->capacity() < steps) {
+      fail("the trajectory to record has room for " + std::to_string(residual.record->capacity()) +
+           " steps, this call writes " + std::to_string(steps));
+    }
+  }
+  if (residual.record != nullptr) residual.record->steps_ = 0;
   if (n == 0) return;
   workspace_->Run(*memory_, state_, Workspace::Inputs{keys.data(), values.data(), retrieve.data()},
-                  static_cast<int>(n), out.data());
+                  static_cast<int>(n), out.data(), residual);
 }
 
 void MemorySession::Read(std::span<const float> retrieve, std::span<float> out) {

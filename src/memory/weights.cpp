@@ -53,6 +53,10 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
     f("w_mod", std::vector<int64_t>{d, hp}, w.w_mod);
     f("b_mod", std::vector<int64_t>{hp}, w.b_mod);
   }
+  if (c.weight_residual) {
+    f("w_mix", std::vector<int64_t>{d, h}, w.w_mix);
+    f("b_mix", std::vector<int64_t>{h}, w.b_mix);
+  }
   for (int l = 0; l < c.depth && static_cast<size_t>(l) < w.mlp.size(); ++l) {
     f("mlp." + std::to_string(l), std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
       w.mlp[static_cast<size_t>(l)]);

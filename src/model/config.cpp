@@ -130,6 +130,9 @@ void ModelConfig::Validate() const {
   if (any_memory) {
     memory.Validate();
     Require(memory.d_model == d_model, "memory.d_model must equal d_model");
+    Require(!memory.weight_residual,
+            "memory.weight_residual is an option of titans_pytorch_mac models (a chain of memory "
+            "layers as titans-pytorch's MAC runs them)");
     Require(!memory.output_proj,
             "memory.output_proj must be false: the memory branch applies its per-head norm and "
             "gate before its own output projection");

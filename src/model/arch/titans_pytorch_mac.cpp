@@ -14,7 +14,10 @@
 //                         added to the streams, or (gate_attn_output) gating the attention.
 //                         With tp_mac.qkv_views, layers after the first feed the memory three
 //                         views (queries, keys, values), each a softmax-weighted sum of the
-//                         branch input and the four branch tensors of every earlier layer
+//                         branch input and the four branch tensors of every earlier layer.
+//                         With memory.weight_residual, every memory layer after the first takes
+//                         its step k's gradient at W_base + mix (the previous memory layer's
+//                         fast weights before its step k): the same rows, one layer earlier
 //   attention             RMSNorm, q k v, value residual v += sigmoid(x W_mix + b) (v_first - v)
 //                         on layers after the first (v_first: the first layer's values),
 //                         rotary at the row's absolute position p, persistent key/value pairs
@@ -122,6 +125,9 @@ struct TpMacWorkspace {
   // the selector's logits [P, 3 L] (L = 4 l + 1) and the three views [P, d] of one layer.
   std::vector<RowMatrix> candidates;
   RowMatrix selector, retrieve_view, key_view, value_view;
+  // memory.weight_residual: the trajectories of the piece's steps, recorded by one memory layer
+  // for the next (two, used in turn); a piece of P rows completes at most P / C + 1 steps.
+  std::vector<WeightTrajectory> trajectories;
 };
 
 TpMacWorkspace::TpMacWorkspace(const Model& model, const SessionOptions& options)
@@ -152,6 +158,9 @@ TpMacWorkspace::TpMacWorkspace(const Model& model, const SessionOptions& options
   AxialMlp(model.weights().tp_mac.axial[1], 0, inner, d, axial_h0, axial_h1, axial_inner.data());
   axial_outer.resize(1, d);
   row_token.resize(static_cast<size_t>(p));
+  if (c.memory.weight_residual) {
+    trajectories.assign(2, WeightTrajectory(c.memory, kPiece / c.memory.unit() + 1));
+  }
   if (c.tp_mac.qkv_views) {
     const Index layers = static_cast<Index>(c.layers.size());
     candidates.assign(static_cast<size_t>(4 * (layers - 1)), RowMatrix(p, d));
@@ -181,6 +190,11 @@ class TpMacStack {
         if (s_ > 1) ws_.streams.row(i * s_ + s) += RowOf(w_.stream_embed).segment(s * d_, d_);
       }
     }
+    const size_t last_memory =
+        c_.layers.size() - 1 -
+        static_cast<size_t>(std::find(c_.layers.rbegin(), c_.layers.rend(), BlockKind::kMac) -
+                            c_.layers.rbegin());
+    WeightResidual residual;  // memory.weight_residual: previous = the last memory layer's
     for (size_t l = 0; l < c_.layers.size(); ++l) {
       const TpMacLayerWeights& w = w_.layers[l];
       bool gated = false;
@@ -189,14 +203,17 @@ class TpMacStack {
         Width(w.memory_hc, n, adds);
         const size_t size = static_cast<size_t>(n * d_);
         auto rows = [size](const RowMatrix& m) { return std::span<const float>(m.data(), size); };
-        if (c_.tp_mac.qkv_views && l > 0) {
-          SelectViews(l, w, n);
-          state_.memory[l]->Forward(rows(ws_.key_view), rows(ws_.value_view),
-                                    rows(ws_.retrieve_view),
-                                    std::span<float>(ws_.out.data(), size));
-        } else {
-          state_.memory[l]->Forward(rows(ws_.branch), std::span<float>(ws_.out.data(), size));
+        const bool views = c_.tp_mac.qkv_views && l > 0;
+        if (views) SelectViews(l, w, n);
+        if (c_.memory.weight_residual) {  // record for a later memory layer, in the other buffer
+          WeightTrajectory& other = ws_.trajectories[residual.previous == &ws_.trajectories[0]];
+          residual.record = l < last_memory ? &other : nullptr;
         }
+        state_.memory[l]->Forward(rows(views ? ws_.key_view : ws_.branch),
+                                  rows(views ? ws_.value_view : ws_.branch),
+                                  rows(views ? ws_.retrieve_view : ws_.branch),
+                                  std::span<float>(ws_.out.data(), size), residual);
+        residual.previous = residual.record;
         if (adds) {
           Depth(n);
         } else {
