@@ -503,6 +503,15 @@ std::vector<NamedConfig> InvariantConfigs() {
     c.max_layer_modulation = 2.0f;
     add("tp_options_all", c);
   }
+  {
+    // Momentum of orders 1 and 2 combined by learned weights (the surprise included): two
+    // momenta per tensor in the state.
+    MemoryConfig c = MemoryConfig::TitansPytorch(32, 2, 8, 4, 16);
+    c.momentum_order = 2;
+    c.learned_combine = c.combine_zeroth = true;
+    c.output = MemoryOutput::kLnResidual;
+    add("tp_momentum_orders", c);
+  }
   return out;
 }
 

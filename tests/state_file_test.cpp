@@ -132,6 +132,14 @@ MemoryConfig WithoutMomentum(MemoryConfig c) {
   return c;
 }
 
+// Momentum of order 3 with a learned combination: the higher orders' momenta are state too.
+MemoryConfig WithMomentumOrders(MemoryConfig c) {
+  c.momentum_order = 3;
+  c.learned_combine = true;
+  c.output = MemoryOutput::kLnResidual;
+  return c;
+}
+
 std::vector<ConfigCase> Configs() {
   return {
       {"paper", MemoryConfig::Paper(16, 2, 8, 2, 16)},
@@ -139,6 +147,8 @@ std::vector<ConfigCase> Configs() {
       {"paper_depth3_chunk8", MemoryConfig::Paper(8, 1, 8, 3, 8)},
       {"titans_pytorch", MemoryConfig::TitansPytorch(16, 2, 8, 4, 8)},
       {"titans_pytorch_one_head", MemoryConfig::TitansPytorch(8, 1, 8, 3)},
+      {"titans_pytorch_momentum_orders",
+       WithMomentumOrders(MemoryConfig::TitansPytorch(16, 2, 8, 4, 8))},
   };
 }
 

@@ -256,6 +256,15 @@ TEST_P(TitansPytorchMemory, ConfigIsThePreset) {
     preset.spectral_norm = true;
   } else if (g.name.starts_with("opt_attnpool")) {  // attn_pool_chunks=True
     preset.attention_pool = true;
+  } else if (g.name.starts_with("opt_order2")) {  // momentum_order=2
+    preset.momentum_order = 2;
+  } else if (g.name.starts_with("opt_combine0")) {
+    // momentum_order=3, learned_momentum_combine, learned_combine_include_zeroth
+    preset.momentum_order = 3;
+    preset.learned_combine = preset.combine_zeroth = true;
+  } else if (g.name.starts_with("opt_combine")) {  // momentum_order=2, learned combine
+    preset.momentum_order = 2;
+    preset.learned_combine = true;
   } else if (g.name.starts_with("opt_trainmac_memory")) {
     // train_mac.py's memory options (those of this page) at small widths: qk_rmsnorm,
     // MemoryMLP(dim_head, 2) (expansion 2), attention pool, lr modulation, spectral norm.
@@ -367,6 +376,34 @@ TEST_P(TitansPytorchMemory, GoldensRejectWrongSemantics) {
        [](MemoryConfig& c, MemoryWeights&) { c.attention_pool = false; }},
       {"no Newton-Schulz", right.spectral_norm,
        [](MemoryConfig& c, MemoryWeights&) { c.spectral_norm = false; }},
+      {"momentum of order 1 only", right.momentum_order > 1,
+       [](MemoryConfig& c, MemoryWeights& w) {
+         // Keep each head's first-order gate (channel h*O): titans-pytorch with O = 1.
+         const size_t orders = c.momentum_order, d = c.d_model, h = c.heads;
+         std::vector<float> w_eta(d * h), b_eta(h);
+         for (size_t head = 0; head < h; ++head) {
+           b_eta[head] = w.b_eta[head * orders];
+           for (size_t i = 0; i < d; ++i)
+             w_eta[i * h + head] = w.w_eta[i * h * orders + head * orders];
+         }
+         w.w_eta = w_eta;
+         w.b_eta = b_eta;
+         c.momentum_order = 1;
+         c.learned_combine = c.combine_zeroth = false;
+       }},
+      {"last order instead of the learned combination", right.learned_combine,
+       [](MemoryConfig& c, MemoryWeights&) { c.learned_combine = c.combine_zeroth = false; }},
+      {"combination terms rotated (zeroth last)", right.learned_combine,
+       [](MemoryConfig& c, MemoryWeights& w) {
+         const size_t terms = c.combine_terms(), width = terms * c.heads;
+         const std::vector<float> w_comb = w.w_comb, b_comb = w.b_comb;
+         for (size_t col = 0; col < width; ++col) {
+           const size_t from = col - col % terms + (col % terms + 1) % terms;
+           w.b_comb[col] = b_comb[from];
+           for (size_t i = 0; i < size_t(c.d_model); ++i)
+             w.w_comb[i * width + col] = w_comb[i * width + from];
+         }
+       }},
   };
   for (const Variant& v : variants) {
     if (!v.applies) continue;

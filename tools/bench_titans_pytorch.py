@@ -5,6 +5,7 @@
     /work/venv-tp/bin/python tools/bench_titans_pytorch.py \
         --engine build/release/tools/titans_tp_compare [--configs small,readme,...] \
         [--tokens 1024 4096] [--threads 1 2] [--repetitions 7] [--json results.json]
+        [--generate 64 [--prompt 512]]
 
 For every configuration (CASES) and token count the script builds the module with
 titans-pytorch (float32, CPU, seeded default initialisation), converts it with
@@ -45,6 +46,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_titans_pytorch as conv  # noqa: E402
+from titans.convert import _decode_mac_kwargs  # noqa: E402 (the checkout's, via the shim)
 from titans_pytorch import MemoryAsContextTransformer, NeuralMemory  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +87,22 @@ CASES = {
     "mac": Case("mac", dict(num_tokens=256, dim=256, depth=2, segment_len=128,
                             num_persist_mem_tokens=4, num_longterm_mem_tokens=16),
                 "the package README's MemoryAsContextTransformer"),
+    # titans-pytorch's training script's model (tools/train_mac_cpu.py has the provenance), with
+    # the accelerated scan off (a CUDA kernel; the same recurrence).
+    "train_mac": Case("mac", dict(
+        num_tokens=256, dim=384, depth=8, segment_len=32, num_persist_mem_tokens=4,
+        num_longterm_mem_tokens=4, neural_memory_layers=[2, 4, 6], neural_memory_segment_len=4,
+        neural_memory_batch_size=128, neural_mem_gate_attn_output=False,
+        neural_mem_weight_residual=True, neural_memory_qkv_receives_diff_views=True,
+        use_flex_attn=True, sliding_window_attn=True,
+        neural_memory_model=dict(type="MemoryMLP", depth=2),
+        neural_memory_kwargs=dict(dim_head=64, heads=4, attn_pool_chunks=True, qk_rmsnorm=True,
+                                  momentum=True, momentum_order=1,
+                                  default_step_transform_max_lr=0.1, use_accelerated_scan=False,
+                                  per_parameter_lr_modulation=True,
+                                  spectral_norm_surprises=True)),
+        "train_mac.py's MemoryAsContextTransformer (dim 384, depth 8, memory on layers 2, 4, 6 "
+        "with weight residual, qkv views, attention pooling, lr modulation, spectral norm)"),
 }
 
 
@@ -92,6 +110,7 @@ CASES = {
 class Prepared:
     run_tp: Callable[[], np.ndarray]  # one titans-pytorch call; returns its output [n, width]
     engine_args: list[str]            # titans_tp_compare arguments naming the files
+    generated: bool = False           # outputs are generated token ids (int32), not floats
 
 
 def prepare_memory(kwargs, tokens, seed, workdir, name):
@@ -110,10 +129,15 @@ def prepare_memory(kwargs, tokens, seed, workdir, name):
     return Prepared(run_tp, ["--memory", model_file, "--input", input_file])
 
 
-def prepare_mac(kwargs, tokens, seed, workdir, name):
+def build_mac(kwargs, seed):
     torch.manual_seed(seed)
     random.seed(seed)  # hyper-connections put static_alpha's one-hot at random.randrange(S)
-    model = MemoryAsContextTransformer(**kwargs).float().eval()
+    # The converter's JSON form of the constructor arguments (MemoryMLP as a dict).
+    return MemoryAsContextTransformer(**_decode_mac_kwargs(kwargs)).float().eval()
+
+
+def prepare_mac(kwargs, tokens, seed, workdir, name):
+    model = build_mac(kwargs, seed)
     model_file = os.path.join(workdir, f"{name}.model.safetensors")
     conv.convert_mac(model, model_file)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -124,6 +148,25 @@ def prepare_mac(kwargs, tokens, seed, workdir, name):
     def run_tp():
         return model(ids)[0].numpy()
     return Prepared(run_tp, ["--model", model_file, "--input", input_file])
+
+
+def prepare_generate(kwargs, prompt, new, seed, workdir, name):
+    """Greedy generation of `new` tokens after a `prompt`-token prompt: titans-pytorch's
+    sample(temperature=0., use_cache=True) (its fast path, the KV and memory caches) against
+    Session::Generate, each including the prompt's forward."""
+    model = build_mac(kwargs, seed)
+    model_file = os.path.join(workdir, f"{name}.model.safetensors")
+    conv.convert_mac(model, model_file)
+    gen = torch.Generator().manual_seed(seed + 2)
+    ids = torch.randint(0, kwargs["num_tokens"], (1, prompt), generator=gen)
+    input_file = os.path.join(workdir, f"{name}.prompt{prompt}.input.safetensors")
+    conv.write_safetensors(input_file, [("tokens", ids[0].numpy().astype(np.int32))])
+
+    def run_tp():
+        return model.sample(ids, prompt + new, temperature=0., use_cache=True,
+                            show_progress=False)[0].numpy().astype(np.int32)
+    return Prepared(run_tp, ["--model", model_file, "--input", input_file, "--generate",
+                             str(new)], generated=True)
 
 
 PREPARE = {"memory": prepare_memory, "mac": prepare_mac}
@@ -167,7 +210,7 @@ def measure_row(name, prepared, tokens, threads, args, workdir):
                                     engine_output if r == 0 else None)
                 engine_seconds.append(report["median_seconds"])
 
-    out = np.fromfile(engine_output, dtype=np.float32)
+    out = np.fromfile(engine_output, dtype=np.int32 if prepared.generated else np.float32)
     if out.size != reference.size:
         raise RuntimeError(f"{name}: engine output has {out.size} values, titans-pytorch "
                            f"{reference.size}")
@@ -179,9 +222,18 @@ def measure_row(name, prepared, tokens, threads, args, workdir):
         tp_tokens_per_second=tokens / tp_median,
         engine_tokens_per_second=tokens / engine_median,
         ratio=tp_median / engine_median,
-        max_abs_diff=float(np.abs(out - reference).max()),
-        output_max_abs=float(np.abs(reference).max()),
         load_before=load_before, load_after=os.getloadavg()[0])
+    if prepared.generated:  # greedy tokens: how many agree before the first difference
+        differ = np.nonzero(out != reference)[0]
+        row.update(kind="generate", prompt_tokens=args.prompt,
+                   equal_prefix=int(differ[0]) if len(differ) else int(out.size))
+        print(f"{name} generate {tokens} after {args.prompt} tokens {threads} thread(s): "
+              f"titans-pytorch {row['tp_tokens_per_second']:.1f} tokens/s, engine "
+              f"{row['engine_tokens_per_second']:.1f} tokens/s ({row['ratio']:.1f}x), "
+              f"{row['equal_prefix']} of {tokens} greedy tokens equal", file=sys.stderr)
+        return row
+    row.update(kind="forward", max_abs_diff=float(np.abs(out - reference).max()),
+               output_max_abs=float(np.abs(reference).max()))
     if row["max_abs_diff"] > DIFF_WARN * row["output_max_abs"]:
         print(f"warning: {name}/{tokens}: engine and titans-pytorch outputs differ by "
               f"{row['max_abs_diff']:.1e} (output max {row['output_max_abs']:.2f})",
@@ -221,6 +273,12 @@ def print_table(rows):
           "engine / titans-pytorch | max abs diff (output max) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        if r["kind"] == "generate":
+            print(f"| {r['config']} | generate {r['tokens']} after {r['prompt_tokens']} | "
+                  f"{r['threads']} | {r['tp_tokens_per_second']:.1f} | "
+                  f"{r['engine_tokens_per_second']:.1f} | {r['ratio']:.1f}x | "
+                  f"{r['equal_prefix']} of {r['tokens']} greedy tokens equal |")
+            continue
         print(f"| {r['config']} | {r['tokens']} | {r['threads']} | "
               f"{r['tp_tokens_per_second']:.0f} | {r['engine_tokens_per_second']:.0f} | "
               f"{r['ratio']:.1f}x | {r['max_abs_diff']:.1e} ({r['output_max_abs']:.2f}) |")
@@ -243,6 +301,11 @@ def main(argv=None):
                    help="timed calls per side and row; the median is reported (default: "
                         "%(default)s)")
     p.add_argument("--seed", type=int, default=1, help="weights and inputs (default: %(default)s)")
+    p.add_argument("--generate", type=int, default=0,
+                   help="for the MAC configurations also time greedy generation of this many "
+                        "tokens after a --prompt-token prompt (default: none)")
+    p.add_argument("--prompt", type=int, default=512,
+                   help="the prompt of --generate (default: %(default)s)")
     p.add_argument("--json", help="write every measurement and the environment here")
     p.add_argument("--workdir", help="keep the converted and input files here (default: a "
                                      "temporary directory)")
@@ -278,6 +341,12 @@ def main(argv=None):
                         for threads in args.threads:
                             rows.append(measure_row(name, prepared, tokens, threads, args,
                                                     workdir))
+                    if case.kind == "mac" and args.generate > 0:
+                        prepared = prepare_generate(case.kwargs, args.prompt, args.generate,
+                                                    args.seed, workdir, name)
+                        for threads in args.threads:
+                            rows.append(measure_row(name, prepared, args.generate, threads,
+                                                    args, workdir))
         except (RuntimeError, conv.UnsupportedError) as e:
             # Report what was measured before the failure, then fail.
             print(f"error: {e}", file=sys.stderr)

@@ -130,6 +130,15 @@ def option_cases():
              kwargs=dict(small, spectral_norm_surprises=True)),
         dict(name="opt_attnpool_c4_b8_h2", seed=2010, T=45, calls=calls,
              kwargs=dict(small, attn_pool_chunks=True)),
+        # Momentum of order 2 (the second order scans the first's output), then a learned
+        # softmax combination of the orders, with and without the zeroth term (the surprise).
+        dict(name="opt_order2_c4_b8_h2", seed=2011, T=45, calls=calls,
+             kwargs=dict(small, momentum_order=2)),
+        dict(name="opt_combine_c4_b8_h2", seed=2012, T=45, calls=calls,
+             kwargs=dict(small, momentum_order=2, learned_momentum_combine=True)),
+        dict(name="opt_combine0_c4_b8_h3", seed=2013, T=45, calls=calls,
+             kwargs=dict(small, heads=3, momentum_order=3, learned_momentum_combine=True,
+                         learned_combine_include_zeroth=True)),
         dict(name="opt_trainmac_memory_c4_b16_h2", seed=2009, T=TRAINMAC_T, calls=TRAINMAC_CALLS,
              tune=dict(decay_bias=SPECTRAL_DECAY_BIAS),
              kwargs=dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=16,
@@ -181,6 +190,8 @@ def build_model(case):
             elif name.startswith("to_momentum.0."):
                 p.copy_(noise(p, 0.5 / d ** 0.5) if name.endswith("weight") else
                         1.5 + noise(p, 0.3))                  # eta ~ 0.8
+            elif name.startswith("to_learned_momentum_combine.0."):
+                p.copy_(noise(p, 1.0 / d ** 0.5) if name.endswith("weight") else noise(p, 1.0))
             elif name.startswith("to_decay_factor.0."):
                 p.copy_(noise(p, 0.5 / d ** 0.5) if name.endswith("weight") else
                         tune.get("decay_bias", -2.5) + noise(p, 0.3))  # alpha ~ 0.08
@@ -347,8 +358,7 @@ def check_refusals():
             return x @ self.w
 
     options = [
-        ("momentum_order", dict(momentum_order=2)),
-        ("learned_momentum_combine", dict(momentum_order=2, learned_momentum_combine=True)),
+        ("momentum_order=9", dict(momentum_order=9)),
         ("accept_weight_residual", dict(accept_weight_residual=True)),
         ("num_kv_per_token", dict(num_kv_per_token=2)),
         ("qkv_receives_diff_views", dict(qkv_receives_diff_views=True)),

@@ -4,14 +4,18 @@
 //   titans_tp_compare --memory memory.safetensors --input x.safetensors [--threads T]
 //                     [--warmup W] [--repetitions R] [--output y.f32]
 //   titans_tp_compare --model model.safetensors --input tokens.safetensors ...
+//   titans_tp_compare --model model.safetensors --input prompt.safetensors --generate N ...
 //
 // --memory: a converted titans-pytorch NeuralMemory; the input file holds "x" F32 [n, d] and
 // every repetition runs MemorySession::Forward over all n tokens (titans-pytorch `mem(x)`).
 // --model: a converted MemoryAsContextTransformer (or any token model); the input holds
 // "tokens" I32 [n] and every repetition runs Session::Forward over them (`model(tokens)`).
 // Each warm-up and repetition starts a fresh session, as every titans-pytorch call without a
-// state does; only Forward is timed. Prints one JSON object; --output writes the last
-// repetition's output as raw little-endian float32 [n, width] for the caller's diff check.
+// state does; only Forward is timed. --generate N: the tokens are a prompt, and every
+// repetition is a greedy Session::Generate of N tokens after it on a fresh session (the prompt's
+// forward included, as titans-pytorch's sample() does it); tokens per second count the N.
+// Prints one JSON object; --output writes the last repetition's output as raw little-endian
+// float32 [n, width] (with --generate: the N token ids as int32) for the caller's diff check.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -67,7 +71,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Times the engine on a converted titans-pytorch file (tools/bench_titans_pytorch.py)"};
   std::string memory_path, model_path, input_path, output_path;
-  int threads = 1, warmup = 1, repetitions = 5;
+  int threads = 1, warmup = 1, repetitions = 5, generate = 0;
   auto* memory_opt = app.add_option("--memory", memory_path, "converted NeuralMemory file");
   auto* model_opt = app.add_option("--model", model_path, "converted MemoryAsContextTransformer");
   memory_opt->excludes(model_opt);
@@ -77,6 +81,11 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed calls first")->check(CLI::NonNegativeNumber);
   app.add_option("--repetitions", repetitions, "timed calls")->check(CLI::PositiveNumber);
   app.add_option("--output", output_path, "write the last call's output (raw float32)");
+  app.add_option("--generate", generate,
+                 "--model: greedy-generate this many tokens after the "
+                 "input tokens")
+      ->check(CLI::PositiveNumber)
+      ->needs(model_opt);
   CLI11_PARSE(app, argc, argv);
   if (memory_path.empty() == model_path.empty()) {
     std::fprintf(stderr, "error: give exactly one of --memory and --model\n");
@@ -88,7 +97,7 @@ int main(int argc, char** argv) {
     const auto input = titans::io::SafetensorsFile::Open(input_path);
     // Inputs and the output are allocated here, outside the timed calls.
     std::vector<float> x, out;
-    std::vector<int32_t> tokens;
+    std::vector<int32_t> tokens, generated;
     std::shared_ptr<const titans::NeuralMemory> memory;
     std::shared_ptr<const titans::Model> model;
     std::string kind;
@@ -135,6 +144,15 @@ int main(int argc, char** argv) {
         session.Forward(tokens, out);
         return Seconds(start);
       };
+      if (generate > 0) {
+        kind = "generate";
+        timed_call = [&] {
+          titans::Session session(model, options);
+          const auto start = Clock::now();
+          generated = session.Generate(tokens, generate, titans::SamplerOptions{});
+          return Seconds(start);
+        };
+      }
     }
 
     if (n == 0) throw titans::Error(titans::ErrorCode::kInvalidArgument, "the input has no tokens");
@@ -145,20 +163,27 @@ int main(int argc, char** argv) {
 
     if (!output_path.empty()) {
       std::ofstream f(output_path, std::ios::binary | std::ios::trunc);
-      f.write(reinterpret_cast<const char*>(out.data()),
-              static_cast<std::streamsize>(out.size() * sizeof(float)));
+      if (generate > 0) {
+        f.write(reinterpret_cast<const char*>(generated.data()),
+                static_cast<std::streamsize>(generated.size() * sizeof(int32_t)));
+      } else {
+        f.write(reinterpret_cast<const char*>(out.data()),
+                static_cast<std::streamsize>(out.size() * sizeof(float)));
+      }
       if (!f) throw titans::Error(titans::ErrorCode::kIo, "cannot write " + output_path);
     }
 
     const double median = Median(seconds);
+    const int64_t counted = generate > 0 ? generate : n;  // the tokens a second counts
     nlohmann::json report = {{"kind", kind},
-                             {"tokens", n},
+                             {"tokens", counted},
+                             {"prompt_tokens", generate > 0 ? n : 0},
                              {"output_width", width},
                              {"threads", threads},
                              {"warmup", warmup},
                              {"seconds", seconds},
                              {"median_seconds", median},
-                             {"tokens_per_second", static_cast<double>(n) / median}};
+                             {"tokens_per_second", static_cast<double>(counted) / median}};
     std::printf("%s\n", report.dump().c_str());
     return 0;
   } catch (const std::exception& e) {

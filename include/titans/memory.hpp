@@ -30,12 +30,14 @@ struct MemoryWeights {
   std::vector<float> w_q, w_k, w_v;            // [d, H*dh] each
   std::vector<float> conv_q, conv_k, conv_v;   // [K, H*dh]: tap j weighs the input at t-K+1+j
   std::vector<float> q_norm, k_norm;           // [H, dh] gains of kRms q/k normalisation
-  std::vector<float> w_theta, w_eta, w_alpha;  // [d, H] gate projections (step, momentum, decay)
+  std::vector<float> w_theta, w_eta, w_alpha;  // [d, H] gate projections (step, momentum, decay;
+                                               // w_eta [d, H*O], channel h*O + o - 1)
   std::vector<float> b_theta, b_eta, b_alpha;  // [H] their biases
   std::vector<float> w_pool, b_pool;           // attention_pool: [d, d] (x W_pool), [d]
   std::vector<float> w_mod, b_mod;      // lr_modulation: [d, H*P], [H*P] (channel h*P + p, P =
                                         // parameter_tensors(), p in titans-pytorch's order)
   std::vector<float> w_mix, b_mix;      // weight_residual: [d, H], [H]
+  std::vector<float> w_comb, b_comb;    // learned_combine: [d, H*O'], [H*O'] (channel h*O' + j)
   std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
   std::vector<float> gain;              // [H, dh] initial g of kLnResidual
   std::vector<float> post_norm;         // [H, dh] gain of the post_norm RMSNorm
@@ -86,6 +88,10 @@ struct MemoryState {
   // Fast weights, per MLP layer l: [H, layer_in(l), layer_out(l)]; gains [H, dh] (kLnResidual).
   std::vector<std::vector<float>> w_cur, w_base, momentum;  // momentum empty without momentum
   std::vector<float> g_cur, g_base, g_momentum;
+  // momentum_order O > 1: the momenta of orders 2..O, per (order o, layer l) at index
+  // (o - 2) * depth + l, [H, layer_in(l), layer_out(l)]; of the gain [O - 1, H, dh].
+  std::vector<std::vector<float>> momentum_high;
+  std::vector<float> g_momentum_high;
   // Causal convolution tails: the last K-1 projected (pre-convolution) rows, [K-1, H*dh];
   // conv_q_read is the query tail of the read-only stream (MemorySession::Read).
   std::vector<float> conv_q, conv_k, conv_v, conv_q_read;

@@ -68,18 +68,35 @@ struct MemoryConfig {
   // previous layer's weights come with the call (MemorySession::Forward with a
   // WeightResidual); without them the gradient point is W_base. Needs read = step.
   bool weight_residual = false;
+  // titans-pytorch momentum_order O > 1: O momenta per tensor, each order scanning the one
+  // before, S_1 = eta_1 S_1 + u, S_o = eta_o S_o + S_{o-1} (eta_o from the step's
+  // representation, w_eta [d, H*O] with channel h*O + o-1); the update is S_O, or with
+  // learned_combine sum_j softmax_j(c W_comb + b_comb) M_j over M = (u if combine_zeroth,
+  // S_1..S_O) (w_comb [d, H*O'], channel h*O' + j, O' = O + combine_zeroth). Need momentum and
+  // read = step.
+  int momentum_order = 1;
+  bool learned_combine = false;
+  bool combine_zeroth = false;
 
   // True when any option of 1.7 other than the GELU q/k/v activation is on: files that use them
   // carry format_version "2", which older builds refuse instead of ignoring the keys.
   bool UsesTitansPytorchOptions() const {
     return post_norm || transition_gate || max_grad_norm > 0 || lr_modulation || spectral_norm ||
-           attention_pool || weight_residual;
+           attention_pool || weight_residual || momentum_order > 1 || learned_combine;
   }
+  // O' = the terms of the learned momentum combination.
+  int combine_terms() const { return momentum_order + (combine_zeroth ? 1 : 0); }
   // Columns of the per-token gate logits: theta, eta, alpha (H each), then with lr_modulation
   // the modulation logits [H * P] (channel h * P + p, p in titans-pytorch's parameter order),
-  // then with weight_residual the mix logits [H] (from column mix_column()).
+  // then with weight_residual the mix logits [H] (from column mix_column()), the momentum gates
+  // of orders 2..O [H*(O-1)] (channel h*(O-1) + o-2, from eta_column()), the combination logits
+  // [H*O'] (channel h*O' + j, from combine_column()).
   int mix_column() const { return 3 * heads + (lr_modulation ? heads * parameter_tensors() : 0); }
-  int gate_columns() const { return mix_column() + (weight_residual ? heads : 0); }
+  int eta_column() const { return mix_column() + (weight_residual ? heads : 0); }
+  int combine_column() const { return eta_column() + heads * (momentum_order - 1); }
+  int gate_columns() const {
+    return combine_column() + (learned_combine ? heads * combine_terms() : 0);
+  }
   // The memory model's parameter tensors per head: the MLP layers, and the gain g of kLnResidual.
   int parameter_tensors() const { return depth + (output == MemoryOutput::kLnResidual ? 1 : 0); }
   // titans-pytorch's index p of MLP layer l (its ResidualNorm lists the gain first), and of g.
@@ -89,7 +106,10 @@ struct MemoryConfig {
   static constexpr int kGainParameterIndex = 0;
   // The write works on each step's full per-head gradients (max_grad_norm, lr_modulation,
   // spectral_norm), not on the fused coefficient form.
-  bool tensorwise_write() const { return max_grad_norm > 0 || lr_modulation || spectral_norm; }
+  bool tensorwise_write() const {
+    return max_grad_norm > 0 || lr_modulation || spectral_norm || momentum_order > 1 ||
+           learned_combine;
+  }
 
   int hidden_dim() const { return static_cast<int>(static_cast<float>(head_dim) * expansion); }
   int inner_dim() const { return heads * head_dim; }  // H*dh

@@ -270,10 +270,20 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
     if not attention_pool and type(mem.reduce_to_chunk_rep) is not tp_nm.AveragePool:
         problems.append(f"chunk representation {type(mem.reduce_to_chunk_rep).__name__} (only "
                         f"AveragePool and attn_pool_chunks' AttentionPool)")
-    if mem.momentum_order != 1:
-        problems.append(f"momentum_order={mem.momentum_order}")
-    if mem.to_learned_momentum_combine is not None:
-        problems.append("learned_momentum_combine=True")
+    momentum_order = int(mem.momentum_order)
+    if not 1 <= momentum_order <= 8:
+        problems.append(f"momentum_order={momentum_order} (the engine runs 1 to 8)")
+    learned_combine = mem.to_learned_momentum_combine is not None
+    combine_zeroth = learned_combine and bool(mem.learned_combine_include_zeroth)
+    if mem.to_momentum is None and momentum_order > 1:
+        momentum_order = 1  # titans-pytorch ignores the order without momentum (no gates)
+    if learned_combine:
+        comb, terms = mem.to_learned_momentum_combine, momentum_order + int(combine_zeroth)
+        if not (type(comb) is nn.Sequential and len(comb) == 3 and type(comb[0]) is nn.Linear and
+                type(comb[2]) is nn.Softmax and comb[0].bias is not None and
+                tuple(comb[0].weight.shape) == (heads * terms, d_model)):
+            problems.append("learned_momentum_combine=True with an unexpected "
+                            "to_learned_momentum_combine structure")
     mix = mem.to_learned_weight_residual_mix
     if mix is not None and not weight_residual:
         problems.append("accept_weight_residual=True (prev_weights come from a previous memory "
@@ -412,13 +422,20 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
         config["attention_pool"] = True
     if weight_residual:
         config["weight_residual"] = True
+    if momentum_order != 1:
+        config["momentum_order"] = momentum_order
+    if learned_combine:
+        config["learned_combine"] = True
+    if combine_zeroth:
+        config["combine_zeroth"] = True
     return config
 
 
 # MemoryConfig keys that older engines do not know: a config with any of them is written with
 # format_version "2", which such engines refuse instead of silently ignoring the keys.
 VERSION_2_KEYS = ("post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
-                  "max_layer_modulation", "spectral_norm", "attention_pool", "weight_residual")
+                  "max_layer_modulation", "spectral_norm", "attention_pool", "weight_residual",
+                  "momentum_order", "learned_combine", "combine_zeroth")
 
 
 def memory_format_version(config):
@@ -467,9 +484,10 @@ def memory_weights(mem, config):
     add("w_theta", _array(mem.to_adaptive_step[0].weight).T, (d, H))
     add("b_theta", _array(mem.to_adaptive_step[0].bias), (H,))
     if config["momentum"]:
-        # momentum_order = 1, so the Linear's channel h * O + o is just h.
-        add("w_eta", _array(mem.to_momentum[0].weight).T, (d, H))
-        add("b_eta", _array(mem.to_momentum[0].bias), (H,))
+        # Linear(d, H * O): channel h * O + o - 1 for order o, kept as it is.
+        O = config.get("momentum_order", 1)
+        add("w_eta", _array(mem.to_momentum[0].weight).T, (d, H * O))
+        add("b_eta", _array(mem.to_momentum[0].bias), (H * O,))
     add("w_alpha", _array(mem.to_decay_factor[0].weight).T, (d, H))
     add("b_alpha", _array(mem.to_decay_factor[0].bias), (H,))
     if config.get("attention_pool"):
@@ -490,6 +508,12 @@ def memory_weights(mem, config):
         mix = mem.to_learned_weight_residual_mix
         add("w_mix", _array(mix[0].weight).T if mix is not None else np.zeros((d, H)), (d, H))
         add("b_mix", _array(mix[0].bias) if mix is not None else np.zeros(H), (H,))
+    if config.get("learned_combine"):
+        # Linear(d, H * O'): channel h * O' + j over (u if combine_zeroth, S_1 .. S_O).
+        terms = config["momentum_order"] + int(config.get("combine_zeroth", False))
+        comb = mem.to_learned_momentum_combine[0]
+        add("w_comb", _array(comb.weight).T, (d, H * terms))
+        add("b_comb", _array(comb.bias), (H * terms,))
 
     # The per-head initial fast weights. memory_model.* are unused by forward (functional_call
     # substitutes these); per-head tensors may be stride-0 expanded views (issue #64), so copy.

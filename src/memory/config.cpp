@@ -97,6 +97,13 @@ void MemoryConfig::Validate() const {
           "attention_pool needs read = step (one step per unit)");
   Require(!weight_residual || read == ReadRule::kStep,
           "weight_residual needs read = step (one step per unit)");
+  Require(momentum_order >= 1 && momentum_order <= 8, "momentum_order must be in [1, 8]");
+  Require(momentum || (momentum_order == 1 && !learned_combine),
+          "momentum_order > 1 and learned_combine need momentum");
+  Require(learned_combine || !combine_zeroth, "combine_zeroth needs learned_combine");
+  Require(!learned_combine || momentum_order > 1, "learned_combine needs momentum_order > 1");
+  Require((momentum_order == 1 && !learned_combine) || read == ReadRule::kStep,
+          "momentum_order > 1 and learned_combine need read = step (one step per unit)");
   Require(!tensorwise_write() || read == ReadRule::kStep,
           "max_grad_norm, lr_modulation and spectral_norm need read = step (one step per unit)");
   // Every session keeps the keys, values and gates of one unit: bound what a config implies.
@@ -199,6 +206,9 @@ std::string MemoryConfig::ToJson() const {
   if (spectral_norm) j["spectral_norm"] = true;
   if (attention_pool) j["attention_pool"] = true;
   if (weight_residual) j["weight_residual"] = true;
+  if (momentum_order != 1) j["momentum_order"] = momentum_order;
+  if (learned_combine) j["learned_combine"] = true;
+  if (combine_zeroth) j["combine_zeroth"] = true;
   return j.dump();
 }
 
@@ -240,6 +250,9 @@ MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
   if (has("spectral_norm")) c.spectral_norm = io::BoolField(j, "spectral_norm");
   if (has("attention_pool")) c.attention_pool = io::BoolField(j, "attention_pool");
   if (has("weight_residual")) c.weight_residual = io::BoolField(j, "weight_residual");
+  if (has("momentum_order")) c.momentum_order = io::IntField(j, "momentum_order", 1, 8);
+  if (has("learned_combine")) c.learned_combine = io::BoolField(j, "learned_combine");
+  if (has("combine_zeroth")) c.combine_zeroth = io::BoolField(j, "combine_zeroth");
   c.Validate();
   return c;
 }

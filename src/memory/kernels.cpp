@@ -179,21 +179,33 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
     bool used;  // by the config: weights may carry tensors it does not use
     Index first, width;
   };
-  const GateGroup groups[] = {{w.w_theta, w.b_theta, true, 0, h},
-                              {w.w_eta, w.b_eta, c.momentum, h, h},
-                              {w.w_alpha, w.b_alpha, true, 2 * h, h},
-                              {w.w_mod, w.b_mod, c.lr_modulation, 3 * h, h * c.parameter_tensors()},
-                              {w.w_mix, w.b_mix, c.weight_residual, c.mix_column(), h}};
-  for (const GateGroup& group : groups) {
-    if (!group.used) continue;
+  const GateGroup groups[] = {
+      {w.w_theta, w.b_theta, true, 0, h},
+      {w.w_alpha, w.b_alpha, true, 2 * h, h},
+      {w.w_mod, w.b_mod, c.lr_modulation, 3 * h, h * c.parameter_tensors()},
+      {w.w_mix, w.b_mix, c.weight_residual, c.mix_column(), h},
+      {w.w_comb, w.b_comb, c.learned_combine, c.combine_column(), h * c.combine_terms()}};
+  auto pack = [&](const std::vector<float>& weight, const std::vector<float>& bias, Index width,
+                  Index from, Index to) {  // source column `from` of [d, width] -> column `to`
     for (Index i = 0; i < d; ++i) {
-      for (Index j = 0; j < group.width; ++j) {
-        packed_gates_[static_cast<size_t>(i * gates + group.first + j)] =
-            group.weight[static_cast<size_t>(i * group.width + j)];
-      }
+      packed_gates_[static_cast<size_t>(i * gates + to)] =
+          weight[static_cast<size_t>(i * width + from)];
     }
-    for (Index j = 0; j < group.width; ++j) {
-      packed_gate_bias_[static_cast<size_t>(group.first + j)] = group.bias[static_cast<size_t>(j)];
+    packed_gate_bias_[static_cast<size_t>(to)] = bias[static_cast<size_t>(from)];
+  };
+  for (const GateGroup& group : groups) {
+    for (Index j = 0; group.used && j < group.width; ++j) {
+      pack(group.weight, group.bias, group.width, j, group.first + j);
+    }
+  }
+  // The momentum gates: order 1 of head h (channel h*O) in column H + h, orders o >= 2
+  // (channel h*O + o - 1) from eta_column().
+  const Index orders = c.momentum_order;
+  for (Index head = 0; c.momentum && head < h; ++head) {
+    pack(w.w_eta, w.b_eta, h * orders, head * orders, h + head);
+    for (Index o = 2; o <= orders; ++o) {
+      pack(w.w_eta, w.b_eta, h * orders, head * orders + o - 1,
+           c.eta_column() + head * (orders - 1) + o - 2);
     }
   }
   if (c.attention_pool) {
@@ -202,6 +214,8 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
     pooled_gates_.setZero(1, gates);
   }
   if (c.lr_modulation) modulation_.assign(static_cast<size_t>(h * c.parameter_tensors()), 0.0f);
+  momentum_high_.assign(static_cast<size_t>(h * (c.momentum_order - 1)), 0.0f);
+  if (c.learned_combine) combine_.assign(static_cast<size_t>(h * c.combine_terms()), 0.0f);
   if (c.weight_residual) {
     for (int l = 0; l < c.depth; ++l) {
       eval_w_.emplace_back(static_cast<size_t>(h * c.layer_in(l) * c.layer_out(l)), 0.0f);
@@ -688,6 +702,30 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       modulation_[j] = c.max_layer_modulation *
                        static_cast<float>(1.0 / (1.0 + std::exp(-sum / static_cast<double>(u))));
     }
+    // Momentum orders 2..O: eta = sigmoid(mean logit); the learned combination: a softmax over
+    // its O' terms of the mean logits, per head.
+    auto mean_logit = [&](Index column) {
+      double sum = 0.0;
+      for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + column];
+      return sum / static_cast<double>(u);
+    };
+    for (size_t j = 0; j < momentum_high_.size(); ++j) {
+      const double logit = mean_logit(c.eta_column() + static_cast<Index>(j));
+      momentum_high_[j] = static_cast<float>(1.0 / (1.0 + std::exp(-logit)));
+    }
+    const int terms = c.combine_terms();
+    for (Index head = 0; c.learned_combine && head < c.heads; ++head) {
+      double top = -std::numeric_limits<double>::infinity(), total = 0.0;
+      std::array<double, 9> logits{};  // O' <= 9 (momentum_order <= 8)
+      for (int j = 0; j < terms; ++j) {
+        logits[j] = mean_logit(c.combine_column() + head * terms + j);
+        top = std::max(top, logits[j]);
+      }
+      for (int j = 0; j < terms; ++j) total += logits[j] = std::exp(logits[j] - top);
+      for (int j = 0; j < terms; ++j) {
+        combine_[static_cast<size_t>(head * terms + j)] = static_cast<float>(logits[j] / total);
+      }
+    }
     if (c.weight_residual) ResidualPoint(c, state, position_after);
   }
   // The gradient point: W_base, or with a previous layer's trajectory W_base + mix * its step.
@@ -875,12 +913,39 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
     float scale = 1.0f;
     if (c.max_grad_norm > 0) scale = SoftClampFactor(grad.norm(), c.max_grad_norm);
     if (c.lr_modulation) scale *= modulation_[static_cast<size_t>(item)];  // item = h P + p
-    if (c.momentum) {
+    const int orders = c.momentum_order;
+    if (c.momentum && orders == 1 && !c.learned_combine) {
       float* momentum_data =
           gain ? state.g_momentum.data() : state.momentum[static_cast<size_t>(l)].data();
       MatMap momentum = View(momentum_data + offset, rows, cols, cols);
       momentum = momentum_all_[static_cast<size_t>(head)] * momentum - scale * grad;
       grad = momentum;  // the update, before Newton-Schulz
+    } else if (c.momentum) {
+      // Orders 1..O, each scanning the one before, then the update S_O or the learned
+      // combination of (u,) S_1..S_O.
+      auto order = [&](int o) {
+        float* data =
+            o == 1
+                ? (gain ? state.g_momentum.data() : state.momentum[static_cast<size_t>(l)].data())
+                : (gain ? state.g_momentum_high.data() + (o - 2) * c.heads * dh
+                        : state.momentum_high[static_cast<size_t>((o - 2) * c.depth + l)].data());
+        return View(data + offset, rows, cols, cols);
+      };
+      grad *= -scale;  // the surprise u
+      MatMap first = order(1);
+      first = momentum_all_[static_cast<size_t>(head)] * first + grad;
+      for (int o = 2; o <= orders; ++o) {
+        order(o) = momentum_high_[static_cast<size_t>(head * (orders - 1) + o - 2)] * order(o) +
+                   order(o - 1);
+      }
+      if (!c.learned_combine) {
+        grad = order(orders);
+      } else {
+        const int terms = c.combine_terms(), zeroth = c.combine_zeroth ? 1 : 0;
+        const float* weight = combine_.data() + head * terms;
+        grad *= zeroth == 1 ? weight[0] : 0.0f;
+        for (int o = 1; o <= orders; ++o) grad += weight[zeroth + o - 1] * order(o);
+      }
     } else {
       grad *= -scale;
     }

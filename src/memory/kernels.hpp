@@ -132,6 +132,9 @@ class MemorySession::Workspace {
   std::vector<RowMatrix> grad_full_;
   RowMatrix grad_gain_;
   std::vector<float> modulation_;
+  // momentum_order > 1: the unit's momentum gates of orders 2..O [H * (O - 1)]; learned_combine:
+  // its combination weights [H * O'].
+  std::vector<float> momentum_high_, combine_;
   std::vector<RowMatrix> ns_x_, ns_y_, ns_a_, ns_b_;
   // weight_residual: the call's trajectories (null outside a call or when not given), the
   // position where the call's first unit started (units of the call end at origin + k U), and

@@ -208,6 +208,8 @@ MemoryHealth MemorySession::Health() const {
   finite = AddSquares(state_.g_cur, weights) && finite;
   for (const auto& layer : state_.momentum) finite = AddSquares(layer, momentum) && finite;
   finite = AddSquares(state_.g_momentum, momentum) && finite;
+  for (const auto& layer : state_.momentum_high) finite = AddSquares(layer, momentum) && finite;
+  finite = AddSquares(state_.g_momentum_high, momentum) && finite;
   for (const auto& layer : w0.mlp) AddSquares(layer, initial);
   AddSquares(w0.gain, initial);
   MemoryHealth h;

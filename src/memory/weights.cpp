@@ -38,9 +38,10 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
   }
   f("w_theta", std::vector<int64_t>{d, h}, w.w_theta);
   f("b_theta", std::vector<int64_t>{h}, w.b_theta);
-  if (c.momentum) {
-    f("w_eta", std::vector<int64_t>{d, h}, w.w_eta);
-    f("b_eta", std::vector<int64_t>{h}, w.b_eta);
+  if (c.momentum) {  // channel h * O + o - 1 for momentum order o
+    const int64_t orders = h * c.momentum_order;
+    f("w_eta", std::vector<int64_t>{d, orders}, w.w_eta);
+    f("b_eta", std::vector<int64_t>{orders}, w.b_eta);
   }
   f("w_alpha", std::vector<int64_t>{d, h}, w.w_alpha);
   f("b_alpha", std::vector<int64_t>{h}, w.b_alpha);
@@ -56,6 +57,11 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
   if (c.weight_residual) {
     f("w_mix", std::vector<int64_t>{d, h}, w.w_mix);
     f("b_mix", std::vector<int64_t>{h}, w.b_mix);
+  }
+  if (c.learned_combine) {
+    const int64_t terms = h * c.combine_terms();
+    f("w_comb", std::vector<int64_t>{d, terms}, w.w_comb);
+    f("b_comb", std::vector<int64_t>{terms}, w.b_comb);
   }
   for (int l = 0; l < c.depth && static_cast<size_t>(l) < w.mlp.size(); ++l) {
     f("mlp." + std::to_string(l), std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
@@ -78,10 +84,21 @@ void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
     f("w_base." + std::to_string(l), shape, s.w_base.at(i));
     if (c.momentum) f("momentum." + std::to_string(l), shape, s.momentum.at(i));
   }
+  // Momentum orders 2..O: tensor (o - 2) * depth + l of momentum_high.
+  for (int o = 2; o <= c.momentum_order; ++o) {
+    for (int l = 0; l < c.depth; ++l) {
+      f("momentum_" + std::to_string(o) + "." + std::to_string(l),
+        std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
+        s.momentum_high.at(static_cast<size_t>((o - 2) * c.depth + l)));
+    }
+  }
   if (c.output == MemoryOutput::kLnResidual) {
     f("g_cur", std::vector<int64_t>{h, dh}, s.g_cur);
     f("g_base", std::vector<int64_t>{h, dh}, s.g_base);
     if (c.momentum) f("g_momentum", std::vector<int64_t>{h, dh}, s.g_momentum);
+    if (c.momentum_order > 1) {
+      f("g_momentum_high", std::vector<int64_t>{c.momentum_order - 1, h, dh}, s.g_momentum_high);
+    }
   }
   if (c.conv_kernel > 1) {
     f("conv_q", std::vector<int64_t>{c.conv_kernel - 1, hd}, s.conv_q);
@@ -209,10 +226,14 @@ MemoryState MemoryState::Initial(const NeuralMemory& memory) {
   if (c.momentum) {
     for (const auto& layer : w.mlp) s.momentum.emplace_back(layer.size(), 0.0f);
   }
+  for (int o = 2; o <= c.momentum_order; ++o) {
+    for (const auto& layer : w.mlp) s.momentum_high.emplace_back(layer.size(), 0.0f);
+  }
   if (c.output == MemoryOutput::kLnResidual) {
     s.g_cur = w.gain;
     s.g_base = w.gain;
     if (c.momentum) s.g_momentum.assign(w.gain.size(), 0.0f);
+    s.g_momentum_high.assign(w.gain.size() * static_cast<size_t>(c.momentum_order - 1), 0.0f);
   }
   const size_t hd = static_cast<size_t>(c.inner_dim());
   const size_t tail = static_cast<size_t>(std::max(c.conv_kernel - 1, 0));

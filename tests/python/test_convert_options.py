@@ -22,10 +22,11 @@ GOLDENS = os.path.join(ROOT, "tests", "data", "tp_memory")
 # The new MemoryConfig keys, in the order the engine's MemoryConfig::ToJson writes them (after
 # "output_proj"), and the tensor order of its ForEachWeight.
 NEW_KEYS = ["post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
-            "max_layer_modulation", "spectral_norm", "attention_pool"]
+            "max_layer_modulation", "spectral_norm", "attention_pool", "weight_residual",
+            "momentum_order", "learned_combine", "combine_zeroth"]
 TENSOR_ORDER = ["store_norm", "retrieve_norm", "w_q", "w_k", "w_v", "q_norm", "k_norm",
                 "w_theta", "b_theta", "w_eta", "b_eta", "w_alpha", "b_alpha", "w_pool", "b_pool",
-                "w_mod", "b_mod",
+                "w_mod", "b_mod", "w_mix", "b_mix", "w_comb", "b_comb",
                 "mlp.0", "mlp.1", "mlp.2", "gain", "post_norm", "w_gate", "w_out",
                 "transition_gate"]
 
@@ -55,6 +56,10 @@ GOLDEN_OPTIONS = {
     "opt_lrmod_c4_b8_h2": {"lr_modulation": True, "max_layer_modulation": 2.0},
     "opt_spectral_c4_b8_h2": {"spectral_norm": True},
     "opt_attnpool_c4_b8_h2": {"attention_pool": True},
+    "opt_order2_c4_b8_h2": {"momentum_order": 2},
+    "opt_combine_c4_b8_h2": {"momentum_order": 2, "learned_combine": True},
+    "opt_combine0_c4_b8_h3": {"momentum_order": 3, "learned_combine": True,
+                              "combine_zeroth": True},
     "opt_trainmac_memory_c4_b16_h2": {"qk_norm": "rms", "expansion": 2.0, "lr_modulation": True,
                                       "max_layer_modulation": 1.0, "spectral_norm": True,
                                       "attention_pool": True},
@@ -255,10 +260,12 @@ def test_all_options_in_the_engines_order_and_format_version_2(tp, tmp_path):
     torch = tp[0]
     mem = build(tp, post_rmsnorm=True, gated_transition=True, max_grad_norm=1.5,
                 per_parameter_lr_modulation=True, spectral_norm_surprises=True, qk_rmsnorm=True,
-                attn_pool_chunks=True, activation=torch.nn.GELU())
+                attn_pool_chunks=True, activation=torch.nn.GELU(), momentum_order=2,
+                learned_momentum_combine=True, learned_combine_include_zeroth=True)
     path = tmp_path / "m.safetensors"
     config = tp[1].convert(mem, str(path))
-    assert new_keys(config) == NEW_KEYS
+    # weight_residual only comes with a MemoryAsContextTransformer
+    assert new_keys(config) == [k for k in NEW_KEYS if k != "weight_residual"]
     header, meta = read_header(path)
     assert meta["format_version"] == "2" and json.loads(meta["config"]) == config
     check_order(list(header))
@@ -283,8 +290,7 @@ def test_state_dict_route_with_gelu_and_the_options(tp):
 
 @pytest.mark.parametrize("option, kwargs", [
     ("activation=GELU(approximate='tanh')", "gelu_tanh"),
-    ("momentum_order", dict(momentum_order=2)),
-    ("learned_momentum_combine", dict(momentum_order=2, learned_momentum_combine=True)),
+    ("momentum_order=9", dict(momentum_order=9)),
     ("accept_weight_residual", dict(accept_weight_residual=True)),
     ("qkv_receives_diff_views", dict(qkv_receives_diff_views=True)),
     ("store_with_lookahead_value", dict(store_with_lookahead_value=True)),
