@@ -924,11 +924,12 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
       // Orders 1..O, each scanning the one before, then the update S_O or the learned
       // combination of (u,) S_1..S_O.
       auto order = [&](int o) {
+        const Index higher = o - 2;  // the index of order o among orders 2..O
         float* data =
             o == 1
                 ? (gain ? state.g_momentum.data() : state.momentum[static_cast<size_t>(l)].data())
-                : (gain ? state.g_momentum_high.data() + (o - 2) * c.heads * dh
-                        : state.momentum_high[static_cast<size_t>((o - 2) * c.depth + l)].data());
+                : (gain ? state.g_momentum_high.data() + higher * c.heads * dh
+                        : state.momentum_high[static_cast<size_t>(higher * c.depth + l)].data());
         return View(data + offset, rows, cols, cols);
       };
       grad *= -scale;  // the surprise u
@@ -942,7 +943,7 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
         grad = order(orders);
       } else {
         const int terms = c.combine_terms(), zeroth = c.combine_zeroth ? 1 : 0;
-        const float* weight = combine_.data() + head * terms;
+        const float* weight = combine_.data() + Index{head} * terms;
         grad *= zeroth == 1 ? weight[0] : 0.0f;
         for (int o = 1; o <= orders; ++o) grad += weight[zeroth + o - 1] * order(o);
       }

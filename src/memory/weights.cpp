@@ -89,7 +89,8 @@ void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
     for (int l = 0; l < c.depth; ++l) {
       f("momentum_" + std::to_string(o) + "." + std::to_string(l),
         std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
-        s.momentum_high.at(static_cast<size_t>((o - 2) * c.depth + l)));
+        s.momentum_high.at(static_cast<size_t>(o - 2) * static_cast<size_t>(c.depth) +
+                           static_cast<size_t>(l)));
     }
   }
   if (c.output == MemoryOutput::kLnResidual) {
