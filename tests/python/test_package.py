@@ -725,8 +725,9 @@ def test_converter_help_needs_neither_torch_nor_titans_pytorch():
 
 
 def test_converter_names_each_refused_option_once():
-    """train_mac.py's configuration: memory on layers 2, 4, 6 with the options the engine does
-    not run yet (issue 10); each appears once in the message, with the layers it is on."""
+    """train_mac.py's memory layers (2, 4, 6) with two options the engine refuses (a momentum
+    order above 8, a negative max_grad_norm); each appears once in the message, with the layers
+    it is on, and train_mac.py's own options not at all."""
     pytest.importorskip("torch")
     tp = pytest.importorskip("titans_pytorch")
     from titans.convert import UnsupportedError
@@ -737,7 +738,7 @@ def test_converter_names_each_refused_option_once():
         neural_memory_segment_len=4, neural_memory_batch_size=8, sliding_window_attn=True,
         neural_memory_kwargs=dict(per_parameter_lr_modulation=True,  # supported since
                                   spectral_norm_surprises=True, attn_pool_chunks=True,
-                                  momentum_order=2, max_grad_norm=-1.0))
+                                  momentum_order=9, max_grad_norm=-1.0))
     with pytest.raises(UnsupportedError) as e:
         titans.convert_titans_pytorch(mac)
     message = str(e.value)
