@@ -8,8 +8,7 @@ float32 run drifts from the float64 run of the same model; where the drift passe
 tolerance, no float32 implementation (the engine included) can be expected to match a float64
 golden. For every golden configuration of tools/make_goldens.py (NeuralMemory) and
 tools/make_goldens_mac.py (MemoryAsContextTransformer; the option cases opt_* of
-make_goldens.py included), and for the memory of train_mac.py's configuration (whose
-attention-pooled chunks the engine does not run yet, docs/TITANS_PYTORCH_OPTIONS.md), this builds
+make_goldens.py included), and for the memory of train_mac.py's configuration, this builds
 the model as the golden script does (float64, perturbed weights that float32 represents
 exactly), runs titans-pytorch once in float64 and once in float32 on the same input of
 --tokens tokens (one call), and reports
