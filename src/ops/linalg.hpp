@@ -43,10 +43,22 @@ inline Range Share(int count, int ith, int nth, int align = 1) {
 // (128 KiB) would be allocated on the heap at every call. Eigen blocks k and n the same way
 // internally, so the panels cost only a call each. c, a, b: [m, n], [m, k], [k, n] blocks or
 // maps with unit inner stride.
+//
+// One row (a decoded token) is one matrix-vector product over all of b instead: Eigen packs
+// nothing for it (so nothing is allocated), and panels would cut one pass over b's rows into
+// many short products that re-read c.
 template <class C, class A, class B>
 void Multiply(C&& c, const A& a, const B& b, bool accumulate = false) {
   constexpr Index kRows = 128, kDepth = 256, kCols = 128;  // panels of 128 KiB at most
   const Index m = c.rows(), n = c.cols(), k = a.cols();
+  if (m == 1) {
+    if (accumulate) {
+      c.noalias() += a * b;
+    } else {
+      c.noalias() = a * b;
+    }
+    return;
+  }
   for (Index k0 = 0; k0 < k; k0 += kDepth) {
     const Index kd = std::min(kDepth, k - k0);
     for (Index i0 = 0; i0 < m; i0 += kRows) {
