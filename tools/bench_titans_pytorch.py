@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_titans_pytorch as conv  # noqa: E402
 from titans.convert import _decode_mac_kwargs  # noqa: E402 (the checkout's, via the shim)
+from train_mac_cpu import TRAIN_MAC  # noqa: E402
 from titans_pytorch import MemoryAsContextTransformer, NeuralMemory  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,20 +88,9 @@ CASES = {
     "mac": Case("mac", dict(num_tokens=256, dim=256, depth=2, segment_len=128,
                             num_persist_mem_tokens=4, num_longterm_mem_tokens=16),
                 "the package README's MemoryAsContextTransformer"),
-    # titans-pytorch's training script's model (tools/train_mac_cpu.py has the provenance), with
+    # titans-pytorch's training script's model (tools/train_mac_cpu.py: its provenance), with
     # the accelerated scan off (a CUDA kernel; the same recurrence).
-    "train_mac": Case("mac", dict(
-        num_tokens=256, dim=384, depth=8, segment_len=32, num_persist_mem_tokens=4,
-        num_longterm_mem_tokens=4, neural_memory_layers=[2, 4, 6], neural_memory_segment_len=4,
-        neural_memory_batch_size=128, neural_mem_gate_attn_output=False,
-        neural_mem_weight_residual=True, neural_memory_qkv_receives_diff_views=True,
-        use_flex_attn=True, sliding_window_attn=True,
-        neural_memory_model=dict(type="MemoryMLP", depth=2),
-        neural_memory_kwargs=dict(dim_head=64, heads=4, attn_pool_chunks=True, qk_rmsnorm=True,
-                                  momentum=True, momentum_order=1,
-                                  default_step_transform_max_lr=0.1, use_accelerated_scan=False,
-                                  per_parameter_lr_modulation=True,
-                                  spectral_norm_surprises=True)),
+    "train_mac": Case("mac", TRAIN_MAC,
         "train_mac.py's MemoryAsContextTransformer (dim 384, depth 8, memory on layers 2, 4, 6 "
         "with weight residual, qkv views, attention pooling, lr modulation, spectral norm)"),
 }
@@ -136,14 +126,21 @@ def build_mac(kwargs, seed):
     return MemoryAsContextTransformer(**_decode_mac_kwargs(kwargs)).float().eval()
 
 
-def prepare_mac(kwargs, tokens, seed, workdir, name):
+def converted_mac(kwargs, tokens, seed, workdir, name, tag):
+    """The seeded MAC, its engine file, and `tokens` seeded token ids [1, tokens] in an input
+    file (the generator's seed offset by `tag`: 1 for calls, 2 for prompts)."""
     model = build_mac(kwargs, seed)
     model_file = os.path.join(workdir, f"{name}.model.safetensors")
     conv.convert_mac(model, model_file)
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(seed + tag)
     ids = torch.randint(0, kwargs["num_tokens"], (1, tokens), generator=gen)
-    input_file = os.path.join(workdir, f"{name}.{tokens}.input.safetensors")
+    input_file = os.path.join(workdir, f"{name}.{tokens}.{tag}.input.safetensors")
     conv.write_safetensors(input_file, [("tokens", ids[0].numpy().astype(np.int32))])
+    return model, model_file, ids, input_file
+
+
+def prepare_mac(kwargs, tokens, seed, workdir, name):
+    model, model_file, ids, input_file = converted_mac(kwargs, tokens, seed, workdir, name, 1)
 
     def run_tp():
         return model(ids)[0].numpy()
@@ -154,13 +151,7 @@ def prepare_generate(kwargs, prompt, new, seed, workdir, name):
     """Greedy generation of `new` tokens after a `prompt`-token prompt: titans-pytorch's
     sample(temperature=0., use_cache=True) (its fast path, the KV and memory caches) against
     Session::Generate, each including the prompt's forward."""
-    model = build_mac(kwargs, seed)
-    model_file = os.path.join(workdir, f"{name}.model.safetensors")
-    conv.convert_mac(model, model_file)
-    gen = torch.Generator().manual_seed(seed + 2)
-    ids = torch.randint(0, kwargs["num_tokens"], (1, prompt), generator=gen)
-    input_file = os.path.join(workdir, f"{name}.prompt{prompt}.input.safetensors")
-    conv.write_safetensors(input_file, [("tokens", ids[0].numpy().astype(np.int32))])
+    model, model_file, ids, input_file = converted_mac(kwargs, prompt, seed, workdir, name, 2)
 
     def run_tp():
         return model.sample(ids, prompt + new, temperature=0., use_cache=True,

@@ -58,7 +58,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_titans_pytorch as conv  # noqa: E402
 from make_goldens import expect_refusals  # noqa: E402
-from titans_pytorch import MemoryAsContextTransformer, MemoryMLP  # noqa: E402
+from titans_pytorch import MemoryAsContextTransformer, MemoryMLP, MemorySwiGluMLP  # noqa: E402
 
 MIN_MARGIN = 1e-3
 HORIZON_DIFF = 1e-3  # the numerical horizon: the first position where float32 leaves float64
@@ -302,9 +302,8 @@ def check_refusals():
     base = dict(num_tokens=64, dim=16, depth=2, segment_len=4, heads=2, dim_head=8)
     options = [
         ("token_emb", dict(token_emb=nn.Sequential(nn.Embedding(64, 16)))),
-        ("learned_momentum_combine",
-         dict(neural_memory_kwargs=dict(momentum_order=2, learned_momentum_combine=True))),
-        ("momentum_order", dict(neural_memory_kwargs=dict(momentum_order=2))),
+        ("momentum_order=9", dict(neural_memory_kwargs=dict(momentum_order=9))),
+        ("MemorySwiGluMLP", dict(neural_memory_model=MemorySwiGluMLP(16))),
     ]
     expect_refusals(options,
                     lambda kwargs: conv.mac_config(MemoryAsContextTransformer(**{**base, **kwargs})))

@@ -151,6 +151,15 @@ def _rms_eps(norm, dtype):
     return float(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps)
 
 
+def _is_gate_head(module, last, out_features, d_model):
+    """Whether `module` is Sequential(Linear(d_model, out_features) with a bias, Rearrange,
+    `last`): the form of titans-pytorch's chunk-level gates (modulation, mix, combination)."""
+    return (type(module) is nn.Sequential and len(module) == 3 and
+            type(module[0]) is nn.Linear and type(module[2]) is last and
+            module[0].bias is not None and
+            tuple(module[0].weight.shape) == (out_features, d_model))
+
+
 def _qkv_linear(m):
     """The nn.Linear of to_queries / to_keys / to_values: bare, or Sequential(Linear, act)."""
     if type(m) is nn.Linear:
@@ -278,20 +287,15 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
     if mem.to_momentum is None and momentum_order > 1:
         momentum_order = 1  # titans-pytorch ignores the order without momentum (no gates)
     if learned_combine:
-        comb, terms = mem.to_learned_momentum_combine, momentum_order + int(combine_zeroth)
-        if not (type(comb) is nn.Sequential and len(comb) == 3 and type(comb[0]) is nn.Linear and
-                type(comb[2]) is nn.Softmax and comb[0].bias is not None and
-                tuple(comb[0].weight.shape) == (heads * terms, d_model)):
+        terms = momentum_order + int(combine_zeroth)
+        if not _is_gate_head(mem.to_learned_momentum_combine, nn.Softmax, heads * terms, d_model):
             problems.append("learned_momentum_combine=True with an unexpected "
                             "to_learned_momentum_combine structure")
     mix = mem.to_learned_weight_residual_mix
     if mix is not None and not weight_residual:
         problems.append("accept_weight_residual=True (prev_weights come from a previous memory "
                         "layer: supported inside a MemoryAsContextTransformer)")
-    elif mix is not None and not (type(mix) is nn.Sequential and len(mix) == 3 and
-                                  type(mix[0]) is nn.Linear and type(mix[2]) is nn.Sigmoid and
-                                  mix[0].bias is not None and
-                                  tuple(mix[0].weight.shape) == (heads, d_model)):
+    elif mix is not None and not _is_gate_head(mix, nn.Sigmoid, heads, d_model):
         problems.append("accept_weight_residual=True with an unexpected "
                         "to_learned_weight_residual_mix structure")
     if getattr(mem, "store_with_lookahead_value", False):
@@ -316,10 +320,7 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
     lr_modulation = mem.to_layer_modulation is not None
     n_params = len(mem.memory_model_parameter_names)
     if lr_modulation:
-        mod = mem.to_layer_modulation
-        if not (type(mod) is nn.Sequential and len(mod) == 3 and type(mod[0]) is nn.Linear and
-                type(mod[2]) is nn.Sigmoid and mod[0].bias is not None and
-                tuple(mod[0].weight.shape) == (heads * n_params, d_model)):
+        if not _is_gate_head(mem.to_layer_modulation, nn.Sigmoid, heads * n_params, d_model):
             problems.append("per_parameter_lr_modulation=True with an unexpected "
                             "to_layer_modulation structure")
         m = mem.max_mem_layer_modulation

@@ -122,6 +122,18 @@ float TransitionWeight(const NeuralMemory& memory) {
   return memory.config().transition_gate ? ops::Sigmoid(memory.weights().transition_gate[0]) : 1.0f;
 }
 
+// A unit's chunk-level gate logit in `column`: the mean over its U pending rows (titans-pytorch
+// computes the gate from the chunk's mean representation, and the projection is linear; with
+// attention_pool every row already holds the pooled row's logit), in double.
+double MeanGateLogit(const MemoryConfig& c, const MemoryState& state, Index column) {
+  const Index g = c.gate_columns(), u = c.unit();
+  double sum = 0.0;
+  for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + column];
+  return sum / static_cast<double>(u);
+}
+
+float SigmoidOf(double logit) { return static_cast<float>(1.0 / (1.0 + std::exp(-logit))); }
+
 float SoftClampFactor(float norm, float max_norm) {
   if (norm <= 0) return 0.0f;
   return (0.5f * max_norm * std::tanh(2.0f * norm / max_norm) + 0.5f * max_norm) / norm;
@@ -642,8 +654,6 @@ ConstMatMap MemorySession::Workspace::UnitLayerInput(const MemoryConfig& c,
                             c.layer_in(l), c.layer_in(l));
 }
 
-// Stage 1, split by token rows (no barrier inside): thread 0 computes the coefficients; each
-// thread runs its rows' keys through the MLP at W_base and back.
 void MemorySession::Workspace::ResidualPoint(const MemoryConfig& c, const MemoryState& state,
                                              int64_t position_after) {
   const int k = static_cast<int>((position_after - residual_origin_) / c.unit()) - 1;
@@ -655,14 +665,11 @@ void MemorySession::Workspace::ResidualPoint(const MemoryConfig& c, const Memory
     residual_.record->steps_ = k + 1;
   }
   if (residual_.previous == nullptr) return;
-  // mix_h = sigmoid(the unit's chunk-level mix logit): the mean of its rows' logits (which
-  // PoolUnit has replaced by the pooled row's with attention_pool).
-  const Index g = c.gate_columns(), u = c.unit(), dh = c.head_dim;
+  // mix_h = sigmoid(the unit's chunk-level mix logit).
+  const Index dh = c.head_dim;
   const float* from = residual_.previous->step(k);
   for (Index head = 0; head < c.heads; ++head) {
-    double sum = 0.0;
-    for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + c.mix_column() + head];
-    const float mix = static_cast<float>(1.0 / (1.0 + std::exp(-sum / static_cast<double>(u))));
+    const float mix = SigmoidOf(MeanGateLogit(c, state, c.mix_column() + head));
     const float* layer_from = from;
     for (int l = 0; l < c.depth; ++l) {
       const Index size = Index{c.layer_in(l)} * c.layer_out(l), offset = head * size;
@@ -679,6 +686,9 @@ void MemorySession::Workspace::ResidualPoint(const MemoryConfig& c, const Memory
   }
 }
 
+// Stage 1, split by token rows (no barrier inside, but one after thread 0's work with a weight
+// residual): thread 0 computes the coefficients; each thread runs its rows' keys through the MLP
+// at W_base (or the residual's point) and back.
 void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryState& state,
                                              int64_t position_after, Part part) {
   const MemoryConfig& c = memory.config();
@@ -694,31 +704,22 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
                        coef_e_.row(head).data(), decay_all_[head], momentum_all_[head],
                        momentum_carry_[head]);
     }
-    // lr modulation: max * sigmoid(mean logit of the unit), per (head, tensor) channel.
-    const Index first = Index{3} * c.heads;  // the modulation logits' first column
+    // lr modulation: max * sigmoid(mean logit of the unit), per (head, tensor) channel (from
+    // column 3H); momentum orders 2..O: eta = sigmoid(mean logit); the learned combination: a
+    // softmax over its O' terms of the mean logits, per head.
     for (size_t j = 0; j < modulation_.size(); ++j) {
-      double sum = 0.0;
-      for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + first + j];
       modulation_[j] = c.max_layer_modulation *
-                       static_cast<float>(1.0 / (1.0 + std::exp(-sum / static_cast<double>(u))));
+                       SigmoidOf(MeanGateLogit(c, state, 3 * Index{c.heads} + Index(j)));
     }
-    // Momentum orders 2..O: eta = sigmoid(mean logit); the learned combination: a softmax over
-    // its O' terms of the mean logits, per head.
-    auto mean_logit = [&](Index column) {
-      double sum = 0.0;
-      for (Index t = 0; t < u; ++t) sum += state.pending_gates[t * g + column];
-      return sum / static_cast<double>(u);
-    };
     for (size_t j = 0; j < momentum_high_.size(); ++j) {
-      const double logit = mean_logit(c.eta_column() + static_cast<Index>(j));
-      momentum_high_[j] = static_cast<float>(1.0 / (1.0 + std::exp(-logit)));
+      momentum_high_[j] = SigmoidOf(MeanGateLogit(c, state, c.eta_column() + Index(j)));
     }
     const int terms = c.combine_terms();
     for (Index head = 0; c.learned_combine && head < c.heads; ++head) {
       double top = -std::numeric_limits<double>::infinity(), total = 0.0;
       std::array<double, 9> logits{};  // O' <= 9 (momentum_order <= 8)
       for (int j = 0; j < terms; ++j) {
-        logits[j] = mean_logit(c.combine_column() + head * terms + j);
+        logits[j] = MeanGateLogit(c, state, c.combine_column() + head * terms + j);
         top = std::max(top, logits[j]);
       }
       for (int j = 0; j < terms; ++j) total += logits[j] = std::exp(logits[j] - top);
@@ -914,15 +915,9 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
     if (c.max_grad_norm > 0) scale = SoftClampFactor(grad.norm(), c.max_grad_norm);
     if (c.lr_modulation) scale *= modulation_[static_cast<size_t>(item)];  // item = h P + p
     const int orders = c.momentum_order;
-    if (c.momentum && orders == 1 && !c.learned_combine) {
-      float* momentum_data =
-          gain ? state.g_momentum.data() : state.momentum[static_cast<size_t>(l)].data();
-      MatMap momentum = View(momentum_data + offset, rows, cols, cols);
-      momentum = momentum_all_[static_cast<size_t>(head)] * momentum - scale * grad;
-      grad = momentum;  // the update, before Newton-Schulz
-    } else if (c.momentum) {
-      // Orders 1..O, each scanning the one before, then the update S_O or the learned
-      // combination of (u,) S_1..S_O.
+    if (c.momentum) {
+      // Orders 1..O, each scanning the one before, then the update (before Newton-Schulz) S_O or
+      // the learned combination of (u,) S_1..S_O.
       auto order = [&](int o) {
         const Index higher = o - 2;  // the index of order o among orders 2..O
         float* data =
@@ -933,8 +928,7 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
         return View(data + offset, rows, cols, cols);
       };
       grad *= -scale;  // the surprise u
-      MatMap first = order(1);
-      first = momentum_all_[static_cast<size_t>(head)] * first + grad;
+      order(1) = momentum_all_[static_cast<size_t>(head)] * order(1) + grad;
       for (int o = 2; o <= orders; ++o) {
         order(o) = momentum_high_[static_cast<size_t>(head * (orders - 1) + o - 2)] * order(o) +
                    order(o - 1);
