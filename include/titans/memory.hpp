@@ -133,6 +133,13 @@ struct SessionOptions {
   // three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every thread always
   // joins (tests use it to exercise threading).
   double min_flops_per_thread = 4e6;
+  // The thread governor (docs/PERFORMANCE.md, "Busy cores"): with threads > 1, each piece of
+  // work (a runner's piece of tokens, a memory session's tile, a batched step) runs on the whole
+  // team or on one thread, whichever the session measured faster on pieces of its size, and the
+  // other is tried again now and then. A core taken by another process makes a team 2-20x
+  // slower than one thread; this keeps the session at the faster one. Results are the same on
+  // either. false: the team always runs (so does min_flops_per_thread <= 0).
+  bool adapt_threads = true;
 };
 
 // The fast weights a memory had before each step it wrote in one Forward call, in order: per

@@ -457,18 +457,23 @@ PYBIND11_MODULE(_titans, m) {
   py::class_<titans::SessionOptions>(m, "SessionOptions",
                                      "Options of a Session or MemorySession "
                                      "(titans::SessionOptions).")
-      .def(py::init([](int threads, double min_flops_per_thread) {
-             return titans::SessionOptions{threads, min_flops_per_thread};
+      .def(py::init([](int threads, double min_flops_per_thread, bool adapt_threads) {
+             return titans::SessionOptions{threads, min_flops_per_thread, adapt_threads};
            }),
            "threads"_a = 0,
-           "min_flops_per_thread"_a = titans::SessionOptions{}.min_flops_per_thread)
+           "min_flops_per_thread"_a = titans::SessionOptions{}.min_flops_per_thread,
+           "adapt_threads"_a = titans::SessionOptions{}.adapt_threads)
       .def_readwrite("threads", &titans::SessionOptions::threads,
                      "OpenMP threads for this session's work; 0 = all (omp_get_max_threads()).")
       .def_readwrite("min_flops_per_thread", &titans::SessionOptions::min_flops_per_thread,
                      "A parallel region takes one thread per this many FLOPs of its work.")
+      .def_readwrite("adapt_threads", &titans::SessionOptions::adapt_threads,
+                     "Run each piece of work on the team or on one thread, whichever the session "
+                     "measured faster (a busy core slows a team down); False: always the team.")
       .def("__repr__", [](const titans::SessionOptions& o) {
         return "SessionOptions(threads=" + std::to_string(o.threads) + ", min_flops_per_thread=" +
-               py::repr(py::float_(o.min_flops_per_thread)).cast<std::string>() + ")";
+               py::repr(py::float_(o.min_flops_per_thread)).cast<std::string>() +
+               ", adapt_threads=" + (o.adapt_threads ? "True" : "False") + ")";
       });
 
   // --- Model

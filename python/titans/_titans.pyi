@@ -44,7 +44,9 @@ class NumericalError(Error): ...
 class SessionOptions:
     threads: int
     min_flops_per_thread: float
-    def __init__(self, threads: int = 0, min_flops_per_thread: float = 4e6) -> None: ...
+    adapt_threads: bool
+    def __init__(self, threads: int = 0, min_flops_per_thread: float = 4e6,
+                 adapt_threads: bool = True) -> None: ...
 
 class Model:
     @staticmethod

@@ -142,7 +142,9 @@ float SoftClampFactor(float norm, float max_norm) {
 }  // namespace
 
 MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOptions& options)
-    : threads_(options.threads), min_flops_per_thread_(options.min_flops_per_thread) {
+    : threads_(options.threads),
+      min_flops_per_thread_(options.min_flops_per_thread),
+      governor_(options.threads, options.adapt_threads, options.min_flops_per_thread) {
   const MemoryConfig& c = memory.config();
   const Index p = kTile, d = c.d_model, h = c.heads, dh = c.head_dim, hd = c.inner_dim();
   const Index u = c.unit(), tail = std::max(c.conv_kernel - 1, 0);
@@ -284,6 +286,7 @@ void MemorySession::Workspace::RunTiles(const NeuralMemory& memory, MemoryState&
     const int rows = std::min(kTile, n - t0);
     const Inputs tile = in.Offset(t0, d);
     float* o = out + t0 * d_out;
+    const ops::ThreadGovernor::Scope governed(governor_, rows);  // no-op inside a model's piece
     // The work between two synchronisations (ops::TeamSize): a unit's share when it writes
     // (ops::kMemoryUnitSynchronisations), the tile's rows when it only reads (the region's own).
     const double work =

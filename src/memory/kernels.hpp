@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ops/linalg.hpp"
+#include "ops/thread_governor.hpp"
 #include "titans/memory.hpp"
 
 namespace titans {
@@ -103,6 +104,7 @@ class MemorySession::Workspace {
 
   int threads_;
   double min_flops_per_thread_;
+  ops::ThreadGovernor governor_;  // one thread or the team, per tile (a standalone session's)
   // The gate projections packed into one [d, G] matrix (G = gate_columns()), one product per
   // tile: columns [0,H) = w_theta, [H,2H) = w_eta, [2H,3H) = w_alpha, [3H,G) = w_mod; bias [G]
   // likewise.

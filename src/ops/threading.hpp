@@ -24,13 +24,18 @@ constexpr double kMinFlopsPerThread = 4e6;
 // threads pay only from about 2e8 FLOPs per unit, 25 x 2 x kMinFlopsPerThread.
 constexpr double kMemoryUnitSynchronisations = 25;
 
+// The team cap of the governed piece running on this thread (ops/thread_governor.hpp: 1 or the
+// session's threads), no cap outside one.
+inline thread_local int current_team_cap = std::numeric_limits<int>::max();
+
 // One thread per min_flops_per_thread FLOPs of `flops` (the work between two synchronisations),
-// at least 1, at most `threads` and `items` (the pieces the work comes in).
+// at least 1, at most `threads`, `items` (the pieces the work comes in) and the governor's cap.
 // min_flops_per_thread <= 0: every thread joins (up to `items`); tests use it to exercise the
 // threaded paths on small shapes.
 inline int TeamSize(double flops, int threads, double min_flops_per_thread,
                     int64_t items = std::numeric_limits<int>::max()) {
-  const int most = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+  const int most =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, items, current_team_cap})));
   if (min_flops_per_thread <= 0) return most;
   return static_cast<int>(std::clamp(flops / min_flops_per_thread, 1.0, static_cast<double>(most)));
 }

@@ -40,6 +40,7 @@
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "ops/norms.hpp"
+#include "ops/thread_governor.hpp"
 #include "ops/threading.hpp"
 
 namespace titans::arch {
@@ -383,7 +384,10 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
 class TitansRunner final : public Runner {
  public:
   TitansRunner(const Model& model, const SessionOptions& options)
-      : model_(model), options_(options), ws_(model.config(), options, kPiece) {}
+      : model_(model),
+        options_(options),
+        ws_(model.config(), options, kPiece),
+        governor_(options.threads, options.adapt_threads, options.min_flops_per_thread) {}
 
   // MAC layers have their own, segment-local cache.
   AttentionShape CacheShape(size_t l) const override {
@@ -405,6 +409,7 @@ class TitansRunner final : public Runner {
     const Index d = c.d_model, vocab = c.vocab_size;
     for (Index p0 = 0; p0 < n; p0 += kPiece) {
       const Index rows = std::min<Index>(kPiece, n - p0);
+      const ops::ThreadGovernor::Scope governed(governor_, rows);
       const Stream stream{&state, state.position, 0, rows};
       const std::span<const Stream> streams(&stream, 1);
       if (tokens != nullptr) {
@@ -422,6 +427,7 @@ class TitansRunner final : public Runner {
   const Model& model_;
   const SessionOptions options_;
   TitansWorkspace ws_;
+  ops::ThreadGovernor governor_;  // one thread or the team, per piece
 };
 
 class TitansBatchRunner final : public BatchRunner {
@@ -430,7 +436,8 @@ class TitansBatchRunner final : public BatchRunner {
       : model_(model),
         options_(options),
         ws_(model.config(), options, max_batch),
-        streams_(static_cast<size_t>(max_batch)) {
+        streams_(static_cast<size_t>(max_batch)),
+        governor_(options.threads, options.adapt_threads, options.min_flops_per_thread) {
     for (size_t l = 0; l < model.config().layers.size(); ++l) {
       const auto& memory = model.memory(static_cast<int>(l));
       ws_.memory_batches.push_back(memory ? std::make_unique<MemoryBatch>(memory, options)
@@ -445,6 +452,7 @@ class TitansBatchRunner final : public BatchRunner {
   void Step(std::span<State* const> states, const int32_t* tokens, float* logits) override {
     const Index n = static_cast<Index>(states.size());
     for (Index i = 0; i < n; ++i) streams_[i] = {states[i], states[i]->position, i, 1};
+    const ops::ThreadGovernor::Scope governed(governor_, n);
     RunTokens(model_, options_, ws_, std::span<const Stream>(streams_.data(), states.size()),
               tokens, n, logits);
   }
@@ -453,7 +461,8 @@ class TitansBatchRunner final : public BatchRunner {
   const Model& model_;
   const SessionOptions options_;
   TitansWorkspace ws_;
-  std::vector<Stream> streams_;  // [max_batch]
+  std::vector<Stream> streams_;   // [max_batch]
+  ops::ThreadGovernor governor_;  // one thread or the team, per step
 };
 
 }  // namespace

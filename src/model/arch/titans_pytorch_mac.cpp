@@ -44,6 +44,7 @@
 #include "ops/attention.hpp"
 #include "ops/linalg.hpp"
 #include "ops/norms.hpp"
+#include "ops/thread_governor.hpp"
 
 namespace titans::arch {
 namespace {
@@ -437,7 +438,10 @@ class TpMacStack {
 class TitansPytorchMacRunner final : public Runner {
  public:
   TitansPytorchMacRunner(const Model& model, const SessionOptions& options)
-      : model_(model), options_(options), ws_(model, options) {}
+      : model_(model),
+        options_(options),
+        ws_(model, options),
+        governor_(options.threads, options.adapt_threads, options.min_flops_per_thread) {}
 
   AttentionShape CacheShape(size_t) const override { return CacheShapeOf(model_.config()); }
   int64_t MemoryPosition(int64_t position) const override {
@@ -466,6 +470,7 @@ class TitansPytorchMacRunner final : public Runner {
     // Runs the piece and writes the outputs of its token rows (consecutive tokens of this call).
     auto flush = [&] {
       if (rows == 0) return;
+      const ops::ThreadGovernor::Scope governed(governor_, rows);
       stack.Run(rows, row0);
       stack.ReduceStreams(rows);
       Index kept = 0;
@@ -519,6 +524,7 @@ class TitansPytorchMacRunner final : public Runner {
   const Model& model_;
   const SessionOptions options_;
   TpMacWorkspace ws_;
+  ops::ThreadGovernor governor_;  // one thread or the team, per piece
 };
 
 }  // namespace

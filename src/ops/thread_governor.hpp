@@ -1,0 +1,158 @@
+// The thread governor: whether a session's next piece of work runs on its whole team or on one
+// thread, chosen from the time its earlier pieces took (issue 14; docs/PERFORMANCE.md, "Busy
+// cores").
+//
+// Why: every parallel region ends in a barrier, and a piece of work has hundreds of them. When
+// another process holds one of the cores, the thread that shares it arrives late at every
+// barrier while the others spin, and two threads run 2-20x slower than one (measured). No
+// thread count fixed in advance is right for both an idle and a busy machine, and OpenMP's wait
+// policy is fixed when the runtime loads (OMP_WAIT_POLICY), before a library can choose it.
+// So the session measures: it times its pieces on both settings and keeps the faster one, and
+// probes the other now and then, rarely enough that the probes cost at most about
+// kProbeOverhead of the time when one setting is far slower.
+//
+// Results do not depend on the choice: the engine's products, reductions and scans give the
+// same floats on any team (docs/SEMANTICS.md, invariant 7; measured bit for bit on the bench
+// models and a titans-pytorch MAC).
+//
+// How it acts: a Scope around a piece (a runner's piece of tokens, a memory session's call, a
+// batched decode step) sets the cap that ops::TeamSize applies to every region of the piece on
+// this thread. Scopes nest: an inner one (a model's memory layer) leaves the outer one's cap and
+// measures nothing. Sized once; nothing is allocated.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <limits>
+
+#include "ops/threading.hpp"
+
+namespace titans::ops {
+
+inline thread_local bool inside_governed_piece = false;  // a Scope is open on this thread
+
+class ThreadGovernor {
+ public:
+  // threads, adapt, min_flops_per_thread: the session's SessionOptions (threads resolved). The
+  // team always runs without adapt, with min_flops_per_thread <= 0 (every thread joins every
+  // region: the tests' setting) or on one thread.
+  ThreadGovernor(int threads, bool adapt, double min_flops_per_thread)
+      : threads_(threads), adaptive_(adapt && min_flops_per_thread > 0 && threads > 1) {}
+
+  // The team for the next piece of `rows` rows (tokens): 1 or threads.
+  int Team(int64_t rows) {
+    if (!adaptive_) return threads_;
+    Bucket& b = buckets_[BucketOf(rows)];
+    b.probing = false;
+    if (!b.arm[kTeam].known) return threads_;  // first the team, then one thread
+    if (!b.arm[kOne].known) {
+      b.probing = true;
+      return 1;
+    }
+    const int best = b.Best();
+    if (b.since_probe >= b.interval) {
+      b.probing = true;
+      return best == kTeam ? 1 : threads_;
+    }
+    return best == kTeam ? threads_ : 1;
+  }
+
+  // Records that a piece of `rows` rows took `seconds` on `team` threads.
+  void Record(int64_t rows, int team, double seconds) {
+    if (!adaptive_) return;
+    Bucket& b = buckets_[BucketOf(rows)];
+    Arm& arm = b.arm[team > 1 ? kTeam : kOne];
+    const double cost = seconds / static_cast<double>(std::max<int64_t>(rows, 1));
+    // A probe's or a first sample replaces what may be stale; the setting in use is smoothed.
+    arm.cost = !arm.known || b.probing ? cost : (1 - kSmoothing) * arm.cost + kSmoothing * cost;
+    const bool first = !arm.known;
+    arm.known = true;
+    if (!b.probing) {
+      ++b.since_probe;
+      return;
+    }
+    // After a probe (or the first piece on one thread): probe again soon if the choice changed,
+    // else later, at least far enough apart that a probe costs about kProbeOverhead of the time
+    // spent at the better setting (a team on a busy core can take 100x a thread's time for a
+    // decoded token).
+    const int best = b.Best();
+    const double ratio = b.arm[1 - best].cost / std::max(b.arm[best].cost, 1e-30);
+    const bool flipped = !first && best != b.last_best;
+    b.last_best = best;
+    b.since_probe = 0;
+    const double spacing = std::min((ratio - 1.0) / kProbeOverhead, kMaxSpacing);
+    const double doubled = std::min(2.0 * static_cast<double>(b.interval), kMaxInterval);
+    b.interval = static_cast<int64_t>(flipped ? kMinInterval : std::max({doubled, spacing, kMinInterval}));
+  }
+
+  bool adaptive() const { return adaptive_; }
+  int threads() const { return threads_; }
+
+  // Caps this thread's regions for one piece and records its time (not when it throws).
+  class Scope {
+   public:
+    Scope(ThreadGovernor& governor, int64_t rows)
+        : governor_(governor), rows_(rows), outer_(inside_governed_piece) {
+      if (outer_) return;
+      team_ = governor_.Team(rows_);
+      inside_governed_piece = true;
+      current_team_cap = team_;
+      exceptions_ = std::uncaught_exceptions();
+      start_ = std::chrono::steady_clock::now();
+    }
+    ~Scope() {
+      if (outer_) return;
+      inside_governed_piece = false;
+      current_team_cap = std::numeric_limits<int>::max();
+      if (std::uncaught_exceptions() != exceptions_) return;
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start_;
+      governor_.Record(rows_, team_, took.count());
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    ThreadGovernor& governor_;
+    const int64_t rows_;
+    const bool outer_;
+    int team_ = 1, exceptions_ = 0;
+    std::chrono::steady_clock::time_point start_;
+  };
+
+  static constexpr double kProbeOverhead = 0.05;  // a probe's cost, at most, as a fraction
+  static constexpr double kSmoothing = 0.25;      // weight of a new sample of the setting in use
+  // Pieces between probes: at least kMinInterval, doubling while the choice holds up to
+  // kMaxInterval, or more when a probe costs more than kProbeOverhead allows (up to kMaxSpacing).
+  static constexpr double kMinInterval = 8, kMaxInterval = 256, kMaxSpacing = 1 << 16;
+
+ private:
+  static constexpr int kOne = 0, kTeam = 1;
+  struct Arm {
+    double cost = 0.0;  // seconds per row
+    bool known = false;
+  };
+  // Pieces of similar size (rows within a factor of 2) are compared with each other only: a
+  // decoded token and a prefill piece cost different amounts per row.
+  struct Bucket {
+    std::array<Arm, 2> arm;
+    int64_t since_probe = 0, interval = static_cast<int64_t>(kMinInterval);
+    int last_best = kTeam;
+    bool probing = false;  // the piece under way is a probe
+    int Best() const { return arm[kOne].cost < arm[kTeam].cost ? kOne : kTeam; }
+  };
+  static size_t BucketOf(int64_t rows) {
+    return std::min<size_t>(std::bit_width(static_cast<uint64_t>(std::max<int64_t>(rows, 1))) - 1,
+                            kBuckets - 1);
+  }
+  static constexpr size_t kBuckets = 24;
+
+  int threads_;
+  bool adaptive_;
+  std::array<Bucket, kBuckets> buckets_{};
+};
+
+}  // namespace titans::ops
