@@ -42,7 +42,8 @@ ThreadGovernor Adaptive() { return ThreadGovernor(kThreads, true, 4e6); }
 
 TEST(ThreadGovernor, KeepsTheTeamWhenItIsFaster) {
   ThreadGovernor governor = Adaptive();
-  const Totals t = Simulate(governor, 2000, 64, [](int team, int64_t) { return team > 1 ? 1.0 : 1.8; });
+  const Totals t =
+      Simulate(governor, 2000, 64, [](int team, int64_t) { return team > 1 ? 1.0 : 1.8; });
   EXPECT_GT(t.team_pieces, 1900);
   EXPECT_LT(t.seconds, 1.06 * t.best_seconds);
 }
@@ -71,7 +72,8 @@ TEST(ThreadGovernor, FollowsTheMachineWhenItChanges) {
   const Totals became_busy = Simulate(governor, 300, 64, busy);
   EXPECT_LT(became_busy.seconds, 1.15 * became_busy.best_seconds);
   // Back to idle: only a probe shows it, within the longest probe interval.
-  Totals became_idle = Simulate(governor, static_cast<int>(ThreadGovernor::kMaxInterval) + 1, 64, idle);
+  Totals became_idle =
+      Simulate(governor, static_cast<int>(ThreadGovernor::kMaxInterval) + 1, 64, idle);
   EXPECT_GE(became_idle.team_pieces, 1);
   const Totals after = Simulate(governor, 1000, 64, idle);
   EXPECT_GT(after.team_pieces, 950);
@@ -94,12 +96,13 @@ TEST(ThreadGovernor, ComparesPiecesOfSimilarSizeOnly) {
 }
 
 TEST(ThreadGovernor, FixedTeamWhenNotAdaptive) {
-  for (const ThreadGovernor& fixed : {ThreadGovernor(kThreads, false, 4e6),
-                                      ThreadGovernor(kThreads, true, 0.0),
-                                      ThreadGovernor(1, true, 4e6)}) {
+  for (const ThreadGovernor& fixed :
+       {ThreadGovernor(kThreads, false, 4e6), ThreadGovernor(kThreads, true, 0.0),
+        ThreadGovernor(1, true, 4e6)}) {
     ThreadGovernor governor = fixed;
     EXPECT_FALSE(governor.adaptive());
-    const Totals t = Simulate(governor, 100, 64, [](int team, int64_t) { return team > 1 ? 10.0 : 1.0; });
+    const Totals t =
+        Simulate(governor, 100, 64, [](int team, int64_t) { return team > 1 ? 10.0 : 1.0; });
     EXPECT_EQ(t.team_pieces, governor.threads() > 1 ? 100 : 0);
   }
 }

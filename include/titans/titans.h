@@ -98,7 +98,9 @@ titans_status titans_model_layer_count(const titans_model* model, int32_t* layer
 /* ---- Sessions ---------------------------------------------------------------------------- */
 
 /* A new session at position 0. threads: OpenMP threads for its work (0: the OpenMP default,
- * omp_get_max_threads()); negative is TITANS_INVALID_ARGUMENT. Any thread (the model is shared). */
+ * omp_get_max_threads()); each piece of work runs on them or on one thread, whichever the
+ * session measures faster (SessionOptions::adapt_threads, docs/PERFORMANCE.md "Busy cores");
+ * negative is TITANS_INVALID_ARGUMENT. Any thread (the model is shared). */
 titans_status titans_session_new(const titans_model* model, int32_t threads, titans_session** out);
 /* Frees the handle (NULL: nothing). */
 void titans_session_free(titans_session* session);

@@ -86,7 +86,8 @@ class ThreadGovernor {
     b.since_probe = 0;
     const double spacing = std::min((ratio - 1.0) / kProbeOverhead, kMaxSpacing);
     const double doubled = std::min(2.0 * static_cast<double>(b.interval), kMaxInterval);
-    b.interval = static_cast<int64_t>(flipped ? kMinInterval : std::max({doubled, spacing, kMinInterval}));
+    b.interval =
+        static_cast<int64_t>(flipped ? kMinInterval : std::max({doubled, spacing, kMinInterval}));
   }
 
   bool adaptive() const { return adaptive_; }
