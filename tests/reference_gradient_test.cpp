@@ -46,8 +46,8 @@ TEST(ReferenceGradient, MatchesFiniteDifferences) {
   for (int depth : {1, 2, 3}) {
     for (Activation act : {Activation::kSilu, Activation::kGelu}) {
       for (MemoryOutput out : {MemoryOutput::kPlain, MemoryOutput::kLnResidual}) {
-        cases.push_back({depth, act, out, out == MemoryOutput::kPlain ? LossScale::kSum
-                                                                       : LossScale::kMean});
+        cases.push_back(
+            {depth, act, out, out == MemoryOutput::kPlain ? LossScale::kSum : LossScale::kMean});
       }
     }
   }
