@@ -137,8 +137,10 @@ struct SessionOptions {
   // work (a runner's piece of tokens, a memory session's tile, a batched step) runs on the whole
   // team or on one thread, whichever the session measured faster on pieces of its size, and the
   // other is tried again now and then. A core taken by another process makes a team 2-20x
-  // slower than one thread; this keeps the session at the faster one. Results are the same on
-  // either. false: the team always runs (so does min_flops_per_thread <= 0).
+  // slower than one thread; this keeps the session at the faster one. The two settings' results
+  // agree up to float rounding (docs/SEMANTICS.md invariant 7), so a run that must repeat bit
+  // for bit sets this false (or threads = 1). false: the team always runs (so does
+  // min_flops_per_thread <= 0).
   bool adapt_threads = true;
 };
 

@@ -11,9 +11,11 @@
 // probes the other now and then, rarely enough that the probes cost at most about
 // kProbeOverhead of the time when one setting is far slower.
 //
-// Results do not depend on the choice: the engine's products, reductions and scans give the
-// same floats on any team (docs/SEMANTICS.md, invariant 7; measured bit for bit on the bench
-// models and a titans-pytorch MAC).
+// Results depend on the choice only by float rounding (docs/SEMANTICS.md, invariant 7): a
+// product split between threads may sum in another order. At the default min_flops_per_thread
+// the bench models and a titans-pytorch MAC gave the same floats on both (measured); with every
+// region split (min_flops_per_thread 0) small models do not. So a run that must repeat bit for
+// bit fixes its team (adapt_threads false, or one thread).
 //
 // How it acts: a Scope around a piece (a runner's piece of tokens, a memory session's call, a
 // batched decode step) sets the cap that ops::TeamSize applies to every region of the piece on

@@ -230,15 +230,15 @@ def test_streaming_pieces_equal_the_engines_pieces_and_one_call(model, model_pat
     assert rel_diff(one_by_one, got) <= 1e-5
 
 
-def test_thread_options_change_no_result(model):
-    # The thread governor (adapt_threads) picks one thread or the team per piece; either gives
-    # the same floats (docs/PERFORMANCE.md, "Busy cores").
+def test_thread_options_change_results_by_rounding_only(model):
+    # The thread governor (adapt_threads) picks one thread or the team per piece; the two agree
+    # up to float rounding (docs/SEMANTICS.md invariant 7; docs/PERFORMANCE.md, "Busy cores").
     fixed = titans.SessionOptions(threads=2, adapt_threads=False)
     assert not fixed.adapt_threads and titans.SessionOptions().adapt_threads
     assert "adapt_threads=False" in repr(fixed)
     want = session(model).forward(TOKENS)
     for options in (fixed, titans.SessionOptions(threads=2)):
-        np.testing.assert_array_equal(titans.Session(model, options=options).forward(TOKENS), want)
+        assert rel_diff(titans.Session(model, options=options).forward(TOKENS), want) <= 1e-6
 
 
 def test_token_inputs_of_every_kind_give_the_same_logits(model):
