@@ -35,8 +35,6 @@
 
 namespace titans::ops {
 
-inline thread_local bool inside_governed_piece = false;  // a Scope is open on this thread
-
 class ThreadGovernor {
  public:
   // threads, adapt, min_flops_per_thread: the session's SessionOptions (threads resolved). The
@@ -99,17 +97,17 @@ class ThreadGovernor {
   class Scope {
    public:
     Scope(ThreadGovernor& governor, int64_t rows)
-        : governor_(governor), rows_(rows), outer_(inside_governed_piece) {
+        : governor_(governor),
+          rows_(rows),
+          outer_(current_team_cap != std::numeric_limits<int>::max()) {  // a Scope is open
       if (outer_) return;
       team_ = governor_.Team(rows_);
-      inside_governed_piece = true;
       current_team_cap = team_;
       exceptions_ = std::uncaught_exceptions();
       start_ = std::chrono::steady_clock::now();
     }
     ~Scope() {
       if (outer_) return;
-      inside_governed_piece = false;
       current_team_cap = std::numeric_limits<int>::max();
       if (std::uncaught_exceptions() != exceptions_) return;
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start_;
