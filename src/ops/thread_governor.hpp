@@ -17,7 +17,7 @@
 // region split (min_flops_per_thread 0) small models do not. So a run that must repeat bit for
 // bit fixes its team (adapt_threads false, or one thread).
 //
-// How it acts: a Scope around a piece (a runner's piece of tokens, a memory session's call, a
+// How it acts: a Scope around a piece (a runner's piece of tokens, a memory session's tile, a
 // batched decode step) sets the cap that ops::TeamSize applies to every region of the piece on
 // this thread. Scopes nest: an inner one (a model's memory layer) leaves the outer one's cap and
 // measures nothing. Sized once; nothing is allocated.
