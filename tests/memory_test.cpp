@@ -512,6 +512,15 @@ std::vector<NamedConfig> InvariantConfigs() {
     c.output = MemoryOutput::kLnResidual;
     add("tp_momentum_orders", c);
   }
+  {
+    // titans-pytorch's other memory models (tensorwise writes, their own forward and backward).
+    MemoryConfig c = MemoryConfig::TitansPytorch(32, 2, 8, 4, 16);
+    c.model = MemoryModel::kSwiGlu;
+    add("tp_swiglu", c);
+    c.model = MemoryModel::kGatedResidual;
+    c.output = MemoryOutput::kPlain;
+    add("tp_gated_residual_plain", c);
+  }
   return out;
 }
 
@@ -534,7 +543,6 @@ TEST_P(InvariantTest, Causality) {
   const int d = c.d_model, n = 48, ow = mem->output_width();
   const std::vector<float> x = RandomInput(static_cast<size_t>(n) * d, 12);
   const std::vector<float> r = RandomInput(static_cast<size_t>(n) * d, 13);
-  const ReferenceMemory<double> rule(*mem);  // only for ReadSteps
 
   auto run = [&](const std::vector<float>& xs, const std::vector<float>& rs) {
     MemorySession session(mem, SessionOptions{1});
@@ -553,7 +561,7 @@ TEST_P(InvariantTest, Causality) {
     for (int i = 0; i < d; ++i) x2[j * d + i] += 0.5f + 0.03f * i;
     const std::vector<float> out_store = run(x2, r);
     for (int t = 0; t < n; ++t) {
-      const bool sees_j = rule.ReadSteps(t) * c.step > j;
+      const bool sees_j = ReferenceMemory<double>::ReadStepsOf(c, t) * c.step > j;
       if (t < j) {
         EXPECT_TRUE(same_row(out_store, t)) << "store change of token " << j << " reached t " << t;
       } else {

@@ -140,6 +140,12 @@ MemoryConfig WithMomentumOrders(MemoryConfig c) {
   return c;
 }
 
+// titans-pytorch's other memory models: their tensors (and the SwiGLU gain) are state.
+MemoryConfig WithModel(MemoryConfig c, MemoryModel model) {
+  c.model = model;
+  return c;
+}
+
 std::vector<ConfigCase> Configs() {
   return {
       {"paper", MemoryConfig::Paper(16, 2, 8, 2, 16)},
@@ -149,6 +155,10 @@ std::vector<ConfigCase> Configs() {
       {"titans_pytorch_one_head", MemoryConfig::TitansPytorch(8, 1, 8, 3)},
       {"titans_pytorch_momentum_orders",
        WithMomentumOrders(MemoryConfig::TitansPytorch(16, 2, 8, 4, 8))},
+      {"titans_pytorch_swiglu",
+       WithModel(MemoryConfig::TitansPytorch(16, 2, 8, 4, 8), MemoryModel::kSwiGlu)},
+      {"titans_pytorch_gated_residual",
+       WithModel(MemoryConfig::TitansPytorch(16, 2, 8, 4, 8), MemoryModel::kGatedResidual)},
   };
 }
 

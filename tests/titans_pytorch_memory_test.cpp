@@ -75,7 +75,7 @@ struct Golden {
   std::vector<float> input;                             // [T, d]
   std::vector<double> out_full, out_calls, out_tokens;  // [T, d]
   std::vector<int> calls;                               // token counts of the continued calls
-  std::vector<std::vector<float>> w;                    // per layer [N+1, H, in, out]
+  std::vector<std::vector<float>> w;                    // per model tensor [N+1, H, rows, cols]
   std::vector<float> gain;                              // [N+1, H, dh] (ln_residual)
 
   static Golden Load(const std::string& name) {
@@ -105,9 +105,9 @@ struct Golden {
     for (int64_t n : ReadTensor<int64_t>(file, "calls", io::DType::kI64, calls->shape)) {
       g.calls.push_back(static_cast<int>(n));
     }
-    for (int l = 0; l < c.depth; ++l) {
-      g.w.push_back(ReadTensor<float>(file, "w." + std::to_string(l), io::DType::kF32,
-                                      {n1, h, c.layer_in(l), c.layer_out(l)}));
+    for (int i = 0; i < c.model_tensors(); ++i) {
+      g.w.push_back(ReadTensor<float>(file, "w." + std::to_string(i), io::DType::kF32,
+                                      {n1, h, c.tensor_rows(i), c.tensor_cols(i)}));
     }
     if (c.output == MemoryOutput::kLnResidual) {
       g.gain = ReadTensor<float>(file, "gain", io::DType::kF32, {n1, h, c.head_dim});
@@ -129,7 +129,7 @@ WeightDiff CompareWeights(const Golden& g, const MemoryConfig& c, const MemorySt
     for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
     return m;
   };
-  for (int l = 0; l < c.depth; ++l) {
+  for (int l = 0; l < c.model_tensors(); ++l) {
     const size_t n = state.w_cur[static_cast<size_t>(l)].size();
     const auto& golden = g.w[static_cast<size_t>(l)];
     diff.cur = std::max(diff.cur, max_diff(state.w_cur[static_cast<size_t>(l)].data(),
@@ -273,6 +273,18 @@ TEST_P(TitansPytorchMemory, ConfigIsThePreset) {
     preset.lr_modulation = true;
     preset.spectral_norm = true;
     preset.attention_pool = true;
+  } else if (g.name.starts_with("opt_swiglu") || g.name.starts_with("opt_gated")) {
+    // model=MemorySwiGluMLP(dim_head, depth 2) or GatedResidualMemoryMLP(dim_head, depth 2)
+    // (expansion 4), with or without the ResidualNorm wrapper; one case adds lr modulation
+    // (max 2) and spectral norm, one lr modulation alone.
+    preset.model =
+        g.name.starts_with("opt_swiglu") ? MemoryModel::kSwiGlu : MemoryModel::kGatedResidual;
+    if (g.name.find("_plain_") != std::string::npos) preset.output = MemoryOutput::kPlain;
+    if (g.name.find("_lrmod") != std::string::npos) {
+      preset.lr_modulation = true;
+      preset.max_layer_modulation = 2.0f;
+    }
+    preset.spectral_norm = g.name.find("_spectral") != std::string::npos;
   } else {
     ASSERT_FALSE(g.name.starts_with("opt_")) << "expected config unknown for " << g.name;
   }
@@ -402,6 +414,46 @@ TEST_P(TitansPytorchMemory, GoldensRejectWrongSemantics) {
            w.b_comb[col] = b_comb[from];
            for (size_t i = 0; i < size_t(c.d_model); ++i)
              w.w_comb[i * width + col] = w_comb[i * width + from];
+         }
+       }},
+      // The memory models: each part of a block or of the output in a plausible wrong form.
+      {"memory model activation SiLU for GELU", right.model != MemoryModel::kMlp,
+       [](MemoryConfig& c, MemoryWeights&) { c.activation = Activation::kSilu; }},
+      {"SwiGLU halves swapped (gelu on the first)", right.model == MemoryModel::kSwiGlu,
+       [](MemoryConfig& c, MemoryWeights& w) {
+         // W1 [H, dh, 2 dg]: every row's halves exchanged.
+         const size_t dg = c.swiglu_inner(), rows = size_t(c.heads) * c.head_dim;
+         for (int j = 0; j < c.depth; ++j) {
+           std::vector<float>& w1 = w.mlp[2 * j];
+           for (size_t r = 0; r < rows; ++r) {
+             std::swap_ranges(w1.begin() + r * 2 * dg, w1.begin() + r * 2 * dg + dg,
+                              w1.begin() + r * 2 * dg + dg);
+           }
+         }
+       }},
+      {"SwiGLU LayerNorm gain stored as gamma + 1", right.model == MemoryModel::kSwiGlu,
+       [](MemoryConfig& c, MemoryWeights& w) {
+         for (float& x : w.mlp[2 * c.depth]) x += 1.0f;
+       }},
+      {"gated residual gate on [x | b] for [b | x]", right.model == MemoryModel::kGatedResidual,
+       [](MemoryConfig& c, MemoryWeights& w) {
+         // Wg [H, 2 dh, dh]: its two row blocks exchanged.
+         const size_t dh = c.head_dim, block = dh * dh;
+         for (int j = 0; j < c.depth; ++j) {
+           std::vector<float>& wg = w.mlp[3 * j + 2];
+           for (size_t head = 0; head < size_t(c.heads); ++head) {
+             const auto first = wg.begin() + head * 2 * block;
+             std::swap_ranges(first, first + block, first + block);
+           }
+         }
+       }},
+      {"gated residual without the final projection", right.model == MemoryModel::kGatedResidual,
+       [](MemoryConfig& c, MemoryWeights& w) {
+         std::vector<float>& last = w.mlp[3 * c.depth];  // [H, dh, dh] <- identity
+         const size_t dh = c.head_dim;
+         std::fill(last.begin(), last.end(), 0.0f);
+         for (size_t head = 0; head < size_t(c.heads); ++head) {
+           for (size_t i = 0; i < dh; ++i) last[head * dh * dh + i * dh + i] = 1.0f;
          }
        }},
   };

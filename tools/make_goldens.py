@@ -20,7 +20,10 @@ Files per case <name>:
   <name>.memory.safetensors   the engine memory file (tools/convert_titans_pytorch.py, F32)
   <name>.golden.safetensors   input F32 [T, d]; out_full / out_calls / out_tokens F64 [T, d];
                               calls I64 [n] (token counts of the continued calls);
-                              w.<l> F32 [N+1, H, in, out] and (ln_residual) gain F32
+                              w.<i> F32 [N+1, H, rows_i, cols_i] for every engine
+                              fast-weight tensor mlp.<i> (convert.memory_tensor_names: the
+                              MLP's layers, or a MemorySwiGluMLP's / GatedResidualMemoryMLP's
+                              tensors; a gain vector as 1 row) and (ln_residual) gain F32
                               [N+1, H, dh]: the fast weights after 0..N complete chunks
                               (titans-pytorch `state.updates` of the full call);
                               metadata "case": the case JSON.
@@ -90,6 +93,7 @@ def case_list():
                                   default_model_kwargs=dict(depth=3, expansion_factor=2.),
                                   default_step_transform_max_lr=MAX_LR)))
     cases += option_cases()
+    cases += model_cases()
     for c in cases:
         assert sum(c["calls"]) == c["T"]
     return cases
@@ -153,7 +157,50 @@ def option_cases():
 # cases need a stronger decay than the grid's alpha ~ 0.08 to keep the weights (and float32's
 # drift from float64, tools/numerical_horizon.py) bounded.
 SPECTRAL_DECAY_BIAS = -1.0  # alpha ~ sigmoid(-1) = 0.27
+# The memory models of the model cases, in the converter's JSON form (the state_dict route
+# builds them from it; build_model too): width dim_head, depth 2, the class's expansion 4.
+SWIGLU = dict(type="MemorySwiGluMLP", depth=2)
+GATED = dict(type="GatedResidualMemoryMLP", depth=2)
+MEMORY_MODELS = {"MemorySwiGluMLP": tp_mm.MemorySwiGluMLP,
+                 "GatedResidualMemoryMLP": tp_mm.GatedResidualMemoryMLP}
 TRAINMAC_T, TRAINMAC_CALLS = 66, [8, 20, 16, 22]
+# Spectral norm on the SwiGLU model is chaotic: titans-pytorch's own float32 run leaves its
+# float64 run (relative drift 1e-3, tools/numerical_horizon.py) after about 100 tokens whatever
+# the decay (seeds 2018-2022, decay bias -1 to 1.5), and with the spectral cases' decay bias -1
+# its drift reaches 7.5e-4 within the golden's 45 tokens. A strong decay, alpha ~ sigmoid(1) =
+# 0.73, keeps that at 3.3e-6 (the MLP spectral cases: 2.8e-6 and 3.8e-6); horizon 94.
+SWIGLU_SPECTRAL_DECAY_BIAS = 1.0
+
+
+def model_cases():
+    """The memory models beyond MemoryMLP (docs/TITANS_PYTORCH.md "Memory models"), depth 2 at
+    width dim_head, with and without the ResidualNorm wrapper, at option_cases' small widths
+    (build_model scales the SwiGLU's randn matrices by 1/sqrt(rows) and moves both LayerNorm
+    gammas away from zero). Listed after option_cases so that --cases appends their entries to
+    index.json. The lr modulation + spectral norm case shows the parameter order (P = 6
+    channels: wrapper gamma, W1_0, W2_0, W1_1, W2_1, inner gamma) and that Newton-Schulz leaves
+    the inner gamma (a vector) alone; the gated lr modulation case the order the converter
+    permutes (titans-pytorch lists GatedResidualMemoryMLP's final_proj first, the engine last)."""
+    small = dict(dim=16, dim_head=8, heads=2, chunk_size=4, batch_size=8, momentum=True,
+                 default_step_transform_max_lr=MAX_LR)
+    calls = [8, 4, 12, 21]
+    return [
+        dict(name="opt_swiglu_c4_b8_h2", seed=2014, T=45, calls=calls,
+             kwargs=dict(small, model=SWIGLU)),
+        dict(name="opt_swiglu_plain_c4_b8_h2", seed=2015, T=45, calls=calls,
+             kwargs=dict(small, model=SWIGLU, mem_model_norm_add_residual=False)),
+        dict(name="opt_gated_c4_b8_h2", seed=2016, T=45, calls=calls,
+             kwargs=dict(small, model=GATED)),
+        dict(name="opt_gated_plain_c4_b8_h2", seed=2017, T=45, calls=calls,
+             kwargs=dict(small, model=GATED, mem_model_norm_add_residual=False)),
+        dict(name="opt_swiglu_lrmod_spectral_c4_b8_h2", seed=2018, T=45, calls=calls,
+             tune=dict(decay_bias=SWIGLU_SPECTRAL_DECAY_BIAS),
+             kwargs=dict(small, model=SWIGLU, per_parameter_lr_modulation=True,
+                         max_mem_layer_modulation=2.0, spectral_norm_surprises=True)),
+        dict(name="opt_gated_lrmod_c4_b8_h2", seed=2019, T=45, calls=calls,
+             kwargs=dict(small, model=GATED, per_parameter_lr_modulation=True,
+                         max_mem_layer_modulation=2.0)),
+    ]
 
 
 def build_model(case):
@@ -164,6 +211,10 @@ def build_model(case):
         kwargs["activation"] = nn.GELU()  # exact (erf), the only GELU the engine runs
     tune = case.get("tune", {})
     torch.manual_seed(case["seed"])
+    if kwargs.get("model") is not None:  # a fresh instance of width dim_head
+        spec = dict(kwargs["model"])
+        kwargs["model"] = MEMORY_MODELS[spec.pop("type")](kwargs["dim_head"], **spec)
+    swiglu = type(kwargs.get("model")) is tp_mm.MemorySwiGluMLP
     mem = NeuralMemory(**kwargs)
     # Per-head parameters are stride-0 views when heads > 1 (issue #64): make them real tensors
     # so that each head can get its own values.
@@ -213,7 +264,11 @@ def build_model(case):
                 role = mem.memory_model_parameter_names[int(name.split(".")[1])]
                 if role == "norm.gamma":
                     p.copy_(noise(p, 0.2))                    # LayerNorm gamma (per head)
+                elif role.endswith(".norm.gamma"):            # MemorySwiGluMLP's, wrapped
+                    p.copy_(noise(p, 0.2))
                 else:
+                    if swiglu:  # torch.randn, unscaled: 1/sqrt(rows) keeps the memory tame
+                        p.mul_(p.shape[-2] ** -0.5)
                     p.add_(noise(p, 0.1 * p.std().item()))    # W1, W2: xavier + noise
             elif name == "retrieve_gate.0.weight":
                 p.copy_(noise(p, 1.0 / d ** 0.5))
@@ -349,13 +404,16 @@ def check_refusals():
     """Every unsupported option is refused with a message that names it."""
     base = dict(dim=16, dim_head=8, heads=2, chunk_size=4)
 
-    class CustomModel(nn.Module):  # any model other than MemoryMLP
+    class CustomModel(nn.Module):  # any model other than titans-pytorch's three the engine runs
         def __init__(self):
             super().__init__()
             self.w = nn.Parameter(torch.randn(8, 8))
 
         def forward(self, x):
             return x @ self.w
+
+    class SwiGluSubclass(tp_mm.MemorySwiGluMLP):  # a subclass is custom code too
+        pass
 
     options = [
         ("momentum_order=9", dict(momentum_order=9)),
@@ -370,12 +428,22 @@ def check_refusals():
         ("max_mem_layer_modulation=0.0", dict(per_parameter_lr_modulation=True,
                                               max_mem_layer_modulation=0.0)),
         ("memory model CustomModel", dict(model=CustomModel())),
-        ("memory model MemorySwiGluMLP", dict(model=tp_mm.MemorySwiGluMLP(8))),
+        ("memory model SwiGluSubclass", dict(model=SwiGluSubclass(8))),
+        ("memory model FactorizedMemoryMLP", dict(model=tp_mm.FactorizedMemoryMLP(8, depth=2))),
+        ("memory model MemoryAttention", dict(model=tp_mm.MemoryAttention(8))),
         ("store_memory_loss_fn", dict(store_memory_loss_fn=lambda a, b: (a - b).abs().mean(-1))),
         ("adaptive_step_transform", dict(adaptive_step_transform=lambda x: x.sigmoid())),
     ]
     expect_refusals(options, lambda kwargs: conv.memory_config(NeuralMemory(**{**base, **kwargs})))
     print(f"converter refuses all {len(options)} unsupported options, naming each")
+    # ... and accepts the memory models it runs, with and without the ResidualNorm wrapper
+    for cls, kind in ((tp_mm.MemorySwiGluMLP, "swiglu"),
+                      (tp_mm.GatedResidualMemoryMLP, "gated_residual")):
+        for wrapped in (True, False):
+            config = conv.memory_config(NeuralMemory(**base, model=cls(8, depth=2),
+                                                     mem_model_norm_add_residual=wrapped))
+            if config.get("model") != kind or conv.memory_format_version(config) != "2":
+                raise RuntimeError(f"{cls.__name__}: config {config}")
 
 
 def main(argv=None):
@@ -418,11 +486,14 @@ def main(argv=None):
         tensors = [("input", x.astype(np.float32)),
                    ("out_full", out_full), ("out_calls", out_calls), ("out_tokens", out_tokens),
                    ("calls", np.asarray(case["calls"], dtype=np.int64))]
-        prefix = "model." if config["output"] == "ln_residual" else ""
         H = config["heads"]
-        for l in range(config["depth"]):
-            w = updates[f"{prefix}weights.{l}"]  # [H, N+1, in, out]
-            tensors.append((f"w.{l}", np.ascontiguousarray(w.transpose(1, 0, 2, 3))
+        names = conv.memory_tensor_names(config.get("model", "mlp"), config["depth"],
+                                         config["output"])
+        for i, name in enumerate(names):  # the engine's mlp.<i>
+            w = updates[name]  # [H, N+1, rows, cols], or [H, N+1, dh] for a gain vector
+            if w.ndim == 3:
+                w = w[:, :, None, :]
+            tensors.append((f"w.{i}", np.ascontiguousarray(w.transpose(1, 0, 2, 3))
                             .astype(np.float32)))
         if config["output"] == "ln_residual":
             g = updates["norm.gamma"]            # [H, N+1, dh]

@@ -58,7 +58,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_titans_pytorch as conv  # noqa: E402
 from make_goldens import expect_refusals  # noqa: E402
-from titans_pytorch import MemoryAsContextTransformer, MemoryMLP, MemorySwiGluMLP  # noqa: E402
+from titans_pytorch import MemoryAsContextTransformer, MemoryMLP  # noqa: E402
+from titans_pytorch.memory_models import FactorizedMemoryMLP  # noqa: E402
 
 MIN_MARGIN = 1e-3
 HORIZON_DIFF = 1e-3  # the numerical horizon: the first position where float32 leaves float64
@@ -303,7 +304,7 @@ def check_refusals():
     options = [
         ("token_emb", dict(token_emb=nn.Sequential(nn.Embedding(64, 16)))),
         ("momentum_order=9", dict(neural_memory_kwargs=dict(momentum_order=9))),
-        ("MemorySwiGluMLP", dict(neural_memory_model=MemorySwiGluMLP(16))),
+        ("FactorizedMemoryMLP", dict(neural_memory_model=FactorizedMemoryMLP(16, depth=2))),
     ]
     expect_refusals(options,
                     lambda kwargs: conv.mac_config(MemoryAsContextTransformer(**{**base, **kwargs})))

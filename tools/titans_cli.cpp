@@ -355,19 +355,19 @@ double TableBytes(const std::vector<titans::ConstTensorView>& table) {
 // nothing is allocated in proportion to them.
 double WeightBytes(const titans::ModelConfig& config) {
   titans::ModelWeights skeleton;
-  const auto depth = static_cast<size_t>(config.memory.depth);
+  const auto tensors = static_cast<size_t>(config.memory.model_tensors());
   if (config.architecture == titans::Architecture::kTitansPytorchMac) {
     skeleton.tp_mac.layers.resize(config.layers.size());
-    for (titans::TpMacLayerWeights& l : skeleton.tp_mac.layers) l.memory.mlp.resize(depth);
+    for (titans::TpMacLayerWeights& l : skeleton.tp_mac.layers) l.memory.mlp.resize(tensors);
   } else {
     skeleton.layers.resize(config.layers.size());
-    for (titans::LayerWeights& l : skeleton.layers) l.memory.memory.mlp.resize(depth);
+    for (titans::LayerWeights& l : skeleton.layers) l.memory.memory.mlp.resize(tensors);
   }
   return TableBytes(std::as_const(skeleton).Tensors(config));
 }
 double WeightBytes(const titans::MemoryConfig& config) {
   titans::MemoryWeights skeleton;
-  skeleton.mlp.resize(static_cast<size_t>(config.depth));
+  skeleton.mlp.resize(static_cast<size_t>(config.model_tensors()));
   return TableBytes(std::as_const(skeleton).Tensors(config));
 }
 

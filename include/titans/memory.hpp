@@ -34,16 +34,18 @@ struct MemoryWeights {
                                                // w_eta [d, H*O], channel h*O + o - 1)
   std::vector<float> b_theta, b_eta, b_alpha;  // [H] their biases
   std::vector<float> w_pool, b_pool;           // attention_pool: [d, d] (x W_pool), [d]
-  std::vector<float> w_mod, b_mod;      // lr_modulation: [d, H*P], [H*P] (channel h*P + p, P =
-                                        // parameter_tensors(), p in titans-pytorch's order)
-  std::vector<float> w_mix, b_mix;      // weight_residual: [d, H], [H]
-  std::vector<float> w_comb, b_comb;    // learned_combine: [d, H*O'], [H*O'] (channel h*O' + j)
-  std::vector<std::vector<float>> mlp;  // per MLP layer l: [H, layer_in(l), layer_out(l)] = W0
-  std::vector<float> gain;              // [H, dh] initial g of kLnResidual
-  std::vector<float> post_norm;         // [H, dh] gain of the post_norm RMSNorm
-  std::vector<float> transition_gate;   // [1] raw; sigmoid of it is the commit's lerp weight
-  std::vector<float> w_gate;            // [d, H] output gate
-  std::vector<float> w_out;             // [H*dh, d] output projection
+  std::vector<float> w_mod, b_mod;    // lr_modulation: [d, H*P], [H*P] (channel h*P + p, P =
+                                      // parameter_tensors(), p in titans-pytorch's order)
+  std::vector<float> w_mix, b_mix;    // weight_residual: [d, H], [H]
+  std::vector<float> w_comb, b_comb;  // learned_combine: [d, H*O'], [H*O'] (channel h*O' + j)
+  // The memory model's initial fast weights W0, per model tensor i (MLP layer i for kMlp):
+  // [H, tensor_rows(i), tensor_cols(i)].
+  std::vector<std::vector<float>> mlp;
+  std::vector<float> gain;             // [H, dh] initial g of kLnResidual
+  std::vector<float> post_norm;        // [H, dh] gain of the post_norm RMSNorm
+  std::vector<float> transition_gate;  // [1] raw; sigmoid of it is the commit's lerp weight
+  std::vector<float> w_gate;           // [d, H] output gate
+  std::vector<float> w_out;            // [H*dh, d] output projection
 
   // Every tensor the config uses, filled with zeros.
   static MemoryWeights Zeros(const MemoryConfig& config);
@@ -85,11 +87,12 @@ class NeuralMemory {
 // Mutable state of one stream through one memory layer. Plain buffers, all sized at creation.
 struct MemoryState {
   int64_t position = 0;  // tokens consumed so far (t of the next token)
-  // Fast weights, per MLP layer l: [H, layer_in(l), layer_out(l)]; gains [H, dh] (kLnResidual).
+  // Fast weights, per model tensor i: [H, tensor_rows(i), tensor_cols(i)]; gains [H, dh]
+  // (kLnResidual).
   std::vector<std::vector<float>> w_cur, w_base, momentum;  // momentum empty without momentum
   std::vector<float> g_cur, g_base, g_momentum;
-  // momentum_order O > 1: the momenta of orders 2..O, per (order o, layer l) at index
-  // (o - 2) * depth + l, [H, layer_in(l), layer_out(l)]; of the gain [O - 1, H, dh].
+  // momentum_order O > 1: the momenta of orders 2..O, per (order o, tensor i) at index
+  // (o - 2) * model_tensors() + i, shaped as tensor i; of the gain [O - 1, H, dh].
   std::vector<std::vector<float>> momentum_high;
   std::vector<float> g_momentum_high;
   // Causal convolution tails: the last K-1 projected (pre-convolution) rows, [K-1, H*dh];
@@ -145,14 +148,14 @@ struct SessionOptions {
 };
 
 // The fast weights a memory had before each step it wrote in one Forward call, in order: per
-// step the w_cur of every MLP layer, then g_cur (kLnResidual). The next memory layer of a
+// step the w_cur of every model tensor, then g_cur (kLnResidual). The next memory layer of a
 // titans-pytorch MAC with neural_mem_weight_residual takes its step k's gradient at
 // W_base + mix * (step k of this) (MemoryConfig::weight_residual). Sized once, for up to
 // `capacity` steps per call; recording allocates nothing.
 class WeightTrajectory {
  public:
   WeightTrajectory(const MemoryConfig& config, int capacity);
-  // The fast-weight values of one step: H (sum over l of layer_in(l) layer_out(l)), + H dh.
+  // The fast-weight values of one step: H (sum over i of tensor_rows(i) tensor_cols(i)), + H dh.
   static int64_t ValuesPerStep(const MemoryConfig& config);
   int steps() const { return steps_; }  // recorded by the last call
   int capacity() const { return capacity_; }

@@ -16,15 +16,21 @@ enum class MemoryOutput { kPlain, kLnResidual };  // 1.1: MLP(u), or LN(MLP(u)) 
 enum class QkNorm { kNone, kL2, kRms };           // 1.2 step 5
 enum class ReadRule { kChunk, kStep };            // 1.4
 enum class LossScale { kSum, kMean };             // 1.3: lambda = 1, or 1/dh (mean over features)
+// 1.1 The memory model M (docs/TITANS_PYTORCH.md, "Memory models"): the MLP of the paper, or one
+// of titans-pytorch's MemorySwiGluMLP (a GEGLU: residual blocks x + (a * act(g)) W2 with
+// [a | g] = x W1, then a LayerNorm with a fast-weight gain) and GatedResidualMemoryMLP (blocks
+// x + sigmoid([b | x] Wg) * (b - x) with b = act(x W1) W2, then x W_final).
+enum class MemoryModel { kMlp, kSwiGlu, kGatedResidual };
 
 struct MemoryConfig {
   // Widths. d = model width, H = heads, dh = head width, dm = hidden width of the MLP.
   int d_model = 256;
   int heads = 1;
   int head_dim = 256;
-  int depth = 2;           // L >= 1; L = 1 is one dh x dh matrix with no activation
+  MemoryModel model = MemoryModel::kMlp;
+  int depth = 2;           // L >= 1: MLP layers (L = 1: one dh x dh matrix), or model blocks
   float expansion = 4.0f;  // dm = int(dh * expansion) (as titans-pytorch computes it)
-  Activation activation = Activation::kSilu;  // between MLP layers: kGelu or kSilu
+  Activation activation = Activation::kSilu;  // between MLP layers (in blocks): kGelu or kSilu
   MemoryOutput output = MemoryOutput::kPlain;
   float layer_norm_eps = 1e-5f;  // LN inside kLnResidual
 
@@ -81,8 +87,9 @@ struct MemoryConfig {
   // True when any option of 1.7 other than the GELU q/k/v activation is on: files that use them
   // carry format_version "2", which older builds refuse instead of ignoring the keys.
   bool UsesTitansPytorchOptions() const {
-    return post_norm || transition_gate || max_grad_norm > 0 || lr_modulation || spectral_norm ||
-           attention_pool || weight_residual || momentum_order > 1 || learned_combine;
+    return model != MemoryModel::kMlp || post_norm || transition_gate || max_grad_norm > 0 ||
+           lr_modulation || spectral_norm || attention_pool || weight_residual ||
+           momentum_order > 1 || learned_combine;
   }
   // O' = the terms of the learned momentum combination.
   int combine_terms() const { return momentum_order + (combine_zeroth ? 1 : 0); }
@@ -97,23 +104,52 @@ struct MemoryConfig {
   int gate_columns() const {
     return combine_column() + (learned_combine ? heads * combine_terms() : 0);
   }
-  // The memory model's parameter tensors per head: the MLP layers, and the gain g of kLnResidual.
-  int parameter_tensors() const { return depth + (output == MemoryOutput::kLnResidual ? 1 : 0); }
-  // titans-pytorch's index p of MLP layer l (its ResidualNorm lists the gain first), and of g.
-  int parameter_index_of_layer(int l) const {
-    return output == MemoryOutput::kLnResidual ? l + 1 : l;
+  // The memory model's fast-weight tensors per head, in titans-pytorch's parameter order
+  // (MemoryWeights::mlp, MemoryState::w_cur), each [tensor_rows(i), tensor_cols(i)]:
+  //   kMlp            layer l: [layer_in(l), layer_out(l)]
+  //   kSwiGlu         block j: W1 [dh, 2 dg] at 2j, W2 [dg, dh] at 2j + 1 (dg = swiglu_inner());
+  //                   then the final LayerNorm's gain [1, dh] at 2L
+  //   kGatedResidual  block j: W1 [dh, dm] at 3j, W2 [dm, dh] at 3j + 1, Wg [2 dh, dh] at 3j + 2;
+  //                   then W_final [dh, dh] at 3L
+  int model_tensors() const {
+    switch (model) {
+      case MemoryModel::kSwiGlu:
+        return 2 * depth + 1;
+      case MemoryModel::kGatedResidual:
+        return 3 * depth + 1;
+      case MemoryModel::kMlp:
+        break;
+    }
+    return depth;
+  }
+  int tensor_rows(int i) const;
+  int tensor_cols(int i) const;
+  // A gain vector (the SwiGLU model's LayerNorm gain): Newton-Schulz leaves it alone.
+  bool tensor_is_vector(int i) const { return model == MemoryModel::kSwiGlu && i == 2 * depth; }
+  // All parameter tensors per head: the model's, and the gain g of kLnResidual.
+  int parameter_tensors() const {
+    return model_tensors() + (output == MemoryOutput::kLnResidual ? 1 : 0);
+  }
+  // titans-pytorch's index p of model tensor i (its ResidualNorm lists the gain first), and of g.
+  int parameter_index_of_layer(int i) const {
+    return output == MemoryOutput::kLnResidual ? i + 1 : i;
   }
   static constexpr int kGainParameterIndex = 0;
   // The write works on each step's full per-head gradients (max_grad_norm, lr_modulation,
-  // spectral_norm), not on the fused coefficient form.
+  // spectral_norm, higher momentum orders, the models other than the MLP), not on the fused
+  // coefficient form.
   bool tensorwise_write() const {
     return max_grad_norm > 0 || lr_modulation || spectral_norm || momentum_order > 1 ||
-           learned_combine;
+           learned_combine || model != MemoryModel::kMlp;
   }
 
   int hidden_dim() const { return static_cast<int>(static_cast<float>(head_dim) * expansion); }
+  // dg of kSwiGlu: int(dh * expansion * 2 / 3), in double as titans-pytorch computes it.
+  int swiglu_inner() const {
+    return static_cast<int>(static_cast<double>(head_dim) * expansion * 2.0 / 3.0);
+  }
   int inner_dim() const { return heads * head_dim; }  // H*dh
-  // Width of layer l's input and output (l = 0..depth-1): dh -> dm -> ... -> dm -> dh.
+  // kMlp: width of layer l's input and output (l = 0..depth-1): dh -> dm -> ... -> dm -> dh.
   int layer_in(int l) const { return l == 0 ? head_dim : hidden_dim(); }
   int layer_out(int l) const { return l == depth - 1 ? head_dim : hidden_dim(); }
   // Tokens whose write is deferred as one unit: a commit block (read = chunk) or a step.
@@ -148,5 +184,6 @@ const char* ToString(MemoryOutput o);
 const char* ToString(QkNorm n);
 const char* ToString(ReadRule r);
 const char* ToString(LossScale l);
+const char* ToString(MemoryModel m);
 
 }  // namespace titans

@@ -8,8 +8,16 @@ MemoryConfig of the engine's `MemoryConfig::TitansPytorch` preset and one F32 te
 the config uses (src/memory/weights.cpp, ForEachWeight). A file of it is safetensors with the
 metadata
     format = "titans.memory", format_version = "1", config = MemoryConfig JSON
-(format_version "2" when the config uses an option older engines do not know: post_norm,
-transition_gate, max_grad_norm, lr_modulation, spectral_norm, attention_pool; VERSION_2_KEYS).
+(format_version "2" when the config uses an option older engines do not know: a memory model
+other than MemoryMLP, post_norm, transition_gate, max_grad_norm, lr_modulation, spectral_norm,
+attention_pool, ...; VERSION_2_KEYS).
+
+The memory model may be MemoryMLP (config without "model"), MemorySwiGluMLP ("model":
+"swiglu", a GEGLU with an inner LayerNorm whose gamma is a fast weight) or
+GatedResidualMemoryMLP ("model": "gated_residual"), each with or without NeuralMemory's
+ResidualNorm wrapper; its per-head fast weights are the engine tensors mlp.0, mlp.1, ... in the
+order of memory_tensor_names, the wrapper's gamma is `gain`. FactorizedMemoryMLP,
+MemoryAttention and custom classes (subclasses included) are refused by name.
 
 A MemoryAsContextTransformer becomes an engine model (docs/FILE_FORMAT.md, `Model::Load`): a
 ModelConfig with architecture "titans_pytorch_mac" and its tensor table
@@ -44,8 +52,9 @@ kwargs.json holds the keyword arguments of `NeuralMemory(...)` or
 `MemoryAsContextTransformer(...)` (recognised by its num_tokens; or say --class). Arguments that
 are Python objects are written as: "activation": "silu" (nn.SiLU), "gelu" (nn.GELU, exact) or
 null; "model" (NeuralMemory)
-and "neural_memory_model" (MAC): {"type": "MemoryMLP", "depth": 2, "expansion_factor": 4.0} (the
-only memory model the engine runs); "neural_memory_kwargs" as a JSON object of NeuralMemory
+and "neural_memory_model" (MAC): {"type": "MemoryMLP", "depth": 2, "expansion_factor": 4.0},
+with "type" also "MemorySwiGluMLP" or "GatedResidualMemoryMLP" (the memory models the engine
+runs; built with width dim_head); "neural_memory_kwargs" as a JSON object of NeuralMemory
 arguments. Anything else that is not plain JSON cannot be described and is refused.
 
 Tested with the versions in tools/requirements-goldens.txt (titans-pytorch 0.5.5, torch 2.x).
@@ -208,6 +217,134 @@ def _step_max_lr(mem, problems):
     return None
 
 
+# The memory models the engine runs (MemoryConfig "model"; absent = "mlp"), by exact class.
+_MEMORY_MODELS = {tp_mm.MemoryMLP: "mlp", tp_mm.MemorySwiGluMLP: "swiglu",
+                  tp_mm.GatedResidualMemoryMLP: "gated_residual"}
+# Why the other titans-pytorch memory models are refused (docs/TITANS_PYTORCH_OPTIONS.md,
+# "Still refused").
+_REFUSED_MEMORY_MODELS = {
+    "FactorizedMemoryMLP": "not supported: the engine has no factorised (x A B) layers",
+    "MemoryAttention": "a token's read depends on the other queries of its retrieval chunk "
+                       "(causal attention inside the chunk), which the engine's per-token read "
+                       "cannot express",
+}
+_CUSTOM_MODEL = "a custom memory model class or subclass: arbitrary Python"
+# MemorySwiGluMLP's expansion_factor candidates, the class default first.
+_SWIGLU_EXPANSIONS = (4.0, 2.0, 8.0, 1.0, 3.0, 6.0)
+
+
+def _mlp_expansion(mlp, head_dim, depth, problems):
+    """MemoryMLP: e with int(float32(dh) * e) = hidden (the engine's hidden_dim, in float32)."""
+    hidden = int(mlp.weights[0].shape[1]) if depth > 1 else 4 * head_dim
+    expansion = np.float32(hidden / head_dim)
+    if int(np.float32(head_dim) * expansion) != hidden:  # the engine's int(dh * expansion)
+        expansion = np.nextafter(expansion, np.float32(np.inf))
+    if depth > 1 and int(np.float32(head_dim) * expansion) != hidden:
+        problems.append(f"hidden width {hidden} is not int(dim_head * e) for a float32 e")
+    for i, w in enumerate(mlp.weights):
+        want = (head_dim if i == 0 else hidden, head_dim if i == depth - 1 else hidden)
+        if tuple(w.shape) != want:
+            problems.append(f"MemoryMLP weights.{i} has shape {tuple(w.shape)}, expected {want}")
+    return expansion
+
+
+def _check_layer_norm(norm, where, problems):
+    """titans-pytorch's memory_models.LayerNorm: no affine, eps 1e-5, a gamma of shape (dh,)."""
+    if type(norm) is not tp_mm.LayerNorm or norm.ln.elementwise_affine:
+        problems.append(f"{where} is not titans_pytorch LayerNorm")
+    elif abs(norm.ln.eps - LAYER_NORM_EPS) > 0:
+        problems.append(f"{where} eps {norm.ln.eps} (engine: 1e-5)")
+
+
+def _swiglu_expansion(mlp, head_dim, problems):
+    """MemorySwiGluMLP: e with int(dh * e * 2 / 3) = inner, computed in double from the float32
+    e as the engine's swiglu_inner() does; the candidates first, then (inner + 0.5) * 1.5 / dh."""
+    blocks = list(mlp.weights)
+    inner = int(blocks[0][1].shape[0]) if blocks and len(blocks[0]) == 2 else 0
+    for j, block in enumerate(blocks):
+        want = [(head_dim, 2 * inner), (inner, head_dim)]
+        if len(block) != 2 or [tuple(w.shape) for w in block] != want:
+            problems.append(f"MemorySwiGluMLP weights.{j} has shapes "
+                            f"{[tuple(w.shape) for w in block]}, expected {want}")
+    _check_layer_norm(mlp.norm, "MemorySwiGluMLP norm", problems)
+    if tuple(mlp.norm.gamma.shape) != (head_dim,):
+        problems.append(f"MemorySwiGluMLP norm.gamma has shape {tuple(mlp.norm.gamma.shape)}")
+
+    def inner_of(e):  # MemoryConfig::swiglu_inner
+        return int(float(head_dim) * float(np.float32(e)) * 2.0 / 3.0)
+
+    for e in _SWIGLU_EXPANSIONS:
+        if inner_of(e) == inner:
+            return np.float32(e)
+    e = np.float32((inner + 0.5) * 1.5 / head_dim)
+    if inner < 1 or inner_of(e) != inner:
+        problems.append(f"MemorySwiGluMLP inner width {inner} is not int(dim_head * e * 2 / 3) "
+                        f"for a float32 e")
+    return e
+
+
+def _gated_residual_expansion(mlp, head_dim, problems):
+    """GatedResidualMemoryMLP: e with int(float32(dh) * e) = hidden, as for MemoryMLP."""
+    blocks = list(mlp.weights)
+    hidden = int(blocks[0][0].shape[1]) if blocks and len(blocks[0]) == 3 else 0
+    for j, block in enumerate(blocks):
+        want = [(head_dim, hidden), (hidden, head_dim), (2 * head_dim, head_dim)]
+        if len(block) != 3 or [tuple(w.shape) for w in block] != want:
+            problems.append(f"GatedResidualMemoryMLP weights.{j} has shapes "
+                            f"{[tuple(w.shape) for w in block]}, expected {want}")
+    if tuple(mlp.final_proj.shape) != (head_dim, head_dim):
+        problems.append(f"GatedResidualMemoryMLP final_proj has shape "
+                        f"{tuple(mlp.final_proj.shape)}, expected {(head_dim, head_dim)}")
+    expansion = np.float32(hidden / head_dim)
+    if int(np.float32(head_dim) * expansion) != hidden:
+        expansion = np.nextafter(expansion, np.float32(np.inf))
+    if hidden < 1 or int(np.float32(head_dim) * expansion) != hidden:
+        problems.append(f"GatedResidualMemoryMLP hidden width {hidden} is not int(dim_head * e) "
+                        f"for a float32 e")
+    return expansion
+
+
+def memory_tensor_names(model, depth, output):
+    """titans-pytorch's memory_model_parameter_names of the engine's fast-weight tensors mlp.0,
+    mlp.1, ... in the engine's order (MemoryConfig::model_tensors), for the MemoryConfig fields
+    model ("mlp", "swiglu", "gated_residual"), depth and output. The ResidualNorm wrapper's
+    gain (`norm.gamma`, the engine's `gain`) is not among them."""
+    prefix = "model." if output == "ln_residual" else ""
+    if model == "mlp":
+        names = [f"weights.{l}" for l in range(depth)]
+    elif model == "swiglu":  # block j: W1, W2; then the inner LayerNorm's gamma
+        names = [f"weights.{j}.{k}" for j in range(depth) for k in range(2)] + ["norm.gamma"]
+    elif model == "gated_residual":  # block j: W1, W2, to_gates; then final_proj
+        names = [f"weights.{j}.{k}" for j in range(depth) for k in range(3)] + ["final_proj"]
+    else:
+        raise ValueError(f"memory model {model!r}")
+    return [prefix + n for n in names]
+
+
+def engine_parameter_names(model, depth, output):
+    """The memory model's parameter tensors in the engine's order (MemoryConfig
+    parameter_index_of_layer: the wrapper's gain first when ln_residual, then mlp.0, mlp.1, ...)
+    as titans-pytorch names them. The order of titans-pytorch's memory_model_parameter_names
+    for MemoryMLP and MemorySwiGluMLP; GatedResidualMemoryMLP's final_proj, a parameter of the
+    model itself, comes before its ParameterList there (nn.Module.named_parameters lists a
+    module's own parameters before its children's), see _engine_parameter_order."""
+    gain = ["norm.gamma"] if output == "ln_residual" else []
+    return gain + memory_tensor_names(model, depth, output)
+
+
+def _engine_parameter_order(mem, config):
+    """For each engine parameter q (engine_parameter_names), its index p in titans-pytorch's
+    memory_model_parameter_names: the identity but for GatedResidualMemoryMLP."""
+    names = list(mem.memory_model_parameter_names)
+    engine = engine_parameter_names(config.get("model", "mlp"), config["depth"],
+                                    config["output"])
+    if sorted(names) != sorted(engine):
+        raise ValueError(f"memory model parameters {names} are not the expected {engine}")
+    order = [names.index(n) for n in engine]
+    assert config.get("model") == "gated_residual" or order == list(range(len(order))), order
+    return order
+
+
 def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residual=False):
     """MemoryConfig JSON (dict, keys in MemoryConfig::ToJson order) for a NeuralMemory.
 
@@ -244,21 +381,29 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
     else:
         output = "plain"  # mem_model_norm_add_residual=False
         mlp = model
-    if type(mlp) is not tp_mm.MemoryMLP:
-        problems.append(f"memory model {type(mlp).__name__} (only the default MemoryMLP, with "
-                        f"or without the ResidualNorm wrapper, is supported)")
+    kind = _MEMORY_MODELS.get(type(mlp))  # `type(x) is`: subclasses are custom code
+    if kind is None:
+        problems.append(f"memory model {type(mlp).__name__} ("
+                        f"{_REFUSED_MEMORY_MODELS.get(type(mlp).__name__, _CUSTOM_MODEL)}; the "
+                        f"engine runs MemoryMLP, MemorySwiGluMLP and GatedResidualMemoryMLP, "
+                        f"with or without the ResidualNorm wrapper)")
         _refuse(problems)
     depth = len(mlp.weights)
-    hidden = int(mlp.weights[0].shape[1]) if depth > 1 else 4 * head_dim
-    expansion = np.float32(hidden / head_dim)
-    if int(np.float32(head_dim) * expansion) != hidden:  # the engine's int(dh * expansion)
-        expansion = np.nextafter(expansion, np.float32(np.inf))
-    if depth > 1 and int(np.float32(head_dim) * expansion) != hidden:
-        problems.append(f"hidden width {hidden} is not int(dim_head * e) for a float32 e")
-    for i, w in enumerate(mlp.weights):
-        want = (head_dim if i == 0 else hidden, head_dim if i == depth - 1 else hidden)
-        if tuple(w.shape) != want:
-            problems.append(f"MemoryMLP weights.{i} has shape {tuple(w.shape)}, expected {want}")
+    if kind == "mlp":
+        expansion = _mlp_expansion(mlp, head_dim, depth, problems)
+    elif kind == "swiglu":
+        expansion = _swiglu_expansion(mlp, head_dim, problems)
+    else:
+        expansion = _gated_residual_expansion(mlp, head_dim, problems)
+    if depth < 1:
+        problems.append(f"{type(mlp).__name__} of depth {depth} (the engine needs depth >= 1)")
+    if not problems:
+        names = list(mem.memory_model_parameter_names)
+        engine = engine_parameter_names(kind, depth, output)
+        if sorted(names) != sorted(engine):
+            problems.append(f"memory model parameters {names} are not the expected {engine}")
+        elif kind != "gated_residual" and names != engine:  # see _engine_parameter_order
+            problems.append(f"memory model parameters {names} are not in the order {engine}")
 
     # Chunking.
     retrieve_chunk, store_chunk = int(mem.retrieve_chunk_size), int(mem.store_chunk_size)
@@ -408,6 +553,8 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
     config["output_proj"] = heads > 1
     # The options beyond the preset: each key only when the option is on, so that a config
     # without them is what it always was (and its file keeps format_version "1").
+    if kind != "mlp":  # absent: "mlp"
+        config["model"] = kind
     if post_norm:
         config["post_norm"] = True
     if transition_gate:
@@ -434,7 +581,7 @@ def memory_config(mem, ttt_batch_size=None, identical_views=False, weight_residu
 
 # MemoryConfig keys that older engines do not know: a config with any of them is written with
 # format_version "2", which such engines refuse instead of silently ignoring the keys.
-VERSION_2_KEYS = ("post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
+VERSION_2_KEYS = ("model", "post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
                   "max_layer_modulation", "spectral_norm", "attention_pool", "weight_residual",
                   "momentum_order", "learned_combine", "combine_zeroth")
 
@@ -498,11 +645,16 @@ def memory_weights(mem, config):
         add("b_pool", _array(pool.bias), (d,))
     if config.get("lr_modulation"):
         # Linear(d, H * P): channel h * P + p, p in memory_model_parameter_names order (for the
-        # ResidualNorm wrapper p = 0 is norm.gamma, p = 1 + l is weights.l); kept as it is, the
-        # engine maps p itself (MemoryConfig::parameter_index_of_layer).
+        # ResidualNorm wrapper p = 0 is norm.gamma, p = 1 + i is model tensor i); the engine
+        # maps p itself (MemoryConfig::parameter_index_of_layer), in its own tensor order
+        # (engine_parameter_names). That is titans-pytorch's but for GatedResidualMemoryMLP,
+        # whose final_proj titans-pytorch lists before the blocks: its channels are permuted
+        # into the engine's order (channel h * P + q of the file = titans h * P + order[q]).
         P = len(mem.memory_model_parameter_names)
-        add("w_mod", _array(mem.to_layer_modulation[0].weight).T, (d, H * P))
-        add("b_mod", _array(mem.to_layer_modulation[0].bias), (H * P,))
+        order = _engine_parameter_order(mem, config)
+        columns = [h * P + p for h in range(H) for p in order]
+        add("w_mod", _array(mem.to_layer_modulation[0].weight).T[:, columns], (d, H * P))
+        add("b_mod", _array(mem.to_layer_modulation[0].bias)[columns], (H * P,))
     if config.get("weight_residual"):
         # Linear(d, H) of the chunk representation; the first memory layer of a MAC has none
         # and takes no previous weights (zeros, never read).
@@ -519,7 +671,7 @@ def memory_weights(mem, config):
     # The per-head initial fast weights. memory_model.* are unused by forward (functional_call
     # substitutes these); per-head tensors may be stride-0 expanded views (issue #64), so copy.
     params = dict(zip(mem.memory_model_parameter_names, mem.memory_model_parameters))
-    prefix = "model." if config["output"] == "ln_residual" else ""
+    _engine_parameter_order(mem, config)  # every parameter has its engine tensor
 
     def per_head(p):
         a = _array(p.contiguous())
@@ -527,9 +679,16 @@ def memory_weights(mem, config):
             a = np.repeat(a[None], H, axis=0)
         return a
 
-    for l in range(config["depth"]):
-        w = per_head(params[f"{prefix}weights.{l}"])
-        add(f"mlp.{l}", w, (H,) + tuple(w.shape[1:]))
+    # mlp.<i>: the model's tensors as they are ((in, out) matrices, no transposes) in the
+    # engine's order (memory_tensor_names): MemoryMLP weights.l; MemorySwiGluMLP W1_j, W2_j per
+    # block, then its inner LayerNorm's gamma as [H, 1, dh]; GatedResidualMemoryMLP W1_j, W2_j,
+    # to_gates_j per block, then final_proj.
+    for i, name in enumerate(memory_tensor_names(config.get("model", "mlp"), config["depth"],
+                                                 config["output"])):
+        w = per_head(params[name])
+        if w.ndim == 2:  # a gain vector (MemorySwiGluMLP norm.gamma): one row
+            w = w[:, None, :]
+        add(f"mlp.{i}", w, (H,) + tuple(w.shape[1:]))
     if config["output"] == "ln_residual":
         # LayerNorm(.) * (gamma + 1): the engine's g is gamma itself (it is a fast weight).
         add("gain", per_head(params["norm.gamma"]), (H, dh))
@@ -885,9 +1044,14 @@ def _decode_kwargs(kwargs):
     if "model" in kwargs and kwargs["model"] is not None:
         spec = dict(kwargs["model"])
         kind = spec.pop("type", None)
-        if kind != "MemoryMLP":
-            raise UnsupportedError(f"model type {kind!r} (only MemoryMLP)")
-        kwargs["model"] = tp_mm.MemoryMLP(kwargs.get("dim_head") or kwargs["dim"], **spec)
+        classes = {cls.__name__: cls for cls in _MEMORY_MODELS}
+        if kind not in classes:
+            reason = _REFUSED_MEMORY_MODELS.get(kind, "not a titans-pytorch memory model the "
+                                                      "engine runs")
+            raise UnsupportedError(f"model type {kind!r} ({reason}; only MemoryMLP, "
+                                   f"MemorySwiGluMLP and GatedResidualMemoryMLP)")
+        # the memory model's width is the memory's dim_head
+        kwargs["model"] = classes[kind](kwargs.get("dim_head") or kwargs["dim"], **spec)
     if isinstance(kwargs.get("chunk_size"), list):
         kwargs["chunk_size"] = tuple(kwargs["chunk_size"])
     for name in ("store_memory_loss_fn", "adaptive_step_transform"):
@@ -905,7 +1069,7 @@ def _decode_mac_kwargs(kwargs):
     mem_kwargs = dict(kwargs.get("neural_memory_kwargs") or {})
     dim_head = mem_kwargs.get("dim_head") or kwargs["dim"]
     if kwargs.get("neural_memory_model") is not None:
-        # the same JSON form as NeuralMemory's "model"; MemoryMLP's width is the memory's dim_head
+        # the same JSON form as NeuralMemory's "model"; its width is the memory's dim_head
         kwargs["neural_memory_model"] = _decode_kwargs(
             {"dim": dim_head, "model": kwargs["neural_memory_model"]})["model"]
     kwargs["neural_memory_kwargs"] = _decode_kwargs({"dim": kwargs["dim"], **mem_kwargs})

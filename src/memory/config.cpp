@@ -22,6 +22,9 @@ NLOHMANN_JSON_SERIALIZE_ENUM(QkNorm,
                              {{QkNorm::kNone, "none"}, {QkNorm::kL2, "l2"}, {QkNorm::kRms, "rms"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(ReadRule, {{ReadRule::kChunk, "chunk"}, {ReadRule::kStep, "step"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(LossScale, {{LossScale::kSum, "sum"}, {LossScale::kMean, "mean"}})
+NLOHMANN_JSON_SERIALIZE_ENUM(MemoryModel, {{MemoryModel::kMlp, "mlp"},
+                                           {MemoryModel::kSwiGlu, "swiglu"},
+                                           {MemoryModel::kGatedResidual, "gated_residual"}})
 
 namespace {
 
@@ -63,6 +66,34 @@ const char* ToString(MemoryOutput o) { return EnumName(o); }
 const char* ToString(QkNorm n) { return EnumName(n); }
 const char* ToString(ReadRule r) { return EnumName(r); }
 const char* ToString(LossScale l) { return EnumName(l); }
+const char* ToString(MemoryModel m) { return EnumName(m); }
+
+int MemoryConfig::tensor_rows(int i) const {
+  switch (model) {
+    case MemoryModel::kSwiGlu:
+      if (i == 2 * depth) return 1;  // the LayerNorm gain
+      return i % 2 == 0 ? head_dim : swiglu_inner();
+    case MemoryModel::kGatedResidual:
+      if (i == 3 * depth) return head_dim;  // W_final
+      return i % 3 == 0 ? head_dim : i % 3 == 1 ? hidden_dim() : 2 * head_dim;
+    case MemoryModel::kMlp:
+      break;
+  }
+  return layer_in(i);
+}
+
+int MemoryConfig::tensor_cols(int i) const {
+  switch (model) {
+    case MemoryModel::kSwiGlu:
+      if (i == 2 * depth) return head_dim;
+      return i % 2 == 0 ? 2 * swiglu_inner() : head_dim;
+    case MemoryModel::kGatedResidual:
+      return i % 3 == 0 && i != 3 * depth ? hidden_dim() : head_dim;
+    case MemoryModel::kMlp:
+      break;
+  }
+  return layer_out(i);
+}
 
 void MemoryConfig::Validate() const {
   Require(d_model >= 1, "d_model must be >= 1");
@@ -78,6 +109,11 @@ void MemoryConfig::Validate() const {
   Require(hidden_dim() >= 1, "expansion must give a hidden width >= 1");
   Require(depth == 1 || activation != Activation::kNone,
           "the memory MLP needs an activation (gelu or silu) when depth > 1");
+  Require(
+      model == MemoryModel::kMlp || activation != Activation::kNone,
+      std::string("the ") + ToString(model) + " memory model needs an activation (gelu or silu)");
+  Require(model != MemoryModel::kSwiGlu || swiglu_inner() >= 1,
+          "expansion must give the swiglu model an inner width >= 1");
   Require(
       std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && std::isfinite(rms_eps) && rms_eps > 0,
       "norm epsilons must be finite and > 0");
@@ -105,7 +141,8 @@ void MemoryConfig::Validate() const {
   Require((momentum_order == 1 && !learned_combine) || read == ReadRule::kStep,
           "momentum_order > 1 and learned_combine need read = step (one step per unit)");
   Require(!tensorwise_write() || read == ReadRule::kStep,
-          "max_grad_norm, lr_modulation and spectral_norm need read = step (one step per unit)");
+          "max_grad_norm, lr_modulation, spectral_norm and the swiglu and gated_residual models "
+          "need read = step (one step per unit)");
   // Every session keeps the keys, values and gates of one unit: bound what a config implies.
   Require(int64_t{unit()} * inner_dim() <= config_limits::kMaxUnitValues,
           "the unit (" + std::to_string(unit()) + " tokens) times heads * head_dim (" +
@@ -114,17 +151,22 @@ void MemoryConfig::Validate() const {
 
 double MemoryConfig::FlopsPerToken() const {
   double mlp = 0, backward = 0;  // per head: one forward pass; the backward products
-  for (int l = 0; l < depth; ++l) {
-    mlp += 2.0 * layer_in(l) * layer_out(l);
-    if (l > 0) backward += 2.0 * layer_in(l) * layer_out(l);
+  for (int i = 0; i < model_tensors(); ++i) {
+    if (tensor_is_vector(i)) continue;
+    const double product = 2.0 * tensor_rows(i) * tensor_cols(i);
+    mlp += product;
+    // Every matrix but the MLP's first layer passes the error back to its input.
+    if (model != MemoryModel::kMlp || i > 0) backward += product;
   }
   const double gradient_products = momentum ? 2.0 * mlp : mlp;  // A^T diag(c) D (and diag(e))
   const double projections = 2.0 * d_model * 3.0 * (inner_dim() + heads);
   const double output = output_proj ? 2.0 * inner_dim() * d_model : 0.0;
   // Newton-Schulz per step and matrix: 5 x (X X^T, A A, B X) on an r x n matrix, r <= n.
   double spectral = 0;
-  for (int l = 0; spectral_norm && l < depth; ++l) {
-    const double r = std::min(layer_in(l), layer_out(l)), n = std::max(layer_in(l), layer_out(l));
+  for (int i = 0; spectral_norm && i < model_tensors(); ++i) {
+    if (tensor_is_vector(i)) continue;
+    const double r = std::min(tensor_rows(i), tensor_cols(i));
+    const double n = std::max(tensor_rows(i), tensor_cols(i));
     spectral += 5.0 * (2.0 * r * r * n + 2.0 * r * r * r + 2.0 * r * r * n) / step;
   }
   const double modulation = lr_modulation ? 2.0 * d_model * heads * parameter_tensors() : 0.0;
@@ -196,6 +238,7 @@ std::string MemoryConfig::ToJson() const {
   j["output_gate"] = output_gate;
   j["output_proj"] = output_proj;
   // The options of 1.7 only when on: files without them stay as they were.
+  if (model != MemoryModel::kMlp) j["model"] = nlohmann::json(model);
   if (post_norm) j["post_norm"] = true;
   if (transition_gate) j["transition_gate"] = true;
   if (max_grad_norm > 0) j["max_grad_norm"] = max_grad_norm;
@@ -240,6 +283,7 @@ MemoryConfig ReadMemoryConfig(const io::ConfigObject& j) {
   c.output_proj = io::BoolField(j, "output_proj");
   // Optional: absent means off (the files written before these options existed).
   auto has = [&j](const char* key) { return j.object.is_object() && j.object.contains(key); };
+  if (has("model")) c.model = ReadEnum<MemoryModel>(j, "model");
   if (has("post_norm")) c.post_norm = io::BoolField(j, "post_norm");
   if (has("transition_gate")) c.transition_gate = io::BoolField(j, "transition_gate");
   if (has("max_grad_norm")) c.max_grad_norm = io::FloatField(j, "max_grad_norm", 0.0, 1e6);

@@ -66,7 +66,7 @@ std::shared_ptr<const NeuralMemory> NeuralMemory::Load(const std::string& path) 
       io::ParseConfig<MemoryConfig>(path, io::CheckHeader(path, file, "memory", kWeightsFormat));
   {  // the file holds every tensor of the config before any is allocated (Model::Load too)
     MemoryWeights skeleton;  // empty vectors: names and shapes only
-    skeleton.mlp.resize(static_cast<size_t>(config.depth));
+    skeleton.mlp.resize(static_cast<size_t>(config.model_tensors()));
     io::CheckTensors(path, file, skeleton.Tensors(config));
   }
   MemoryWeights weights = MemoryWeights::Zeros(config);

@@ -6,8 +6,8 @@
 #include <array>
 #include <cmath>
 #include <span>
-#include <unsupported/Eigen/SpecialFunctions>  // vectorised float erf for the exact GELU
 
+#include "memory/models.hpp"
 #include "ops/activations.hpp"
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
@@ -18,40 +18,8 @@ namespace {
 
 using namespace linalg;  // NOLINT: the kernels are written in terms of these helpers
 
-// act(z) in place on a block.
-template <class Block>
-void Activate(Activation act, Block&& z) {
-  switch (act) {
-    case Activation::kGelu:
-      z = (0.5f * z.array() * (1.0f + (z.array() * float(M_SQRT1_2)).erf())).matrix();
-      break;
-    case Activation::kSilu:
-      z = ops::Silu(z.array()).matrix();
-      break;
-    case Activation::kNone:
-      break;
-  }
-}
-
-// delta *= act'(z), elementwise on blocks of equal shape.
-template <class Delta, class Z>
-void MultiplyByDerivative(Activation act, Delta&& delta, const Z& z) {
-  switch (act) {
-    case Activation::kGelu: {  // Phi(z) + z phi(z)
-      const float inv_sqrt_2pi = 0.3989422804014327f;
-      delta.array() *= 0.5f * (1.0f + (z.array() * float(M_SQRT1_2)).erf()) +
-                       z.array() * inv_sqrt_2pi * (-0.5f * z.array().square()).exp();
-      break;
-    }
-    case Activation::kSilu: {  // s (1 + z (1 - s)), s = sigmoid(z)
-      const auto s = ops::Sigmoid(z.array());
-      delta.array() *= s * (1.0f + z.array() * (1.0f - s));
-      break;
-    }
-    case Activation::kNone:
-      break;
-  }
-}
+using memory_models::Activate;
+using memory_models::MultiplyByDerivative;
 
 // LayerNorm without affine of one row (biased variance): writes the normalised row, returns
 // 1/sqrt(var + eps).
@@ -162,13 +130,24 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   gate_out_.setZero(p, h);
   y_.setZero(p, hd);
   Index max_in = 0, max_out = 0;
-  for (int l = 0; l < c.depth; ++l) {
+  const bool mlp = c.model == MemoryModel::kMlp;
+  for (int l = 0; mlp && l < c.depth; ++l) {
     read_z_.emplace_back(RowMatrix::Zero(h * p, c.layer_out(l)));
     unit_z_.emplace_back(RowMatrix::Zero(h * u, c.layer_out(l)));
     unit_a_.emplace_back(RowMatrix::Zero(l + 1 < c.depth ? h * u : 0, c.layer_out(l)));
     unit_delta_.emplace_back(RowMatrix::Zero(h * u, c.layer_out(l)));
     max_in = std::max<Index>(max_in, c.layer_in(l));
     max_out = std::max<Index>(max_out, c.layer_out(l));
+  }
+  if (!mlp) {  // the model's output; its write is tensorwise (no coefficient products)
+    read_z_.emplace_back(RowMatrix::Zero(h * p, dh));
+    unit_z_.emplace_back(RowMatrix::Zero(h * u, dh));
+    unit_delta_.emplace_back(RowMatrix::Zero(h * u, dh));
+    read_trace_ = memory_models::Trace(c, p);
+    unit_trace_ = memory_models::Trace(c, h * u);
+    for (int i = 0; i < c.model_tensors(); ++i) {
+      unit_right_.emplace_back(RowMatrix::Zero(h * u, c.tensor_cols(i)));
+    }
   }
   if (c.output == MemoryOutput::kLnResidual) unit_dg_.setZero(h * u, dh);
   for (int t = 0; t < threads_; ++t) {
@@ -231,17 +210,17 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   momentum_high_.assign(static_cast<size_t>(h * (c.momentum_order - 1)), 0.0f);
   if (c.learned_combine) combine_.assign(static_cast<size_t>(h * c.combine_terms()), 0.0f);
   if (c.weight_residual) {
-    for (int l = 0; l < c.depth; ++l) {
-      eval_w_.emplace_back(static_cast<size_t>(h * c.layer_in(l) * c.layer_out(l)), 0.0f);
+    for (int i = 0; i < c.model_tensors(); ++i) {
+      eval_w_.emplace_back(static_cast<size_t>(h * c.tensor_rows(i) * c.tensor_cols(i)), 0.0f);
     }
     if (c.output == MemoryOutput::kLnResidual) eval_g_.assign(static_cast<size_t>(h * dh), 0.0f);
   }
   if (c.tensorwise_write()) {
     Index r_max = 0, n_max = 0;
-    for (int l = 0; l < c.depth; ++l) {
-      grad_full_.emplace_back(RowMatrix::Zero(h * c.layer_in(l), c.layer_out(l)));
-      r_max = std::max<Index>(r_max, std::min(c.layer_in(l), c.layer_out(l)));
-      n_max = std::max<Index>(n_max, std::max(c.layer_in(l), c.layer_out(l)));
+    for (int i = 0; i < c.model_tensors(); ++i) {
+      grad_full_.emplace_back(RowMatrix::Zero(h * c.tensor_rows(i), c.tensor_cols(i)));
+      r_max = std::max<Index>(r_max, std::min(c.tensor_rows(i), c.tensor_cols(i)));
+      n_max = std::max<Index>(n_max, std::max(c.tensor_rows(i), c.tensor_cols(i)));
     }
     if (c.output == MemoryOutput::kLnResidual) grad_gain_.setZero(h, dh);
     for (int t = 0; t < threads_ && c.spectral_norm; ++t) {
@@ -529,7 +508,18 @@ void MemorySession::Workspace::Read(const NeuralMemory& memory, const MemoryStat
   if (rows == 0) return;
   const bool plain = c.output == MemoryOutput::kPlain;
   for (Index head = 0; head < c.heads; ++head) {
-    for (int l = 0; l < c.depth; ++l) {
+    if (c.model != MemoryModel::kMlp) {
+      // The model's output goes to the head's columns of y_ (plain) or to read_z_ (kLnResidual).
+      const auto tensor = [&](int i) {
+        const Index r = c.tensor_rows(i), k = c.tensor_cols(i);
+        return ConstView(state.w_cur[i].data() + head * r * k, r, k, k);
+      };
+      MatMap z = plain ? View(y_.data() + t0 * hd + head * dh, rows, dh, hd)
+                       : View(read_z_[0].data() + (head * kTile + t0) * dh, rows, dh, dh);
+      memory_models::Forward(c, tensor, ConstView(q_.data() + t0 * hd + head * dh, rows, dh, hd),
+                             read_trace_, t0, rows, z);
+    }
+    for (int l = 0; c.model == MemoryModel::kMlp && l < c.depth; ++l) {
       const Index in = c.layer_in(l), out = c.layer_out(l);
       const bool last = l + 1 == c.depth;
       const ConstMatMap weights = ConstView(state.w_cur[l].data() + head * in * out, in, out, out);
@@ -547,7 +537,7 @@ void MemorySession::Workspace::Read(const NeuralMemory& memory, const MemoryStat
       const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_cur.data() + head * dh, dh);
       for (Index t = t0; t < t0 + rows; ++t) {
         auto y = y_.block(t, head * dh, 1, dh);
-        LayerNormRow(read_z_[c.depth - 1].row(head * kTile + t), c.layer_norm_eps, y);
+        LayerNormRow(read_z_.back().row(head * kTile + t), c.layer_norm_eps, y);
         y = (y.array() * (1.0f + gain.array())).matrix() + q_.block(t, head * dh, 1, dh);
       }
     }
@@ -674,8 +664,8 @@ void MemorySession::Workspace::ResidualPoint(const MemoryConfig& c, const Memory
   for (Index head = 0; head < c.heads; ++head) {
     const float mix = SigmoidOf(MeanGateLogit(c, state, c.mix_column() + head));
     const float* layer_from = from;
-    for (int l = 0; l < c.depth; ++l) {
-      const Index size = Index{c.layer_in(l)} * c.layer_out(l), offset = head * size;
+    for (int l = 0; l < c.model_tensors(); ++l) {
+      const Index size = Index{c.tensor_rows(l)} * c.tensor_cols(l), offset = head * size;
       const auto base = Eigen::Map<const Eigen::ArrayXf>(state.w_base[l].data() + offset, size);
       const auto previous = Eigen::Map<const Eigen::ArrayXf>(layer_from + offset, size);
       Eigen::Map<Eigen::ArrayXf>(eval_w_[l].data() + offset, size) = base + mix * previous;
@@ -743,9 +733,19 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
     return UnitLayerInput(c, state, l, head, row, count);
   };
   RowMatrix& row_scratch = row_scratch_[part.ith];  // [2, dh]: e and dL/dn of one token
+  const bool mlp = c.model == MemoryModel::kMlp;
   for (Index head = 0; head < c.heads && rows > 0; ++head) {
+    const auto tensor = [&](int i) {  // the gradient point's model tensor i of this head
+      const Index r = c.tensor_rows(i), k = c.tensor_cols(i);
+      return ConstView(point(i) + head * r * k, r, k, k);
+    };
+    if (!mlp) {
+      memory_models::Forward(c, tensor, layer_input(0, static_cast<int>(head), t0, rows),
+                             unit_trace_, head * u + t0, rows,
+                             unit_z_[0].middleRows(head * u + t0, rows));
+    }
     // Forward: z_l [rows, out_l], a_l = act(z_l).
-    for (int l = 0; l < depth; ++l) {
+    for (int l = 0; mlp && l < depth; ++l) {
       const Index in = c.layer_in(l), out = c.layer_out(l);
       const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
       auto z = unit_z_[l].middleRows(head * u + t0, rows);
@@ -757,8 +757,8 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       }
     }
     // Output error e_t = 2 lambda theta_t (M(k_t) - v_t) and dL/dz at the last layer.
-    RowMatrix& z_last = unit_z_[depth - 1];
-    RowMatrix& delta_last = unit_delta_[depth - 1];
+    RowMatrix& z_last = unit_z_.back();
+    RowMatrix& delta_last = unit_delta_.back();
     for (Index t = t0; t < t0 + rows; ++t) {
       const Index row = head * u + t;
       const auto key = ConstView(state.pending_k.data() + t * hd + head * dh, 1, dh, hd);
@@ -782,8 +782,13 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
           (dn.array() - dn.mean() - normed.array() * dn.cwiseProduct(normed).mean()).matrix();
       normed = e.cwiseProduct(normed);
     }
+    if (!mlp) {
+      memory_models::Backward(
+          c, tensor, unit_trace_, head * u + t0, rows, delta_last.middleRows(head * u + t0, rows),
+          [&](int i) { return unit_right_[i].middleRows(head * u + t0, rows); });
+    }
     // Backward: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
-    for (int l = depth - 1; l >= 1; --l) {
+    for (int l = depth - 1; mlp && l >= 1; --l) {
       const Index in = c.layer_in(l), out = c.layer_out(l);
       const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
       auto prev = unit_delta_[l - 1].middleRows(head * u + t0, rows);
@@ -865,19 +870,29 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
 }
 
 // Tensorwise stage 1, split by heads or weight columns: with one step per unit every token's
-// coefficient is 1, so each head's gradient is A^T Delta per layer and the column sums of the
-// gain's per-token rows.
+// coefficient is 1, so each head's gradient is A^T Delta per model tensor and the column sums
+// of the gain's per-token rows.
 void MemorySession::Workspace::TensorGradients(const MemoryConfig& c, const MemoryState& state,
                                                Part part) {
   const Index u = c.unit();
-  for (int l = 0; l < c.depth; ++l) {
-    const Index in = c.layer_in(l), out = c.layer_out(l);
+  const bool mlp = c.model == MemoryModel::kMlp;
+  for (int i = 0; i < c.model_tensors(); ++i) {
+    // Left^T Right per head: the MLP layer's input and its delta, or the other models' factors
+    // (memory/models.hpp); a gain vector's gradient is the column sum of its Right rows.
+    const Index in = c.tensor_rows(i), out = c.tensor_cols(i);
+    RowMatrix& right_rows = mlp ? unit_delta_[i] : unit_right_[i];
     ForHeadShare(
         c.heads, static_cast<int>(out), part.ith, part.nth, kColumnAlign,
         [&](int head, Range cols) {
-          const auto delta = Rows(unit_delta_[l], head * u, u).middleCols(cols.begin, cols.size());
-          auto grad = Rows(grad_full_[l], head * in, in).middleCols(cols.begin, cols.size());
-          Multiply(grad, UnitLayerInput(c, state, l, head, 0, u).transpose(), delta);
+          const auto right = Rows(right_rows, head * u, u).middleCols(cols.begin, cols.size());
+          auto grad = Rows(grad_full_[i], head * in, in).middleCols(cols.begin, cols.size());
+          if (c.tensor_is_vector(i)) {
+            grad = right.colwise().sum();
+          } else if (mlp) {
+            Multiply(grad, UnitLayerInput(c, state, i, head, 0, u).transpose(), right);
+          } else {
+            Multiply(grad, unit_trace_.Left(c, i, head * u, u).transpose(), right);
+          }
         });
   }
   if (c.output != MemoryOutput::kLnResidual) return;
@@ -903,9 +918,9 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
   for (int item = items.begin; item < items.end; ++item) {
     const int head = item / tensors, p = item % tensors;
     const bool gain = ln && p == MemoryConfig::kGainParameterIndex;
-    const int l = gain ? -1 : p - (ln ? 1 : 0);
+    const int l = gain ? -1 : p - (ln ? 1 : 0);  // the model tensor
     // The tensor's gradient, weights, base and momentum as [rows, cols] views.
-    const Index rows = gain ? 1 : c.layer_in(l), cols = gain ? dh : c.layer_out(l);
+    const Index rows = gain ? 1 : c.tensor_rows(l), cols = gain ? dh : c.tensor_cols(l);
     const Index offset = gain ? head * dh : head * rows * cols;
     MatMap grad = gain ? View(grad_gain_.data() + offset, 1, cols, cols)
                        : View(grad_full_[static_cast<size_t>(l)].data() + offset, rows, cols, cols);
@@ -927,7 +942,8 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
             o == 1
                 ? (gain ? state.g_momentum.data() : state.momentum[static_cast<size_t>(l)].data())
                 : (gain ? state.g_momentum_high.data() + higher * c.heads * dh
-                        : state.momentum_high[static_cast<size_t>(higher * c.depth + l)].data());
+                        : state.momentum_high[static_cast<size_t>(higher * c.model_tensors() + l)]
+                              .data());
         return View(data + offset, rows, cols, cols);
       };
       grad *= -scale;  // the surprise u
@@ -947,7 +963,7 @@ void MemorySession::Workspace::FoldTensors(const NeuralMemory& memory, MemorySta
     } else {
       grad *= -scale;
     }
-    if (c.spectral_norm && !gain) {
+    if (c.spectral_norm && !gain && !c.tensor_is_vector(l)) {
       NewtonSchulz(grad, ns_x_[part.ith], ns_y_[part.ith], ns_a_[part.ith], ns_b_[part.ith]);
     }
     weights = decay_all_[static_cast<size_t>(head)] * weights + grad;

@@ -15,6 +15,7 @@
 #include <Eigen/Core>
 #include <vector>
 
+#include "memory/models.hpp"
 #include "ops/linalg.hpp"
 #include "ops/thread_governor.hpp"
 #include "titans/memory.hpp"
@@ -117,10 +118,17 @@ class MemorySession::Workspace {
   RowMatrix gates_;                  // [P, gate_columns()] gate logits (theta, eta, alpha, mod)
   RowMatrix gate_out_;               // [P, H] output gate logits
   RowMatrix y_;                      // [P, H*dh] read values, heads concatenated
-  // Read scratch per MLP layer: [H * P, layer_out(l)] (head h owns rows [h*P, (h+1)*P)).
+  // Read scratch per MLP layer: [H * P, layer_out(l)] (head h owns rows [h*P, (h+1)*P)); for
+  // the other models one [H * P, dh] (the model's output).
   std::vector<RowMatrix> read_z_;
-  // Write scratch per MLP layer, U rows per head: [H * U, layer_out(l)].
+  // Write scratch per MLP layer, U rows per head: [H * U, layer_out(l)]; for the other models
+  // unit_z_ and unit_delta_ hold one [H * U, dh] (the model's output and dL/d output).
   std::vector<RowMatrix> unit_z_, unit_a_, unit_delta_;
+  // The models other than the MLP: the read's forward pass [P rows, heads one after another],
+  // the unit's [H * U rows], and per model tensor i the unit's gradient factors Right(i)
+  // [H * U, tensor_cols(i)] (memory/models.hpp).
+  memory_models::Trace read_trace_, unit_trace_;
+  std::vector<RowMatrix> unit_right_;
   RowMatrix unit_dg_;  // [H * U, dh] per-token gradient rows of the kLnResidual gain
   // Per-thread scratch of the coefficient-weighted gradient products: [in, cols] each.
   std::vector<RowMatrix> grad_c_, grad_e_, scaled_c_, scaled_e_;
@@ -128,9 +136,9 @@ class MemorySession::Workspace {
   // Per-head coefficients of the unit (see UnitCoefficients): [H, U] per token, [H] scalars.
   RowMatrix coef_c_, coef_e_;
   std::vector<float> decay_all_, momentum_all_, momentum_carry_;
-  // Tensorwise write: the unit's gradient per MLP layer [H * in, out] and of the gain [H, dh];
-  // the lr modulation factors [H * P]; per-thread Newton-Schulz scratch (r <= n):
-  // X, B X [r, n] and A, B [r, r].
+  // Tensorwise write: the unit's gradient per model tensor [H * rows, cols] and of the gain [H,
+  // dh]; the lr modulation factors [H * P]; per-thread Newton-Schulz scratch (r <= n): X, B X [r,
+  // n] and A, B [r, r].
   std::vector<RowMatrix> grad_full_;
   RowMatrix grad_gain_;
   std::vector<float> modulation_;
@@ -140,7 +148,7 @@ class MemorySession::Workspace {
   std::vector<RowMatrix> ns_x_, ns_y_, ns_a_, ns_b_;
   // weight_residual: the call's trajectories (null outside a call or when not given), the
   // position where the call's first unit started (units of the call end at origin + k U), and
-  // the gradient point of the unit: per MLP layer [H, in, out], the gain [H, dh].
+  // the gradient point of the unit: per model tensor [H, rows, cols], the gain [H, dh].
   WeightResidual residual_;
   int64_t residual_origin_ = 0;
   std::vector<std::vector<float>> eval_w_;

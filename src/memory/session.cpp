@@ -42,8 +42,9 @@ WeightTrajectory::WeightTrajectory(const MemoryConfig& config, int capacity)
 
 int64_t WeightTrajectory::ValuesPerStep(const MemoryConfig& config) {
   int64_t values = 0;
-  for (int l = 0; l < config.depth; ++l)
-    values += int64_t{config.layer_in(l)} * config.layer_out(l);
+  for (int i = 0; i < config.model_tensors(); ++i) {
+    values += int64_t{config.tensor_rows(i)} * config.tensor_cols(i);
+  }
   if (config.output == MemoryOutput::kLnResidual) values += config.head_dim;
   return values * config.heads;
 }

@@ -63,9 +63,10 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
     f("w_comb", std::vector<int64_t>{d, terms}, w.w_comb);
     f("b_comb", std::vector<int64_t>{terms}, w.b_comb);
   }
-  for (int l = 0; l < c.depth && static_cast<size_t>(l) < w.mlp.size(); ++l) {
-    f("mlp." + std::to_string(l), std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
-      w.mlp[static_cast<size_t>(l)]);
+  // The memory model's tensors (MemoryConfig::model_tensors; "mlp" names them for every model).
+  for (int i = 0; i < c.model_tensors() && static_cast<size_t>(i) < w.mlp.size(); ++i) {
+    f("mlp." + std::to_string(i), std::vector<int64_t>{h, c.tensor_rows(i), c.tensor_cols(i)},
+      w.mlp[static_cast<size_t>(i)]);
   }
   if (c.output == MemoryOutput::kLnResidual) f("gain", std::vector<int64_t>{h, dh}, w.gain);
   if (c.post_norm) f("post_norm", std::vector<int64_t>{h, dh}, w.post_norm);
@@ -77,19 +78,20 @@ void ForEachWeight(const MemoryConfig& c, Weights& w, F&& f) {
 template <class State, class F>
 void ForEachStateTensor(const MemoryConfig& c, State& s, F&& f) {
   const int64_t h = c.heads, dh = c.head_dim, hd = c.inner_dim(), u = c.unit();
-  for (int l = 0; l < c.depth; ++l) {
-    const std::vector<int64_t> shape{h, c.layer_in(l), c.layer_out(l)};
+  const int tensors = c.model_tensors();
+  for (int l = 0; l < tensors; ++l) {
+    const std::vector<int64_t> shape{h, c.tensor_rows(l), c.tensor_cols(l)};
     const auto i = static_cast<size_t>(l);
     f("w_cur." + std::to_string(l), shape, s.w_cur.at(i));
     f("w_base." + std::to_string(l), shape, s.w_base.at(i));
     if (c.momentum) f("momentum." + std::to_string(l), shape, s.momentum.at(i));
   }
-  // Momentum orders 2..O: tensor (o - 2) * depth + l of momentum_high.
+  // Momentum orders 2..O: tensor (o - 2) * model_tensors() + i of momentum_high.
   for (int o = 2; o <= c.momentum_order; ++o) {
-    for (int l = 0; l < c.depth; ++l) {
+    for (int l = 0; l < tensors; ++l) {
       f("momentum_" + std::to_string(o) + "." + std::to_string(l),
-        std::vector<int64_t>{h, c.layer_in(l), c.layer_out(l)},
-        s.momentum_high.at(static_cast<size_t>(o - 2) * static_cast<size_t>(c.depth) +
+        std::vector<int64_t>{h, c.tensor_rows(l), c.tensor_cols(l)},
+        s.momentum_high.at(static_cast<size_t>(o - 2) * static_cast<size_t>(tensors) +
                            static_cast<size_t>(l)));
     }
   }
@@ -153,8 +155,9 @@ InitRule RuleFor(const MemoryConfig& c, const std::string& name) {
   if (name == "transition_gate") return {0.0f, 1.0f};  // keeps about half a commit block
   if (name == "w_out") return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.inner_dim()))};
   if (name.starts_with("mlp.")) {
-    const int l = std::stoi(name.substr(4));
-    return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.layer_in(l)))};
+    const int i = std::stoi(name.substr(4));
+    if (c.tensor_is_vector(i)) return {0.0f, 0.1f};  // a LayerNorm gain g of (1 + g)
+    return {0.0f, 1.0f / std::sqrt(static_cast<float>(c.tensor_rows(i)))};
   }
   return {0.0f, inv_sqrt_d};  // projections from the d-wide input
 }
@@ -171,7 +174,7 @@ std::vector<ConstTensorView> MemoryWeights::Tensors(const MemoryConfig& config) 
 MemoryWeights MemoryWeights::Zeros(const MemoryConfig& config) {
   config.Validate();
   MemoryWeights w;
-  w.mlp.resize(static_cast<size_t>(config.depth));
+  w.mlp.resize(static_cast<size_t>(config.model_tensors()));
   ForEachWeight(config, w,
                 [](const std::string&, const std::vector<int64_t>& shape, std::vector<float>& vec) {
                   vec.assign(static_cast<size_t>(Product(shape)), 0.0f);
@@ -190,10 +193,12 @@ MemoryWeights MemoryWeights::Random(const MemoryConfig& config, uint64_t seed) {
 }
 
 void MemoryWeights::Validate(const MemoryConfig& config) const {
-  if (mlp.size() != static_cast<size_t>(config.depth)) {
+  if (mlp.size() != static_cast<size_t>(config.model_tensors())) {
     throw Error(ErrorCode::kMismatch, "memory weights: " + std::to_string(mlp.size()) +
-                                          " MLP layers, the config has depth " +
-                                          std::to_string(config.depth));
+                                          " memory model tensors, the config's " +
+                                          ToString(config.model) + " model of depth " +
+                                          std::to_string(config.depth) + " has " +
+                                          std::to_string(config.model_tensors()));
   }
   ForEachWeight(config, *this,
                 [](const std::string& name, const std::vector<int64_t>& shape,

@@ -27,12 +27,12 @@ std::vector<TensorView> TableOf(const ModelConfig& config, ModelWeights& skeleto
   if (config.architecture == Architecture::kTitansPytorchMac) {
     skeleton.tp_mac.layers.resize(layers);
     for (TpMacLayerWeights& l : skeleton.tp_mac.layers) {
-      l.memory.mlp.resize(static_cast<size_t>(config.memory.depth));
+      l.memory.mlp.resize(static_cast<size_t>(config.memory.model_tensors()));
     }
   } else {
     skeleton.layers.resize(layers);
     for (LayerWeights& l : skeleton.layers) {
-      l.memory.memory.mlp.resize(static_cast<size_t>(config.memory.depth));
+      l.memory.memory.mlp.resize(static_cast<size_t>(config.memory.model_tensors()));
     }
   }
   return skeleton.Tensors(config);

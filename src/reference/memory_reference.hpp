@@ -332,6 +332,9 @@ struct ReferenceWeights {
         transition_gate(ToScalar<Scalar>(w.transition_gate)),
         w_pool(ToScalar<Scalar>(w.w_pool)),
         b_pool(ToScalar<Scalar>(w.b_pool)) {
+    if (c.model != MemoryModel::kMlp) {
+      throw std::invalid_argument("the reference computes the MLP memory model only");
+    }
     const int H = c.heads;
     w0.resize(H);
     for (int h = 0; h < H; ++h) {
@@ -443,11 +446,12 @@ class ReferenceMemory {
   const std::vector<StepTrace>& step_trace() const { return steps_; }
 
   // docs/SEMANTICS.md 1.4: the number of steps whose weights token t reads.
-  int64_t ReadSteps(int64_t t) const {
-    const int64_t o = config_.read_offset;
-    const int64_t s = config_.step;
-    if (config_.read == ReadRule::kChunk) {
-      const int64_t b = config_.chunk;
+  int64_t ReadSteps(int64_t t) const { return ReadStepsOf(config_, t); }
+  static int64_t ReadStepsOf(const MemoryConfig& config, int64_t t) {
+    const int64_t o = config.read_offset;
+    const int64_t s = config.step;
+    if (config.read == ReadRule::kChunk) {
+      const int64_t b = config.chunk;
       if (b <= 0) throw std::logic_error("read = chunk needs chunk > 0");
       return (b * ((t + o) / b)) / s;
     }

@@ -21,13 +21,14 @@ GOLDENS = os.path.join(ROOT, "tests", "data", "tp_memory")
 
 # The new MemoryConfig keys, in the order the engine's MemoryConfig::ToJson writes them (after
 # "output_proj"), and the tensor order of its ForEachWeight.
-NEW_KEYS = ["post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
+NEW_KEYS = ["model", "post_norm", "transition_gate", "max_grad_norm", "lr_modulation",
             "max_layer_modulation", "spectral_norm", "attention_pool", "weight_residual",
             "momentum_order", "learned_combine", "combine_zeroth"]
 TENSOR_ORDER = ["store_norm", "retrieve_norm", "w_q", "w_k", "w_v", "q_norm", "k_norm",
                 "w_theta", "b_theta", "w_eta", "b_eta", "w_alpha", "b_alpha", "w_pool", "b_pool",
                 "w_mod", "b_mod", "w_mix", "b_mix", "w_comb", "b_comb",
-                "mlp.0", "mlp.1", "mlp.2", "gain", "post_norm", "w_gate", "w_out",
+                "mlp.0", "mlp.1", "mlp.2", "mlp.3", "mlp.4", "mlp.5", "mlp.6", "gain", "post_norm",
+                "w_gate", "w_out",
                 "transition_gate"]
 
 
@@ -63,7 +64,18 @@ GOLDEN_OPTIONS = {
     "opt_trainmac_memory_c4_b16_h2": {"qk_norm": "rms", "expansion": 2.0, "lr_modulation": True,
                                       "max_layer_modulation": 1.0, "spectral_norm": True,
                                       "attention_pool": True},
+    "opt_swiglu_c4_b8_h2": {"model": "swiglu"},
+    "opt_swiglu_plain_c4_b8_h2": {"model": "swiglu", "output": "plain"},
+    "opt_gated_c4_b8_h2": {"model": "gated_residual"},
+    "opt_gated_plain_c4_b8_h2": {"model": "gated_residual", "output": "plain"},
+    "opt_swiglu_lrmod_spectral_c4_b8_h2": {"model": "swiglu", "lr_modulation": True,
+                                           "max_layer_modulation": 2.0, "spectral_norm": True},
+    "opt_gated_lrmod_c4_b8_h2": {"model": "gated_residual", "lr_modulation": True,
+                                 "max_layer_modulation": 2.0},
 }
+# engine tensors mlp.<i> per memory model (MemoryConfig::model_tensors)
+MODEL_TENSORS = {"mlp": lambda L: L, "swiglu": lambda L: 2 * L + 1,
+                 "gated_residual": lambda L: 3 * L + 1}
 
 
 def golden_index():
@@ -88,7 +100,10 @@ def test_option_goldens_have_their_keys_tensors_and_format_version(name):
     names = list(header)
     check_order(names)
     H, dh, d = config["heads"], config["head_dim"], config["d_model"]
-    P = config["depth"] + (config["output"] == "ln_residual")
+    P = (MODEL_TENSORS[config.get("model", "mlp")](config["depth"]) +
+         (config["output"] == "ln_residual"))
+    assert [n for n in names if n.startswith("mlp.")] == [f"mlp.{i}" for i in range(P - (
+        config["output"] == "ln_residual"))]
     assert ("w_mod" in names) == ("b_mod" in names) == bool(config.get("lr_modulation"))
     if config.get("lr_modulation"):
         assert header["w_mod"]["shape"] == [d, H * P] and header["b_mod"]["shape"] == [H * P]
@@ -264,8 +279,8 @@ def test_all_options_in_the_engines_order_and_format_version_2(tp, tmp_path):
                 learned_momentum_combine=True, learned_combine_include_zeroth=True)
     path = tmp_path / "m.safetensors"
     config = tp[1].convert(mem, str(path))
-    # weight_residual only comes with a MemoryAsContextTransformer
-    assert new_keys(config) == [k for k in NEW_KEYS if k != "weight_residual"]
+    # weight_residual only comes with a MemoryAsContextTransformer; model with another model
+    assert new_keys(config) == [k for k in NEW_KEYS if k not in ("weight_residual", "model")]
     header, meta = read_header(path)
     assert meta["format_version"] == "2" and json.loads(meta["config"]) == config
     check_order(list(header))
