@@ -59,8 +59,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_titans_pytorch as conv  # noqa: E402
 from make_goldens import expect_refusals  # noqa: E402
 from titans_pytorch import MemoryAsContextTransformer, MemoryMLP  # noqa: E402
+from titans_pytorch import memory_models as tp_mm  # noqa: E402
 from titans_pytorch.memory_models import FactorizedMemoryMLP  # noqa: E402
 
+MEMORY_MODELS = {cls.__name__: cls for cls in (MemoryMLP, tp_mm.MemorySwiGluMLP,
+                                                tp_mm.GatedResidualMemoryMLP)}
 MIN_MARGIN = 1e-3
 HORIZON_DIFF = 1e-3  # the numerical horizon: the first position where float32 leaves float64
 
@@ -143,6 +146,31 @@ def case_list():
                                                    use_accelerated_scan=False,
                                                    per_parameter_lr_modulation=True,
                                                    spectral_norm_surprises=True))),
+        # titans-pytorch's other memory models inside a MAC: MemorySwiGluMLP (a GEGLU block,
+        # its own LayerNorm gain a fast weight) on layers 1, 2 and 3 with the weight residual
+        # (the trajectory hand-over over the model's five tensors), batch_size 8 commits, max_lr
+        # 0.1 (at the default 1 titans-pytorch's own float32 run leaves its float64 run by 2e-3
+        # within the 64 tokens); and
+        # GatedResidualMemoryMLP on layers 1 and 2 with qkv diff views.
+        dict(name="swiglu_memory", seed=3031, T=64, prompt=20, new=24,
+             variants=OrderedDict(sliding=True),
+             kwargs=dict(num_tokens=256, dim=32, depth=3, segment_len=8,
+                         num_persist_mem_tokens=2, num_longterm_mem_tokens=2,
+                         heads=2, dim_head=16, ff_mult=2,
+                         neural_memory_layers=(1, 2, 3), neural_memory_segment_len=4,
+                         neural_memory_batch_size=8, neural_mem_weight_residual=True,
+                         neural_memory_model=dict(type="MemorySwiGluMLP", depth=1),
+                         neural_memory_kwargs=dict(heads=2, dim_head=16,
+                                                   default_step_transform_max_lr=0.1))),
+        dict(name="gated_memory", seed=3032, T=64, prompt=20, new=24,
+             variants=OrderedDict(sliding=True),
+             kwargs=dict(num_tokens=256, dim=32, depth=2, segment_len=8,
+                         num_persist_mem_tokens=2, num_longterm_mem_tokens=2,
+                         heads=2, dim_head=16, ff_mult=2,
+                         neural_memory_layers=(1, 2), neural_memory_segment_len=4,
+                         neural_memory_qkv_receives_diff_views=True,
+                         neural_memory_model=dict(type="GatedResidualMemoryMLP", depth=1),
+                         neural_memory_kwargs=dict(heads=2, dim_head=16))),
         # One residual stream (no hyper-connections), no persistent or long-term memory tokens,
         # one layer, block-diagonal windows.
         dict(name="plain", seed=3003, T=64, prompt=20, new=24,
@@ -158,9 +186,9 @@ def constructor_kwargs(case, sliding):
     kwargs = dict(case["kwargs"], sliding_window_attn=sliding)
     if "neural_memory_model" in kwargs:
         spec = dict(kwargs["neural_memory_model"])
-        assert spec.pop("type") == "MemoryMLP"
+        cls = MEMORY_MODELS[spec.pop("type")]
         dim_head = kwargs.get("neural_memory_kwargs", {}).get("dim_head", kwargs["dim"])
-        kwargs["neural_memory_model"] = MemoryMLP(dim_head, **spec)
+        kwargs["neural_memory_model"] = cls(dim_head, **spec)
     return kwargs
 
 
@@ -205,8 +233,13 @@ def perturb(model, seed):
             elif ".memory_model_parameters." in name:
                 mem = model.get_submodule(name.split(".memory_model_parameters.")[0])
                 role = mem.memory_model_parameter_names[int(leaf)]
-                p.copy_(noise(p, 0.2) if role == "norm.gamma" else
-                        p + noise(p, 0.1 * p.std().item()))
+                if role.endswith("norm.gamma"):  # the wrapper's (and MemorySwiGluMLP's) gain
+                    p.copy_(noise(p, 0.2))
+                else:
+                    inner = getattr(mem.memory_model, "model", mem.memory_model)  # ResidualNorm
+                    if type(inner) is tp_mm.MemorySwiGluMLP:
+                        p.mul_(p.shape[-2] ** -0.5)  # torch.randn, unscaled: keep it tame
+                    p.add_(noise(p, 0.1 * p.std().item()))
             elif ".to_learned_weight_residual_mix.0." in name:  # mix near sigmoid(1) = 0.73
                 p.copy_(noise(p, 0.5 / d ** 0.5) if leaf == "weight" else 1.0 + noise(p, 0.3))
             elif ".retrieve_gate.0." in name:

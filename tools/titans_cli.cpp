@@ -391,7 +391,10 @@ void CheckAffordable(const std::string& path, double bytes) {
 }
 
 std::string MemorySummary(const titans::MemoryConfig& m) {
-  return std::to_string(m.heads) + " heads x " + std::to_string(m.head_dim) + ", MLP depth " +
+  const std::string model = m.model == titans::MemoryModel::kMlp
+                                ? "MLP depth "
+                                : std::string(titans::ToString(m.model)) + " model, depth ";
+  return std::to_string(m.heads) + " heads x " + std::to_string(m.head_dim) + ", " + model +
          std::to_string(m.depth) + ", unit " + std::to_string(m.unit()) + " tokens";
 }
 
