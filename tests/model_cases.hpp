@@ -1,7 +1,8 @@
 // The small models the model-level tests run every block kind on (a mixed stack included):
 // vocabulary 48, d 32, memory unit and MAC segment 8 tokens, windows 16, 7, 5 or full, with and
 // without persistent pairs (and so with separate or tied heads), so that prompts of a few dozen
-// tokens cross many unit, segment and window boundaries.
+// tokens cross many unit, segment and window boundaries. Two cases swap the memory MLP for
+// titans-pytorch's SwiGLU and gated-residual memory models.
 #pragma once
 
 #include <ostream>
@@ -17,6 +18,9 @@ struct ModelCase {
   std::vector<BlockKind> layers;
   int window;
   int persistent;
+  // titans-pytorch's other memory models write one step per unit: those cases read per step
+  // (steps of 4 tokens, commits every 8).
+  MemoryModel memory_model = MemoryModel::kMlp;
 };
 
 inline void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
@@ -36,6 +40,12 @@ inline ModelConfig ConfigFor(const ModelCase& k) {
   c.attention.persistent = k.persistent;
   c.memory = MemoryConfig::Paper(32, 2, 8, 2, 8);
   c.memory.output_proj = false;
+  if (k.memory_model != MemoryModel::kMlp) {
+    c.memory.model = k.memory_model;
+    c.memory.activation = Activation::kGelu;
+    c.memory.read = ReadRule::kStep;
+    c.memory.step = 4;
+  }
   c.segment = c.memory.unit();           // used by mac layers
   c.tie_embeddings = k.persistent == 0;  // both head forms
   return c;
@@ -53,6 +63,8 @@ inline std::vector<ModelCase> ModelCases() {
        {BlockKind::kLmm, BlockKind::kMal, BlockKind::kMag, BlockKind::kAttention, BlockKind::kMac},
        5,
        2},
+      {"mag_swiglu_memory", {BlockKind::kMag, BlockKind::kMag}, 16, 0, MemoryModel::kSwiGlu},
+      {"mal_gated_memory", {BlockKind::kMal, BlockKind::kMal}, 7, 2, MemoryModel::kGatedResidual},
   };
 }
 

@@ -57,11 +57,15 @@ long AllocationsDuring(MemorySession& session, const std::vector<float>& x, std:
 
 TEST(NoAllocation, ForwardAllocatesNothing) {
   // The benchmark's shapes (large GEMMs whose packing buffers could spill to the heap) and a
-  // small multi-head titans-pytorch memory with every option on.
+  // small multi-head titans-pytorch memory with every option on, also with its other memory
+  // models.
   MemoryConfig tp = MemoryConfig::TitansPytorch(64, 4, 16, 8, 16);
   tp.conv_kernel = 4;
   tp.qk_norm = QkNorm::kRms;
-  for (const MemoryConfig& config : {MemoryConfig::Paper(256, 1, 256, 2, 64), tp}) {
+  MemoryConfig swiglu = tp, gated = tp;  // titans-pytorch's other memory models
+  swiglu.model = MemoryModel::kSwiGlu;
+  gated.model = MemoryModel::kGatedResidual;
+  for (const MemoryConfig& config : {MemoryConfig::Paper(256, 1, 256, 2, 64), tp, swiglu, gated}) {
     SCOPED_TRACE(config.ToJson());
     auto memory = std::make_shared<const NeuralMemory>(config, MemoryWeights::Random(config, 3));
     for (int threads : {1, 2}) {

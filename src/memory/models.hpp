@@ -183,10 +183,10 @@ void Backward(const MemoryConfig& c, Tensor&& tensor, Trace& tr, Index row, Inde
     for (Index t = 0; t < n; ++t) {
       const auto normed = tr.normed.row(row + t);
       dgain.row(t) = delta_out.row(t).cwiseProduct(normed);
-      const Eigen::RowVectorXf dn = (delta_out.row(t).array() * (1.0f + gain.array())).matrix();
-      delta.row(t) =
-          tr.rstd[row + t] *
-          (dn.array() - dn.mean() - normed.array() * dn.cwiseProduct(normed).mean()).matrix();
+      auto dx = delta.row(t);  // holds dn first, then dL/dx in place
+      dx = (delta_out.row(t).array() * (1.0f + gain.array())).matrix();
+      const float mean = dx.mean(), mean_n = dx.cwiseProduct(normed).mean();
+      dx = (tr.rstd[row + t] * (dx.array() - mean - normed.array() * mean_n)).matrix();
     }
     const Index dg = c.swiglu_inner();
     for (int j = c.depth - 1; j >= 0; --j) {
