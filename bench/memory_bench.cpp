@@ -3,6 +3,7 @@
 //     of threads (columns split across threads, one single-threaded Eigen GEMM each, as the
 //     library itself does), timed in alternation with the memory inside every iteration;
 //   - the naive reference implementation (BM_VersusReference), timed in the same process.
+// BM_TitansPytorchModels compares titans-pytorch's three memory networks the same way.
 // Counters: tokens/s (items_per_second), GFLOP/s of the memory, gemm_GFLOP/s, and
 // gemm_ratio = memory GFLOP/s / GEMM GFLOP/s. FLOPs count the matrix products the algorithm
 // performs (MemoryConfig::FlopsPerToken); elementwise work is not counted.
@@ -38,11 +39,9 @@ MemoryConfig BenchConfig(int head_dim, int depth, int chunk) {
   return MemoryConfig::Paper(head_dim, 1, head_dim, depth, chunk);
 }
 
-// Args: head_dim, depth, chunk (block size), threads.
-void BM_Memory(benchmark::State& state) {
-  const int head_dim = static_cast<int>(state.range(0)), depth = static_cast<int>(state.range(1));
-  const int chunk = static_cast<int>(state.range(2)), threads = static_cast<int>(state.range(3));
-  const MemoryConfig config = BenchConfig(head_dim, depth, chunk);
+// Times `config` on `threads` threads against the same-run GEMM baseline.
+void RunMemory(benchmark::State& state, const MemoryConfig& config, int threads) {
+  const int chunk = config.unit();
   auto memory = std::make_shared<const titans::NeuralMemory>(
       config, titans::MemoryWeights::Random(config, 1));
   titans::MemorySession session(memory, titans::SessionOptions{threads});
@@ -84,6 +83,13 @@ void BM_Memory(benchmark::State& state) {
   state.counters["gemm_ratio"] = memory_rate / gemm_rate;
 }
 
+// Args: head_dim, depth, chunk (block size), threads.
+void BM_Memory(benchmark::State& state) {
+  const int head_dim = static_cast<int>(state.range(0)), depth = static_cast<int>(state.range(1));
+  const int chunk = static_cast<int>(state.range(2)), threads = static_cast<int>(state.range(3));
+  RunMemory(state, BenchConfig(head_dim, depth, chunk), threads);
+}
+
 void MemoryGrid(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2}) {
     for (int head_dim : {64, 128, 256, 512}) {
@@ -95,6 +101,22 @@ void MemoryGrid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"dh", "L", "chunk", "threads"});
 }
 BENCHMARK(BM_Memory)->Apply(MemoryGrid)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// titans-pytorch's three memory networks at one size: NeuralMemory(dim 256, heads 4, dim_head
+// 64, chunk_size 16, batch_size 64) with MemoryMLP(64, depth 2), MemorySwiGluMLP(64, depth 1)
+// (two LayerNorms in a row, as titans-pytorch wraps it) and GatedResidualMemoryMLP(64, depth 1)
+// (the depth titans-pytorch's tests use). Args: model (MemoryModel), threads.
+void BM_TitansPytorchModels(benchmark::State& state) {
+  MemoryConfig config = MemoryConfig::TitansPytorch(256, 4, 64, 16, 64);
+  config.model = static_cast<titans::MemoryModel>(state.range(0));
+  if (config.model != titans::MemoryModel::kMlp) config.depth = 1;
+  RunMemory(state, config, static_cast<int>(state.range(1)));
+}
+BENCHMARK(BM_TitansPytorchModels)
+    ->ArgsProduct({{0, 1, 2}, {1, 2}})
+    ->ArgNames({"model", "threads"})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 // The target configuration (paper preset, dh = 256, L = 2, expansion 4, chunk 64) against the
 // naive reference (float, one thread), both timed here on the same input.
