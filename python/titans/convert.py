@@ -233,13 +233,20 @@ _CUSTOM_MODEL = "a custom memory model class or subclass: arbitrary Python"
 _SWIGLU_EXPANSIONS = (4.0, 2.0, 8.0, 1.0, 3.0, 6.0)
 
 
+def _float32_expansion(hidden, head_dim):
+    """The float32 e closest above hidden / dh, and whether the engine's hidden width
+    int(float32(dh) * e) (MemoryConfig::hidden_dim) gives back `hidden` with it."""
+    expansion = np.float32(hidden / head_dim)
+    if int(np.float32(head_dim) * expansion) != hidden:
+        expansion = np.nextafter(expansion, np.float32(np.inf))
+    return expansion, int(np.float32(head_dim) * expansion) == hidden
+
+
 def _mlp_expansion(mlp, head_dim, depth, problems):
     """MemoryMLP: e with int(float32(dh) * e) = hidden (the engine's hidden_dim, in float32)."""
     hidden = int(mlp.weights[0].shape[1]) if depth > 1 else 4 * head_dim
-    expansion = np.float32(hidden / head_dim)
-    if int(np.float32(head_dim) * expansion) != hidden:  # the engine's int(dh * expansion)
-        expansion = np.nextafter(expansion, np.float32(np.inf))
-    if depth > 1 and int(np.float32(head_dim) * expansion) != hidden:
+    expansion, exact = _float32_expansion(hidden, head_dim)
+    if depth > 1 and not exact:
         problems.append(f"hidden width {hidden} is not int(dim_head * e) for a float32 e")
     for i, w in enumerate(mlp.weights):
         want = (head_dim if i == 0 else hidden, head_dim if i == depth - 1 else hidden)
@@ -295,10 +302,8 @@ def _gated_residual_expansion(mlp, head_dim, problems):
     if tuple(mlp.final_proj.shape) != (head_dim, head_dim):
         problems.append(f"GatedResidualMemoryMLP final_proj has shape "
                         f"{tuple(mlp.final_proj.shape)}, expected {(head_dim, head_dim)}")
-    expansion = np.float32(hidden / head_dim)
-    if int(np.float32(head_dim) * expansion) != hidden:
-        expansion = np.nextafter(expansion, np.float32(np.inf))
-    if hidden < 1 or int(np.float32(head_dim) * expansion) != hidden:
+    expansion, exact = _float32_expansion(hidden, head_dim)
+    if hidden < 1 or not exact:
         problems.append(f"GatedResidualMemoryMLP hidden width {hidden} is not int(dim_head * e) "
                         f"for a float32 e")
     return expansion

@@ -518,20 +518,22 @@ void MemorySession::Workspace::Read(const NeuralMemory& memory, const MemoryStat
                        : View(read_z_[0].data() + (head * kTile + t0) * dh, rows, dh, dh);
       memory_models::Forward(c, tensor, ConstView(q_.data() + t0 * hd + head * dh, rows, dh, hd),
                              read_trace_, t0, rows, z);
-    }
-    for (int l = 0; c.model == MemoryModel::kMlp && l < c.depth; ++l) {
-      const Index in = c.layer_in(l), out = c.layer_out(l);
-      const bool last = l + 1 == c.depth;
-      const ConstMatMap weights = ConstView(state.w_cur[l].data() + head * in * out, in, out, out);
-      const ConstMatMap input =
-          l == 0 ? ConstView(q_.data() + t0 * hd + head * dh, rows, dh, hd)
-                 : ConstView(read_z_[l - 1].data() + (head * kTile + t0) * in, rows, in, in);
-      // The plain memory's last layer writes straight into the head's columns of y_.
-      MatMap z = last && plain
-                     ? View(y_.data() + t0 * hd + head * dh, rows, dh, hd)
-                     : View(read_z_[l].data() + (head * kTile + t0) * out, rows, out, out);
-      Multiply(z, input, weights);
-      if (!last) Activate(c.activation, z);
+    } else {
+      for (int l = 0; l < c.depth; ++l) {
+        const Index in = c.layer_in(l), out = c.layer_out(l);
+        const bool last = l + 1 == c.depth;
+        const ConstMatMap weights =
+            ConstView(state.w_cur[l].data() + head * in * out, in, out, out);
+        const ConstMatMap input =
+            l == 0 ? ConstView(q_.data() + t0 * hd + head * dh, rows, dh, hd)
+                   : ConstView(read_z_[l - 1].data() + (head * kTile + t0) * in, rows, in, in);
+        // The plain memory's last layer writes straight into the head's columns of y_.
+        MatMap z = last && plain
+                       ? View(y_.data() + t0 * hd + head * dh, rows, dh, hd)
+                       : View(read_z_[l].data() + (head * kTile + t0) * out, rows, out, out);
+        Multiply(z, input, weights);
+        if (!last) Activate(c.activation, z);
+      }
     }
     if (!plain) {  // kLnResidual: y = LN(z) * (1 + g) + q
       const auto gain = Eigen::Map<const Eigen::RowVectorXf>(state.g_cur.data() + head * dh, dh);
@@ -743,17 +745,18 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       memory_models::Forward(c, tensor, layer_input(0, static_cast<int>(head), t0, rows),
                              unit_trace_, head * u + t0, rows,
                              unit_z_[0].middleRows(head * u + t0, rows));
-    }
-    // Forward: z_l [rows, out_l], a_l = act(z_l).
-    for (int l = 0; mlp && l < depth; ++l) {
-      const Index in = c.layer_in(l), out = c.layer_out(l);
-      const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
-      auto z = unit_z_[l].middleRows(head * u + t0, rows);
-      Multiply(z, layer_input(l, static_cast<int>(head), t0, rows), weights);
-      if (l + 1 < depth) {
-        auto a = unit_a_[l].middleRows(head * u + t0, rows);
-        a = z;
-        Activate(c.activation, a);
+    } else {
+      // Forward: z_l [rows, out_l], a_l = act(z_l).
+      for (int l = 0; l < depth; ++l) {
+        const Index in = c.layer_in(l), out = c.layer_out(l);
+        const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
+        auto z = unit_z_[l].middleRows(head * u + t0, rows);
+        Multiply(z, layer_input(l, static_cast<int>(head), t0, rows), weights);
+        if (l + 1 < depth) {
+          auto a = unit_a_[l].middleRows(head * u + t0, rows);
+          a = z;
+          Activate(c.activation, a);
+        }
       }
     }
     // Output error e_t = 2 lambda theta_t (M(k_t) - v_t) and dL/dz at the last layer.
@@ -786,14 +789,15 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       memory_models::Backward(
           c, tensor, unit_trace_, head * u + t0, rows, delta_last.middleRows(head * u + t0, rows),
           [&](int i) { return unit_right_[i].middleRows(head * u + t0, rows); });
-    }
-    // Backward: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
-    for (int l = depth - 1; mlp && l >= 1; --l) {
-      const Index in = c.layer_in(l), out = c.layer_out(l);
-      const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
-      auto prev = unit_delta_[l - 1].middleRows(head * u + t0, rows);
-      Multiply(prev, unit_delta_[l].middleRows(head * u + t0, rows), weights.transpose());
-      MultiplyByDerivative(c.activation, prev, unit_z_[l - 1].middleRows(head * u + t0, rows));
+    } else {
+      // Backward: delta_{l-1} = (delta_l W_l^T) * act'(z_{l-1}).
+      for (int l = depth - 1; l >= 1; --l) {
+        const Index in = c.layer_in(l), out = c.layer_out(l);
+        const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
+        auto prev = unit_delta_[l - 1].middleRows(head * u + t0, rows);
+        Multiply(prev, unit_delta_[l].middleRows(head * u + t0, rows), weights.transpose());
+        MultiplyByDerivative(c.activation, prev, unit_z_[l - 1].middleRows(head * u + t0, rows));
+      }
     }
   }
 }
