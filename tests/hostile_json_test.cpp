@@ -208,9 +208,9 @@ TEST(HostileJson, NamesInMessagesAreEscaped) {
   // A bad dtype under a hostile tensor name.
   WriteAll(
       path,
-      Build("{\"w" + esc + "\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]}}", "xx"));
+      Build("{\"w" + esc + "\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,2]}}", "xx"));
   ExpectError([&] { io::SafetensorsFile::Open(path); }, ErrorCode::kFormat,
-              {"tensor \"w\\x1b[2J\\x1b]0;owned\\x07\\x0c\\xc2\\x9b\"", "BF16"});
+              {"tensor \"w\\x1b[2J\\x1b]0;owned\\x07\\x0c\\xc2\\x9b\"", "F16"});
   // A hostile unexpected key in an entry, a hostile metadata name.
   WriteAll(path, Build("{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0],\"" + esc +
                        "\":1}}"));

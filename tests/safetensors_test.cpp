@@ -351,8 +351,8 @@ TEST_F(SafetensorsTest, RejectsCorruptFilesWithFormatErrors) {
                     Build(one(R"({"dtype":1,"shape":[2],"data_offsets":[0,8]})"), eight), "dtype");
   ExpectFormatError(
       "unknown dtype",
-      Build(R"({"weights.3":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}})", eight),
-      "tensor \"weights.3\": unsupported dtype \"BF16\"");
+      Build(R"({"weights.3":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", eight),
+      "tensor \"weights.3\": unsupported dtype \"F16\"");
   ExpectFormatError("shape not an array",
                     Build(one(R"({"dtype":"F32","shape":2,"data_offsets":[0,8]})"), eight),
                     "shape");

@@ -63,10 +63,20 @@ struct MemoryWeights {
   void Validate(const MemoryConfig& config) const;
 };
 
+namespace ops {
+class Bf16Copies;  // src/ops/bf16.hpp
+}
+
 class NeuralMemory {
  public:
-  // Validates the config and the weights' shapes; throws titans::Error.
-  NeuralMemory(MemoryConfig config, MemoryWeights weights);
+  // Validates the config and the weights' shapes; throws titans::Error. With WeightType::kBf16
+  // the projections w_q, w_k, w_v are rounded to bf16 (weights() then holds the rounded values)
+  // and multiplied from bf16 copies; Error(kInvalidArgument) if a value overflows bf16.
+  NeuralMemory(MemoryConfig config, MemoryWeights weights,
+               WeightType weight_type = WeightType::kF32);
+  // A copy builds its own bf16 copies (they are found by the address of its weights).
+  NeuralMemory(const NeuralMemory& other);
+  NeuralMemory& operator=(const NeuralMemory&) = delete;
 
   // Memory weight files: safetensors with the config and a format version in the metadata and
   // one F32 tensor per entry of MemoryWeights::Tensors (docs/STATE_FORMAT.md). Save writes
@@ -78,10 +88,15 @@ class NeuralMemory {
   const MemoryWeights& weights() const { return weights_; }
   int input_width() const { return config_.d_model; }
   int output_width() const { return config_.output_proj ? config_.d_model : config_.inner_dim(); }
+  WeightType weight_type() const { return weight_type_; }
+  // The bf16 copies of the projections (internal: src/ops/bf16.hpp; empty for kF32).
+  const ops::Bf16Copies& bf16_copies() const { return *bf16_; }
 
  private:
   MemoryConfig config_;
   MemoryWeights weights_;
+  WeightType weight_type_;
+  std::shared_ptr<const ops::Bf16Copies> bf16_;
 };
 
 // Mutable state of one stream through one memory layer. Plain buffers, all sized at creation.

@@ -122,23 +122,35 @@ struct ModelWeights {
 
 class Model {
  public:
-  // Validates config and weights; throws titans::Error.
-  Model(ModelConfig config, ModelWeights weights);
+  // Validates config and weights; throws titans::Error. With WeightType::kBf16 every tensor
+  // IsBf16Candidate names is rounded to bf16 (weights() then holds the rounded values) and
+  // multiplied from a bf16 copy (docs/SEMANTICS.md 3.5); Error(kInvalidArgument) if a value
+  // overflows bf16.
+  Model(ModelConfig config, ModelWeights weights, WeightType weight_type = WeightType::kF32);
+  // A copy builds its own bf16 copies (they are found by the address of its weights).
+  Model(const Model& other);
+  Model& operator=(const Model&) = delete;
 
   // Model files: safetensors, the config as JSON in the metadata (docs/FILE_FORMAT.md). Load
   // checks every name, shape and dtype against the config and fails with a message naming
-  // the problem; Save writes atomically.
+  // the problem; a file whose product matrices are BF16 loads as a kBf16 model. Save writes
+  // atomically, the product matrices of a kBf16 model as BF16.
   static std::shared_ptr<const Model> Load(const std::string& path);
   void Save(const std::string& path) const;
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
+  WeightType weight_type() const { return weight_type_; }
   // The NeuralMemory of layer l (null for layers without memory), shared by every session.
   const std::shared_ptr<const NeuralMemory>& memory(int layer) const;
+  // The bf16 copies of the product matrices (internal: src/ops/bf16.hpp; empty for kF32).
+  const ops::Bf16Copies& bf16_copies() const { return *bf16_; }
 
  private:
   ModelConfig config_;
   ModelWeights weights_;
+  WeightType weight_type_;
+  std::shared_ptr<const ops::Bf16Copies> bf16_;
   std::vector<std::shared_ptr<const NeuralMemory>> memories_;
 };
 

@@ -1,5 +1,6 @@
 #include "io/checked_file.hpp"
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -76,14 +77,33 @@ int64_t ReadI64Scalar(const std::string& path, const SafetensorsFile& file,
   return value;
 }
 
-void CheckTensors(const std::string& path, const SafetensorsFile& file,
-                  const std::vector<TensorView>& views, const std::set<std::string>& others) {
+WeightType CheckTensors(const std::string& path, const SafetensorsFile& file,
+                        const std::vector<TensorView>& views, const std::set<std::string>& others,
+                        bool bf16_candidates) {
   std::unordered_map<std::string, const TensorRecord*> records;
   for (const TensorRecord& t : file.tensors()) {
     if (!others.count(t.name)) records.emplace(t.name, &t);
   }
+  // The first candidate decides; each later one must agree with it.
+  const std::string* first_candidate = nullptr;
+  WeightType type = WeightType::kF32;
   for (const TensorView& view : views) {
-    RequireTensor(path, file, view.name, DType::kF32, view.shape);
+    const TensorRecord* t = file.Find(view.name);
+    const bool candidate = bf16_candidates && IsBf16Candidate(view.name);
+    const bool bf16 = candidate && t != nullptr && t->dtype == DType::kBF16;
+    if (candidate && t != nullptr && (t->dtype == DType::kF32 || bf16)) {
+      const WeightType stored = bf16 ? WeightType::kBf16 : WeightType::kF32;
+      if (first_candidate == nullptr) {
+        first_candidate = &view.name;
+        type = stored;
+      } else if (stored != type) {
+        Fail(ErrorCode::kFormat, path,
+             "tensor " + Quoted(view.name) + " is " + ToString(t->dtype) + " but " +
+                 Quoted(*first_candidate) + " is " + (type == WeightType::kBf16 ? "BF16" : "F32") +
+                 ": a model stores all its product matrices as F32 or all as BF16");
+      }
+    }
+    RequireTensor(path, file, view.name, bf16 ? DType::kBF16 : DType::kF32, view.shape);
     records.erase(view.name);
   }
   // Name the first leftover in file order, so the message does not depend on hashing.
@@ -94,15 +114,26 @@ void CheckTensors(const std::string& path, const SafetensorsFile& file,
                " unexpected in all)");
     }
   }
+  return type;
 }
 
-void ReadTensors(const std::string& path, const SafetensorsFile& file,
-                 const std::vector<TensorView>& views, const std::set<std::string>& others) {
-  CheckTensors(path, file, views, others);
+WeightType ReadTensors(const std::string& path, const SafetensorsFile& file,
+                       const std::vector<TensorView>& views, const std::set<std::string>& others,
+                       bool bf16_candidates) {
+  const WeightType type = CheckTensors(path, file, views, others, bf16_candidates);
   for (const TensorView& view : views) {
     const TensorRecord& t = *file.Find(view.name);
     // The reader checked that the byte count matches shape x dtype size.
-    if (!t.bytes.empty()) std::memcpy(view.data, t.bytes.data(), t.bytes.size());
+    if (t.dtype == DType::kBF16) {
+      // A bf16 value is the upper half of the float32 it widens to (little-endian file).
+      for (int64_t i = 0; i < view.size(); ++i) {
+        uint16_t b = 0;
+        std::memcpy(&b, t.bytes.data() + 2 * i, sizeof b);
+        view.data[i] = std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+      }
+    } else if (!t.bytes.empty()) {
+      std::memcpy(view.data, t.bytes.data(), t.bytes.size());
+    }
     for (int64_t i = 0; i < view.size(); ++i) {
       if (!std::isfinite(view.data[i])) {
         Fail(ErrorCode::kFormat, path,
@@ -111,6 +142,7 @@ void ReadTensors(const std::string& path, const SafetensorsFile& file,
       }
     }
   }
+  return type;
 }
 
 }  // namespace titans::io

@@ -50,13 +50,17 @@ int64_t ReadI64Scalar(const std::string& path, const SafetensorsFile& file,
 // Checks that the file holds every view's tensor (present, F32, of exactly the view's shape) and
 // no tensor that is neither a view nor in `others` (kFormat). Reads no values and uses no
 // view's data: callers check a whole table this way before allocating anything for it, so a
-// config in a small file cannot demand memory its tensors do not occupy in the file.
-void CheckTensors(const std::string& path, const SafetensorsFile& file,
-                  const std::vector<TensorView>& views, const std::set<std::string>& others = {});
+// config in a small file cannot demand memory its tensors do not occupy in the file. With
+// `bf16_candidates` the tensors IsBf16Candidate names may instead all be BF16 (not some of
+// them: kFormat); returns how they are stored (kF32 when there are none).
+WeightType CheckTensors(const std::string& path, const SafetensorsFile& file,
+                        const std::vector<TensorView>& views,
+                        const std::set<std::string>& others = {}, bool bf16_candidates = false);
 
-// CheckTensors, then fills every view from the file and checks that every value is finite
-// (kFormat).
-void ReadTensors(const std::string& path, const SafetensorsFile& file,
-                 const std::vector<TensorView>& views, const std::set<std::string>& others = {});
+// CheckTensors, then fills every view from the file (BF16 widened to float32) and checks that
+// every value is finite (kFormat).
+WeightType ReadTensors(const std::string& path, const SafetensorsFile& file,
+                       const std::vector<TensorView>& views,
+                       const std::set<std::string>& others = {}, bool bf16_candidates = false);
 
 }  // namespace titans::io

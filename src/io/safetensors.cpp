@@ -56,7 +56,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 std::optional<DType> ParseDType(const std::string& s) {
-  for (DType d : {DType::kF32, DType::kF64, DType::kI32, DType::kI64}) {
+  for (DType d : {DType::kF32, DType::kF64, DType::kI32, DType::kI64, DType::kBF16}) {
     if (s == ToString(d)) return d;
   }
   return std::nullopt;
@@ -377,6 +377,8 @@ size_t DTypeSize(DType dtype) {
       return 4;
     case DType::kI64:
       return 8;
+    case DType::kBF16:
+      return 2;
   }
   return 0;
 }
@@ -391,6 +393,8 @@ const char* ToString(DType dtype) {
       return "I32";
     case DType::kI64:
       return "I64";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }

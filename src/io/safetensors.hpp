@@ -20,9 +20,9 @@
 
 namespace titans::io {
 
-enum class DType { kF32, kF64, kI32, kI64 };
+enum class DType { kF32, kF64, kI32, kI64, kBF16 };
 size_t DTypeSize(DType dtype);
-const char* ToString(DType dtype);  // "F32", "F64", "I32", "I64"
+const char* ToString(DType dtype);  // "F32", "F64", "I32", "I64", "BF16"
 
 struct TensorRecord {
   std::string name;

@@ -9,6 +9,7 @@
 
 #include "memory/models.hpp"
 #include "ops/activations.hpp"
+#include "ops/bf16.hpp"
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "ops/threading.hpp"
@@ -422,7 +423,7 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
   }
   if (nr > 0) {
     const auto xr = xr_.middleRows(r0, nr);
-    Multiply(q_ext_.middleRows(tail + r0, nr), xr, ConstView(w.w_q.data(), d, hd, hd));
+    Multiply(q_ext_.middleRows(tail + r0, nr), xr, memory.bf16_copies().Matrix(w.w_q, d, hd));
     // Output gate logits [n, H] = xr W_gate.
     if (c.output_gate) {
       Multiply(gate_out_.middleRows(r0, nr), xr, ConstView(w.w_gate.data(), d, h, h));
@@ -431,8 +432,8 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
   if (nr > 0 && write) {
     const auto xs = xs_.middleRows(r0, nr);
     const auto xv = (own_values ? xv_ : xs_).middleRows(r0, nr);
-    Multiply(k_ext_.middleRows(tail + r0, nr), xs, ConstView(w.w_k.data(), d, hd, hd));
-    Multiply(v_ext_.middleRows(tail + r0, nr), xv, ConstView(w.w_v.data(), d, hd, hd));
+    Multiply(k_ext_.middleRows(tail + r0, nr), xs, memory.bf16_copies().Matrix(w.w_k, d, hd));
+    Multiply(v_ext_.middleRows(tail + r0, nr), xv, memory.bf16_copies().Matrix(w.w_v, d, hd));
     // Gate logits [n, G] = xs [n, d] x packed [d, G] + bias.
     const Index gates = c.gate_columns();
     auto g = gates_.middleRows(r0, nr);

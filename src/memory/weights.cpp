@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <string_view>
 
+#include "ops/bf16.hpp"
 #include "ops/random.hpp"
 #include "titans/error.hpp"
 #include "titans/memory.hpp"
@@ -217,11 +219,35 @@ void MemoryWeights::Validate(const MemoryConfig& config) const {
                 });
 }
 
-NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights)
-    : config_(config), weights_(std::move(weights)) {
+const char* ToString(WeightType type) { return type == WeightType::kBf16 ? "bf16" : "f32"; }
+
+bool IsBf16Candidate(std::string_view name) {
+  const std::string_view leaf = name.substr(name.rfind('.') + 1);  // all of it without a '.'
+  for (const std::string_view product :
+       {"w_q", "w_k", "w_v", "w_o", "w_g", "ffn_gate", "ffn_up", "ffn_down", "lm_head"}) {
+    if (leaf == product) return true;
+  }
+  return false;
+}
+
+NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights, WeightType weight_type)
+    : config_(config), weights_(std::move(weights)), weight_type_(weight_type) {
   config_.Validate();
   weights_.Validate(config_);
+  auto copies = std::make_shared<ops::Bf16Copies>();
+  if (weight_type_ == WeightType::kBf16) {
+    for (const TensorView& view : weights_.Tensors(config_)) {
+      if (IsBf16Candidate(view.name) && !copies->Add(view.data, static_cast<size_t>(view.size()))) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "memory weight '" + view.name + "' has a value beyond bf16's range");
+      }
+    }
+  }
+  bf16_ = std::move(copies);
 }
+
+NeuralMemory::NeuralMemory(const NeuralMemory& other)
+    : NeuralMemory(other.config_, other.weights_, other.weight_type_) {}
 
 MemoryState MemoryState::Initial(const NeuralMemory& memory) {
   const MemoryConfig& c = memory.config();

@@ -171,18 +171,20 @@ class TitansStack {
   }
 
  private:
+  // A product matrix [rows, cols] of the model: its bf16 copy for a kBf16 model.
+  linalg::WeightMatrix Matrix(const std::vector<float>& w, Index rows, Index cols) const {
+    return model_.bf16_copies().Matrix(w, rows, cols);
+  }
+
   // out [n, d] = SWA(in): rotary queries and keys at each stream's positions, its layer's ring
   // of the last w keys and values, the persistent pairs.
   void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
     const AttentionShape shape = ShapeOf(c_);
     const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
     const auto input = in.topRows(n);
-    ParallelMultiply(options_, ws_.q.topRows(n), input,
-                     ConstView(w.attention.w_q.data(), d, qw, qw));
-    ParallelMultiply(options_, ws_.k.topRows(n), input,
-                     ConstView(w.attention.w_k.data(), d, kw, kw));
-    ParallelMultiply(options_, ws_.v.topRows(n), input,
-                     ConstView(w.attention.w_v.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.q.topRows(n), input, Matrix(w.attention.w_q, d, qw));
+    ParallelMultiply(options_, ws_.k.topRows(n), input, Matrix(w.attention.w_k, d, kw));
+    ParallelMultiply(options_, ws_.v.topRows(n), input, Matrix(w.attention.w_v, d, kw));
     ForEachStream(streams_, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       AttentionCache& cache = *s.state->attention[l];
       float* q = ws_.q.data() + s.row * qw;
@@ -194,8 +196,7 @@ class TitansStack {
                         AttentionInputsOf(w.attention, shape, q, k, ws_.v.data() + s.row * kw),
                         rows, ws_.att.data() + s.row * qw);
     });
-    ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n),
-                     ConstView(w.attention.w_o.data(), qw, d, d));
+    ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n), Matrix(w.attention.w_o, qw, d));
   }
 
   // fn(stream, workspace) for each of `streams`: their attention on their own caches. A
@@ -270,11 +271,9 @@ class TitansStack {
     }
     RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps, ws_.mem.data());
     const ConstMatMap input = ConstView(retrieve, n, d, d);
-    ParallelMultiply(options_, ws_.gate.topRows(n), input,
-                     ConstView(w.memory.w_g.data(), d, hd, hd));
+    ParallelMultiply(options_, ws_.gate.topRows(n), input, Matrix(w.memory.w_g, d, hd));
     ws_.mem.topRows(n).array() *= ops::Silu(ws_.gate.topRows(n).array());
-    ParallelMultiply(options_, View(out, n, d, d), ws_.mem.topRows(n),
-                     ConstView(w.memory.w_o.data(), hd, d, d));
+    ParallelMultiply(options_, View(out, n, d, d), ws_.mem.topRows(n), Matrix(w.memory.w_o, hd, d));
   }
 
   // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), in rounds whose
@@ -310,12 +309,9 @@ class TitansStack {
       ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
     }
     const auto z = ws_.mac_z.topRows(2 * n);
-    ParallelMultiply(options_, ws_.mac_q.topRows(2 * n), z,
-                     ConstView(w.attention.w_q.data(), d, qw, qw));
-    ParallelMultiply(options_, ws_.mac_k.topRows(2 * n), z,
-                     ConstView(w.attention.w_k.data(), d, kw, kw));
-    ParallelMultiply(options_, ws_.mac_v.topRows(2 * n), z,
-                     ConstView(w.attention.w_v.data(), d, kw, kw));
+    ParallelMultiply(options_, ws_.mac_q.topRows(2 * n), z, Matrix(w.attention.w_q, d, qw));
+    ParallelMultiply(options_, ws_.mac_k.topRows(2 * n), z, Matrix(w.attention.w_k, d, kw));
+    ParallelMultiply(options_, ws_.mac_v.topRows(2 * n), z, Matrix(w.attention.w_v, d, kw));
     ForEachStream(round, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       const Index z0 = 2 * (s.row - r0);  // the stream's first row in z
       AttentionCache& cache = *s.state->attention[l];
@@ -334,7 +330,7 @@ class TitansStack {
     // y = the u slots' outputs (odd rows), projected; the memory stores y and reads it.
     ParallelMultiply(options_, ws_.y.middleRows(r0, n),
                      ConstView(ws_.mac_att.data() + qw, n, qw, 2 * qw),
-                     ConstView(w.attention.w_o.data(), qw, d, d));
+                     Matrix(w.attention.w_o, qw, d));
     MemoryBranch(l, w, round, r0, n, ws_.y.data() + r0 * d, ws_.y.data() + r0 * d,
                  ws_.t.data() + r0 * d);
   }
@@ -343,14 +339,11 @@ class TitansStack {
   void FeedForward(const LayerWeights& w, Index n) {
     const Index d = c_.d_model, f = c_.ffn_hidden;
     Norm(ws_.x, w.ffn_norm, n, ws_.u);
-    ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.u.topRows(n),
-                     ConstView(w.ffn_gate.data(), d, f, f));
-    ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.u.topRows(n),
-                     ConstView(w.ffn_up.data(), d, f, f));
+    ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.u.topRows(n), Matrix(w.ffn_gate, d, f));
+    ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.u.topRows(n), Matrix(w.ffn_up, d, f));
     auto a = ws_.ffn_a.topRows(n).array();
     a = ops::Silu(a) * ws_.ffn_b.topRows(n).array();
-    ParallelMultiply(options_, ws_.t.topRows(n), ws_.ffn_a.topRows(n),
-                     ConstView(w.ffn_down.data(), f, d, d));
+    ParallelMultiply(options_, ws_.t.topRows(n), ws_.ffn_a.topRows(n), Matrix(w.ffn_down, f, d));
     ws_.x.topRows(n) += ws_.t.topRows(n);
   }
 
@@ -377,7 +370,8 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
   if (c.tie_embeddings) {
     ParallelMultiply(options, out, ws.u.topRows(n), embedding.transpose());
   } else {
-    ParallelMultiply(options, out, ws.u.topRows(n), ConstView(w.lm_head.data(), d, vocab, vocab));
+    ParallelMultiply(options, out, ws.u.topRows(n),
+                     model.bf16_copies().Matrix(w.lm_head, d, vocab));
   }
 }
 

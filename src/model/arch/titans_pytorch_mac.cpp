@@ -177,6 +177,7 @@ class TpMacStack {
   TpMacStack(const Model& model, State& state, TpMacWorkspace& ws, const SessionOptions& options)
       : c_(model.config()),
         w_(model.weights().tp_mac),
+        bf16_(model.bf16_copies()),
         state_(state),
         ws_(ws),
         options_(options),
@@ -362,12 +363,9 @@ class TpMacStack {
     const Index qw = shape.q_width(), heads = shape.heads, dh = shape.head_dim;
     Norm(w.attention_norm, n);
     const auto input = ws_.xn.topRows(n);
-    ParallelMultiply(options_, ws_.q.topRows(n), input,
-                     ConstView(w.attention.w_q.data(), d_, qw, qw));
-    ParallelMultiply(options_, ws_.k.topRows(n), input,
-                     ConstView(w.attention.w_k.data(), d_, qw, qw));
-    ParallelMultiply(options_, ws_.v.topRows(n), input,
-                     ConstView(w.attention.w_v.data(), d_, qw, qw));
+    ParallelMultiply(options_, ws_.q.topRows(n), input, bf16_.Matrix(w.attention.w_q, d_, qw));
+    ParallelMultiply(options_, ws_.k.topRows(n), input, bf16_.Matrix(w.attention.w_k, d_, qw));
+    ParallelMultiply(options_, ws_.v.topRows(n), input, bf16_.Matrix(w.attention.w_v, d_, qw));
     if (l == 0) {
       ws_.v_first.topRows(n) = ws_.v.topRows(n);
     } else {  // value residual: v = lerp(v, v_first, sigmoid(x W_mix + b)) per head
@@ -405,7 +403,7 @@ class TpMacStack {
       }
     }
     ParallelMultiply(options_, ws_.out.topRows(n), ws_.att.topRows(n),
-                     ConstView(w.attention.w_o.data(), qw, d_, d_));
+                     bf16_.Matrix(w.attention.w_o, qw, d_));
     if (gated) ws_.out.topRows(n).array() *= ws_.gate.topRows(n).array();
   }
 
@@ -414,14 +412,14 @@ class TpMacStack {
     const Index f = c_.ffn_hidden;
     Norm(w.ffn_norm, n);
     ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.xn.topRows(n),
-                     ConstView(w.ffn_up.data(), d_, f, f));
+                     bf16_.Matrix(w.ffn_up, d_, f));
     ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.xn.topRows(n),
-                     ConstView(w.ffn_gate.data(), d_, f, f));
+                     bf16_.Matrix(w.ffn_gate, d_, f));
     ws_.ffn_a.topRows(n).rowwise() += RowOf(w.ffn_up_bias);
     ws_.ffn_b.topRows(n).rowwise() += RowOf(w.ffn_gate_bias);
     ws_.ffn_a.topRows(n).array() *= ops::Silu(ws_.ffn_b.topRows(n).array());
     ParallelMultiply(options_, ws_.out.topRows(n), ws_.ffn_a.topRows(n),
-                     ConstView(w.ffn_down.data(), f, d_, d_));
+                     bf16_.Matrix(w.ffn_down, f, d_));
     ws_.out.topRows(n).rowwise() += RowOf(w.ffn_down_bias);
   }
 
@@ -429,6 +427,7 @@ class TpMacStack {
 
   const ModelConfig& c_;
   const TpMacWeights& w_;
+  const ops::Bf16Copies& bf16_;  // a kBf16 model's product matrices
   State& state_;
   TpMacWorkspace& ws_;
   const SessionOptions& options_;
@@ -486,7 +485,7 @@ class TitansPytorchMacRunner final : public Runner {
         RmsNormRows(ws.branch.data(), w.final_norm, kept, d, 1, c.norm_eps, normed);
         if (logits != nullptr) {
           ParallelMultiply(options, View(logits + first * vocab, kept, vocab, vocab),
-                           ws.xn.topRows(kept), ConstView(w.lm_head.data(), d, vocab, vocab));
+                           ws.xn.topRows(kept), model.bf16_copies().Matrix(w.lm_head, d, vocab));
         }
       }
       row0 += rows;

@@ -1,0 +1,436 @@
+// bf16 product matrices (WeightType::kBf16, src/ops/bf16.hpp, docs/SEMANTICS.md 3.5): the
+// rounding against a float64 rule, the bf16 products against a float64 reference, and models:
+// a kBf16 model computes what a float32 model with the rounded weights computes (only the order of
+// the one-row sums differs) for every block kind and titans-pytorch's MAC, decodes in batches as
+// alone, allocates nothing per token, survives copies, and its files store exactly the product
+// matrices as BF16; malformed BF16 files are refused.
+#include "ops/bf16.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "alloc_counter.hpp"
+#include "io/safetensors.hpp"
+#include "model_cases.hpp"
+#include "ops/linalg.hpp"
+#include "titans/titans.hpp"
+
+namespace titans {
+namespace {
+
+using linalg::Index;
+
+// The bf16 value nearest to x, ties to the even mantissa, by float64 arithmetic: the two bf16
+// neighbours of x are its truncation and the next value away from zero.
+uint16_t NearestBf16(float x) {
+  const auto bits = std::bit_cast<uint32_t>(x);
+  const auto low = static_cast<uint16_t>(bits >> 16);
+  const auto high = static_cast<uint16_t>(low + 1);
+  const double below = std::fabs(static_cast<double>(x) - bf16::ToFloat(low));
+  const double above = std::fabs(static_cast<double>(bf16::ToFloat(high)) - x);
+  if (below != above) return below < above ? low : high;
+  return (low & 1u) == 0 ? low : high;
+}
+
+TEST(Bf16, RoundsToNearestEven) {
+  EXPECT_EQ(bf16::FromFloat(1.0f), 0x3f80);
+  EXPECT_EQ(bf16::FromFloat(-2.0f), 0xc000);
+  EXPECT_EQ(bf16::FromFloat(std::bit_cast<float>(0x3f808000u)), 0x3f80);  // tie, even below
+  EXPECT_EQ(bf16::FromFloat(std::bit_cast<float>(0x3f818000u)), 0x3f82);  // tie, even above
+  EXPECT_EQ(bf16::FromFloat(std::bit_cast<float>(0x3f808001u)), 0x3f81);
+  EXPECT_EQ(bf16::FromFloat(std::numeric_limits<float>::max()), 0x7f80);  // overflows to inf
+  EXPECT_TRUE(std::isnan(bf16::Round(std::numeric_limits<float>::quiet_NaN())));
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<uint32_t> bits(0, 0x7f7fffffu);  // every finite positive float
+  for (int i = 0; i < 200000; ++i) {
+    uint32_t b = bits(rng);
+    if (i % 2 == 1) b |= 0x80000000u;
+    const float x = std::bit_cast<float>(b);
+    if (std::fabs(x) > 3.38e38f) continue;  // beyond the largest bf16: checked above
+    ASSERT_EQ(bf16::FromFloat(x), NearestBf16(x)) << std::hexfloat << x;
+  }
+}
+
+std::vector<float> RandomVector(size_t size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(size);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// c = (or +=) a [m, k] b [k, n] through linalg::Multiply with b stored as bf16, against float64
+// sums of the same (widened) values. a is a view with a row stride wider than k, as the MAC's
+// interleaved rows are; n > 4096 crosses the one-row kernel's column blocks, k and n that are not
+// multiples of 4, 16 or the panels' 256 and 128 leave tails.
+TEST(Bf16, ProductsMatchAFloat64Reference) {
+  struct Shape {
+    Index m, k, n;
+  };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{1, 7, 33}, Shape{1, 301, 4100}, Shape{2, 5, 3},
+                        Shape{5, 257, 129}, Shape{130, 300, 260}}) {
+    for (const bool accumulate : {false, true}) {
+      SCOPED_TRACE(std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n) +
+                   (accumulate ? " accumulate" : ""));
+      const Index stride = s.k + 3;
+      const std::vector<float> a = RandomVector(static_cast<size_t>(s.m * stride), 1);
+      std::vector<float> b = RandomVector(static_cast<size_t>(s.k * s.n), 2);
+      ops::Bf16Copies copies;
+      ASSERT_TRUE(copies.Add(b.data(), b.size()));  // b now holds the widened bf16 values
+      const linalg::WeightMatrix w = copies.Matrix(b, s.k, s.n);
+      ASSERT_NE(w.bf16, nullptr);
+      const std::vector<float> c0 = RandomVector(static_cast<size_t>(s.m * s.n), 3);
+      std::vector<float> c = c0;
+      linalg::Multiply(linalg::View(c.data(), s.m, s.n, s.n),
+                       linalg::ConstView(a.data(), s.m, s.k, stride), w, accumulate);
+      for (Index i = 0; i < s.m; ++i) {
+        for (Index j = 0; j < s.n; ++j) {
+          double sum = accumulate ? c0[static_cast<size_t>(i * s.n + j)] : 0.0, size = 0;
+          for (Index p = 0; p < s.k; ++p) {
+            const double term = static_cast<double>(a[static_cast<size_t>(i * stride + p)]) *
+                                b[static_cast<size_t>(p * s.n + j)];
+            sum += term;
+            size += std::fabs(term);
+          }
+          // float32 summation: at most k + 1 roundings of partial sums bounded by `size`.
+          const double bound = static_cast<double>(s.k + 1) * 6e-8 * (size + std::fabs(sum));
+          ASSERT_NEAR(c[static_cast<size_t>(i * s.n + j)], sum, bound) << i << ", " << j;
+        }
+      }
+    }
+  }
+}
+
+// The weights a kBf16 model computes with: every IsBf16Candidate tensor rounded.
+ModelWeights Rounded(const ModelConfig& config, ModelWeights w) {
+  for (const TensorView& view : w.Tensors(config)) {
+    if (!IsBf16Candidate(view.name)) continue;
+    for (int64_t i = 0; i < view.size(); ++i) view.data[i] = bf16::Round(view.data[i]);
+  }
+  return w;
+}
+
+bool SameWeights(const ModelConfig& config, const ModelWeights& a, const ModelWeights& b) {
+  const std::vector<ConstTensorView> x = a.Tensors(config), y = b.Tensors(config);
+  if (x.size() != y.size()) return false;
+  for (size_t t = 0; t < x.size(); ++t) {
+    if (x[t].name != y[t].name || x[t].size() != y[t].size() ||
+        !std::equal(x[t].data, x[t].data + x[t].size(), y[t].data)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::vector<int32_t> Tokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+  return t;
+}
+
+// The logits of `tokens` fed in one call (piece = 0) or in pieces of `piece` tokens.
+std::vector<float> Logits(const std::shared_ptr<const Model>& model,
+                          const std::vector<int32_t>& tokens, size_t piece) {
+  Session session(model, SessionOptions{1});
+  const auto vocab = static_cast<size_t>(model->config().vocab_size);
+  std::vector<float> logits(tokens.size() * vocab);
+  if (piece == 0) piece = tokens.size();
+  for (size_t t = 0; t < tokens.size(); t += piece) {
+    const size_t n = std::min(piece, tokens.size() - t);
+    session.Forward(std::span<const int32_t>(tokens.data() + t, n),
+                    std::span<float>(logits.data() + t * vocab, n * vocab));
+  }
+  return logits;
+}
+
+// |a - b| / |b| over all logits.
+double Difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    norm += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// Products of many rows widen bf16 panels and multiply them as Multiply multiplies float32 ones:
+// a prefill in one call gives the rounded model's logits bit for bit (measured). One-row products
+// sum in another order than Eigen's (a rounding of about 1e-7 per product), which the memories
+// carry on: token by token 1.7e-7 to 4.8e-7 on the model cases, 5.2e-6 on the titans-pytorch MAC
+// (its Newton-Schulz amplifies rounding); see each test's RecordProperty.
+constexpr double kSameModelTolerance = 1e-5;
+
+void ExpectComputesAsRounded(const ModelConfig& config, const ModelWeights& weights) {
+  const auto bf16_model = std::make_shared<const Model>(config, weights, WeightType::kBf16);
+  const auto rounded = std::make_shared<const Model>(config, Rounded(config, weights));
+  const auto f32_model = std::make_shared<const Model>(config, weights);
+  EXPECT_EQ(bf16_model->weight_type(), WeightType::kBf16);
+  EXPECT_TRUE(SameWeights(config, bf16_model->weights(), rounded->weights()));
+  EXPECT_FALSE(SameWeights(config, bf16_model->weights(), f32_model->weights()));
+  const std::vector<int32_t> tokens = Tokens(40, config.vocab_size, 9);
+  for (const size_t piece : {size_t{0}, size_t{1}, size_t{7}}) {
+    SCOPED_TRACE("piece " + std::to_string(piece));
+    const std::vector<float> got = Logits(bf16_model, tokens, piece);
+    const std::vector<float> expected = Logits(rounded, tokens, piece);
+    if (piece == 0) {
+      EXPECT_EQ(got, expected);  // products of many rows only
+    }
+    const double to_rounded = Difference(got, expected);
+    EXPECT_LE(to_rounded, kSameModelTolerance);
+    // The rounding of the weights itself (bf16 keeps 8 significant bits): a few 1e-3 of the
+    // logits on these small random models; bounded here only to catch a wrong product.
+    const double to_f32 = Difference(got, Logits(f32_model, tokens, piece));
+    EXPECT_LE(to_f32, 0.05);
+    ::testing::Test::RecordProperty("piece" + std::to_string(piece) + "_to_rounded",
+                                    ::testing::PrintToString(to_rounded));
+    ::testing::Test::RecordProperty("piece" + std::to_string(piece) + "_to_f32",
+                                    ::testing::PrintToString(to_f32));
+  }
+}
+
+class Bf16ModelTest : public ::testing::TestWithParam<test::ModelCase> {};
+
+TEST_P(Bf16ModelTest, ComputesWhatTheRoundedFloat32ModelComputes) {
+  const ModelConfig config = test::ConfigFor(GetParam());
+  ExpectComputesAsRounded(config, ModelWeights::Random(config, 11));
+}
+
+// A batch's products have more than one row: widened panels instead of the one-row kernel.
+TEST_P(Bf16ModelTest, BatchedDecodeMatchesDecodingAlone) {
+  const ModelConfig config = test::ConfigFor(GetParam());
+  const auto model =
+      std::make_shared<const Model>(config, ModelWeights::Random(config, 12), WeightType::kBf16);
+  constexpr int kSessions = 3;
+  std::vector<Session> batched, alone;
+  std::vector<Session*> pointers;
+  for (int i = 0; i < kSessions; ++i) {
+    batched.emplace_back(model, SessionOptions{1});
+    std::vector<int32_t> prompt = Tokens(5 + 9 * i, config.vocab_size, 20 + i);
+    std::vector<float> ignored(prompt.size() * static_cast<size_t>(config.vocab_size));
+    batched.back().Forward(prompt, ignored);
+  }
+  for (Session& s : batched) {
+    alone.push_back(s.Clone());
+    pointers.push_back(&s);
+  }
+  BatchDecoder decoder(model, kSessions, SessionOptions{1});
+  const auto vocab = static_cast<size_t>(config.vocab_size);
+  std::vector<float> logits(kSessions * vocab), expected(vocab);
+  for (int step = 0; step < 12; ++step) {
+    const std::vector<int32_t> tokens = Tokens(kSessions, config.vocab_size, 100 + step);
+    decoder.Step(pointers, tokens, logits);
+    for (size_t i = 0; i < kSessions; ++i) {
+      alone[i].Forward(std::span<const int32_t>(&tokens[i], 1), expected);
+      const std::vector<float> got(logits.begin() + static_cast<std::ptrdiff_t>(i * vocab),
+                                   logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * vocab));
+      ASSERT_LE(Difference(got, expected), 2e-6) << "step " << step << ", session " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, Bf16ModelTest, ::testing::ValuesIn(test::ModelCases()),
+                         [](const auto& info) { return info.param.name; });
+
+const std::string kTpMac =
+    std::string(TITANS_TEST_DATA_DIR) + "/tp_mac/train_mac.model.safetensors";
+
+// titans-pytorch's MAC (train_mac.py's options) has its own products.
+TEST(Bf16, TitansPytorchMacComputesWhatTheRoundedFloat32ModelComputes) {
+  const std::shared_ptr<const Model> model = Model::Load(kTpMac);
+  ExpectComputesAsRounded(model->config(), model->weights());
+}
+
+TEST(Bf16, DecodingAllocatesNothing) {
+  const ModelConfig config = test::ConfigFor(test::ModelCases()[6]);  // the mixed stack
+  for (const std::shared_ptr<const Model>& model :
+       {std::make_shared<const Model>(config, ModelWeights::Random(config, 3), WeightType::kBf16),
+        std::shared_ptr<const Model>(Model::Load(kTpMac))}) {
+    const auto bf16_model =
+        std::make_shared<const Model>(model->config(), model->weights(), WeightType::kBf16);
+    Session session(bf16_model, SessionOptions{1});
+    const std::vector<int32_t> tokens = Tokens(64, bf16_model->config().vocab_size, 4);
+    std::vector<float> logits(tokens.size() * static_cast<size_t>(bf16_model->config().vocab_size));
+    session.Forward(std::span<const int32_t>(tokens.data(), 32),
+                    std::span<float>(logits.data(), logits.size() / 2));
+    testing::CountAllocations counter;
+    for (size_t t = 32; t < tokens.size(); ++t) {
+      const auto vocab = static_cast<size_t>(bf16_model->config().vocab_size);
+      session.Forward(std::span<const int32_t>(&tokens[t], 1),
+                      std::span<float>(logits.data() + t * vocab, vocab));
+    }
+    EXPECT_EQ(counter.count(), 0);
+  }
+}
+
+// The bf16 copies are found by the address of the model's own weights: a copy of the model
+// must find its own, and compute what the original computes.
+TEST(Bf16, ACopiedModelComputesTheSame) {
+  const ModelConfig config = test::ConfigFor(test::ModelCases()[6]);
+  auto original =
+      std::make_unique<Model>(config, ModelWeights::Random(config, 5), WeightType::kBf16);
+  const auto copy = std::make_shared<const Model>(*original);
+  const std::vector<int32_t> tokens = Tokens(30, config.vocab_size, 6);
+  const std::vector<float> expected = Logits(std::make_shared<const Model>(*original), tokens, 1);
+  original.reset();
+  EXPECT_EQ(copy->weight_type(), WeightType::kBf16);
+  EXPECT_EQ(Logits(copy, tokens, 1), expected);
+}
+
+TEST(Bf16, AValueBeyondBf16IsRefused) {
+  const ModelConfig config = test::ConfigFor(test::ModelCases()[1]);
+  ModelWeights w = ModelWeights::Random(config, 7);
+  w.layers[1].ffn_up[3] = 3.399e38f;  // finite in float32, infinite once rounded
+  try {
+    const Model model(config, w, WeightType::kBf16);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("layers.1.ffn_up"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(Model(config, w));  // float32 holds it
+}
+
+std::string TempPath(const std::string& name) {
+  return (std::filesystem::path(::testing::TempDir()) /
+          ("titans_bf16_" + std::to_string(::getpid()) + "_" + name))
+      .string();
+}
+
+TEST(Bf16, FilesStoreTheProductMatricesAsBf16) {
+  const ModelConfig config = test::ConfigFor(test::ModelCases()[6]);
+  const ModelWeights weights = ModelWeights::Random(config, 8);
+  const Model f32_model(config, weights);
+  const auto bf16_model = std::make_shared<const Model>(config, weights, WeightType::kBf16);
+  const std::string f32_path = TempPath("f32.safetensors"),
+                    bf16_path = TempPath("bf16.safetensors");
+  f32_model.Save(f32_path);
+  bf16_model->Save(bf16_path);
+
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(bf16_path);
+  double halved = 0;  // bytes the product matrices save
+  int candidates = 0;
+  for (const io::TensorRecord& t : file.tensors()) {
+    const bool candidate = IsBf16Candidate(t.name);
+    EXPECT_EQ(t.dtype, candidate ? io::DType::kBF16 : io::DType::kF32) << t.name;
+    if (candidate) {
+      halved += static_cast<double>(t.bytes.size());
+      ++candidates;
+    }
+  }
+  EXPECT_GT(candidates, 20);  // 5 layers of attention, memory and feed-forward products
+  const io::SafetensorsFile f32_file = io::SafetensorsFile::Open(f32_path);
+  for (const io::TensorRecord& t : f32_file.tensors()) {
+    EXPECT_EQ(t.dtype, io::DType::kF32) << t.name;
+  }
+  const double saved = static_cast<double>(std::filesystem::file_size(f32_path)) -
+                       static_cast<double>(std::filesystem::file_size(bf16_path));
+  EXPECT_NEAR(saved, halved, 4096);  // the headers differ only in the dtype strings
+
+  const std::shared_ptr<const Model> loaded = Model::Load(bf16_path);
+  EXPECT_EQ(loaded->weight_type(), WeightType::kBf16);
+  EXPECT_TRUE(SameWeights(config, loaded->weights(), bf16_model->weights()));
+  const std::vector<int32_t> tokens = Tokens(20, config.vocab_size, 3);
+  EXPECT_EQ(Logits(loaded, tokens, 1), Logits(bf16_model, tokens, 1));
+  EXPECT_EQ(Model::Load(f32_path)->weight_type(), WeightType::kF32);
+  std::filesystem::remove(f32_path);
+  std::filesystem::remove(bf16_path);
+}
+
+// A model file rewritten with `edit` applied to its tensors' dtypes and bytes.
+struct EditedTensor {
+  std::string name;
+  io::DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+template <class Edit>
+std::string Rewritten(const std::string& source, const std::string& name, Edit edit) {
+  const io::SafetensorsFile file = io::SafetensorsFile::Open(source);
+  std::vector<EditedTensor> tensors;
+  for (const io::TensorRecord& t : file.tensors()) {
+    tensors.push_back({t.name, t.dtype, t.shape, {t.bytes.begin(), t.bytes.end()}});
+    edit(tensors.back());
+  }
+  std::vector<io::TensorToWrite> out;
+  for (const EditedTensor& t : tensors) out.push_back({t.name, t.dtype, t.shape, t.bytes.data()});
+  const std::string path = TempPath(name);
+  io::WriteSafetensors(path, file.metadata(), out);
+  return path;
+}
+
+void ToBf16(EditedTensor& t) {
+  std::vector<std::byte> bytes(t.bytes.size() / 2);
+  for (size_t i = 0; i < bytes.size() / 2; ++i) {
+    float x = 0;
+    std::memcpy(&x, t.bytes.data() + 4 * i, sizeof x);
+    const uint16_t b = bf16::FromFloat(x);
+    std::memcpy(bytes.data() + 2 * i, &b, sizeof b);
+  }
+  t.bytes = std::move(bytes);
+  t.dtype = io::DType::kBF16;
+}
+
+void ExpectRefused(const std::string& path, const std::string& words) {
+  try {
+    Model::Load(path);
+    ADD_FAILURE() << "loaded " << path;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFormat) << e.what();
+    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(Bf16, MalformedBf16FilesAreRefused) {
+  const ModelConfig config = test::ConfigFor(test::ModelCases()[1]);
+  const std::string source = TempPath("source.safetensors");
+  Model(config, ModelWeights::Random(config, 9), WeightType::kBf16).Save(source);
+  // One product matrix left in F32 among BF16 ones.
+  ExpectRefused(Rewritten(source, "mixed.safetensors",
+                          [](EditedTensor& t) {
+                            if (t.name == "layers.1.ffn_down") {
+                              std::vector<std::byte> bytes(t.bytes.size() * 2);
+                              for (size_t i = 0; i < t.bytes.size() / 2; ++i) {
+                                uint16_t b = 0;
+                                std::memcpy(&b, t.bytes.data() + 2 * i, sizeof b);
+                                const float x = bf16::ToFloat(b);
+                                std::memcpy(bytes.data() + 4 * i, &x, sizeof x);
+                              }
+                              t.bytes = std::move(bytes);
+                              t.dtype = io::DType::kF32;
+                            }
+                          }),
+                "all as BF16");
+  // A tensor that is not a product matrix stored as BF16.
+  ExpectRefused(Rewritten(source, "norm.safetensors",
+                          [](EditedTensor& t) {
+                            if (t.name == "final_norm") ToBf16(t);
+                          }),
+                "\"final_norm\" has dtype BF16");
+  // A non-finite BF16 value.
+  ExpectRefused(Rewritten(source, "nan.safetensors",
+                          [](EditedTensor& t) {
+                            if (t.name == "layers.0.attention.w_k") {
+                              const uint16_t nan = 0x7fc0;
+                              std::memcpy(t.bytes.data() + 2 * 5, &nan, sizeof nan);
+                            }
+                          }),
+                "non-finite value");
+  std::filesystem::remove(source);
+}
+
+}  // namespace
+}  // namespace titans
