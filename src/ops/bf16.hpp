@@ -5,8 +5,9 @@
 // bf16 is the top half of a float32: widening is a 16-bit shift, so a product with bf16 weights
 // is an exact float32 product with the rounded weights. The CPU's BF16 dot-product instructions
 // (AVX512_BF16) would round the activations to bf16 as well; they are not used, so a bf16 model
-// computes exactly what a float32 model with the same (rounded) weights computes, up to the order
-// of the sums, and only the weight bytes a decode step reads are halved.
+// computes exactly what a float32 model with the same (rounded) weights computes, bit for bit
+// (the products below sum in the same order for both storages), and only the weight bytes a
+// decode step reads are halved.
 #pragma once
 
 #include <algorithm>
@@ -46,12 +47,18 @@ struct WeightMatrix {
   Index rows = 0, cols = 0;
 };
 
-// c[0, n] = (or +=) a[0, k] b[k, n], b bf16 with row stride n: the one-row product of a decoded
-// token, a pass over b's rows eight at a time (eight sequential streams, one load and store of c
-// per eight rows; c, at most kCols floats at a time, stays in L1). The plain loops vectorise
-// (-O3, the host's SIMD width); eight rows measured 1.1x faster than four on a [256, 1024] b.
-inline void MultiplyRowBf16(const float* a, const uint16_t* b, Index k, Index n, float* c,
-                            bool accumulate) {
+// A stored weight as float32.
+inline float Widen(float w) { return w; }
+inline float Widen(uint16_t w) { return bf16::ToFloat(w); }
+
+// c[0, n] = (or +=) a[0, k] b[k, n], b (float32 or bf16) with row stride n: the one-row product
+// of a decoded token, a pass over b's rows eight at a time (eight sequential streams, one load
+// and store of c per eight rows; c, at most kCols floats at a time, stays in L1). The plain loops
+// vectorise (-O3, the host's SIMD width). Measured against Eigen's matrix-vector product on a
+// float32 b of [256, 1024], and eight rows against four, in docs/PERFORMANCE.md ("bf16 product
+// matrices").
+template <class W>
+void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool accumulate) {
   constexpr Index kCols = 4096;
   if (!accumulate) std::fill(c, c + n, 0.0f);
   for (Index j0 = 0; j0 < n; j0 += kCols) {
@@ -59,36 +66,42 @@ inline void MultiplyRowBf16(const float* a, const uint16_t* b, Index k, Index n,
     float* out = c + j0;
     Index i = 0;
     for (; i + 8 <= k; i += 8) {
-      const uint16_t* b0 = b + i * n + j0;
+      const W* b0 = b + i * n + j0;
       const float* ai = a + i;
       for (Index j = 0; j < nd; ++j) {
-        out[j] += ai[0] * bf16::ToFloat(b0[j]) + ai[1] * bf16::ToFloat(b0[n + j]) +
-                  ai[2] * bf16::ToFloat(b0[2 * n + j]) + ai[3] * bf16::ToFloat(b0[3 * n + j]) +
-                  ai[4] * bf16::ToFloat(b0[4 * n + j]) + ai[5] * bf16::ToFloat(b0[5 * n + j]) +
-                  ai[6] * bf16::ToFloat(b0[6 * n + j]) + ai[7] * bf16::ToFloat(b0[7 * n + j]);
+        out[j] += ai[0] * Widen(b0[j]) + ai[1] * Widen(b0[n + j]) + ai[2] * Widen(b0[2 * n + j]) +
+                  ai[3] * Widen(b0[3 * n + j]) + ai[4] * Widen(b0[4 * n + j]) +
+                  ai[5] * Widen(b0[5 * n + j]) + ai[6] * Widen(b0[6 * n + j]) +
+                  ai[7] * Widen(b0[7 * n + j]);
       }
     }
     for (; i < k; ++i) {
       const float ai = a[i];
-      const uint16_t* bi = b + i * n + j0;
-      for (Index j = 0; j < nd; ++j) out[j] += ai * bf16::ToFloat(bi[j]);
+      const W* bi = b + i * n + j0;
+      for (Index j = 0; j < nd; ++j) out[j] += ai * Widen(bi[j]);
     }
   }
 }
 
-// c = a b (or c += a b) for a weight matrix b: Multiply itself for float32; for bf16 one row
-// goes through MultiplyRowBf16, more rows through float32 panels of b widened on the stack (the
-// panel sizes of Multiply, 128 KiB), each widened once for all of a's rows.
+// c = a b (or c += a b) for a weight matrix b. One row (a decoded token) goes through
+// MultiplyRow for either storage, so that a bf16 model decodes exactly as the float32 model with
+// its rounded weights does. More rows: Multiply itself for float32; for bf16, float32 panels of b
+// widened on the stack (Multiply's panel sizes, 128 KiB), each once for all of a's rows, and
+// multiplied as Multiply multiplies its panels (the same sums, bit for bit).
 template <class C, class A>
 void Multiply(C&& c, const A& a, const WeightMatrix& b, bool accumulate = false) {
-  if (b.bf16 == nullptr) {
-    Multiply(c, a, ConstView(b.f32, b.rows, b.cols, b.cols), accumulate);
-    return;
-  }
   const Index m = c.rows(), n = c.cols(), k = a.cols();
   if (m == 1) {
     // a and c are rows with unit inner stride (maps, blocks of row-major matrices).
-    MultiplyRowBf16(a.data(), b.bf16, k, n, c.data(), accumulate);
+    if (b.bf16 != nullptr) {
+      MultiplyRow(a.data(), b.bf16, k, n, c.data(), accumulate);
+    } else {
+      MultiplyRow(a.data(), b.f32, k, n, c.data(), accumulate);
+    }
+    return;
+  }
+  if (b.bf16 == nullptr) {
+    Multiply(c, a, ConstView(b.f32, b.rows, b.cols, b.cols), accumulate);
     return;
   }
   constexpr Index kRows = 128, kDepth = 256, kCols = 128;
