@@ -309,7 +309,7 @@ std::shared_ptr<const Model> WithoutMemoryWrites(const Model& model) {
   };
   for (LayerWeights& layer : weights.layers) no_forgetting(layer.memory.memory);
   for (TpMacLayerWeights& layer : weights.tp_mac.layers) no_forgetting(layer.memory);
-  return std::make_shared<const Model>(config, std::move(weights));
+  return std::make_shared<const Model>(config, std::move(weights), model.weight_type());
 }
 
 // ---------------------------------------------------------------------------------------------

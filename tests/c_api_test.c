@@ -196,6 +196,88 @@ static void TestModelInfo(const titans_model* a, const titans_model* emb) {
   CHECK(value == 0); /* unchanged by the failed calls */
 }
 
+/* Relative difference of two arrays, |a - b| / |b| (Frobenius norms). */
+static double RelativeDiff(const float* a, const float* b, size_t n) {
+  double diff = 0, norm = 0;
+  size_t i;
+  for (i = 0; i < n; ++i) {
+    diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    norm += (double)b[i] * b[i];
+  }
+  return sqrt(diff / (norm > 1e-30 ? norm : 1e-30));
+}
+
+/* The logits [8, V] of kPrompt through a fresh session of `m`. */
+static void PromptLogits(const titans_model* m, float* logits) {
+  titans_session* s = NewSession(m);
+  EXPECT_OK(titans_session_forward(s, kPrompt, 8, logits, 8 * V));
+  titans_session_free(s);
+}
+
+static void TestWeightType(const titans_model* a) {
+  titans_model* bf16 = NULL;
+  titans_model* back = NULL;
+  titans_model* same = NULL;
+  titans_model* untouched = NULL;
+  titans_weight_type type = TITANS_WEIGHTS_BF16;
+  float* f32_logits = (float*)malloc(sizeof(float) * 8 * V);
+  float* bf16_logits = (float*)malloc(sizeof(float) * 8 * V);
+  float* logits = (float*)malloc(sizeof(float) * 8 * V);
+
+  EXPECT_OK(titans_model_weight_type(a, &type));
+  CHECK(type == TITANS_WEIGHTS_F32); /* made by titans make-model: float32 */
+  EXPECT_OK(titans_model_convert(a, TITANS_WEIGHTS_BF16, &bf16));
+  if (bf16 == NULL) exit(2);
+  EXPECT_OK(titans_model_weight_type(bf16, &type));
+  CHECK(type == TITANS_WEIGHTS_BF16);
+  EXPECT_OK(titans_model_weight_type(a, &type));
+  CHECK(type == TITANS_WEIGHTS_F32); /* the source is unchanged */
+
+  /* bf16 weights: close to the float32 model's logits, not equal (rounded weights). */
+  PromptLogits(a, f32_logits);
+  PromptLogits(bf16, bf16_logits);
+  CHECK(!Equal(bf16_logits, f32_logits, 8 * V));
+  CHECK(RelativeDiff(bf16_logits, f32_logits, 8 * V) < 0.05);
+
+  /* Back to float32: the rounded values kept, so the bf16 model's logits (up to the order of
+   * sums). To the same type: the same model under a second handle. */
+  EXPECT_OK(titans_model_convert(bf16, TITANS_WEIGHTS_F32, &back));
+  EXPECT_OK(titans_model_convert(bf16, TITANS_WEIGHTS_BF16, &same));
+  if (back == NULL || same == NULL) exit(2);
+  EXPECT_OK(titans_model_weight_type(back, &type));
+  CHECK(type == TITANS_WEIGHTS_F32);
+  EXPECT_OK(titans_model_weight_type(same, &type));
+  CHECK(type == TITANS_WEIGHTS_BF16);
+  PromptLogits(same, logits);
+  CHECK(Equal(logits, bf16_logits, 8 * V));
+  /* A converted model outlives the handle it was made from. */
+  titans_model_free(bf16);
+  titans_model_free(same);
+  PromptLogits(back, logits);
+  CHECK(Close(logits, bf16_logits, 8 * V));
+  titans_model_free(back);
+
+  /* Errors: nothing changes. */
+  EXPECT_STATUS(TITANS_INVALID_ARGUMENT, titans_model_weight_type(NULL, &type));
+  EXPECT_STATUS(TITANS_INVALID_ARGUMENT, titans_model_weight_type(a, NULL));
+  CHECK(type == TITANS_WEIGHTS_BF16);
+  EXPECT_STATUS(TITANS_INVALID_ARGUMENT,
+                titans_model_convert(NULL, TITANS_WEIGHTS_BF16, &untouched));
+  CHECK(Contains(titans_last_error(), "titans_model_convert") &&
+        Contains(titans_last_error(), "model is NULL"));
+  EXPECT_STATUS(TITANS_INVALID_ARGUMENT, titans_model_convert(a, TITANS_WEIGHTS_BF16, NULL));
+  EXPECT_STATUS(TITANS_INVALID_ARGUMENT,
+                titans_model_convert(a, (titans_weight_type)2, &untouched));
+  CHECK(Contains(titans_last_error(), "type 2 is not a titans_weight_type"));
+  EXPECT_STATUS(TITANS_INVALID_ARGUMENT,
+                titans_model_convert(a, (titans_weight_type)-1, &untouched));
+  CHECK(untouched == NULL);
+
+  free(f32_logits);
+  free(bf16_logits);
+  free(logits);
+}
+
 static void TestSessionLifecycle(const titans_model* a) {
   titans_session* s = NULL;
   titans_session* c = NULL;
@@ -720,6 +802,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   TestModelInfo(a, emb);
+  TestWeightType(a);
   TestSessionLifecycle(a);
   TestForward(a, emb);
   TestClone(a);

@@ -160,7 +160,8 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, VersionAndHelp) {
   EXPECT_EQ(Ok({"--version"}).rfind("titans ", 0), 0u);
   EXPECT_NE(Ok({"--help"}).find("make-model"), std::string::npos);
-  for (const char* sub : {"make-model", "info", "generate", "forward", "bench", "niah", "eval"}) {
+  for (const char* sub :
+       {"make-model", "convert-weights", "info", "generate", "forward", "bench", "niah", "eval"}) {
     EXPECT_NE(Ok({sub, "--help"}).find(std::string("Usage: titans ") + sub), std::string::npos);
   }
   // A malformed command line: status 2 and an `error:` line.
@@ -503,6 +504,7 @@ TEST_F(CliTest, BenchWritesOneRecordPerKindAndContextAndAPlot) {
       EXPECT_EQ(r.at("status"), "ok") << r;
       EXPECT_EQ(r.at("tokens"), context) << r;
       EXPECT_EQ(r.at("threads"), 1) << r;
+      EXPECT_EQ(r.at("weights"), "f32") << r;
       const double tokens_per_s = r.at("tokens_per_s"), s_per_token = r.at("s_per_token");
       EXPECT_GT(tokens_per_s, 0) << r;
       EXPECT_NEAR(tokens_per_s * s_per_token, 1.0, 1e-9) << r;
@@ -914,8 +916,8 @@ TEST_F(CliTest, OutOfRangeAndMalformedValuesAreRefusedNotCoerced) {
 // ---------------------------------------------------------------------------------------------
 // Issue 15: the command line as a person meets it.
 
-constexpr const char* kCommands[] = {"make-model", "info", "generate", "forward",
-                                     "bench",      "niah", "eval"};
+constexpr const char* kCommands[] = {"make-model", "convert-weights", "info", "generate",
+                                     "forward",    "bench",           "niah", "eval"};
 
 // The lines of `text` under "Commands:" up to the next blank line.
 std::vector<std::string> CommandLines(const std::string& text) {
@@ -1374,6 +1376,232 @@ TEST_F(CliTest, InfoDescribesEveryFileTheEngineWrites) {
   ExpectError({"info", Path("other.safetensors")}, "format \"something.else\"");
   io::WriteSafetensors(Path("plain.safetensors"), {}, {{"x", io::DType::kF32, {1}, &f}});
   ExpectError({"info", Path("plain.safetensors")}, "no \"format\"");
+}
+
+// ---------------------------------------------------------------------------------------------
+// bf16 weights: convert-weights, --weights of every command that runs or describes a model.
+
+// Values of every tensor of a model, and of those a kBf16 model stores as bf16 (IsBf16Candidate).
+struct Values {
+  int64_t all = 0, bf16 = 0;
+};
+Values ValuesOf(const Model& model) {
+  Values n;
+  for (const ConstTensorView& t : model.weights().Tensors(model.config())) {
+    n.all += t.size();
+    if (IsBf16Candidate(t.name)) n.bf16 += t.size();
+  }
+  return n;
+}
+
+TEST_F(CliTest, ConvertWeightsRoundTripsAndInfoShowsTheWeights) {
+  const std::string f32 = Path("f32.safetensors"), bf16 = Path("bf16.safetensors");
+  const std::string back = Path("back.safetensors");
+  Ok({"make-model", f32, "--kind", "mixed", "--window", "8", "--chunk", "4", "--seed", "2"});
+  const auto f32_size = static_cast<int64_t>(std::filesystem::file_size(f32));
+  const std::string wrote = Ok({"convert-weights", f32, bf16, "--to", "bf16"});
+  EXPECT_EQ(wrote, "wrote " + bf16 + ": bf16 weights, " +
+                       std::to_string(std::filesystem::file_size(bf16)) + " bytes (from " + f32 +
+                       ": f32 weights, " + std::to_string(f32_size) + " bytes)\n");
+  const auto original = Model::Load(f32), converted = Model::Load(bf16);
+  EXPECT_EQ(original->weight_type(), WeightType::kF32);
+  EXPECT_EQ(converted->weight_type(), WeightType::kBf16);
+  // Half the bytes of every product matrix, give or take the header (dtype names, padding).
+  const int64_t saved = f32_size - static_cast<int64_t>(std::filesystem::file_size(bf16));
+  const Values values = ValuesOf(*original);
+  EXPECT_GT(values.bf16, values.all / 2);
+  EXPECT_NEAR(static_cast<double>(saved), 2.0 * static_cast<double>(values.bf16), 2048);
+  // The library's conversion, byte for byte: make-model --weights bf16 writes the same file.
+  Ok({"make-model", Path("made.safetensors"), "--kind", "mixed", "--window", "8", "--chunk", "4",
+      "--seed", "2", "--weights", "bf16"});
+  EXPECT_EQ(ReadFile(Path("made.safetensors")), ReadFile(bf16));
+
+  // Back to f32: the rounded values, as f32 tensors (the size of the original file).
+  EXPECT_NE(Ok({"convert-weights", bf16, back, "--to", "f32"}).find(": f32 weights, "),
+            std::string::npos);
+  EXPECT_EQ(static_cast<int64_t>(std::filesystem::file_size(back)), f32_size);
+  const auto widened = Model::Load(back);
+  EXPECT_EQ(widened->weight_type(), WeightType::kF32);
+  EXPECT_EQ(widened->weights().layers[1].ffn_up, converted->weights().layers[1].ffn_up);
+  EXPECT_NE(widened->weights().layers[1].ffn_up, original->weights().layers[1].ffn_up);
+
+  // info: the weight type and its bytes, the BF16 tensors in the table.
+  const std::string info = Ok({"info", bf16});
+  char mib[64];
+  std::snprintf(mib, sizeof mib, "%.2f MiB",
+                static_cast<double>(4 * values.all - 2 * values.bf16) / (1 << 20));
+  EXPECT_NE(info.find("\nweights: bf16 (product matrices), " + std::string(mib) + "\n"),
+            std::string::npos)
+      << mib << "\n"
+      << info;
+  const std::regex bf16_row(R"(\nlayers\.1\.ffn_up +BF16 )"), f32_row(R"(\nfinal_norm +F32 )");
+  EXPECT_TRUE(std::regex_search(info, bf16_row)) << info;
+  EXPECT_TRUE(std::regex_search(info, f32_row)) << info;
+  std::snprintf(mib, sizeof mib, "%.2f MiB", static_cast<double>(4 * values.all) / (1 << 20));
+  const std::string f32_info = Ok({"info", f32, "--weights", "bf16"});
+  EXPECT_NE(f32_info.find("\nweights: f32, " + std::string(mib) + "\n" +
+                          "with --weights bf16: bf16 (product matrices), "),
+            std::string::npos)
+      << f32_info;
+  EXPECT_EQ(Ok({"info", f32, "--weights", "f32"}), Ok({"info", f32}));  // as it is: no extra line
+  EXPECT_EQ(ModelConfig::FromJson(Ok({"info", bf16, "--config-only"})), original->config());
+
+  // Errors: OUT must not be IN, --to is required and checked, IN must be a model.
+  const std::string before = ReadFile(f32);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"convert-weights", f32, f32, "--to", "bf16"},
+        {"convert-weights", f32, Path("x.safetensors")},
+        {"convert-weights", f32, Path("x.safetensors"), "--to", "fp16"}}) {
+    const Result r = Titans(args);
+    EXPECT_EQ(r.status, 2) << r;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r;
+  }
+  EXPECT_EQ(ReadFile(f32), before);
+  ExpectError({"convert-weights", Path("none.safetensors"), Path("x.safetensors"), "--to", "bf16"},
+              "none.safetensors");
+  EXPECT_FALSE(std::filesystem::exists(Path("x.safetensors")));
+}
+
+TEST_F(CliTest, WeightsBf16RunsAsTheConvertedFile) {
+  const std::string f32 = Path("f32.safetensors"), bf16 = Path("bf16.safetensors");
+  Ok({"make-model", f32, "--kind", "mixed", "--window", "8", "--chunk", "4", "--seed", "5"});
+  Ok({"convert-weights", f32, bf16, "--to", "bf16"});
+  const int64_t n = 70, vocab = 256;
+  std::vector<int64_t> tokens(n);
+  for (int64_t i = 0; i < n; ++i) tokens[static_cast<size_t>(i)] = (i * 37 + 11) % vocab;
+  WriteTokens(Path("in.safetensors"), tokens, io::DType::kI32);
+  const auto forward = [&](const std::string& model, std::vector<std::string> extra) {
+    std::vector<std::string> args = {
+        "forward",   model, "--input", Path("in.safetensors"), "--output", Path("out.safetensors"),
+        "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Ok(args);
+    return ReadOutput(Path("out.safetensors"), "logits", {n, vocab});
+  };
+
+  // forward: the f32 file run with --weights bf16 is the bf16 file, bit for bit; the bf16 file
+  // is what the library computes with it; the bf16 logits are near the f32 ones, not equal.
+  const std::vector<float> converted = forward(bf16, {});
+  EXPECT_EQ(forward(f32, {"--weights", "bf16"}), converted);
+  EXPECT_EQ(forward(bf16, {"--weights", "bf16"}), converted);
+  Session session(Model::Load(bf16), SessionOptions{1});
+  const std::vector<int32_t> narrow(tokens.begin(), tokens.end());
+  std::vector<float> expected(static_cast<size_t>(n * vocab));
+  session.Forward(narrow, expected);
+  EXPECT_EQ(converted, expected);
+  const std::vector<float> original = forward(f32, {});
+  EXPECT_NE(converted, original);
+  EXPECT_LE(RelativeError(converted, original), 0.05);
+  // --weights f32 on the bf16 file: an f32 model of the rounded values, the same logits up to
+  // the order of the sums.
+  EXPECT_LE(RelativeError(forward(bf16, {"--weights", "f32"}), converted), 1e-5);
+
+  // generate, token ids and text: the same output.
+  const std::vector<std::string> ids = {"--prompt-tokens", "5,6,7,200,31", "-n", "24", "-t", "1"};
+  const std::vector<std::string> text = {"-p",  "The memory", "-n", "40", "--temp",
+                                         "0.8", "-s",         "3",  "-t", "1"};
+  for (const auto& options : {ids, text}) {
+    std::vector<std::string> from_f32 = {"generate", f32, "--weights", "bf16"};
+    std::vector<std::string> from_bf16 = {"generate", bf16};
+    from_f32.insert(from_f32.end(), options.begin(), options.end());
+    from_bf16.insert(from_bf16.end(), options.begin(), options.end());
+    const std::string out = Ok(from_bf16);
+    EXPECT_FALSE(out.empty());
+    EXPECT_EQ(Ok(from_f32), out);
+  }
+  const Result stats =
+      Titans({"generate", f32, "--weights", "bf16", "--prompt-tokens", "1", "-n", "2", "--stats"});
+  EXPECT_EQ(stats.status, 0) << stats;
+  EXPECT_NE(stats.err.find("(bf16 weights)"), std::string::npos) << stats;
+
+  // eval: the records name the weights.
+  std::string prose;
+  while (prose.size() < 300) prose += "the memory learns at test time. ";
+  std::ofstream(Path("text.txt"), std::ios::binary) << prose;
+  const std::string out = Ok({"eval", f32, Path("text.txt"), "--weights", "bf16", "--threads", "1",
+                              "--json", Path("e.json")});
+  EXPECT_NE(out.find(", bf16 weights)"), std::string::npos) << out;
+  for (const auto& r : nlohmann::json::parse(ReadFile(Path("e.json")))) {
+    EXPECT_EQ(r.at("weights"), "bf16") << r;
+  }
+}
+
+TEST_F(CliTest, WeightsOfTheBenchAndNiahModels) {
+  // The decode row's bytes: a bf16 model's product matrices count 2 bytes a value.
+  const auto f32 = bench::MakeBenchModel(bench::kLmm);
+  const Model bf16(f32->config(), f32->weights(), WeightType::kBf16);
+  const bench::DecodeBytes f32_bytes = bench::DecodeBytesAt(*f32, 3);
+  const bench::DecodeBytes bf16_bytes = bench::DecodeBytesAt(bf16, 3);
+  EXPECT_DOUBLE_EQ(bf16_bytes.weights,
+                   f32_bytes.weights - 2.0 * static_cast<double>(ValuesOf(*f32).bf16));
+  EXPECT_DOUBLE_EQ(bf16_bytes.per_stream, f32_bytes.per_stream);
+  // ... and the row bench prints (one stream, 4 steps after an empty prompt: position 3).
+  const std::string out = Ok({"bench", "--batch", "1", "--kinds", "lmm", "--steps", "4",
+                              "--threads", "1", "--weights", "bf16"});
+  EXPECT_NE(out.find(", bf16 weights, 1 thread:"), std::string::npos) << out;
+  char mib[32];
+  std::snprintf(mib, sizeof mib, "%.2f", bf16_bytes.per_token(1) / (1 << 20));
+  const std::regex row(R"(lmm +1 +[0-9]+ +[0-9.]+x +([0-9.]+) )");
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(out, match, row)) << out;
+  EXPECT_EQ(match[1].str(), mib) << out;
+
+  // The prefill points: the weights in the first line, every JSON record and the plot's title.
+  const std::string prefill =
+      Ok({"bench", "--contexts", "128", "--kinds", "lmm", "--threads", "1", "--weights", "bf16",
+          "--json", Path("bench.json"), "--plot", Path("bench.svg")});
+  EXPECT_NE(prefill.find(", bf16 weights, 1 thread\n"), std::string::npos) << prefill;
+  const auto records = nlohmann::json::parse(ReadFile(Path("bench.json")));
+  ASSERT_EQ(records.size(), 1u) << records.dump(2);
+  EXPECT_EQ(records[0].at("weights"), "bf16");
+  EXPECT_EQ(records[0].at("status"), "ok");
+  EXPECT_NE(ReadFile(Path("bench.svg")).find("d_model 256, bf16 weights, 1 thread)"),
+            std::string::npos);
+
+  // niah: the constructed model and its baselines with bf16 weights still recall the needle.
+  Ok({"niah", "--lengths", "1K", "--depths", "0,100", "--trials", "1", "--threads", "1",
+      "--baseline", "--full-max", "1K", "--weights", "bf16", "--json", Path("niah.json")});
+  const auto cells = nlohmann::json::parse(ReadFile(Path("niah.json")));
+  ASSERT_EQ(cells.size(), 6u) << cells.dump(2);
+  for (const auto& r : cells) {
+    EXPECT_EQ(r.at("weights"), "bf16") << r;
+    const double expected = r.at("model") == "writes_off" && r.at("depth") == 0 ? 0.0 : 1.0;
+    EXPECT_EQ(r.at("accuracy").get<double>(), expected) << r;
+  }
+}
+
+TEST_F(CliTest, BadWeightsValuesAreRefused) {
+  const std::string m = Path("m.safetensors");
+  Ok({"make-model", m, "--d-model", "32"});
+  const std::vector<std::vector<std::string>> commands = {
+      {"make-model", Path("x.safetensors")},
+      {"info", m},
+      {"generate", m, "--prompt-tokens", "1"},
+      {"forward", m, "--input", m, "--output", Path("x.safetensors")},
+      {"bench"},
+      {"niah"},
+      {"eval", m, m}};
+  for (const char* bad : {"fp16", "BF16", ""}) {
+    for (std::vector<std::string> args : commands) {
+      args.insert(args.end(), {"--weights", bad});
+      const Result r = Titans(args);
+      EXPECT_EQ(r.status, 2) << r;
+      EXPECT_EQ(r.err.rfind("error: --weights: " + std::string(bad) + " not in {f32,bf16}\n", 0),
+                0u)
+          << r;
+    }
+  }
+  const Result to = Titans({"convert-weights", m, Path("x.safetensors"), "--to", "f16"});
+  EXPECT_EQ(to.status, 2) << to;
+  EXPECT_EQ(to.err.rfind("error: --to: f16 not in {f32,bf16}\n", 0), 0u) << to;
+  EXPECT_FALSE(std::filesystem::exists(Path("x.safetensors")));
+
+  // --weights describes model files only.
+  WriteTokens(Path("in.safetensors"), {1, 2, 3}, io::DType::kI32);
+  Ok({"forward", m, "--input", Path("in.safetensors"), "--output", Path("out.safetensors"),
+      "--save-state", Path("state.safetensors")});
+  ExpectError({"info", Path("state.safetensors"), "--weights", "bf16"},
+              "--weights is for model files");
 }
 
 }  // namespace

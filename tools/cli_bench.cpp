@@ -3,7 +3,8 @@
 // lmm, mac, mag, mal, the sliding-window transformer and the full-attention baseline). Every
 // point is bench::MeasureContext (titans/evals/context_cost.hpp): a fresh session prefilled
 // over C tokens streamed in pieces. Prints a table, writes JSON records and a plot (SVG or PNG)
-// (docs/CLI.md, docs/PERFORMANCE.md).
+// (docs/CLI.md, docs/PERFORMANCE.md). --weights bf16 runs the models with bf16 product matrices;
+// the table's first line, every JSON record and the plot's title name the weights.
 //
 // Points a run cannot afford are skipped and recorded with the reason: a context whose growing
 // KV cache (full attention) would need more than half the available memory, a context whose
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -44,7 +46,13 @@ struct BenchArgs {
   std::string json_path, plot_path;
   std::vector<int> batch;  // non-empty: measure batched decode for these stream counts instead
   int steps = 256;         // decode steps per stream (--batch)
+  std::optional<WeightType> weights;  // of the bench models; nullopt: f32, as they are made
 };
+
+// A bench model with the run's --weights.
+std::shared_ptr<const Model> MakeModel(const std::string& kind, const BenchArgs& a) {
+  return WithWeights(bench::MakeBenchModel(*bench::ModelKindNamed(kind)), a.weights);
+}
 
 struct Point {
   std::string kind;
@@ -184,7 +192,8 @@ void PrintRatios(const std::vector<Point>& points, const std::vector<std::string
   }
 }
 
-nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int piece) {
+nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int piece,
+                              WeightType weights) {
   auto records = nlohmann::ordered_json::array();
   for (const Point& p : points) {
     nlohmann::ordered_json r = {
@@ -208,6 +217,7 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
     r["gemm_ratio"] = ok ? nlohmann::ordered_json(p.gflops / p.gemm_gflops) : nullptr;
     r["threads"] = threads;
     r["piece"] = piece;
+    r["weights"] = ToString(weights);
     auto memory = nlohmann::ordered_json::array();  // each memory layer at the end of the point
     for (const LayerHealth& l : p.cost.memory_health) {
       memory.push_back({{"layer", l.layer},
@@ -227,7 +237,8 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
 // per token, the session's own memory and the process's peak. A skipped point is a cross with
 // its reason in a note.
 std::string PlotSvg(const std::vector<Point>& points, const std::vector<std::string>& kinds,
-                    const std::vector<int64_t>& contexts, int threads, int piece) {
+                    const std::vector<int64_t>& contexts, int threads, int piece,
+                    WeightType weights) {
   plot::Axis x{.title = "context length (tokens)", .log = true, .ticks = {}};
   for (int64_t c : contexts) x.ticks.emplace_back(static_cast<double>(c), plot::TokenCountLabel(c));
   const auto chart = [&](const std::string& title, const std::string& y_title) {
@@ -269,7 +280,8 @@ std::string PlotSvg(const std::vector<Point>& points, const std::vector<std::str
   }
   const plot::Figure figure{
       .title = "Prefill cost against context length (4 layers, d_model 256, " +
-               std::to_string(threads) + (threads == 1 ? " thread)" : " threads)"),
+               std::string(ToString(weights)) + " weights, " + std::to_string(threads) +
+               (threads == 1 ? " thread)" : " threads)"),
       .caption =
           {"benchmark models with random weights; a fresh session per point, fed C tokens in "
            "pieces of " +
@@ -286,8 +298,10 @@ int RunBench(const BenchArgs& a) {
   std::sort(contexts.begin(), contexts.end());
   contexts.erase(std::unique(contexts.begin(), contexts.end()), contexts.end());
   const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
-  std::printf("prefill of a fresh session per point, pieces of %d tokens, %d thread%s\n", a.piece,
-              threads, threads == 1 ? "" : "s");
+  const WeightType weights = a.weights.value_or(WeightType::kF32);
+  std::printf(
+      "prefill of a fresh session per point, pieces of %d tokens, %s weights, %d thread%s\n",
+      a.piece, ToString(weights), threads, threads == 1 ? "" : "s");
   PrintHeader();
 
   std::vector<std::string> kinds;  // in the order given, each once
@@ -298,7 +312,7 @@ int RunBench(const BenchArgs& a) {
   std::vector<Point> points;
   points.reserve(kinds.size() * contexts.size());  // never moves: `done` points into it
   for (const std::string& kind : kinds) {
-    const auto model = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
+    const auto model = MakeModel(kind, a);
     std::vector<const Point*> done;  // this kind's measured points
     std::string stopped;             // set when a point of this kind hit --max-seconds
     for (const int64_t context : contexts) {
@@ -341,11 +355,11 @@ int RunBench(const BenchArgs& a) {
   PrintRatios(points, kinds);
 
   if (!a.json_path.empty()) {
-    io::WriteFileAtomically(a.json_path, ToJson(points, threads, a.piece).dump(2) + "\n");
+    io::WriteFileAtomically(a.json_path, ToJson(points, threads, a.piece, weights).dump(2) + "\n");
     std::printf("wrote %s\n", a.json_path.c_str());
   }
   if (!a.plot_path.empty()) {
-    plot::WriteImage(a.plot_path, PlotSvg(points, kinds, contexts, threads, a.piece));
+    plot::WriteImage(a.plot_path, PlotSvg(points, kinds, contexts, threads, a.piece, weights));
     std::printf("wrote %s\n", a.plot_path.c_str());
   }
   return 0;
@@ -429,14 +443,15 @@ void PrintDecodeRow(const std::string& kind, const Model& model, int streams, in
 int RunBatchBench(const BenchArgs& a) {
   const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
   std::printf(
-      "decode, %d steps per stream after prompts of 0..63 tokens, %d thread%s: 1 stream with "
-      "Session::Forward, N streams with BatchDecoder::Step; prefill: one stream fed %d tokens in "
-      "pieces of 64 (the rate batching approaches)\n",
-      a.steps, threads, threads == 1 ? "" : "s", a.steps * 4);
+      "decode, %d steps per stream after prompts of 0..63 tokens, %s weights, %d thread%s: 1 "
+      "stream with Session::Forward, N streams with BatchDecoder::Step; prefill: one stream fed "
+      "%d tokens in pieces of 64 (the rate batching approaches)\n",
+      a.steps, ToString(a.weights.value_or(WeightType::kF32)), threads, threads == 1 ? "" : "s",
+      a.steps * 4);
   std::printf("%-10s %8s %12s %12s %12s %8s %10s\n", "kind", "streams", "tokens/s", "vs 1 stream",
               "MiB/token", "GB/s", "/bandwidth");
   for (const std::string& kind : a.kinds) {
-    const auto model = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
+    const auto model = MakeModel(kind, a);
     const double one = DecodeTokensPerSecond(model, 1, a.steps, threads);
     PrintDecodeRow(kind, *model, 1, a.steps, threads, one, one);
     for (const int streams : a.batch) {
@@ -502,6 +517,7 @@ std::function<int()> AddBenchCommand(CLI::App& app) {
   cmd->add_option("--steps", args->steps, "decode steps per stream of --batch")
       ->check(AtLeast(1))
       ->capture_default_str();
+  AddWeightsOption(*cmd, args->weights, "f32");
   return [cmd, args]() {
     if (!cmd->parsed()) return -1;
     return args->batch.empty() ? RunBench(*args) : RunBatchBench(*args);

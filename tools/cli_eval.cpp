@@ -13,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ struct EvalArgs {
   int piece = 4096;
   int threads = 0;
   std::string json_path, plot_path;
+  std::optional<WeightType> weights;  // nullopt: as the file stores them
 };
 
 std::string ReadText(const std::string& path) {
@@ -130,13 +132,14 @@ void PrintResults(const eval::Evaluation& e) {
   std::cout << std::endl;
 }
 
-nlohmann::ordered_json ToJson(const eval::Evaluation& e, const EvalArgs& a) {
+nlohmann::ordered_json ToJson(const eval::Evaluation& e, const EvalArgs& a, WeightType weights) {
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
   const eval::Measurement& on = e.variants[0].result;
   for (const eval::Variant& v : e.variants) {
     const auto record = [&](const eval::Bucket& b, const eval::Bucket& base, bool overall) {
       nlohmann::ordered_json r;
       r["model"] = a.model_path;
+      r["weights"] = ToString(weights);
       r["text"] = a.text_path;
       r["bytes"] = e.bytes;
       r["window"] = e.window.size;
@@ -199,7 +202,7 @@ std::string PlotSvg(const eval::Evaluation& e, const EvalArgs& a) {
 int RunEval(const EvalArgs& a) {
   CheckOutputDirectory("--json", a.json_path);
   CheckOutputDirectory("--plot", a.plot_path);
-  const std::shared_ptr<const Model> model = Model::Load(a.model_path);
+  const std::shared_ptr<const Model> model = WithWeights(Model::Load(a.model_path), a.weights);
   std::string text = ReadText(a.text_path);
   if (text.empty())
     throw Error(ErrorCode::kInvalidArgument, "text file '" + a.text_path + "' is empty");
@@ -220,8 +223,9 @@ int RunEval(const EvalArgs& a) {
     line->Update(done);
   };
   std::cout << "eval: " << a.model_path << " (" << model->config().layers.size()
-            << " layers, d_model " << model->config().d_model << ") on " << a.text_path << ": "
-            << text.size() << " bytes";
+            << " layers, d_model " << model->config().d_model
+            << (model->weight_type() == WeightType::kBf16 ? ", bf16 weights" : "") << ") on "
+            << a.text_path << ": " << text.size() << " bytes";
   if (static_cast<int64_t>(text.size()) < file_bytes) std::cout << " of " << file_bytes;
   std::cout << ", " << text.size() - 1 << " predicted" << std::endl;
   const eval::Evaluation e = eval::Evaluate(model, text, options, progress);
@@ -242,7 +246,8 @@ int RunEval(const EvalArgs& a) {
   PrintResults(e);
 
   // Both outputs are made before either is written.
-  const std::string json = a.json_path.empty() ? "" : ToJson(e, a).dump(2) + "\n";
+  const std::string json =
+      a.json_path.empty() ? "" : ToJson(e, a, model->weight_type()).dump(2) + "\n";
   const std::string image = a.plot_path.empty() ? "" : plot::ImageFile(a.plot_path, PlotSvg(e, a));
   if (!a.json_path.empty()) {
     io::WriteFileAtomically(a.json_path, json);
@@ -286,6 +291,7 @@ std::function<int()> AddEvalCommand(CLI::App& app) {
   cmd->add_option("-t,--threads", args->threads, "OpenMP threads (0 = all)")
       ->check(AtLeast(0))
       ->capture_default_str();
+  AddWeightsOption(*cmd, args->weights, "as the file stores them");
   cmd->add_option("--json", args->json_path,
                   "write one record per variant and bucket, and per variant overall");
   cmd->add_option("--plot", args->plot_path,

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ struct NiahArgs {
   bool baseline = false;
   int64_t full_max = 1 << 14;
   std::string json_path, plot_path;
+  std::optional<WeightType> weights;  // of every model run; nullopt: as made or stored
 };
 
 std::string DepthLabel(double percent) {
@@ -74,9 +76,10 @@ struct Cell {
 };
 
 struct GridRun {
-  std::string name;         // "titans", "writes_off", "full_attention"
-  std::string description;  // one line for the table's title
-  std::vector<Cell> cells;  // lengths x depths, in the order of the grid
+  std::string name;                       // "titans", "writes_off", "full_attention"
+  std::string description;                // one line for the table's title
+  std::vector<Cell> cells;                // lengths x depths, in the order of the grid
+  WeightType weights = WeightType::kF32;  // of the model run
 
   // The cell of (length, depth), or null where the run skipped it (a baseline's long lengths).
   const Cell* Find(int64_t length, double depth) const {
@@ -90,7 +93,7 @@ struct GridRun {
 GridRun RunGrid(const std::string& name, const std::string& description,
                 std::shared_ptr<const Model> model, const std::string& haystack,
                 const std::vector<int64_t>& lengths, const NiahArgs& a) {
-  GridRun run{name, description, {}};
+  GridRun run{name, description, {}, model->weight_type()};
   int64_t total = 0;
   for (int64_t length : lengths) total += length * static_cast<int64_t>(a.depths.size()) * a.trials;
   Session session(std::move(model), SessionOptions{.threads = a.threads});
@@ -155,6 +158,7 @@ nlohmann::json ToJson(const std::vector<GridRun>& runs, const std::string& hayst
         answers.push_back({{"expected", t.expected}, {"answer", t.answer}});
       }
       records.push_back({{"model", run.name},
+                         {"weights", ToString(run.weights)},
                          {"haystack", haystack_name},
                          {"length", c.length},
                          {"depth", c.depth},
@@ -228,10 +232,10 @@ int RunNiah(const NiahArgs& a) {
   std::shared_ptr<const Model> model;
   std::string description;
   if (a.model_path.empty()) {
-    model = niah::BuildNeedleModel({.window = a.window});
+    model = WithWeights(niah::BuildNeedleModel({.window = a.window}), a.weights);
     description = "titans: constructed model, window " + std::to_string(a.window);
   } else {
-    model = Model::Load(a.model_path);
+    model = WithWeights(Model::Load(a.model_path), a.weights);
     if (model->config().vocab_size != 256) {
       throw Error(ErrorCode::kInvalidArgument,
                   "niah feeds bytes as tokens: the model needs vocab_size 256, '" + a.model_path +
@@ -239,6 +243,7 @@ int RunNiah(const NiahArgs& a) {
     }
     description = "titans: " + a.model_path;
   }
+  if (model->weight_type() == WeightType::kBf16) description += ", bf16 weights";
   std::cout << "needle in a haystack: haystack " << haystack_name << ", lengths";
   for (int64_t length : lengths) std::cout << " " << plot::TokenCountLabel(length);
   std::cout << ", " << a.trials << (a.trials == 1 ? " trial" : " trials") << " per cell, seed "
@@ -259,7 +264,8 @@ int RunNiah(const NiahArgs& a) {
       runs.push_back(RunGrid(
           "full_attention",
           "baseline: full attention, no memory (<= " + plot::TokenCountLabel(full_max) + ")",
-          niah::BuildNeedleModel({.full_attention = true}), haystack, fitting, a));
+          WithWeights(niah::BuildNeedleModel({.full_attention = true}), a.weights), haystack,
+          fitting, a));
       PrintTable(runs.back(), lengths, a);
     } else {
       std::cout << "(no full-attention baseline for a model file: only the constructed model has "
@@ -321,6 +327,8 @@ std::function<int()> AddNiahCommand(CLI::App& app) {
       ->transform(tokens)
       ->check(AtLeast(1))
       ->capture_default_str();
+  AddWeightsOption(*cmd, args->weights,
+                   "as the model file stores them; the constructed models: f32");
   cmd->add_option("--json", args->json_path, "write one record per cell and model as JSON");
   cmd->add_option("--plot", args->plot_path,
                   "write the accuracy heatmaps of every model, side by side, as SVG or PNG "

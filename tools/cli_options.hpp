@@ -11,12 +11,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
 #include "titans/evals/plot.hpp"
+#include "titans/model.hpp"
 
 namespace titans::cli {
 
@@ -168,6 +171,44 @@ inline void RefuseCollisions(const std::vector<std::pair<std::string, std::strin
 inline CLI::Validator ImagePath() {
   return CLI::Validator([](std::string& path) { return plot::ImagePathProblem(path); },
                         "FILE.svg|FILE.png");
+}
+
+// A WeightType option by name, "f32" or "bf16" (titans::ToString): `--weights` of the commands
+// that run a model, `--to` of convert-weights. Any other value is refused by CLI11 ("--weights:
+// fp16 not in {f32,bf16}", exit status 2); unset, `type` keeps its value.
+inline CLI::Option* AddWeightTypeOption(CLI::App& cmd, const std::string& name,
+                                        std::optional<WeightType>& type, const std::string& help) {
+  const std::vector<std::string> names = {ToString(WeightType::kF32), ToString(WeightType::kBf16)};
+  return cmd
+      .add_option_function<std::string>(
+          name,
+          [&type](const std::string& text) {
+            type = text == ToString(WeightType::kBf16) ? WeightType::kBf16 : WeightType::kF32;
+          },
+          help)
+      ->check(CLI::IsMember(names).description(""))  // the type name lists the names
+      ->type_name("f32|bf16");
+}
+
+// --weights f32|bf16: how the run's model stores its product matrices; `default_words` says what
+// an unset option (nullopt) means.
+inline CLI::Option* AddWeightsOption(CLI::App& cmd, std::optional<WeightType>& type,
+                                     const std::string& default_words) {
+  return AddWeightTypeOption(
+      cmd, "--weights", type,
+      "how the model's product matrices (attention and memory projections, feed-forward, LM "
+      "head) are stored for this run: f32, or bf16 (rounded to bf16: half the bytes a decode "
+      "step reads of them; everything else stays f32) [" +
+          default_words + "]");
+}
+
+// `model` with its product matrices stored as `type` (nullopt: as they are): `model` itself when
+// it already stores them so, otherwise a converted copy (to bf16 the values are rounded; to f32
+// a bf16 model's rounded values are kept).
+inline std::shared_ptr<const Model> WithWeights(std::shared_ptr<const Model> model,
+                                                std::optional<WeightType> type) {
+  if (!type || model->weight_type() == *type) return model;
+  return std::make_shared<const Model>(model->config(), model->weights(), *type);
 }
 
 }  // namespace titans::cli

@@ -1,6 +1,8 @@
 // titans: the command-line program (docs/CLI.md).
 //
 //   titans make-model OUT [--config CONFIG.json | --kind K --layers N --d-model D ...] [--seed S]
+//                     [--weights f32|bf16]
+//   titans convert-weights IN OUT --to f32|bf16   (the product matrices as bf16 or f32)
 //   titans info FILE [--config-only]          (model, session state, memory weights or state)
 //   titans generate MODEL (--prompt-tokens 1,2,3 | -p TEXT | -f FILE) [-n N] [sampler options]
 //                   [--stop STR]... [--repeat-penalty P] [--stats]   (streams the output)
@@ -10,6 +12,11 @@
 //   titans niah [--lengths 1K,4K,...] [--depths 0,50,...] [--trials N] [--baseline] [--json F]
 //               [--plot F] [--model MODEL] [--haystack TEXT]
 //   titans eval MODEL TEXT [--window W] [--reset-every N] [--max-bytes N] [--json F] [--plot F]
+//
+// Every command that makes, runs or describes a model (make-model, info, generate, forward,
+// bench, niah, eval) takes --weights f32|bf16: how the model stores its product matrices for the
+// run (default: as the model file stores them; make-model, bench and the constructed niah
+// models: f32).
 //
 // `titans` alone, `titans --help` and an unknown command list the commands, one line each.
 // Exit status: 0 on success, 1 when running the command fails (the library's titans::Error:
@@ -32,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <span>
 #include <sstream>
@@ -56,11 +64,14 @@ namespace {
 using titans::BlockKind;
 using titans::Error;
 using titans::ErrorCode;
+using titans::WeightType;
+using titans::cli::AddWeightsOption;
 using titans::cli::AtLeast;
 using titans::cli::GreaterThan;
 using titans::cli::NumberIn;
 using titans::cli::RefuseCollisions;
 using titans::cli::SeedValue;
+using titans::cli::WithWeights;
 namespace io = titans::io;
 
 // A command failed for a reason the library does not report itself (exit status 1).
@@ -191,7 +202,8 @@ struct MakeModelArgs {
   int memory_head_dim = 0;  // 0: d_model / memory_heads
   int memory_depth = 2;
   int chunk = 16;
-  int segment = 0;  // 0: the memory's unit (chunk)
+  int segment = 0;                    // 0: the memory's unit (chunk)
+  std::optional<WeightType> weights;  // nullopt: f32
 };
 
 titans::ModelConfig ConfigFromFlags(const MakeModelArgs& a) {
@@ -256,11 +268,28 @@ int RunMakeModel(const MakeModelArgs& a) {
     config = ConfigFromFlags(a);
   }
   titans::ModelWeights weights = titans::ModelWeights::Random(config, a.seed);
-  const titans::Model model(config, std::move(weights));
+  const titans::Model model(config, std::move(weights), a.weights.value_or(WeightType::kF32));
   model.Save(a.out);
   std::cout << "wrote " << a.out << ": " << config.layers.size() << " layers (" << KindList(config)
             << "), d_model " << config.d_model << ", vocab " << config.vocab_size << ", "
-            << ParameterCount(model) << " parameters, seed " << a.seed << "\n";
+            << ParameterCount(model) << " parameters, seed " << a.seed;
+  if (model.weight_type() == WeightType::kBf16) std::cout << ", bf16 weights";
+  std::cout << "\n";
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// convert-weights
+
+int RunConvertWeights(const std::string& in, const std::string& out, WeightType to) {
+  std::shared_ptr<const titans::Model> model = titans::Model::Load(in);
+  const WeightType from = model->weight_type();
+  const auto in_bytes = std::filesystem::file_size(in);
+  model = WithWeights(std::move(model), to);  // the loaded model is freed once converted
+  model->Save(out);
+  std::cout << "wrote " << out << ": " << ToString(to) << " weights, "
+            << std::filesystem::file_size(out) << " bytes (from " << in << ": " << ToString(from)
+            << " weights, " << in_bytes << " bytes)\n";
   return 0;
 }
 
@@ -340,19 +369,20 @@ Config ConfigOf(const std::string& path, const std::map<std::string, std::string
   }
 }
 
-// F32 bytes of the tensors of a weight table, from their shapes alone.
-double TableBytes(const std::vector<titans::ConstTensorView>& table) {
+// Bytes of the tensors of a weight table as a model of `type` stores them in its file, from their
+// shapes alone: 2 per value of a product matrix (IsBf16Candidate) of a kBf16 model, 4 per other.
+double TableBytes(const std::vector<titans::ConstTensorView>& table, WeightType type) {
   double bytes = 0;
   for (const titans::ConstTensorView& t : table) {
-    double n = sizeof(float);
+    double n = type == WeightType::kBf16 && titans::IsBf16Candidate(t.name) ? 2 : sizeof(float);
     for (int64_t d : t.shape) n *= static_cast<double>(d);
     bytes += n;
   }
   return bytes;
 }
 
-// Bytes of the weights of `config` (ModelWeights::Zeros), from the tensor table of empty weights:
-// nothing is allocated in proportion to them.
+// Bytes of the weights of `config` (ModelWeights::Zeros, the f32 model a state file is checked
+// with), from the tensor table of empty weights: nothing is allocated in proportion to them.
 double WeightBytes(const titans::ModelConfig& config) {
   titans::ModelWeights skeleton;
   const auto tensors = static_cast<size_t>(config.memory.model_tensors());
@@ -363,12 +393,22 @@ double WeightBytes(const titans::ModelConfig& config) {
     skeleton.layers.resize(config.layers.size());
     for (titans::LayerWeights& l : skeleton.layers) l.memory.memory.mlp.resize(tensors);
   }
-  return TableBytes(std::as_const(skeleton).Tensors(config));
+  return TableBytes(std::as_const(skeleton).Tensors(config), WeightType::kF32);
 }
 double WeightBytes(const titans::MemoryConfig& config) {
   titans::MemoryWeights skeleton;
   skeleton.mlp.resize(static_cast<size_t>(config.model_tensors()));
-  return TableBytes(std::as_const(skeleton).Tensors(config));
+  return TableBytes(std::as_const(skeleton).Tensors(config), WeightType::kF32);
+}
+
+// "bf16 (product matrices), 0.50 MiB": how `model` stores its weights and their bytes in its file.
+std::string WeightsSummary(const titans::Model& model) {
+  const WeightType type = model.weight_type();
+  char mib[32];
+  std::snprintf(mib, sizeof mib, "%.2f MiB",
+                TableBytes(model.weights().Tensors(model.config()), type) / (1 << 20));
+  return std::string(ToString(type)) + (type == WeightType::kBf16 ? " (product matrices)" : "") +
+         ", " + mib;
 }
 
 // A state file is checked by loading it into a session of a model (or memory) of its config
@@ -398,7 +438,8 @@ std::string MemorySummary(const titans::MemoryConfig& m) {
          std::to_string(m.depth) + ", unit " + std::to_string(m.unit()) + " tokens";
 }
 
-int RunInfo(const std::string& path, bool config_only) {
+// `weights`: --weights, what the model would be for a run (nullopt: as the file stores it).
+int RunInfo(const std::string& path, bool config_only, std::optional<WeightType> weights) {
   const io::SafetensorsFile file = io::SafetensorsFile::Open(path);
   const auto meta = [&](const char* key) {
     const auto it = file.metadata().find(key);
@@ -419,10 +460,17 @@ int RunInfo(const std::string& path, bool config_only) {
     }
     header("a model: Model::Save, titans make-model");
     std::cout << "layers: " << KindList(model->config()) << "\n"
-              << "config:\n"
-              << PrettyConfig(model->config()) << "\n";
+              << "weights: " << WeightsSummary(*model) << "\n";
+    if (weights && *weights != model->weight_type()) {
+      std::cout << "with --weights " << ToString(*weights) << ": "
+                << WeightsSummary(*WithWeights(model, weights)) << "\n";
+    }
+    std::cout << "config:\n" << PrettyConfig(model->config()) << "\n";
     PrintTensorTable(file, "parameters");
     return 0;
+  }
+  if (weights) {
+    Fail(path + ": --weights is for model files, this is not one (format \"" + format + "\")");
   }
 
   if (format == "titans.session") {
@@ -555,6 +603,7 @@ struct GenerateArgs {
   std::vector<std::string> stop;
   bool raw = false;
   bool stats = false;
+  std::optional<WeightType> weights;  // nullopt: as the file stores them
 };
 
 // The whole of standard input or of a file, as bytes.
@@ -714,7 +763,8 @@ double Seconds(std::chrono::steady_clock::time_point from,
 int RunGenerate(const GenerateArgs& a) {
   using Clock = std::chrono::steady_clock;
   const auto load_start = Clock::now();
-  const std::shared_ptr<const titans::Model> model = titans::Model::Load(a.model);
+  const std::shared_ptr<const titans::Model> model =
+      WithWeights(titans::Model::Load(a.model), a.weights);
   const int vocab = model->config().vocab_size;
   if (vocab == 0) {
     Fail(a.model +
@@ -807,7 +857,8 @@ int RunGenerate(const GenerateArgs& a) {
 
   if (a.stats) {
     const double prompt_s = Seconds(start, prompt_done), new_s = Seconds(prompt_done, end);
-    std::fprintf(stderr, "load: %s in %.3f s\n", a.model.c_str(), Seconds(load_start, start));
+    std::fprintf(stderr, "load: %s (%s weights) in %.3f s\n", a.model.c_str(),
+                 ToString(model->weight_type()), Seconds(load_start, start));
     std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s)\n", prompt.size(), prompt_s,
                  static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9));
     std::fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)", made, new_s,
@@ -835,6 +886,7 @@ struct ForwardArgs {
   int threads = 0;
   std::string load_state, save_state;
   bool stats = false;
+  std::optional<WeightType> weights;  // nullopt: as the file stores them
 };
 
 // The piece sizes to feed T tokens in: --split sizes then the remainder, --every N, or [T].
@@ -868,7 +920,8 @@ std::string JoinInts(const std::vector<int64_t>& v) {
 }
 
 int RunForward(const ForwardArgs& a) {
-  const std::shared_ptr<const titans::Model> model = titans::Model::Load(a.model);
+  const std::shared_ptr<const titans::Model> model =
+      WithWeights(titans::Model::Load(a.model), a.weights);
   const titans::ModelConfig& config = model->config();
   const int64_t d = config.d_model, vocab = config.vocab_size;
 
@@ -981,6 +1034,7 @@ int RunForward(const ForwardArgs& a) {
 std::string Overview(CLI::App& app) {
   static const std::map<std::string, std::string> kSummaries = {
       {"make-model", "write a model file with seeded random weights"},
+      {"convert-weights", "rewrite a model file with its product matrices as bf16 or f32"},
       {"info", "check a file of the engine and show what it holds (model, state, memory)"},
       {"generate", "continue a prompt, writing the text out as it is made"},
       {"forward", "run a model over an input file and write its logits or hidden states"},
@@ -994,11 +1048,13 @@ std::string Overview(CLI::App& app) {
       << "       titans COMMAND --help   the arguments and options of a command\n"
       << "       titans --version\n\n"
       << "Commands:\n";
-  for (const CLI::App* sub :
-       app.get_subcommands([](CLI::App* s) { return !s->get_name().empty(); })) {
+  const auto subcommands = app.get_subcommands([](CLI::App* s) { return !s->get_name().empty(); });
+  size_t width = 0;  // of the longest name: the summaries in one column
+  for (const CLI::App* sub : subcommands) width = std::max(width, sub->get_name().size());
+  for (const CLI::App* sub : subcommands) {
     const auto it = kSummaries.find(sub->get_name());
     std::string name = sub->get_name();
-    name.resize(std::max<size_t>(name.size(), 10), ' ');
+    name.resize(width, ' ');
     out << "  " << name << "  " << (it != kSummaries.end() ? it->second : sub->get_description())
         << "\n";
   }
@@ -1091,6 +1147,21 @@ int main(int argc, char** argv) {
         return "";
       },
       "KIND"));
+  AddWeightsOption(*make_model, mm.weights, "f32");
+
+  // convert-weights
+  std::string convert_in, convert_out;
+  std::optional<WeightType> convert_to;
+  CLI::App* convert = app.add_subcommand(
+      "convert-weights",
+      "Rewrite a model file with its product matrices (attention and memory projections, "
+      "feed-forward, LM head) stored as bf16 (rounded: about half the file) or f32 (a bf16 "
+      "model's values, widened); every other tensor stays f32");
+  convert->add_option("IN", convert_in, "model file to read")->required();
+  convert->add_option("OUT", convert_out, "model file to write (atomically; not IN)")->required();
+  titans::cli::AddWeightTypeOption(*convert, "--to", convert_to,
+                                   "how OUT stores the product matrices: bf16 or f32")
+      ->required();
 
   // info
   std::string info_path;
@@ -1102,6 +1173,10 @@ int main(int argc, char** argv) {
   info->add_option("FILE", info_path, "the file")->required();
   info->add_flag("--config-only", info_config_only,
                  "print only the config JSON (of a model: a file make-model --config reads)");
+  std::optional<WeightType> info_weights;
+  AddWeightsOption(*info, info_weights,
+                   "as the file stores them; given, info also prints the weights a run with it "
+                   "would have (model files only)");
 
   // generate
   GenerateArgs ga;
@@ -1174,6 +1249,7 @@ int main(int argc, char** argv) {
   generate->add_flag("--stats", ga.stats,
                      "at the end, print the time of the load, the prompt and the generation, and "
                      "each memory layer's health (weight norms, finite, not all zero) to stderr");
+  AddWeightsOption(*generate, ga.weights, "as the file stores them");
 
   // forward
   ForwardArgs fa;
@@ -1210,6 +1286,7 @@ int main(int argc, char** argv) {
   forward->add_flag("--stats", fa.stats,
                     "after the input, print each memory layer's health (weight norms, finite, "
                     "not all zero) to stderr");
+  AddWeightsOption(*forward, fa.weights, "as the file stores them");
 
   const std::function<int()> run_bench = titans::cli::AddBenchCommand(app);
   const std::function<int()> run_niah = titans::cli::AddNiahCommand(app);
@@ -1238,6 +1315,7 @@ int main(int argc, char** argv) {
           {"--save-state", "--load-state"});
     }
     if (make_model->parsed()) RefuseCollisions({{"--config", mm.config_path}}, {{"OUT", mm.out}});
+    if (convert->parsed()) RefuseCollisions({{"IN", convert_in}}, {{"OUT", convert_out}});
     if (make_model->parsed() && segment_opt->count() > 0) {
       const int layers = mm.kind == "mixed" && layers_opt->count() == 0 ? 5 : mm.layers;
       const std::vector<BlockKind> kinds = ParseKinds(mm.kind, layers);  // checked by --kind
@@ -1279,7 +1357,8 @@ int main(int argc, char** argv) {
       mm.layers_given = layers_opt->count() > 0;
       return RunMakeModel(mm);
     }
-    if (info->parsed()) return RunInfo(info_path, info_config_only);
+    if (convert->parsed()) return RunConvertWeights(convert_in, convert_out, *convert_to);
+    if (info->parsed()) return RunInfo(info_path, info_config_only, info_weights);
     if (generate->parsed()) return RunGenerate(ga);
     if (forward->parsed()) return RunForward(fa);
     if (const int status = run_bench(); status >= 0) return status;

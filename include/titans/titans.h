@@ -1,9 +1,9 @@
 /* titans/titans.h: the C API of the titans inference engine (C99; usable from C++).
  *
  * Opaque handles:
- *   titans_model    an immutable model (config + weights) loaded from a model file. Sessions
- *                   keep the model they run alive, so a model may be freed while its sessions
- *                   are still in use.
+ *   titans_model    an immutable model (config + weights) loaded from a model file (or
+ *                   converted from another, titans_model_convert). Sessions keep the model they
+ *                   run alive, so a model may be freed while its sessions are still in use.
  *   titans_session  one stream through a model: the memories' fast weights, the attention
  *                   caches, the position. Forward tokens or embeddings, generate, save / load
  *                   its state to a file or to a memory buffer, clone, reset.
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 /* The version of this header's API; titans_c_api_version() returns the library's. */
-#define TITANS_C_API_VERSION 1
+#define TITANS_C_API_VERSION 2
 
 typedef enum titans_status {
   TITANS_OK = 0,
@@ -58,6 +58,16 @@ typedef enum titans_status {
   TITANS_OUT_OF_MEMORY = 7,    /* an allocation failed */
   TITANS_INTERNAL = 8          /* any other failure inside the engine (a bug) */
 } titans_status;
+
+/* How a model stores its big product matrices (docs/SEMANTICS.md 3.5): the attention and memory
+ * projections, the feed-forward matrices and the LM head. BF16: rounded to bf16 (round to
+ * nearest, ties to even) and multiplied with the rounded values widened to float32, so a decode
+ * step reads half the bytes of those matrices; every other weight and every session's state
+ * stays float32. */
+typedef enum titans_weight_type {
+  TITANS_WEIGHTS_F32 = 0,
+  TITANS_WEIGHTS_BF16 = 1
+} titans_weight_type;
 
 typedef struct titans_model titans_model;
 typedef struct titans_session titans_session;
@@ -94,6 +104,19 @@ titans_status titans_model_config_json(const titans_model* model, char* buffer, 
 titans_status titans_model_vocab_size(const titans_model* model, int32_t* vocab_size);
 titans_status titans_model_d_model(const titans_model* model, int32_t* d_model);
 titans_status titans_model_layer_count(const titans_model* model, int32_t* layers);
+/* How the model stores its product matrices: a file whose product matrices are BF16 loads as
+ * TITANS_WEIGHTS_BF16. */
+titans_status titans_model_weight_type(const titans_model* model, titans_weight_type* type);
+
+/* A new handle (to free with titans_model_free) of a model with the config and weights of
+ * `model`, its product matrices stored as `type`: TITANS_WEIGHTS_BF16 rounds them to bf16,
+ * TITANS_WEIGHTS_F32 keeps their values (a bf16 model's rounded ones). A model of another type
+ * is a copy of the weights (memory of one more model); one of the same type is the same model
+ * under a second handle. `model` is unchanged and may be freed at once. A type outside
+ * titans_weight_type, or a weight beyond bf16's range (about 3.4e38), is
+ * TITANS_INVALID_ARGUMENT. Any thread. */
+titans_status titans_model_convert(const titans_model* model, titans_weight_type type,
+                                   titans_model** out);
 
 /* ---- Sessions ---------------------------------------------------------------------------- */
 

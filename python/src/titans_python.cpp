@@ -315,6 +315,24 @@ auto Compute(S& s, F&& f) {
 
 std::string PathText(const std::filesystem::path& path) { return path.string(); }
 
+// The WeightType named `name`, "f32" or "bf16" (titans::ToString); anything else is
+// InvalidArgumentError (a ValueError) naming the function `what`.
+titans::WeightType WeightTypeNamed(const std::string& name, const char* what) {
+  for (const titans::WeightType type : {titans::WeightType::kF32, titans::WeightType::kBf16}) {
+    if (name == titans::ToString(type)) return type;
+  }
+  Throw(ErrorCode::kInvalidArgument,
+        std::string(what) + ": weights must be \"f32\" or \"bf16\", got \"" + name + "\"");
+}
+
+// `model` with its product matrices stored as `type`: `model` itself when it already stores them
+// so, otherwise a converted copy (to bf16 the values are rounded; to f32 they are kept).
+std::shared_ptr<const titans::Model> WithWeights(std::shared_ptr<const titans::Model> model,
+                                                 titans::WeightType type) {
+  if (model->weight_type() == type) return model;
+  return std::make_shared<const titans::Model>(model->config(), model->weights(), type);
+}
+
 py::dict HealthDict(const titans::MemoryHealth& h) {
   return py::dict("position"_a = h.position, "weights_norm"_a = h.weights_norm,
                   "initial_norm"_a = h.initial_norm, "momentum_norm"_a = h.momentum_norm,
@@ -482,44 +500,65 @@ PYBIND11_MODULE(_titans, m) {
                       "safe to use from any number of threads.")
       .def_static(
           "load",
-          [](const std::filesystem::path& path) {
+          [](const std::filesystem::path& path, const std::optional<std::string>& weights) {
+            const std::optional<titans::WeightType> type =
+                weights ? std::optional(WeightTypeNamed(*weights, "Model.load")) : std::nullopt;
             py::gil_scoped_release release;
-            return PyModel{titans::Model::Load(PathText(path))};
+            std::shared_ptr<const titans::Model> model = titans::Model::Load(PathText(path));
+            if (type) model = WithWeights(std::move(model), *type);
+            return PyModel{std::move(model)};
           },
-          "path"_a,
+          "path"_a, "weights"_a = py::none(),
           "Loads a model file (safetensors with the config in its metadata, "
-          "docs/FILE_FORMAT.md); every name, shape and value is checked.")
+          "docs/FILE_FORMAT.md); every name, shape and value is checked. weights: how the "
+          "product matrices are stored, \"f32\" or \"bf16\" (rounded); None: as the file "
+          "stores them.")
       .def_static(
           "random",
-          [](const py::object& config, uint64_t seed) {
+          [](const py::object& config, uint64_t seed, const std::string& weights) {
             const titans::ModelConfig c = titans::ModelConfig::FromJson(ConfigText(config));
+            const titans::WeightType type = WeightTypeNamed(weights, "Model.random");
             py::gil_scoped_release release;
-            return PyModel{
-                std::make_shared<const titans::Model>(c, titans::ModelWeights::Random(c, seed))};
+            return PyModel{std::make_shared<const titans::Model>(
+                c, titans::ModelWeights::Random(c, seed), type)};
           },
-          "config"_a, "seed"_a = 1,
+          "config"_a, "seed"_a = 1, "weights"_a = "f32",
           "A model with seeded random weights (as `titans make-model`) for a config dict or JSON "
-          "text in the engine's form (Model.config of another model; docs/FILE_FORMAT.md).")
+          "text in the engine's form (Model.config of another model; docs/FILE_FORMAT.md); "
+          "weights \"bf16\" rounds its product matrices to bf16.")
       .def_static(
           "from_tensors",
-          [](const py::object& config, const py::dict& tensors) {
+          [](const py::object& config, const py::dict& tensors, const std::string& weights) {
             const titans::ModelConfig c = titans::ModelConfig::FromJson(ConfigText(config));
-            titans::ModelWeights weights = titans::ModelWeights::Zeros(c);
-            FillTensors(weights.Tensors(c), tensors, "Model.from_tensors");
+            const titans::WeightType type = WeightTypeNamed(weights, "Model.from_tensors");
+            titans::ModelWeights model_weights = titans::ModelWeights::Zeros(c);
+            FillTensors(model_weights.Tensors(c), tensors, "Model.from_tensors");
             py::gil_scoped_release release;
-            return PyModel{std::make_shared<const titans::Model>(c, std::move(weights))};
+            return PyModel{
+                std::make_shared<const titans::Model>(c, std::move(model_weights), type)};
           },
-          "config"_a, "tensors"_a,
+          "config"_a, "tensors"_a, "weights"_a = "f32",
           "A model from a config and a dict of its tensors by file name (float arrays of "
           "exactly the shapes docs/FILE_FORMAT.md lists): what a model file holds, without the "
-          "file.")
+          "file; weights \"bf16\" rounds its product matrices to bf16.")
+      .def(
+          "with_weights",
+          [](const PyModel& self, const std::string& weights) {
+            const titans::WeightType type = WeightTypeNamed(weights, "Model.with_weights");
+            py::gil_scoped_release release;
+            return PyModel{WithWeights(self.model, type)};
+          },
+          "weights"_a,
+          "This model with its product matrices stored as \"f32\" or \"bf16\": a converted "
+          "copy (to bf16 the values are rounded; to f32 a bf16 model's rounded values are "
+          "kept), or this same model when it already stores them so.")
       .def(
           "save",
           [](const PyModel& self, const std::filesystem::path& path) {
             py::gil_scoped_release release;
             self.model->Save(PathText(path));
           },
-          "path"_a, "Writes the model file (atomically).")
+          "path"_a, "Writes the model file (atomically); a bf16 model's product matrices as BF16.")
       .def_property_readonly(
           "config", [](const PyModel& self) { return ConfigDict(self.model->config().ToJson()); },
           "The ModelConfig as a dict (a new one on every access).")
@@ -532,6 +571,13 @@ PYBIND11_MODULE(_titans, m) {
       .def_property_readonly(
           "d_model", [](const PyModel& self) { return self.model->config().d_model; },
           "d: the model width (embeddings and hidden states are [n, d]).")
+      .def_property_readonly(
+          "weight_type",
+          [](const PyModel& self) {
+            return std::string(titans::ToString(self.model->weight_type()));
+          },
+          "How the product matrices (attention and memory projections, feed-forward, LM head) "
+          "are stored: \"f32\" or \"bf16\" (everything else is float32).")
       .def_property_readonly(
           "num_layers",
           [](const PyModel& self) { return static_cast<int>(self.model->config().layers.size()); },
@@ -557,7 +603,8 @@ PYBIND11_MODULE(_titans, m) {
         return "<titans.Model " + std::string(titans::ToString(c.architecture)) +
                ", vocab_size=" + std::to_string(c.vocab_size) +
                ", d_model=" + std::to_string(c.d_model) +
-               ", layers=" + std::to_string(c.layers.size()) + ">";
+               ", layers=" + std::to_string(c.layers.size()) +
+               ", weights=" + titans::ToString(self.model->weight_type()) + ">";
       });
 
   // --- Session

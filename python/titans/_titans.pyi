@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -48,14 +48,23 @@ class SessionOptions:
     def __init__(self, threads: int = 0, min_flops_per_thread: float = 4e6,
                  adapt_threads: bool = True) -> None: ...
 
+# How a Model stores its product matrices (attention and memory projections, feed-forward, LM
+# head): float32, or rounded to bf16 (half the bytes a decode step reads of them).
+WeightTypeName = Literal["f32", "bf16"]
+
 class Model:
     @staticmethod
-    def load(path: PathLike) -> Model: ...
+    def load(path: PathLike, weights: Optional[WeightTypeName] = None) -> Model:
+        """weights None: as the file stores them."""
     @staticmethod
-    def random(config: ConfigLike, seed: int = 1) -> Model: ...
+    def random(config: ConfigLike, seed: int = 1, weights: WeightTypeName = "f32") -> Model: ...
     @staticmethod
-    def from_tensors(config: ConfigLike, tensors: Mapping[str, npt.ArrayLike]) -> Model: ...
+    def from_tensors(config: ConfigLike, tensors: Mapping[str, npt.ArrayLike],
+                     weights: WeightTypeName = "f32") -> Model: ...
+    def with_weights(self, weights: WeightTypeName) -> Model: ...
     def save(self, path: PathLike) -> None: ...
+    @property
+    def weight_type(self) -> WeightTypeName: ...
     @property
     def config(self) -> dict[str, Any]: ...
     @property

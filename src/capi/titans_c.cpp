@@ -226,6 +226,40 @@ titans_status titans_model_layer_count(const titans_model* model, int32_t* layer
   });
 }
 
+titans_status titans_model_weight_type(const titans_model* model, titans_weight_type* type) {
+  return Guard(__func__, [&] {
+    const titans::Model& m = *Need(model, "model").model;
+    Need(type, "type") =
+        m.weight_type() == titans::WeightType::kBf16 ? TITANS_WEIGHTS_BF16 : TITANS_WEIGHTS_F32;
+  });
+}
+
+titans_status titans_model_convert(const titans_model* model, titans_weight_type type,
+                                   titans_model** out) {
+  return Guard(__func__, [&] {
+    const titans_model& m = Need(model, "model");
+    Need(out, "out");
+    // A C caller may pass any int, while a C++ enum without a fixed type holds only its
+    // enumerators' range (0..1): the value is read as the int it is.
+    static_assert(sizeof(titans_weight_type) == sizeof(int));
+    int value = 0;
+    std::memcpy(&value, &type, sizeof value);
+    if (value != TITANS_WEIGHTS_F32 && value != TITANS_WEIGHTS_BF16) {
+      Invalid("type " + std::to_string(value) +
+              " is not a titans_weight_type (TITANS_WEIGHTS_F32 = 0, TITANS_WEIGHTS_BF16 = 1)");
+    }
+    const titans::WeightType weight_type =
+        value == TITANS_WEIGHTS_BF16 ? titans::WeightType::kBf16 : titans::WeightType::kF32;
+    auto converted = std::make_unique<titans_model>();
+    // The same immutable model when it already stores them so; otherwise a converted copy.
+    converted->model = m.model->weight_type() == weight_type
+                           ? m.model
+                           : std::make_shared<const titans::Model>(m.model->config(),
+                                                                   m.model->weights(), weight_type);
+    *out = converted.release();
+  });
+}
+
 // ---- Sessions
 
 titans_status titans_session_new(const titans_model* model, int32_t threads, titans_session** out) {

@@ -195,6 +195,107 @@ def test_tensors_round_trip_through_from_tensors(model):
 
 
 # ---------------------------------------------------------------------------------------------
+# bf16 weights: the product matrices rounded to bf16 (Model.weight_type, with_weights, weights=)
+
+PRODUCT = "layers.1.ffn_up"  # one of the product matrices bf16 rounds; the embedding is not one
+
+
+def safetensors_dtypes(path):
+    """{tensor name: dtype} of a safetensors file's header."""
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    return {name: t["dtype"] for name, t in header.items()}
+
+
+def test_with_weights_rounds_the_product_matrices_and_back_keeps_them(model):
+    assert model.weight_type == "f32"
+    bf16 = model.with_weights("bf16")
+    assert (bf16.weight_type, model.weight_type) == ("bf16", "f32")  # the source is unchanged
+    assert "weights=bf16" in repr(bf16) and "weights=f32" in repr(model)
+    ours, rounded = model.tensors(), bf16.tensors()
+    # bf16: the top half of a float32, so the low 16 bits of every rounded value are zero.
+    assert not (rounded[PRODUCT].view(np.uint32) & 0xFFFF).any()
+    assert not np.array_equal(rounded[PRODUCT], ours[PRODUCT])
+    np.testing.assert_allclose(rounded[PRODUCT], ours[PRODUCT], rtol=2.0**-8)
+    np.testing.assert_array_equal(rounded["embedding"], ours["embedding"])
+    logits, bf16_logits = session(model).forward(TOKENS), session(bf16).forward(TOKENS)
+    assert not np.array_equal(bf16_logits, logits)
+    assert rel_diff(bf16_logits, logits) < 0.05
+
+    # Back to f32: the rounded values, the bf16 model's logits up to the order of the sums.
+    back = bf16.with_weights("f32")
+    assert back.weight_type == "f32"
+    np.testing.assert_array_equal(back.tensors()[PRODUCT], rounded[PRODUCT])
+    assert rel_diff(session(back).forward(TOKENS), bf16_logits) < 1e-5
+    np.testing.assert_array_equal(session(bf16.with_weights("bf16")).forward(TOKENS), bf16_logits)
+
+    # random and from_tensors with weights="bf16" are the same model.
+    made = titans.Model.random(CONFIG, seed=3, weights="bf16")
+    assert made.weight_type == "bf16"
+    np.testing.assert_array_equal(session(made).forward(TOKENS), bf16_logits)
+    rebuilt = titans.Model.from_tensors(model.config, ours, weights="bf16")
+    assert rebuilt.weight_type == "bf16"
+    np.testing.assert_array_equal(session(rebuilt).forward(TOKENS), bf16_logits)
+    assert titans.Model.random(CONFIG, seed=3).weight_type == "f32"
+
+
+def test_bf16_model_files_save_and_load(model, model_path, tmp_path):
+    bf16 = model.with_weights("bf16")
+    path = tmp_path / "bf16.safetensors"
+    bf16.save(path)
+    dtypes = safetensors_dtypes(path)
+    assert dtypes[PRODUCT] == "BF16" and dtypes["embedding"] == "F32"
+    assert safetensors_dtypes(model_path)[PRODUCT] == "F32"
+    assert os.path.getsize(path) < 0.75 * os.path.getsize(model_path)
+    expected = session(bf16).forward(TOKENS)
+
+    loaded = titans.Model.load(path)  # as the file stores them
+    assert loaded.weight_type == "bf16"
+    np.testing.assert_array_equal(session(loaded).forward(TOKENS), expected)
+    converted = titans.Model.load(model_path, weights="bf16")
+    assert converted.weight_type == "bf16"
+    np.testing.assert_array_equal(session(converted).forward(TOKENS), expected)
+    assert titans.Model.load(model_path, weights="f32").weight_type == "f32"
+    widened = titans.Model.load(path, weights="f32")
+    assert widened.weight_type == "f32"
+    np.testing.assert_array_equal(widened.tensors()[PRODUCT], bf16.tensors()[PRODUCT])
+
+
+@needs_cli
+def test_bf16_files_are_the_programs(model, model_path, tmp_path):
+    converted = tmp_path / "converted.safetensors"
+    out = cli("convert-weights", model_path, converted, "--to", "bf16")
+    assert out.startswith(f"wrote {converted}: bf16 weights, ")
+    saved = tmp_path / "saved.safetensors"
+    model.with_weights("bf16").save(saved)
+    assert saved.read_bytes() == converted.read_bytes()
+    assert "\nweights: bf16 (product matrices), " in cli("info", converted)
+    # `titans forward --weights bf16` of the f32 file: the bf16 model's logits, bit for bit.
+    np.testing.assert_array_equal(
+        cli_forward(model_path, tmp_path, "--weights", "bf16", tokens=TOKENS),
+        session(titans.Model.load(converted)).forward(TOKENS))
+
+
+def test_bad_weights_values_raise_value_error(model, model_path):
+    calls = {
+        "Model.load": lambda: titans.Model.load(model_path, weights="fp16"),
+        "Model.random": lambda: titans.Model.random(CONFIG, weights="F32"),
+        "Model.from_tensors": lambda: titans.Model.from_tensors(model.config, model.tensors(),
+                                                                weights="bf"),
+        "Model.with_weights": lambda: model.with_weights(""),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f'^invalid argument: {name}: weights must be "f32" '
+                                             f'or "bf16", got ') as e:
+            call()
+        assert isinstance(e.value, titans.InvalidArgumentError)
+    with pytest.raises(TypeError):
+        model.with_weights(None)
+
+
+# ---------------------------------------------------------------------------------------------
 # forward against the engine's program
 
 

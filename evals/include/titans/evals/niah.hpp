@@ -49,7 +49,8 @@ std::shared_ptr<const Model> BuildNeedleModel(const NeedleModelOptions& options 
 // A copy of `model` whose memories never write (step size max_lr = 0) and never forget (decay
 // gate alpha = 0: w_alpha zero, b_alpha -1e4): each keeps its initial weights W0 exactly,
 // however long the context. (max_lr = 0 alone would leave W = (1 - alpha) W, which fades W0
-// towards zero.) The baseline that shows what the memory's writes contribute.
+// towards zero.) The baseline that shows what the memory's writes contribute. It stores its
+// weights as `model` does (WeightType).
 std::shared_ptr<const Model> WithoutMemoryWrites(const Model& model);
 
 // One test case. The haystack text is repeated as needed to fill the context.

@@ -103,12 +103,13 @@ inline double TokensFlops(const ModelConfig& c, int64_t first, int64_t count) {
 
 // The bytes one decoded token reads (the decode side of the utilisation figures): the model's
 // weights, read once per step however many streams it advances (every tensor once, but an
-// untied embedding matrix only its one row and the memories' initial fast weights not at all), and
-// what each stream reads of its own state: each attention layer's visible cache rows (keys and
-// values; MAC: its segment's h and u rows), each memory's fast weights for the read and, spread
-// over its unit, the write's passes over fast weights, base weights and momentum (each read and
-// written) and the unit's queued keys and values. An estimate of the traffic a decode step cannot
-// avoid, not a measurement.
+// untied embedding matrix only its one row and the memories' initial fast weights not at all;
+// 4 bytes a value, 2 for the product matrices of a kBf16 model, IsBf16Candidate, which it
+// multiplies from their bf16 copies), and what each stream reads of its own state: each
+// attention layer's visible cache rows (keys and values; MAC: its segment's h and u rows), each
+// memory's fast weights for the read and, spread over its unit, the write's passes over fast
+// weights, base weights and momentum (each read and written) and the unit's queued keys and
+// values. An estimate of the traffic a decode step cannot avoid, not a measurement.
 struct DecodeBytes {
   double weights = 0;     // per step, shared by the streams of a batch
   double per_stream = 0;  // per stream and step
@@ -118,13 +119,16 @@ struct DecodeBytes {
 inline DecodeBytes DecodeBytesAt(const Model& model, int64_t position) {
   const ModelConfig& c = model.config();
   constexpr double kFloat = sizeof(float);
+  constexpr double kBf16 = 2;
+  const bool bf16 = model.weight_type() == WeightType::kBf16;
   DecodeBytes bytes;
   for (const ConstTensorView& t : model.weights().Tensors(c)) {
     // A memory's initial fast weights (memory.mlp.*) are read only at a reset: the session's
     // own copies are its state.
     if (t.name.find(".memory.mlp.") != std::string::npos) continue;
     const bool untied_embedding = t.name == "embedding" && !c.tie_embeddings;
-    bytes.weights += kFloat * static_cast<double>(untied_embedding ? c.d_model : t.size());
+    const double value = bf16 && IsBf16Candidate(t.name) ? kBf16 : kFloat;
+    bytes.weights += value * static_cast<double>(untied_embedding ? c.d_model : t.size());
   }
   const AttentionOptions& a = c.attention;
   const double kv_row = 2.0 * a.kv_heads * a.head_dim * kFloat;  // a key and a value
