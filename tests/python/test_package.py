@@ -563,7 +563,8 @@ def test_bad_tokens_shapes_and_dtypes_raise_before_anything_changes(model):
         assert e.value.code == titans.ErrorCode.INVALID_ARGUMENT
     x = np.zeros((4, D), np.float32)
     for bad, message in ((x.astype(np.float64), "float32"), (x[:, :-1], r"\[n, 32\]"),
-                         (x[0], r"\[n, 32\]"), (np.full((1, D), np.nan, np.float32), "")):
+                         (x[0], r"\[n, 32\]"),
+                         (np.full((1, D), np.nan, np.float32), "not finite")):
         with pytest.raises(titans.InvalidArgumentError, match=message):
             s.forward_embeddings(bad)
     assert s.position == 3 and s.state_bytes() == before
