@@ -114,15 +114,15 @@ class Session {
   std::unique_ptr<Impl> impl_;
 };
 
-// Decodes many sessions of one token model together, one token each per Step, so that every
-// weight matrix is read once for all of them: with N sessions the embedding lookup, every
-// product with the model's weights (attention q, k, v and output projections, the memory
-// branch's gate and output projections, the FFN, the LM head) is one product [N, d] x [d, ...]
-// instead of N products [1, d] x [d, ...], and so are the memories' input norms and projections
-// (keys, values, queries, gate logits). What belongs to a stream runs per session, on its own
-// state and at its own position: rotary angles, attention over its cache (MAC: its segment),
-// and each memory's convolution, read and write (the chunk-wise gradient step when the
-// session's unit completes), as MemorySession::Forward of its token.
+// Decodes many sessions of one token model together, one token each per Step (or a prompt each
+// per Prefill), so that every weight matrix is read once for all of them: with N sessions the
+// embedding lookup, every product with the model's weights (attention q, k, v and output
+// projections, the memory branch's gate and output projections, the FFN, the LM head) is one
+// product [N, d] x [d, ...] instead of N products [1, d] x [d, ...], and so are the memories' input
+// norms and projections (keys, values, queries, gate logits). What belongs to a stream runs per
+// session, on its own state and at its own position: rotary angles, attention over its cache (MAC:
+// its segment), and each memory's convolution, read and write (the chunk-wise gradient step when
+// the session's unit completes), as MemorySession::Forward of its token.
 //
 // Logits: each session's logits [V] are those of Forward of its one token up to rounding: the
 // products of N rows (Eigen's matrix-matrix kernel) sum in another order than the product of
@@ -168,10 +168,31 @@ class BatchDecoder {
   void Step(std::span<Session* const> sessions, std::span<const int32_t> tokens,
             std::span<float> logits);
 
+  // A prefill of N prompts: feeds prompts[i] (any length, 0 included) to sessions[i] for every
+  // i < N and writes logits [T, V], T = the sum of the lengths: sessions[0]'s rows, then
+  // sessions[1]'s, ... It runs in rounds of at most max(max_batch(), 64) rows: every session
+  // with tokens left gives an equal share (at least one token), so each product with the
+  // model's weights is one product for all of them; each session's share is a piece of its
+  // stream (its memories and MAC segments run on its own rows, as in Forward; with one token
+  // each, as in Step). Each session ends as Forward of its prompt leaves it, with its logits,
+  // up to rounding (other pieces and row counts: relative 2e-6, tests/batch_decode_test.cpp).
+  // Checked before anything changes, as Step: N > max_batch(), prompts of another size than N,
+  // logits of another size than T * V, the sessions as in Step, a token outside [0, V)
+  // (Error(kInvalidArgument)), a broken session (Error(kNumerical)). Failure inside the stack:
+  // as Step. kTitansPytorchMac models run Forward of each prompt, one session after the other.
+  void Prefill(std::span<Session* const> sessions,
+               std::span<const std::span<const int32_t>> prompts, std::span<float> logits);
+
   int max_batch() const;
   const Model& model() const;
 
  private:
+  // The checks Step and Prefill share (their sessions), with `what` in the messages.
+  void CheckSessions(const char* what, std::span<Session* const> sessions) const;
+  // Runs `run` (the runner's step or prefill); a failure breaks every session of the call.
+  template <class Run>
+  void RunBatch(const char* what, std::span<Session* const> sessions, Run run);
+
   struct Impl;  // src/model/batch.cpp
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Impl> impl_;

@@ -1,6 +1,6 @@
-// BatchDecoder: one decode step of many sessions of one model (include/titans/session.hpp). This
-// file checks the inputs and keeps the sessions whole; the architecture's BatchRunner
-// (src/model/arch/titans.cpp) runs the step.
+// BatchDecoder: one decode step, or a prefill, of many sessions of one model
+// (include/titans/session.hpp). This file checks the inputs and keeps the sessions whole; the
+// architecture's BatchRunner (src/model/arch/titans.cpp) runs the step or the prefill.
 #include <omp.h>
 
 #include <memory>
@@ -53,6 +53,40 @@ BatchDecoder& BatchDecoder::operator=(BatchDecoder&&) noexcept = default;
 int BatchDecoder::max_batch() const { return impl_->max_batch; }
 const Model& BatchDecoder::model() const { return *model_; }
 
+void BatchDecoder::CheckSessions(const char* what, std::span<Session* const> sessions) const {
+  // Messages are made only on error: a call allocates nothing.
+  const auto refuse = [what](size_t i, const std::string& why) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) + ": session " + std::to_string(i) + " " + why);
+  };
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    if (sessions[i] == nullptr) refuse(i, "is null");
+    if (sessions[i]->model_ != model_) refuse(i, "runs another model than the decoder");
+    // Quadratic, but max_batch is small and this allocates nothing.
+    for (size_t j = 0; j < i; ++j) {
+      if (sessions[j] == sessions[i]) refuse(i, "is session " + std::to_string(j) + " again");
+    }
+  }
+}
+
+template <class Run>
+void BatchDecoder::RunBatch(const char* what, std::span<Session* const> sessions, Run run) {
+  const size_t n = sessions.size();
+  for (size_t i = 0; i < n; ++i) impl_->states[i] = &sessions[i]->impl_->state;
+  try {
+    run(std::span<session::State* const>(impl_->states.data(), n));
+  } catch (const Error& e) {
+    // The inputs were checked: what fails is a value of some session's stack that overflowed
+    // (as in Session::Run), after every session has taken the layers before it.
+    for (size_t i = 0; i < n; ++i) {
+      sessions[i]->impl_->broken = std::string(what) + " of " + std::to_string(n) +
+                                   " sessions (this one as session " + std::to_string(i) +
+                                   ") failed: " + e.what();
+    }
+    throw Error(ErrorCode::kNumerical, std::string(what) + ": " + e.what());
+  }
+}
+
 void BatchDecoder::Step(std::span<Session* const> sessions, std::span<const int32_t> tokens,
                         std::span<float> logits) {
   const FlushDenormals flush;  // as Session::Forward (src/ops/flush_denormals.hpp)
@@ -68,21 +102,13 @@ void BatchDecoder::Step(std::span<Session* const> sessions, std::span<const int3
                     " tokens and " + std::to_string(n * vocab) + " logits, not " +
                     std::to_string(tokens.size()) + " and " + std::to_string(logits.size()));
   }
-  // Messages are made only on error: Step allocates nothing.
-  const auto refuse = [](size_t i, const std::string& why) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "BatchDecoder::Step: session " + std::to_string(i) + " " + why);
-  };
+  CheckSessions("BatchDecoder::Step", sessions);
   for (size_t i = 0; i < n; ++i) {
-    if (sessions[i] == nullptr) refuse(i, "is null");
-    if (sessions[i]->model_ != model_) refuse(i, "runs another model than the decoder");
-    // Quadratic, but max_batch is small and this allocates nothing.
-    for (size_t j = 0; j < i; ++j) {
-      if (sessions[j] == sessions[i]) refuse(i, "is session " + std::to_string(j) + " again");
-    }
     if (tokens[i] < 0 || static_cast<size_t>(tokens[i]) >= vocab) {
-      refuse(i, "has token " + std::to_string(tokens[i]) + ", outside the vocabulary [0, " +
-                    std::to_string(vocab) + ")");
+      throw Error(ErrorCode::kInvalidArgument, "BatchDecoder::Step: session " + std::to_string(i) +
+                                                   " has token " + std::to_string(tokens[i]) +
+                                                   ", outside the vocabulary [0, " +
+                                                   std::to_string(vocab) + ")");
     }
   }
   for (Session* session : sessions) session->RequireUsable("BatchDecoder::Step");
@@ -93,20 +119,60 @@ void BatchDecoder::Step(std::span<Session* const> sessions, std::span<const int3
       sessions[i]->Run(&tokens[i], nullptr, 1, &logits[i * vocab], nullptr);
     return;
   }
-  for (size_t i = 0; i < n; ++i) impl_->states[i] = &sessions[i]->impl_->state;
-  try {
-    impl_->runner->Step(std::span<session::State* const>(impl_->states.data(), n), tokens.data(),
-                        logits.data());
-  } catch (const Error& e) {
-    // The inputs were checked: what fails is a value of some session's stack that overflowed
-    // (as in Session::Run), after every session has taken the layers before it.
-    for (size_t i = 0; i < n; ++i) {
-      sessions[i]->impl_->broken = "the batched decode of " + std::to_string(n) +
-                                   " sessions (this one as session " + std::to_string(i) +
-                                   ") failed: " + e.what();
-    }
-    throw Error(ErrorCode::kNumerical, "BatchDecoder::Step: " + std::string(e.what()));
+  RunBatch("BatchDecoder::Step", sessions, [&](std::span<session::State* const> states) {
+    impl_->runner->Step(states, tokens.data(), logits.data());
+  });
+}
+
+void BatchDecoder::Prefill(std::span<Session* const> sessions,
+                           std::span<const std::span<const int32_t>> prompts,
+                           std::span<float> logits) {
+  const FlushDenormals flush;  // as Session::Forward (src/ops/flush_denormals.hpp)
+  const size_t n = sessions.size(), vocab = static_cast<size_t>(model_->config().vocab_size);
+  if (n > static_cast<size_t>(impl_->max_batch)) {
+    throw Error(ErrorCode::kInvalidArgument, "BatchDecoder::Prefill: " + std::to_string(n) +
+                                                 " sessions, the decoder was made for " +
+                                                 std::to_string(impl_->max_batch) + " at most");
   }
+  size_t total = 0;
+  for (const std::span<const int32_t> prompt : prompts) total += prompt.size();
+  if (prompts.size() != n || logits.size() != total * vocab) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "BatchDecoder::Prefill: " + std::to_string(n) + " sessions need " +
+                    std::to_string(n) + " prompts, and their " + std::to_string(total) +
+                    " tokens " + std::to_string(total * vocab) + " logits, not " +
+                    std::to_string(prompts.size()) + " prompts and " +
+                    std::to_string(logits.size()) + " logits");
+  }
+  CheckSessions("BatchDecoder::Prefill", sessions);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t t = 0; t < prompts[i].size(); ++t) {
+      const int32_t token = prompts[i][t];
+      if (token < 0 || static_cast<size_t>(token) >= vocab) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "BatchDecoder::Prefill: session " + std::to_string(i) + " has token " +
+                        std::to_string(token) + " at index " + std::to_string(t) +
+                        " of its prompt, outside the vocabulary [0, " + std::to_string(vocab) +
+                        ")");
+      }
+    }
+  }
+  for (Session* session : sessions) session->RequireUsable("BatchDecoder::Prefill");
+  if (total == 0) return;
+
+  if (impl_->runner == nullptr) {
+    size_t row = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (prompts[i].empty()) continue;
+      sessions[i]->Run(prompts[i].data(), nullptr, static_cast<int64_t>(prompts[i].size()),
+                       &logits[row * vocab], nullptr);
+      row += prompts[i].size();
+    }
+    return;
+  }
+  RunBatch("BatchDecoder::Prefill", sessions, [&](std::span<session::State* const> states) {
+    impl_->runner->Prefill(states, prompts, logits.data());
+  });
 }
 
 }  // namespace titans

@@ -49,9 +49,10 @@ class Runner {
                    float* logits, float* hidden) = 0;
 };
 
-// One decode step of many sessions of one model (BatchDecoder, src/model/batch.cpp): the
-// products with the model's weights are shared by the sessions, the rest runs on each one's
-// state. Its scratch is sized once for up to max_batch sessions. The Model must outlive it.
+// One decode step, or a prefill, of many sessions of one model (BatchDecoder,
+// src/model/batch.cpp): the products with the model's weights are shared by the sessions, the
+// rest runs on each one's state. Its scratch is sized once for up to max_batch sessions. The Model
+// must outlive it.
 class BatchRunner {
  public:
   virtual ~BatchRunner() = default;
@@ -61,6 +62,10 @@ class BatchRunner {
   // has checked the inputs and holds a FlushDenormals.
   virtual void Step(std::span<session::State* const> states, const int32_t* tokens,
                     float* logits) = 0;
+  // Feeds prompts[i] to states[i] (same conditions; prompts of any lengths) and writes logits
+  // [sum of the lengths, V]: states[0]'s rows, then states[1]'s, ...
+  virtual void Prefill(std::span<session::State* const> states,
+                       std::span<const std::span<const int32_t>> prompts, float* logits) = 0;
 };
 
 // options.threads is resolved (> 0).

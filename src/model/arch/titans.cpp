@@ -105,13 +105,22 @@ struct TitansWorkspace {
 };
 
 // Rows [row, row + rows) of the workspace are the next tokens of one stream, at positions
-// position, position + 1, ...: a session's piece is one stream, a batch (TitansBatchRunner) one
-// stream of one row per session.
+// position, position + 1, ...: a session's piece is one stream, a batched decode step
+// (TitansBatchRunner::Step) one stream of one row per session, a round of a batched prefill
+// (TitansBatchRunner::Prefill) one stream of up to a few rows per session.
 struct Stream {
   State* state;
   int64_t position;
   Index row, rows;
 };
+
+// Whether `streams` are a batched decode step: more than one stream, one row each. Their
+// memories' input projections and MAC rounds are shared; otherwise (a session's piece, a batched
+// prefill's pieces) each stream's memory and MAC segments run on its own rows.
+inline bool IsDecodeStep(std::span<const Stream> streams) {
+  return streams.size() > 1 &&
+         std::all_of(streams.begin(), streams.end(), [](const Stream& s) { return s.rows == 1; });
+}
 
 // The blocks, one function per sub-layer; `n` rows of the workspace are live, made of the
 // streams' rows in order. The products over the n rows are shared; attention and the memory run
@@ -246,17 +255,18 @@ class TitansStack {
   void MemoryBranch(size_t l, const LayerWeights& w, std::span<const Stream> streams, Index r0,
                     Index n, const float* store, const float* retrieve, float* out) {
     const Index d = c_.d_model, hd = c_.memory.inner_dim();
-    if (streams.size() == 1) {  // a session's piece
-      const Stream& s = streams[0];
-      const Index at = s.row - r0;
-      const auto r = std::span<const float>(retrieve + at * d, static_cast<size_t>(s.rows * d));
-      const auto m = std::span<float>(ws_.mem.data() + at * hd, static_cast<size_t>(s.rows * hd));
-      MemorySession& memory = *s.state->memory[l];
-      if (store != nullptr) {
-        memory.Forward(std::span<const float>(store + at * d, static_cast<size_t>(s.rows * d)), r,
-                       m);
-      } else {
-        memory.Read(r, m);
+    if (!IsDecodeStep(streams)) {  // a session's piece, or a batched prefill's pieces
+      for (const Stream& s : streams) {
+        const Index at = s.row - r0;
+        const auto r = std::span<const float>(retrieve + at * d, static_cast<size_t>(s.rows * d));
+        const auto m = std::span<float>(ws_.mem.data() + at * hd, static_cast<size_t>(s.rows * hd));
+        MemorySession& memory = *s.state->memory[l];
+        if (store != nullptr) {
+          memory.Forward(std::span<const float>(store + at * d, static_cast<size_t>(s.rows * d)), r,
+                         m);
+        } else {
+          memory.Read(r, m);
+        }
       }
     } else {  // a batch, one row per stream: the memories' input projections are shared too
       for (size_t i = 0; i < streams.size(); ++i) {
@@ -279,15 +289,16 @@ class TitansStack {
   // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), in rounds whose
   // streams each lie in one segment.
   void MemoryAsContext(size_t l, const LayerWeights& w, Index n) {
-    if (streams_.size() == 1) {
-      // A session's piece may end one segment and start the next: a round per segment.
-      const Stream& s = streams_[0];
-      for (Index r0 = 0; r0 < s.rows;) {
-        const int64_t position = s.position + r0;
-        const Index rows = std::min<Index>(s.rows - r0, c_.segment - position % c_.segment);
-        const Stream part{s.state, position, s.row + r0, rows};
-        MemoryAsContextRound(l, w, std::span<const Stream>(&part, 1), part.row, rows);
-        r0 += rows;
+    if (!IsDecodeStep(streams_)) {
+      // A piece may end one segment and start the next: a round per segment of each stream.
+      for (const Stream& s : streams_) {
+        for (Index r0 = 0; r0 < s.rows;) {
+          const int64_t position = s.position + r0;
+          const Index rows = std::min<Index>(s.rows - r0, c_.segment - position % c_.segment);
+          const Stream part{s.state, position, s.row + r0, rows};
+          MemoryAsContextRound(l, w, std::span<const Stream>(&part, 1), part.row, rows);
+          r0 += rows;
+        }
       }
     } else {
       // A batch: one row per stream, so every stream lies in one segment.
@@ -429,8 +440,13 @@ class TitansBatchRunner final : public BatchRunner {
   TitansBatchRunner(const Model& model, const SessionOptions& options, int max_batch)
       : model_(model),
         options_(options),
-        ws_(model.config(), options, max_batch),
+        rows_(std::max(max_batch, kPiece)),
+        ws_(model.config(), options, rows_),
         streams_(static_cast<size_t>(max_batch)),
+        round_tokens_(static_cast<size_t>(rows_)),
+        round_logits_(static_cast<size_t>(rows_) * static_cast<size_t>(model.config().vocab_size)),
+        prefill_done_(static_cast<size_t>(max_batch)),
+        prefill_first_row_(static_cast<size_t>(max_batch)),
         governor_(options.threads, options.adapt_threads, options.min_flops_per_thread) {
     for (size_t l = 0; l < model.config().layers.size(); ++l) {
       const auto& memory = model.memory(static_cast<int>(l));
@@ -451,12 +467,57 @@ class TitansBatchRunner final : public BatchRunner {
               tokens, n, logits);
   }
 
+  // Rounds of at most rows_ rows: each session with tokens left takes an equal share (at least
+  // one token), so every product of a round is shared by all of them; a session's rows of a round
+  // are one piece of its stream, as Session::Forward's pieces are.
+  void Prefill(std::span<State* const> states, std::span<const std::span<const int32_t>> prompts,
+               float* logits) override {
+    const auto vocab = static_cast<size_t>(model_.config().vocab_size);
+    const size_t n = states.size();
+    // Session i's next prompt token, and where its logits go: rows [first_row[i], ...).
+    std::vector<size_t>& done = prefill_done_;
+    std::vector<size_t>& first_row = prefill_first_row_;
+    std::fill_n(done.begin(), n, 0);
+    first_row[0] = 0;
+    for (size_t i = 1; i < n; ++i) first_row[i] = first_row[i - 1] + prompts[i - 1].size();
+    for (;;) {
+      size_t active = 0;
+      for (size_t i = 0; i < n; ++i) active += done[i] < prompts[i].size() ? 1 : 0;
+      if (active == 0) return;
+      const size_t share = std::max<size_t>(1, static_cast<size_t>(rows_) / active);
+      Index rows = 0;
+      size_t count = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const size_t take = std::min(share, prompts[i].size() - done[i]);
+        if (take == 0) continue;
+        streams_[count++] = {states[i], states[i]->position, rows, static_cast<Index>(take)};
+        std::copy_n(prompts[i].data() + done[i], take, round_tokens_.data() + rows);
+        rows += static_cast<Index>(take);
+      }
+      const ops::ThreadGovernor::Scope governed(governor_, rows);
+      RunTokens(model_, options_, ws_, std::span<const Stream>(streams_.data(), count),
+                round_tokens_.data(), rows, round_logits_.data());
+      size_t at = 0;  // the round's rows are its streams' rows in order
+      for (size_t i = 0; i < n; ++i) {
+        const size_t take = std::min(share, prompts[i].size() - done[i]);
+        std::copy_n(round_logits_.data() + at * vocab, take * vocab,
+                    logits + (first_row[i] + done[i]) * vocab);
+        at += take;
+        done[i] += take;
+      }
+    }
+  }
+
  private:
   const Model& model_;
   const SessionOptions options_;
+  const int rows_;  // the workspace's rows: max_batch sessions' steps, kPiece prefill rows
   TitansWorkspace ws_;
-  std::vector<Stream> streams_;   // [max_batch]
-  ops::ThreadGovernor governor_;  // one thread or the team, per step
+  std::vector<Stream> streams_;                           // [max_batch]
+  std::vector<int32_t> round_tokens_;                     // [rows_] a prefill round's tokens
+  std::vector<float> round_logits_;                       // [rows_, V] and their logits
+  std::vector<size_t> prefill_done_, prefill_first_row_;  // [max_batch] per session
+  ops::ThreadGovernor governor_;                          // one thread or the team, per step
 };
 
 }  // namespace
