@@ -126,7 +126,7 @@ class Session {
 //
 // Logits: each session's logits [V] are those of Forward of its one token up to rounding: the
 // products of N rows (Eigen's matrix-matrix kernel) sum in another order than the product of
-// one row (its matrix-vector kernel), a few units in the last place per product; the memories'
+// one row (linalg::MultiplyRow), a few units in the last place per product; the memories'
 // writes carry them on: over 40 steps the logits stay within 2e-6 relative (Euclidean; 1.03e-6
 // measured) of Forward's (tests/batch_decode_test.cpp). A batch of one session is Forward bit
 // for bit.
