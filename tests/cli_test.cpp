@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -1568,6 +1569,97 @@ TEST_F(CliTest, WeightsOfTheBenchAndNiahModels) {
     const double expected = r.at("model") == "writes_off" && r.at("depth") == 0 ? 0.0 : 1.0;
     EXPECT_EQ(r.at("accuracy").get<double>(), expected) << r;
   }
+}
+
+// The lines of `bf16 vs f32 logits (LABEL, N tokens): relative X, max abs Y, top-1 agreement Z%`
+// in `out`, each checked to hold numbers in a plausible range for bf16 rounding: LABEL -> N.
+std::map<std::string, int64_t> Bf16DifferenceLines(const std::string& out) {
+  const std::regex line(
+      R"(bf16 vs f32 logits \(([^,]+), ([0-9]+) tokens\): relative (\S+), max abs (\S+), top-1 )"
+      R"(agreement (\S+)%\n)");
+  std::map<std::string, int64_t> found;
+  for (auto m = std::sregex_iterator(out.begin(), out.end(), line); m != std::sregex_iterator();
+       ++m) {
+    const std::smatch& match = *m;
+    const double relative = std::stod(match[3]), max_abs = std::stod(match[4]);
+    const double agreement = std::stod(match[5]);
+    EXPECT_GT(relative, 0) << match[0];  // the rounding moves the logits, a little
+    EXPECT_LT(relative, 0.1) << match[0];
+    EXPECT_GT(max_abs, 0) << match[0];
+    EXPECT_GE(agreement, 0) << match[0];
+    EXPECT_LE(agreement, 100) << match[0];
+    found[match[1]] = std::stoll(match[2]);
+  }
+  return found;
+}
+
+TEST_F(CliTest, Bf16LogitDifferenceOfTheBenchAndNiahModels) {
+  // bench --batch: a line per kind after the table, over 1024 tokens of the bench stream.
+  const std::vector<std::string> batch = {
+      "bench", "--batch", "1", "--kinds", "lmm,attention,lmm", "--steps", "2", "--threads", "1"};
+  std::vector<std::string> bf16 = batch;
+  bf16.insert(bf16.end(), {"--weights", "bf16"});
+  const std::string out = Ok(bf16);
+  const std::map<std::string, int64_t> kinds = {{"lmm", 1024}, {"attention", 1024}};
+  EXPECT_EQ(Bf16DifferenceLines(out), kinds) << out;
+  EXPECT_GT(out.find("bf16 vs f32"), out.rfind("prefill")) << out;
+  for (const char* weights : {"", "f32"}) {  // unset, the bench models are f32
+    std::vector<std::string> args = batch;
+    if (*weights != '\0') args.insert(args.end(), {"--weights", weights});
+    const std::string f32 = Ok(args);
+    EXPECT_EQ(f32.find("bf16 vs f32"), std::string::npos) << f32;
+  }
+
+  // bench's prefill points: the line, and the kind's figures on each of its JSON records.
+  // (Pieces of 64: the GEMM baseline of each point is then small.)
+  const std::string prefill =
+      Ok({"bench", "--contexts", "64,128", "--kinds", "lmm", "--threads", "1", "--piece", "64",
+          "--weights", "bf16", "--json", Path("bench.json")});
+  EXPECT_EQ(Bf16DifferenceLines(prefill), (std::map<std::string, int64_t>{{"lmm", 1024}}))
+      << prefill;
+  const auto records = nlohmann::json::parse(ReadFile(Path("bench.json")));
+  ASSERT_EQ(records.size(), 2u) << records.dump(2);
+  for (const auto& r : records) {
+    const auto& d = r.at("bf16_vs_f32");
+    EXPECT_EQ(d.at("tokens"), 1024) << r;
+    EXPECT_GT(d.at("relative").get<double>(), 0) << r;
+    EXPECT_LT(d.at("relative").get<double>(), 0.1) << r;
+    EXPECT_GT(d.at("max_abs").get<double>(), 0) << r;
+    EXPECT_GE(d.at("top1_agreement").get<double>(), 0) << r;
+    EXPECT_LE(d.at("top1_agreement").get<double>(), 1) << r;
+    EXPECT_EQ(d, records[0].at("bf16_vs_f32"));
+  }
+  Ok({"bench", "--contexts", "64", "--kinds", "lmm", "--threads", "1", "--piece", "64", "--json",
+      Path("f32.json")});
+  EXPECT_FALSE(nlohmann::json::parse(ReadFile(Path("f32.json")))[0].contains("bf16_vs_f32"));
+
+  // niah: the model run against its f32 form over the context of the shortest length's first
+  // trial; the constructed model, and a model file converted by --weights bf16.
+  const std::vector<std::string> niah = {"niah",     "--lengths", "2K,1K",     "--depths", "50",
+                                         "--trials", "1",         "--threads", "1"};
+  std::vector<std::string> niah_bf16 = niah;
+  niah_bf16.insert(niah_bf16.end(), {"--weights", "bf16"});
+  const std::string demo = Ok(niah_bf16);
+  EXPECT_EQ(Bf16DifferenceLines(demo),
+            (std::map<std::string, int64_t>{{"constructed model", 1024}}))
+      << demo;
+  EXPECT_EQ(Ok(niah).find("bf16 vs f32"), std::string::npos);
+  const std::string f32_file = Path("f32.safetensors"), bf16_file = Path("bf16.safetensors");
+  Ok({"make-model", f32_file, "--d-model", "32"});
+  Ok({"convert-weights", f32_file, bf16_file, "--to", "bf16"});
+  std::vector<std::string> from_file = niah;
+  from_file.insert(from_file.end(), {"--model", f32_file, "--weights", "bf16"});
+  const std::string converted = Ok(from_file);
+  EXPECT_EQ(Bf16DifferenceLines(converted), (std::map<std::string, int64_t>{{f32_file, 1024}}))
+      << converted;
+  // A file that stores bf16 has no f32 weights to compare with: the line says so.
+  from_file = niah;
+  from_file.insert(from_file.end(), {"--model", bf16_file});
+  const std::string stored = Ok(from_file);
+  EXPECT_NE(stored.find("bf16 vs f32 logits (" + bf16_file +
+                        "): not measured, the file stores bf16 weights"),
+            std::string::npos)
+      << stored;
 }
 
 TEST_F(CliTest, BadWeightsValuesAreRefused) {

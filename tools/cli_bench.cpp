@@ -4,7 +4,8 @@
 // point is bench::MeasureContext (titans/evals/context_cost.hpp): a fresh session prefilled
 // over C tokens streamed in pieces. Prints a table, writes JSON records and a plot (SVG or PNG)
 // (docs/CLI.md, docs/PERFORMANCE.md). --weights bf16 runs the models with bf16 product matrices;
-// the table's first line, every JSON record and the plot's title name the weights.
+// the table's first line, every JSON record and the plot's title name the weights, and after
+// the table a line per kind says how far the bf16 model's logits are from the float32 model's.
 //
 // Points a run cannot afford are skipped and recorded with the reason: a context whose growing
 // KV cache (full attention) would need more than half the available memory, a context whose
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -28,6 +30,7 @@
 #include "io/safetensors.hpp"
 #include "titans/evals/bench_models.hpp"
 #include "titans/evals/context_cost.hpp"
+#include "titans/evals/logit_difference.hpp"
 #include "titans/evals/plot.hpp"
 #include "titans/evals/utilisation.hpp"
 #include "titans/titans.hpp"
@@ -52,6 +55,38 @@ struct BenchArgs {
 // A bench model with the run's --weights.
 std::shared_ptr<const Model> MakeModel(const std::string& kind, const BenchArgs& a) {
   return WithWeights(bench::MakeBenchModel(*bench::ModelKindNamed(kind)), a.weights);
+}
+
+// The kinds, in the order given, each once.
+std::vector<std::string> DistinctKinds(const std::vector<std::string>& given) {
+  std::vector<std::string> kinds;
+  for (const std::string& kind : given) {
+    if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
+  }
+  return kinds;
+}
+
+// With --weights bf16, what the speed costs in accuracy: per kind, one line of how far the bf16
+// model's logits are from the float32 model's (the bench model as made) over the first 1024
+// tokens of the bench stream, on the run's threads. Returns the figures by kind (for --json);
+// nothing without --weights bf16.
+std::map<std::string, eval::LogitDifference> PrintBf16Differences(
+    const std::vector<std::string>& kinds, const BenchArgs& a, int threads) {
+  std::map<std::string, eval::LogitDifference> differences;
+  if (a.weights != WeightType::kBf16) return differences;
+  std::vector<int32_t> tokens(1024);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = bench::StreamToken(i);
+  std::printf("\n");
+  for (const std::string& kind : kinds) {
+    const auto f32 = bench::MakeBenchModel(*bench::ModelKindNamed(kind));
+    const eval::LogitDifference d =
+        eval::CompareLogits(WithWeights(f32, WeightType::kBf16), f32, tokens, threads);
+    std::printf("bf16 vs f32 logits (%s, %lld tokens): %s\n", kind.c_str(),
+                static_cast<long long>(d.tokens), eval::LogitDifferenceText(d).c_str());
+    std::fflush(stdout);
+    differences[kind] = d;
+  }
+  return differences;
 }
 
 struct Point {
@@ -193,7 +228,8 @@ void PrintRatios(const std::vector<Point>& points, const std::vector<std::string
 }
 
 nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int piece,
-                              WeightType weights) {
+                              WeightType weights,
+                              const std::map<std::string, eval::LogitDifference>& bf16_vs_f32) {
   auto records = nlohmann::ordered_json::array();
   for (const Point& p : points) {
     nlohmann::ordered_json r = {
@@ -218,6 +254,14 @@ nlohmann::ordered_json ToJson(const std::vector<Point>& points, int threads, int
     r["threads"] = threads;
     r["piece"] = piece;
     r["weights"] = ToString(weights);
+    // The kind's figures of PrintBf16Differences, on each of its records (there is no record per
+    // kind); top1_agreement is a fraction.
+    if (const auto d = bf16_vs_f32.find(p.kind); d != bf16_vs_f32.end()) {
+      r["bf16_vs_f32"] = {{"tokens", d->second.tokens},
+                          {"relative", d->second.relative},
+                          {"max_abs", d->second.max_abs},
+                          {"top1_agreement", d->second.top1_agreement}};
+    }
     auto memory = nlohmann::ordered_json::array();  // each memory layer at the end of the point
     for (const LayerHealth& l : p.cost.memory_health) {
       memory.push_back({{"layer", l.layer},
@@ -304,10 +348,7 @@ int RunBench(const BenchArgs& a) {
       a.piece, ToString(weights), threads, threads == 1 ? "" : "s");
   PrintHeader();
 
-  std::vector<std::string> kinds;  // in the order given, each once
-  for (const std::string& kind : a.kinds) {
-    if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
-  }
+  const std::vector<std::string> kinds = DistinctKinds(a.kinds);
 
   std::vector<Point> points;
   points.reserve(kinds.size() * contexts.size());  // never moves: `done` points into it
@@ -353,9 +394,11 @@ int RunBench(const BenchArgs& a) {
     }
   }
   PrintRatios(points, kinds);
+  const auto bf16_vs_f32 = PrintBf16Differences(kinds, a, threads);
 
   if (!a.json_path.empty()) {
-    io::WriteFileAtomically(a.json_path, ToJson(points, threads, a.piece, weights).dump(2) + "\n");
+    io::WriteFileAtomically(a.json_path,
+                            ToJson(points, threads, a.piece, weights, bf16_vs_f32).dump(2) + "\n");
     std::printf("wrote %s\n", a.json_path.c_str());
   }
   if (!a.plot_path.empty()) {
@@ -424,6 +467,48 @@ double PrefillTokensPerSecond(const std::shared_ptr<const Model>& model, int tok
   return static_cast<double>(pieces) * kPiece / seconds.count();
 }
 
+// Prompt tokens per second of `streams` fresh sessions each fed a prompt of `length` tokens:
+// with one BatchDecoder::Prefill of all of them (`batched`), or one Session::Forward after
+// another (the baseline). Repeated (the sessions reset in between, untimed) until at least 8192
+// tokens were fed, after one untimed repetition.
+double PromptsTokensPerSecond(const std::shared_ptr<const Model>& model, int streams, int length,
+                              int threads, bool batched) {
+  const SessionOptions options{threads};
+  const size_t vocab = static_cast<size_t>(model->config().vocab_size);
+  std::vector<Session> sessions;
+  sessions.reserve(static_cast<size_t>(streams));
+  std::vector<Session*> pointers;
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(streams));
+  std::vector<std::span<const int32_t>> views;
+  for (int i = 0; i < streams; ++i) {
+    sessions.emplace_back(model, options);
+    pointers.push_back(&sessions.back());
+    for (int j = 0; j < length; ++j) prompts[i].push_back(bench::StreamToken(1000 * i + j));
+    views.emplace_back(prompts[i]);
+  }
+  BatchDecoder decoder(model, streams, options);
+  std::vector<float> logits(static_cast<size_t>(streams) * length * vocab);
+  const auto feed = [&] {
+    if (batched) {
+      decoder.Prefill(pointers, views, logits);
+    } else {
+      for (int i = 0; i < streams; ++i) {
+        sessions[i].Forward(prompts[i], std::span<float>(logits.data(), length * vocab));
+      }
+    }
+  };
+  feed();  // warm-up
+  const int repetitions = std::max(1, 8192 / (streams * length));
+  std::chrono::duration<double> seconds{0};
+  for (int r = 0; r < repetitions; ++r) {
+    for (Session& s : sessions) s.Reset();
+    const auto start = std::chrono::steady_clock::now();
+    feed();
+    seconds += std::chrono::steady_clock::now() - start;
+  }
+  return static_cast<double>(repetitions) * streams * length / seconds.count();
+}
+
 // The decode row's traffic (titans/evals/utilisation.hpp, DecodeBytes): bytes per token at the
 // streams' mean position over the measured steps, the rate they were read at, and that rate over
 // a same-run read of a buffer of one step's bytes on the same threads.
@@ -440,14 +525,19 @@ void PrintDecodeRow(const std::string& kind, const Model& model, int streams, in
               tokens_per_s / one_stream, per_token / (1 << 20), rate / 1e9, rate / bound);
 }
 
+// The prompts of the batched prefill rows: short, as a chat turn's (a session alone runs them as
+// one piece of 32 rows).
+constexpr int kPromptTokens = 32;
+
 int RunBatchBench(const BenchArgs& a) {
   const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
   std::printf(
       "decode, %d steps per stream after prompts of 0..63 tokens, %s weights, %d thread%s: 1 "
       "stream with Session::Forward, N streams with BatchDecoder::Step; prefill: one stream fed "
-      "%d tokens in pieces of 64 (the rate batching approaches)\n",
+      "%d tokens in pieces of 64 (the rate batching approaches); prompts: N fresh sessions fed "
+      "%d tokens each with BatchDecoder::Prefill, vs one Session::Forward after another\n",
       a.steps, ToString(a.weights.value_or(WeightType::kF32)), threads, threads == 1 ? "" : "s",
-      a.steps * 4);
+      a.steps * 4, kPromptTokens);
   std::printf("%-10s %8s %12s %12s %12s %8s %10s\n", "kind", "streams", "tokens/s", "vs 1 stream",
               "MiB/token", "GB/s", "/bandwidth");
   for (const std::string& kind : a.kinds) {
@@ -461,8 +551,17 @@ int RunBatchBench(const BenchArgs& a) {
     }
     const double prefill = PrefillTokensPerSecond(model, a.steps * 4, threads);
     std::printf("%-10s %8s %12.0f %11.2fx\n", kind.c_str(), "prefill", prefill, prefill / one);
+    for (const int streams : a.batch) {
+      if (streams == 1) continue;
+      const double alone = PromptsTokensPerSecond(model, streams, kPromptTokens, threads, false);
+      const double together = PromptsTokensPerSecond(model, streams, kPromptTokens, threads, true);
+      std::printf("%-10s %8s %12.0f %11.2fx  (%d prompts of %d tokens; one by one: %.0f)\n",
+                  kind.c_str(), "prompts", together, together / alone, streams, kPromptTokens,
+                  alone);
+    }
     std::fflush(stdout);
   }
+  PrintBf16Differences(DistinctKinds(a.kinds), a, threads);
   return 0;
 }
 

@@ -1,9 +1,11 @@
 // `titans niah`: runs the needle-in-a-haystack grid (context lengths x needle depths x trials)
 // on the constructed demo model or a model file, prints the accuracy table, and writes JSON and
 // one figure of heatmaps (the model and its baselines side by side). docs/NIAH.md describes the
-// task and the model; docs/CLI.md the options.
+// task and the model; docs/CLI.md the options. With bf16 weights it first says how far the
+// model's logits are from its float32 form's.
 #include "cli_niah.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include "cli_options.hpp"
 #include "cli_progress.hpp"
 #include "io/safetensors.hpp"
+#include "titans/evals/logit_difference.hpp"
 #include "titans/evals/niah.hpp"
 #include "titans/evals/plot.hpp"
 #include "titans/titans.hpp"
@@ -117,6 +120,31 @@ GridRun RunGrid(const std::string& name, const std::string& description,
   }
   progress.Update(total);
   return run;
+}
+
+// A bf16 model's logits against those of `source`, the model it was converted from, in float32,
+// over the context of the grid's first trial of its shortest length (the first depth), on the
+// run's threads: what the bf16 rounding costs on this model and text. A model stored as bf16
+// (`source` is bf16 too) has no float32 weights to compare with: its float32 form holds the same
+// rounded values and computes the same logits (docs/SEMANTICS.md 3.5), so the line says so.
+void PrintBf16Difference(const std::string& label, const std::shared_ptr<const Model>& model,
+                         const std::shared_ptr<const Model>& source, const std::string& haystack,
+                         const NiahArgs& a) {
+  if (source->weight_type() == WeightType::kBf16) {
+    std::cout << "bf16 vs f32 logits (" << label
+              << "): not measured, the file stores bf16 weights (no float32 weights to compare)"
+              << std::endl;
+    return;
+  }
+  const int64_t length = *std::min_element(a.lengths.begin(), a.lengths.end());
+  const double depth = a.depths.front();
+  const niah::TrialText text(haystack,
+                             {length, depth / 100.0, TrialSeed(a.seed, length, depth, 0)});
+  std::vector<int32_t> tokens(static_cast<size_t>(text.size()));
+  text.Fill(0, tokens);
+  const eval::LogitDifference d = eval::CompareLogits(model, source, tokens, a.threads);
+  std::cout << "bf16 vs f32 logits (" << label << ", " << d.tokens
+            << " tokens): " << eval::LogitDifferenceText(d) << std::endl;
 }
 
 void PrintTable(const GridRun& run, const std::vector<int64_t>& lengths, const NiahArgs& a) {
@@ -229,25 +257,30 @@ int RunNiah(const NiahArgs& a) {
     haystack_name = std::filesystem::path(a.haystack_path).filename().string();
   }
 
-  std::shared_ptr<const Model> model;
+  std::shared_ptr<const Model> source;  // the model as made or stored
   std::string description;
   if (a.model_path.empty()) {
-    model = WithWeights(niah::BuildNeedleModel({.window = a.window}), a.weights);
+    source = niah::BuildNeedleModel({.window = a.window});
     description = "titans: constructed model, window " + std::to_string(a.window);
   } else {
-    model = WithWeights(Model::Load(a.model_path), a.weights);
-    if (model->config().vocab_size != 256) {
+    source = Model::Load(a.model_path);
+    if (source->config().vocab_size != 256) {
       throw Error(ErrorCode::kInvalidArgument,
                   "niah feeds bytes as tokens: the model needs vocab_size 256, '" + a.model_path +
-                      "' has " + std::to_string(model->config().vocab_size));
+                      "' has " + std::to_string(source->config().vocab_size));
     }
     description = "titans: " + a.model_path;
   }
+  const std::shared_ptr<const Model> model = WithWeights(source, a.weights);
   if (model->weight_type() == WeightType::kBf16) description += ", bf16 weights";
   std::cout << "needle in a haystack: haystack " << haystack_name << ", lengths";
   for (int64_t length : lengths) std::cout << " " << plot::TokenCountLabel(length);
   std::cout << ", " << a.trials << (a.trials == 1 ? " trial" : " trials") << " per cell, seed "
             << a.seed << std::endl;
+  if (model->weight_type() == WeightType::kBf16) {
+    PrintBf16Difference(a.model_path.empty() ? "constructed model" : a.model_path, model, source,
+                        haystack, a);
+  }
 
   std::vector<GridRun> runs;
   runs.push_back(RunGrid("titans", description, model, haystack, lengths, a));

@@ -170,11 +170,11 @@ class BatchDecoder {
 
   // A prefill of N prompts: feeds prompts[i] (any length, 0 included) to sessions[i] for every
   // i < N and writes logits [T, V], T = the sum of the lengths: sessions[0]'s rows, then
-  // sessions[1]'s, ... It runs in rounds of at most max(max_batch(), 64) rows: every session
-  // with tokens left gives an equal share (at least one token), so each product with the
-  // model's weights is one product for all of them; each session's share is a piece of its
-  // stream (its memories and MAC segments run on its own rows, as in Forward; with one token
-  // each, as in Step). Each session ends as Forward of its prompt leaves it, with its logits,
+  // sessions[1]'s, ... It runs in rounds of at most max(max_batch(), 256) rows, filled with
+  // the sessions' next pieces of up to 64 tokens in order, so each product with the model's
+  // weights is one product for the sessions of the round; each session's share is a piece of
+  // its stream (its memories and MAC segments run on its own rows, as in Forward; a round of one
+  // token each, as in Step). Each session ends as Forward of its prompt leaves it, with its logits,
   // up to rounding (other pieces and row counts: relative 2e-6, tests/batch_decode_test.cpp).
   // Checked before anything changes, as Step: N > max_batch(), prompts of another size than N,
   // logits of another size than T * V, the sessions as in Step, a token outside [0, V)

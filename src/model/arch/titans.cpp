@@ -440,13 +440,14 @@ class TitansBatchRunner final : public BatchRunner {
   TitansBatchRunner(const Model& model, const SessionOptions& options, int max_batch)
       : model_(model),
         options_(options),
-        rows_(std::max(max_batch, kPiece)),
+        rows_(std::max(max_batch, 4 * kPiece)),
         ws_(model.config(), options, rows_),
         streams_(static_cast<size_t>(max_batch)),
         round_tokens_(static_cast<size_t>(rows_)),
         round_logits_(static_cast<size_t>(rows_) * static_cast<size_t>(model.config().vocab_size)),
         prefill_done_(static_cast<size_t>(max_batch)),
         prefill_first_row_(static_cast<size_t>(max_batch)),
+        prefill_members_(static_cast<size_t>(max_batch)),
         governor_(options.threads, options.adapt_threads, options.min_flops_per_thread) {
     for (size_t l = 0; l < model.config().layers.size(); ++l) {
       const auto& memory = model.memory(static_cast<int>(l));
@@ -467,9 +468,13 @@ class TitansBatchRunner final : public BatchRunner {
               tokens, n, logits);
   }
 
-  // Rounds of at most rows_ rows: each session with tokens left takes an equal share (at least
-  // one token), so every product of a round is shared by all of them; a session's rows of a round
-  // are one piece of its stream, as Session::Forward's pieces are.
+  // Rounds of at most rows_ rows (4 x kPiece or max_batch), filled with the sessions' next pieces
+  // in order: each session
+  // with tokens left gives its next min(kPiece, left) tokens (fewer if the round is full), so a
+  // session's share of a round is one piece of its stream, as Session::Forward's are, and every
+  // product of a round is shared by the sessions in it. (Equal shares of a few tokens from every
+  // session, tried first, ran the memories and attention on pieces too small to be fast: 0.4-0.8x
+  // of one prompt after another on the bench models.)
   void Prefill(std::span<State* const> states, std::span<const std::span<const int32_t>> prompts,
                float* logits) override {
     const auto vocab = static_cast<size_t>(model_.config().vocab_size);
@@ -480,16 +485,16 @@ class TitansBatchRunner final : public BatchRunner {
     std::fill_n(done.begin(), n, 0);
     first_row[0] = 0;
     for (size_t i = 1; i < n; ++i) first_row[i] = first_row[i - 1] + prompts[i - 1].size();
-    for (;;) {
-      size_t active = 0;
-      for (size_t i = 0; i < n; ++i) active += done[i] < prompts[i].size() ? 1 : 0;
-      if (active == 0) return;
-      const size_t share = std::max<size_t>(1, static_cast<size_t>(rows_) / active);
+    for (size_t next = 0;;) {  // the first session with tokens left
+      while (next < n && done[next] == prompts[next].size()) ++next;
+      if (next == n) return;
       Index rows = 0;
-      size_t count = 0;
-      for (size_t i = 0; i < n; ++i) {
-        const size_t take = std::min(share, prompts[i].size() - done[i]);
+      size_t count = 0;  // the round's streams: sessions prefill_members_[0, count)
+      for (size_t i = next; i < n && rows < rows_; ++i) {
+        const size_t take = std::min({prompts[i].size() - done[i], static_cast<size_t>(kPiece),
+                                      static_cast<size_t>(rows_ - rows)});
         if (take == 0) continue;
+        prefill_members_[count] = i;
         streams_[count++] = {states[i], states[i]->position, rows, static_cast<Index>(take)};
         std::copy_n(prompts[i].data() + done[i], take, round_tokens_.data() + rows);
         rows += static_cast<Index>(take);
@@ -497,12 +502,10 @@ class TitansBatchRunner final : public BatchRunner {
       const ops::ThreadGovernor::Scope governed(governor_, rows);
       RunTokens(model_, options_, ws_, std::span<const Stream>(streams_.data(), count),
                 round_tokens_.data(), rows, round_logits_.data());
-      size_t at = 0;  // the round's rows are its streams' rows in order
-      for (size_t i = 0; i < n; ++i) {
-        const size_t take = std::min(share, prompts[i].size() - done[i]);
-        std::copy_n(round_logits_.data() + at * vocab, take * vocab,
-                    logits + (first_row[i] + done[i]) * vocab);
-        at += take;
+      for (size_t k = 0; k < count; ++k) {
+        const size_t i = prefill_members_[k], take = static_cast<size_t>(streams_[k].rows);
+        std::copy_n(round_logits_.data() + static_cast<size_t>(streams_[k].row) * vocab,
+                    take * vocab, logits + (first_row[i] + done[i]) * vocab);
         done[i] += take;
       }
     }
@@ -511,12 +514,16 @@ class TitansBatchRunner final : public BatchRunner {
  private:
   const Model& model_;
   const SessionOptions options_;
-  const int rows_;  // the workspace's rows: max_batch sessions' steps, kPiece prefill rows
+  // The workspace's rows: max_batch sessions' steps, prefill rounds of up to four pieces (4 x 64
+  // rows measured 1.2-1.5x the speed of one prompt after another on the bench models, 64 rows
+  // 1.1-1.2x: docs/PERFORMANCE.md "Batched decode").
+  const int rows_;
   TitansWorkspace ws_;
   std::vector<Stream> streams_;                           // [max_batch]
   std::vector<int32_t> round_tokens_;                     // [rows_] a prefill round's tokens
   std::vector<float> round_logits_;                       // [rows_, V] and their logits
   std::vector<size_t> prefill_done_, prefill_first_row_;  // [max_batch] per session
+  std::vector<size_t> prefill_members_;                   // [max_batch] a round's sessions
   ops::ThreadGovernor governor_;                          // one thread or the team, per step
 };
 
