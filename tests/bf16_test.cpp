@@ -283,6 +283,56 @@ TEST(Bf16, ACopiedModelComputesTheSame) {
   original.reset();
   EXPECT_EQ(copy->weight_type(), WeightType::kBf16);
   EXPECT_EQ(Logits(copy, tokens, 1), expected);
+  // Found by the copy's own addresses (a lookup by the original's would find nothing, and the
+  // products would silently read float32).
+  const ModelWeights& w = copy->weights();
+  EXPECT_NE(copy->bf16_copies().Matrix(w.layers[0].ffn_up, config.d_model, config.ffn_hidden).bf16,
+            nullptr);
+  const auto memory = std::make_unique<NeuralMemory>(*copy->memory(0));
+  EXPECT_NE(memory->bf16_copies().Matrix(memory->weights().w_k, 0, 0).bf16, nullptr);
+}
+
+// Every product matrix of a kBf16 model, and of its memories, has a bf16 copy holding its
+// values; no other tensor has one.
+TEST(Bf16, EveryProductMatrixHasItsCopy) {
+  const ModelConfig config = test::ConfigFor(test::ModelCases()[6]);  // every block kind
+  const Model model(config, ModelWeights::Random(config, 10), WeightType::kBf16);
+  const ModelWeights& w = model.weights();
+  const auto check = [](const ops::Bf16Copies& copies, const std::vector<float>& tensor,
+                        bool candidate, const std::string& name) {
+    const uint16_t* copy = copies.Matrix(tensor, 0, 0).bf16;
+    if (!candidate || tensor.empty()) {
+      EXPECT_EQ(copy, nullptr) << name;
+      return;
+    }
+    ASSERT_NE(copy, nullptr) << name;
+    for (size_t i = 0; i < tensor.size(); ++i) {
+      ASSERT_EQ(bf16::ToFloat(copy[i]), tensor[i]) << name << " at " << i;
+    }
+  };
+  int copies = 0;
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& layer = w.layers[l];
+    const std::string p = "layer " + std::to_string(l) + " ";
+    for (const auto* t :
+         {&layer.attention.w_q, &layer.attention.w_k, &layer.attention.w_v, &layer.attention.w_o,
+          &layer.memory.w_g, &layer.memory.w_o, &layer.ffn_gate, &layer.ffn_up, &layer.ffn_down}) {
+      check(model.bf16_copies(), *t, true, p + "product");
+      copies += t->empty() ? 0 : 1;
+    }
+    for (const auto* t : {&layer.norm, &layer.ffn_norm, &layer.memory.norm}) {
+      check(model.bf16_copies(), *t, false, p + "norm");
+    }
+    if (model.memory(static_cast<int>(l))) {
+      const NeuralMemory& memory = *model.memory(static_cast<int>(l));
+      const MemoryWeights& m = memory.weights();
+      for (const auto* t : {&m.w_q, &m.w_k, &m.w_v})
+        check(memory.bf16_copies(), *t, true, p + "memory");
+      check(memory.bf16_copies(), m.w_theta, false, p + "memory w_theta");
+    }
+  }
+  EXPECT_GT(copies, 20);
+  check(model.bf16_copies(), w.embedding, false, "embedding");
 }
 
 TEST(Bf16, AValueBeyondBf16IsRefused) {
@@ -380,6 +430,18 @@ void ToBf16(EditedTensor& t) {
   t.dtype = io::DType::kBF16;
 }
 
+void ToF32(EditedTensor& t) {
+  std::vector<std::byte> bytes(t.bytes.size() * 2);
+  for (size_t i = 0; i < t.bytes.size() / 2; ++i) {
+    uint16_t b = 0;
+    std::memcpy(&b, t.bytes.data() + 2 * i, sizeof b);
+    const float x = bf16::ToFloat(b);
+    std::memcpy(bytes.data() + 4 * i, &x, sizeof x);
+  }
+  t.bytes = std::move(bytes);
+  t.dtype = io::DType::kF32;
+}
+
 void ExpectRefused(const std::string& path, const std::string& words) {
   try {
     Model::Load(path);
@@ -398,17 +460,7 @@ TEST(Bf16, MalformedBf16FilesAreRefused) {
   // One product matrix left in F32 among BF16 ones.
   ExpectRefused(Rewritten(source, "mixed.safetensors",
                           [](EditedTensor& t) {
-                            if (t.name == "layers.1.ffn_down") {
-                              std::vector<std::byte> bytes(t.bytes.size() * 2);
-                              for (size_t i = 0; i < t.bytes.size() / 2; ++i) {
-                                uint16_t b = 0;
-                                std::memcpy(&b, t.bytes.data() + 2 * i, sizeof b);
-                                const float x = bf16::ToFloat(b);
-                                std::memcpy(bytes.data() + 4 * i, &x, sizeof x);
-                              }
-                              t.bytes = std::move(bytes);
-                              t.dtype = io::DType::kF32;
-                            }
+                            if (t.name == "layers.1.ffn_down") ToF32(t);
                           }),
                 "all as BF16");
   // A tensor that is not a product matrix stored as BF16.

@@ -187,7 +187,8 @@ class BatchDecoder {
   const Model& model() const;
 
  private:
-  // The checks Step and Prefill share (their sessions), with `what` in the messages.
+  // The checks Step and Prefill share (how many sessions, and which), with `what` in the
+  // messages.
   void CheckSessions(const char* what, std::span<Session* const> sessions) const;
   // Runs `run` (the runner's step or prefill); a failure breaks every session of the call.
   template <class Run>

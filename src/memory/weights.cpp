@@ -234,16 +234,7 @@ NeuralMemory::NeuralMemory(MemoryConfig config, MemoryWeights weights, WeightTyp
     : config_(config), weights_(std::move(weights)), weight_type_(weight_type) {
   config_.Validate();
   weights_.Validate(config_);
-  auto copies = std::make_shared<ops::Bf16Copies>();
-  if (weight_type_ == WeightType::kBf16) {
-    for (const TensorView& view : weights_.Tensors(config_)) {
-      if (IsBf16Candidate(view.name) && !copies->Add(view.data, static_cast<size_t>(view.size()))) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    "memory weight '" + view.name + "' has a value beyond bf16's range");
-      }
-    }
-  }
-  bf16_ = std::move(copies);
+  bf16_ = ops::Bf16Copies::Of(weights_.Tensors(config_), weight_type_, "memory weight");
 }
 
 NeuralMemory::NeuralMemory(const NeuralMemory& other)

@@ -59,6 +59,12 @@ void BatchDecoder::CheckSessions(const char* what, std::span<Session* const> ses
     throw Error(ErrorCode::kInvalidArgument,
                 std::string(what) + ": session " + std::to_string(i) + " " + why);
   };
+  if (sessions.size() > static_cast<size_t>(impl_->max_batch)) {
+    throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": " +
+                                                 std::to_string(sessions.size()) +
+                                                 " sessions, the decoder was made for " +
+                                                 std::to_string(impl_->max_batch) + " at most");
+  }
   for (size_t i = 0; i < sessions.size(); ++i) {
     if (sessions[i] == nullptr) refuse(i, "is null");
     if (sessions[i]->model_ != model_) refuse(i, "runs another model than the decoder");
@@ -91,18 +97,13 @@ void BatchDecoder::Step(std::span<Session* const> sessions, std::span<const int3
                         std::span<float> logits) {
   const FlushDenormals flush;  // as Session::Forward (src/ops/flush_denormals.hpp)
   const size_t n = sessions.size(), vocab = static_cast<size_t>(model_->config().vocab_size);
-  if (n > static_cast<size_t>(impl_->max_batch)) {
-    throw Error(ErrorCode::kInvalidArgument, "BatchDecoder::Step: " + std::to_string(n) +
-                                                 " sessions, the decoder was made for " +
-                                                 std::to_string(impl_->max_batch) + " at most");
-  }
+  CheckSessions("BatchDecoder::Step", sessions);
   if (tokens.size() != n || logits.size() != n * vocab) {
     throw Error(ErrorCode::kInvalidArgument,
                 "BatchDecoder::Step: " + std::to_string(n) + " sessions need " + std::to_string(n) +
                     " tokens and " + std::to_string(n * vocab) + " logits, not " +
                     std::to_string(tokens.size()) + " and " + std::to_string(logits.size()));
   }
-  CheckSessions("BatchDecoder::Step", sessions);
   for (size_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || static_cast<size_t>(tokens[i]) >= vocab) {
       throw Error(ErrorCode::kInvalidArgument, "BatchDecoder::Step: session " + std::to_string(i) +
@@ -129,11 +130,7 @@ void BatchDecoder::Prefill(std::span<Session* const> sessions,
                            std::span<float> logits) {
   const FlushDenormals flush;  // as Session::Forward (src/ops/flush_denormals.hpp)
   const size_t n = sessions.size(), vocab = static_cast<size_t>(model_->config().vocab_size);
-  if (n > static_cast<size_t>(impl_->max_batch)) {
-    throw Error(ErrorCode::kInvalidArgument, "BatchDecoder::Prefill: " + std::to_string(n) +
-                                                 " sessions, the decoder was made for " +
-                                                 std::to_string(impl_->max_batch) + " at most");
-  }
+  CheckSessions("BatchDecoder::Prefill", sessions);
   size_t total = 0;
   for (const std::span<const int32_t> prompt : prompts) total += prompt.size();
   if (prompts.size() != n || logits.size() != total * vocab) {
@@ -144,7 +141,6 @@ void BatchDecoder::Prefill(std::span<Session* const> sessions,
                     std::to_string(prompts.size()) + " prompts and " +
                     std::to_string(logits.size()) + " logits");
   }
-  CheckSessions("BatchDecoder::Prefill", sessions);
   for (size_t i = 0; i < n; ++i) {
     for (size_t t = 0; t < prompts[i].size(); ++t) {
       const int32_t token = prompts[i][t];

@@ -48,16 +48,7 @@ Model::Model(ModelConfig config, ModelWeights weights, WeightType weight_type)
   weights_.Validate(config_);
   // The memories' projections are rounded here too (weights() shows what is computed with);
   // each NeuralMemory keeps the bf16 copies of its own.
-  auto copies = std::make_shared<ops::Bf16Copies>();
-  if (weight_type_ == WeightType::kBf16) {
-    for (const TensorView& view : weights_.Tensors(config_)) {
-      if (IsBf16Candidate(view.name) && !copies->Add(view.data, static_cast<size_t>(view.size()))) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    "model weight '" + view.name + "' has a value beyond bf16's range");
-      }
-    }
-  }
-  bf16_ = std::move(copies);
+  bf16_ = ops::Bf16Copies::Of(weights_.Tensors(config_), weight_type_, "model weight");
   memories_.resize(config_.layers.size());
   const bool tp_mac = config_.architecture == Architecture::kTitansPytorchMac;
   for (size_t l = 0; l < config_.layers.size(); ++l) {

@@ -14,10 +14,14 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "ops/linalg.hpp"
+#include "titans/error.hpp"
+#include "titans/tensor.hpp"
 
 namespace titans {
 namespace bf16 {
@@ -155,6 +159,24 @@ class Bf16Copies {
   }
 
   bool empty() const { return copies_.empty(); }
+
+  // The copies of an owner's weights: for kBf16, every view IsBf16Candidate names is added
+  // (rounded in place); none for kF32. A value beyond bf16's range is Error(kInvalidArgument)
+  // naming `owner`'s tensor ("model weight 'layers.1.ffn_up' ...").
+  static std::shared_ptr<const Bf16Copies> Of(const std::vector<TensorView>& views, WeightType type,
+                                              const std::string& owner) {
+    auto copies = std::make_shared<Bf16Copies>();
+    if (type == WeightType::kBf16) {
+      for (const TensorView& view : views) {
+        if (IsBf16Candidate(view.name) &&
+            !copies->Add(view.data, static_cast<size_t>(view.size()))) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      owner + " '" + view.name + "' has a value beyond bf16's range");
+        }
+      }
+    }
+    return copies;
+  }
 
   // The tensor [rows, cols] as a weight matrix: bf16 if it has a copy.
   linalg::WeightMatrix Matrix(const std::vector<float>& tensor, Index rows, Index cols) const {
