@@ -73,14 +73,16 @@ std::vector<float> RandomVector(size_t size, uint32_t seed) {
 // c = (or +=) a [m, k] b [k, n] through linalg::Multiply with b stored as bf16, against float64
 // sums of the same (widened) values, and equal to the product with b stored as float32. a is a view
 // with a row stride wider than k, as the MAC's interleaved rows are; n > 4096 crosses the one-row
-// kernel's column blocks, k and n that are not multiples of 4, 16 or the panels' 256 and 128 leave
-// tails.
+// kernel's column blocks; for more rows (linalg::MultiplyWeights), m, k and n that are not
+// multiples of its 6-row tiles, 256-deep blocks and 64- and 16-column panels leave every tail
+// (7 x 513 x 85: a tile of 6 rows and one of 1, three depth blocks, a 64-, a 16- and 5 single
+// columns).
 TEST(Bf16, ProductsMatchAFloat64Reference) {
   struct Shape {
     Index m, k, n;
   };
   for (const Shape s : {Shape{1, 1, 1}, Shape{1, 7, 33}, Shape{1, 301, 4100}, Shape{2, 5, 3},
-                        Shape{5, 257, 129}, Shape{130, 300, 260}}) {
+                        Shape{5, 257, 129}, Shape{7, 513, 85}, Shape{130, 300, 260}}) {
     for (const bool accumulate : {false, true}) {
       SCOPED_TRACE(std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n) +
                    (accumulate ? " accumulate" : ""));
@@ -113,6 +115,35 @@ TEST(Bf16, ProductsMatchAFloat64Reference) {
           const double bound = static_cast<double>(s.k + 1) * 6e-8 * (size + std::fabs(sum));
           ASSERT_NEAR(c[static_cast<size_t>(i * s.n + j)], sum, bound) << i << ", " << j;
         }
+      }
+    }
+  }
+}
+
+// A row of a product with more than one row has the same bits whichever rows share the call:
+// the sessions of a batched step and the threads' shares of a piece's rows (split by rows) must
+// not change a row's result. Every row of a [13, k] product against the same row in [2, k] calls
+// beside each other row, both storages.
+TEST(Bf16, AProductRowDoesNotDependOnTheRowsBesideIt) {
+  constexpr Index kRows = 13, kDepth = 300, kCols = 100;
+  const std::vector<float> a = RandomVector(static_cast<size_t>(kRows * kDepth), 4);
+  std::vector<float> b = RandomVector(static_cast<size_t>(kDepth * kCols), 5);
+  ops::Bf16Copies copies;
+  ASSERT_TRUE(copies.Add(b.data(), b.size()));
+  for (const linalg::WeightMatrix w :
+       {copies.Matrix(b, kDepth, kCols), linalg::WeightMatrix{b.data(), nullptr, kDepth, kCols}}) {
+    std::vector<float> all(static_cast<size_t>(kRows * kCols));
+    linalg::Multiply(linalg::View(all.data(), kRows, kCols, kCols),
+                     linalg::ConstView(a.data(), kRows, kDepth, kDepth), w);
+    for (Index r = 0; r < kRows; ++r) {
+      for (Index other = 0; other < kRows; other += 4) {
+        std::vector<float> pair_in(static_cast<size_t>(2 * kDepth)), pair(2 * kCols);
+        std::copy_n(a.begin() + r * kDepth, kDepth, pair_in.begin());
+        std::copy_n(a.begin() + other * kDepth, kDepth, pair_in.begin() + kDepth);
+        linalg::Multiply(linalg::View(pair.data(), 2, kCols, kCols),
+                         linalg::ConstView(pair_in.data(), 2, kDepth, kDepth), w);
+        ASSERT_TRUE(std::equal(pair.begin(), pair.begin() + kCols, all.begin() + r * kCols))
+            << "row " << r << " beside row " << other << (w.bf16 ? ", bf16" : ", f32");
       }
     }
   }
@@ -172,8 +203,8 @@ double Difference(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // A kBf16 model's products are those of the float32 model with the rounded weights, in the same
-// order: one row through the same kernel (linalg::MultiplyRow), more rows through widened panels
-// multiplied as Multiply multiplies float32 panels. So its logits are the rounded model's, bit
+// order: one row through the same kernel (linalg::MultiplyRow), more rows through the same
+// kernel (linalg::MultiplyWeights). So its logits are the rounded model's, bit
 // for bit, in one call, token by token and in pieces.
 
 void ExpectComputesAsRounded(const ModelConfig& config, const ModelWeights& weights) {
@@ -204,7 +235,8 @@ TEST_P(Bf16ModelTest, ComputesWhatTheRoundedFloat32ModelComputes) {
   ExpectComputesAsRounded(config, ModelWeights::Random(config, 11));
 }
 
-// A batch's products have more than one row: widened panels instead of the one-row kernel.
+// A batch's products have more than one row (MultiplyWeights instead of the one-row kernel), with
+// the same sums per row: a bf16 batch decodes each session as alone, bit for bit.
 TEST_P(Bf16ModelTest, BatchedDecodeMatchesDecodingAlone) {
   const ModelConfig config = test::ConfigFor(GetParam());
   const auto model =
@@ -232,7 +264,7 @@ TEST_P(Bf16ModelTest, BatchedDecodeMatchesDecodingAlone) {
       alone[i].Forward(std::span<const int32_t>(&tokens[i], 1), expected);
       const std::vector<float> got(logits.begin() + static_cast<std::ptrdiff_t>(i * vocab),
                                    logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * vocab));
-      ASSERT_LE(Difference(got, expected), 2e-6) << "step " << step << ", session " << i;
+      ASSERT_EQ(got, expected) << "step " << step << ", session " << i;
     }
   }
 }

@@ -124,12 +124,10 @@ class Session {
 // its segment), and each memory's convolution, read and write (the chunk-wise gradient step when
 // the session's unit completes), as MemorySession::Forward of its token.
 //
-// Logits: each session's logits [V] are those of Forward of its one token up to rounding: the
-// products of N rows (Eigen's matrix-matrix kernel) sum in another order than the product of
-// one row (linalg::MultiplyRow), a few units in the last place per product; the memories'
-// writes carry them on: over 40 steps the logits stay within 2e-6 relative (Euclidean; 1.03e-6
-// measured) of Forward's (tests/batch_decode_test.cpp). A batch of one session is Forward bit
-// for bit.
+// Logits: each session's logits [V] and state are those of Forward of its one token, bit for bit
+// (tests/batch_decode_test.cpp): every product with the model's weights computes each row as the
+// same chain of multiply-adds whatever the rows beside it (one row or N, the LM head tied or not),
+// and the per-session work runs on the session's own state as alone.
 //
 // Architecture::kTitans models batch every block kind (MAC too: a step is one token, which lies
 // in one segment; a session whose step starts a segment empties its own MAC caches). A
@@ -143,8 +141,8 @@ class Session {
 // shared products are split by rows; the per-session work of each layer (attention over the
 // session's cache, its memory's convolution, read and write) is handed out one session at a
 // time, each session on one thread, so a session's per-session work is computed the same way
-// whatever the thread count. One decoder and the sessions of a Step are used by one thread at a
-// time.
+// whatever the thread count: the results do not depend on it, bit for bit. One decoder and the
+// sessions of a Step are used by one thread at a time.
 class BatchDecoder {
  public:
   // Throws Error(kInvalidArgument) without a model, for max_batch < 1, for a model that takes
@@ -175,7 +173,9 @@ class BatchDecoder {
   // weights is one product for the sessions of the round; each session's share is a piece of
   // its stream (its memories and MAC segments run on its own rows, as in Forward; a round of one
   // token each, as in Step). Each session ends as Forward of its prompt leaves it, with its logits,
-  // up to rounding (other pieces and row counts: relative 2e-6, tests/batch_decode_test.cpp).
+  // up to rounding: a round may cut a prompt into other pieces than Forward's, and a memory's
+  // chunked write sums a piece's tokens in another order (relative 2e-6, measured 3.4e-7;
+  // tests/batch_decode_test.cpp). One session: bit for bit.
   // Checked before anything changes, as Step: N > max_batch(), prompts of another size than N,
   // logits of another size than T * V, the sessions as in Step, a token outside [0, V)
   // (Error(kInvalidArgument)), a broken session (Error(kNumerical)). Failure inside the stack:

@@ -426,7 +426,8 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
     Multiply(q_ext_.middleRows(tail + r0, nr), xr, memory.bf16_copies().Matrix(w.w_q, d, hd));
     // Output gate logits [n, H] = xr W_gate.
     if (c.output_gate) {
-      Multiply(gate_out_.middleRows(r0, nr), xr, ConstView(w.w_gate.data(), d, h, h));
+      Multiply(gate_out_.middleRows(r0, nr), xr,
+               linalg::WeightMatrix{w.w_gate.data(), nullptr, d, h});
     }
   }
   if (nr > 0 && write) {
@@ -437,7 +438,7 @@ void MemorySession::Workspace::ProjectRows(const NeuralMemory& memory, MemorySta
     // Gate logits [n, G] = xs [n, d] x packed [d, G] + bias.
     const Index gates = c.gate_columns();
     auto g = gates_.middleRows(r0, nr);
-    Multiply(g, xs, ConstView(packed_gates_.data(), d, gates, gates));
+    Multiply(g, xs, linalg::WeightMatrix{packed_gates_.data(), nullptr, d, gates});
     g.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(packed_gate_bias_.data(), gates);
   }
 }

@@ -21,7 +21,8 @@ namespace titans::session {
 
 // c = a b with the rows of c split over up to options.threads threads: fewer for little work
 // (ops::TeamSize, the engine's one rule; a product is the work between two synchronisations).
-// b is an Eigen matrix or a model's weight matrix (linalg::WeightMatrix, float32 or bf16).
+// b is an Eigen matrix, a model's weight matrix (linalg::WeightMatrix, float32 or bf16) or a tied
+// head's embedding (linalg::TransposedMatrix).
 template <class C, class A, class B>
 void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
   const double flops = 2.0 * static_cast<double>(c.rows()) * c.cols() * a.cols();

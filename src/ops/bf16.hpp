@@ -12,12 +12,18 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "ops/linalg.hpp"
 #include "titans/error.hpp"
@@ -51,6 +57,49 @@ struct WeightMatrix {
   Index rows = 0, cols = 0;
 };
 
+// One SIMD register of 16 floats, as GCC and Clang vector extensions: one AVX-512 register here,
+// two or four narrower ones elsewhere. Loads are unaligned; a bf16 load widens 16 stored values
+// exactly (a 16-bit shift).
+namespace simd {
+using F16 = float __attribute__((vector_size(64)));
+using U16x16 = uint16_t __attribute__((vector_size(32)));
+using U32x16 = uint32_t __attribute__((vector_size(64)));
+constexpr Index kWidth = 16;
+
+inline F16 Load(const float* p) {
+  F16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline F16 Load(const uint16_t* p) {
+  U16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  return std::bit_cast<F16>(__builtin_convertvector(h, U32x16) << 16);
+}
+inline void Store(float* p, F16 v) { std::memcpy(p, &v, sizeof v); }
+
+// s + x w with one rounding where the CPU has fused multiply-add, spelled out rather than left to
+// the compiler's contraction of `s += x * w`, which it may apply in one instantiation of a kernel
+// and not in another (float32 and bf16 weights must give the same bits).
+inline F16 MulAdd(F16 x, F16 w, F16 s) {
+#if defined(__AVX512F__)
+  return _mm512_fmadd_ps(x, w, s);
+#elif defined(__FMA__)
+  for (int i = 0; i < kWidth; ++i) s[i] = std::fma(x[i], w[i], s[i]);
+  return s;
+#else
+  return s + x * w;  // no fused instruction to contract into: two roundings, everywhere
+#endif
+}
+inline float MulAdd(float x, float w, float s) {
+#if defined(__FMA__)
+  return std::fma(x, w, s);
+#else
+  return s + x * w;
+#endif
+}
+}  // namespace simd
+
 // A stored weight as float32.
 inline float Widen(float w) { return w; }
 inline float Widen(uint16_t w) { return bf16::ToFloat(w); }
@@ -58,9 +107,10 @@ inline float Widen(uint16_t w) { return bf16::ToFloat(w); }
 // c[0, n] = (or +=) a[0, k] b[k, n], b (float32 or bf16) with row stride n: the one-row product
 // of a decoded token, a pass over b's rows eight at a time (eight sequential streams, one load
 // and store of c per eight rows; c, at most kCols floats at a time, stays in L1). The plain loops
-// vectorise (-O3, the host's SIMD width). Measured against Eigen's matrix-vector product on a
-// float32 b of [256, 1024], and eight rows against four, in docs/PERFORMANCE.md ("bf16 product
-// matrices").
+// vectorise (-O3, the host's SIMD width; simd::MulAdd is std::fma there). Each c[j] is
+// the same chain of multiply-adds over k in order as MultiplyWeights computes for a row, so a
+// token's products have the same bits decoded alone, in a batch or in a prefill piece. Measured
+// against Eigen's matrix-vector product in docs/PERFORMANCE.md ("bf16 product matrices").
 template <class W>
 void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool accumulate) {
   constexpr Index kCols = 4096;
@@ -73,63 +123,213 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
       const W* b0 = b + i * n + j0;
       const float* ai = a + i;
       for (Index j = 0; j < nd; ++j) {
-        out[j] += ai[0] * Widen(b0[j]) + ai[1] * Widen(b0[n + j]) + ai[2] * Widen(b0[2 * n + j]) +
-                  ai[3] * Widen(b0[3 * n + j]) + ai[4] * Widen(b0[4 * n + j]) +
-                  ai[5] * Widen(b0[5 * n + j]) + ai[6] * Widen(b0[6 * n + j]) +
-                  ai[7] * Widen(b0[7 * n + j]);
+        float sum = out[j];
+        for (Index s = 0; s < 8; ++s) sum = simd::MulAdd(ai[s], Widen(b0[s * n + j]), sum);
+        out[j] = sum;
       }
     }
     for (; i < k; ++i) {
-      const float ai = a[i];
       const W* bi = b + i * n + j0;
-      for (Index j = 0; j < nd; ++j) out[j] += ai * Widen(bi[j]);
+      for (Index j = 0; j < nd; ++j) out[j] = simd::MulAdd(a[i], Widen(bi[j]), out[j]);
     }
   }
 }
 
-// c = a b (or c += a b) for a weight matrix b. One row (a decoded token) goes through
-// MultiplyRow for either storage, so that a bf16 model decodes exactly as the float32 model with
-// its rounded weights does. More rows: Multiply itself for float32; for bf16, float32 panels of b
-// widened on the stack (Multiply's panel sizes, 128 KiB), each once for all of a's rows, and
-// multiplied as Multiply multiplies its panels (the same sums, bit for bit).
+// MultiplyWeights' blocking: tiles of 6 rows (6 x 4 registers of sums), depth blocks of 256 rows
+// of b (a panel of 64 columns: 64 KiB, in L2).
+constexpr int kTileRows = 6;
+constexpr Index kWeightDepth = 256;
+
+// c[R, 16 V] (=, or += with load_c) a[R, kd] b[kd, 16 V]: R rows of activations against a panel
+// of V registers' width of weights, all R x V sums in registers (R V <= 24 of AVX-512's 32), b
+// read straight from the weight matrix (row stride ldb), never packed. Each sum adds its kd
+// products in order, so a row's result does not depend on R or on the other rows. Rows of b are
+// prefetched kAhead ahead: a panel's rows lie a whole row of b apart (a page or more for wide
+// matrices), where the hardware prefetchers do not follow.
+template <int R, int V, class W>
+void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, float* c, Index ldc,
+                bool load_c) {
+  constexpr Index kAhead = 16;
+  simd::F16 sum[R][V];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) {
+      sum[r][v] = load_c ? simd::Load(c + r * ldc + v * simd::kWidth) : simd::F16{};
+    }
+  }
+  for (Index i = 0; i < kd; ++i) {
+    simd::F16 w[V];
+    for (int v = 0; v < V; ++v) {
+      __builtin_prefetch(b + (i + kAhead) * ldb + v * simd::kWidth);
+      w[v] = simd::Load(b + i * ldb + v * simd::kWidth);
+    }
+    for (int r = 0; r < R; ++r) {
+      const simd::F16 x = a[r * lda + i] + simd::F16{};  // broadcast
+      for (int v = 0; v < V; ++v) sum[r][v] = simd::MulAdd(x, w[v], sum[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) simd::Store(c + r * ldc + v * simd::kWidth, sum[r][v]);
+  }
+}
+
+// The rows of a [m, kd] against one panel of b, R rows at a time (fewer at the end).
+template <int V, class W>
+void WeightPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, float* c,
+                 Index ldc, bool load_c) {
+  constexpr int R = kTileRows;
+  Index i = 0;
+  for (; i + R <= m; i += R)
+    WeightTile<R, V>(a + i * lda, lda, b, ldb, kd, c + i * ldc, ldc, load_c);
+  const auto tile = [&](auto rows) {
+    WeightTile<decltype(rows)::value, V>(a + i * lda, lda, b, ldb, kd, c + i * ldc, ldc, load_c);
+  };
+  switch (m - i) {
+    case 1:
+      tile(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      tile(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      tile(std::integral_constant<int, 3>{});
+      break;
+    case 4:
+      tile(std::integral_constant<int, 4>{});
+      break;
+    case 5:
+      tile(std::integral_constant<int, 5>{});
+      break;
+    default:
+      break;
+  }
+}
+
+// The last `cols` (< 16) columns of a product: b's columns copied into a zero-padded panel
+// [kd, 16] and c's into a scratch [R, 16], so that the same tile computes them, lane for lane the
+// same sums as in a whole panel (the padding lanes are discarded).
+template <class W>
+void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, Index cols,
+                 float* c, Index ldc, bool load_c) {
+  alignas(64) float panel[kWeightDepth * simd::kWidth];
+  for (Index i = 0; i < kd; ++i) {
+    for (Index j = 0; j < simd::kWidth; ++j) {
+      panel[i * simd::kWidth + j] = j < cols ? Widen(b[i * ldb + j]) : 0.0f;
+    }
+  }
+  for (Index r0 = 0; r0 < m; r0 += kTileRows) {
+    const Index rows = std::min<Index>(kTileRows, m - r0);
+    alignas(64) float scratch[kTileRows * simd::kWidth] = {};
+    for (Index r = 0; r < rows && load_c; ++r) {
+      std::copy_n(c + (r0 + r) * ldc, cols, scratch + r * simd::kWidth);
+    }
+    WeightPanel<1>(rows, a + r0 * lda, lda, panel, simd::kWidth, kd, scratch, simd::kWidth, load_c);
+    for (Index r = 0; r < rows; ++r) {
+      std::copy_n(scratch + r * simd::kWidth, cols, c + (r0 + r) * ldc);
+    }
+  }
+}
+
+// c[m, n] = (or +=) a[m, k] b[k, n] for a row-major b of float32 or bf16 (row stride ldb), a and
+// c with row strides lda and ldc. Columns in panels of 64 (then 16, then a padded one), depth
+// in blocks of 256, so that a panel of b (64 KiB at most) stays in L2 while every row of a passes
+// over it, and a block of a stays there for the next panel. Every c[r, j] is one sum over k in
+// order (c reloaded between depth blocks), whatever m and the storage: a row's result does not
+// depend on the rows beside it (a batch's sessions, a thread's share), and bf16 weights give
+// exactly the float32 result with the rounded weights. Measured against Eigen in
+// docs/PERFORMANCE.md ("The weight products").
+template <class W>
+void MultiplyWeights(Index m, const float* a, Index lda, const W* b, Index ldb, Index k, Index n,
+                     float* c, Index ldc, bool accumulate) {
+  constexpr int kWide = 4;
+  const Index wide_end = n / (kWide * simd::kWidth) * (kWide * simd::kWidth);
+  const Index narrow_end = n / simd::kWidth * simd::kWidth;
+  for (Index k0 = 0; k0 < k; k0 += kWeightDepth) {
+    const Index kd = std::min(kWeightDepth, k - k0);
+    const bool load_c = accumulate || k0 > 0;
+    const float* ak = a + k0;
+    const W* bk = b + k0 * ldb;
+    for (Index j = 0; j < wide_end; j += kWide * simd::kWidth) {
+      WeightPanel<kWide>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
+    }
+    for (Index j = wide_end; j < narrow_end; j += simd::kWidth) {
+      WeightPanel<1>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
+    }
+    if (narrow_end < n)
+      NarrowPanel(m, ak, lda, bk + narrow_end, ldb, kd, n - narrow_end, c + narrow_end, ldc,
+                  load_c);
+  }
+}
+
+// c[m, n] = a[m, k] e[n, k]^T for a row-major e (row stride lde): a tied LM head, logits against
+// the embedding rows. Each c[r, j] is a dot product summed the same way whatever m (16 lanes of
+// multiply-adds over k in order, the lanes added in a fixed tree, then the last k % 16 terms), so
+// a row's logits have the same bits decoded alone or in a batch. Rows four at a time share each
+// load of e.
+template <int R>
+void TransposedTile(const float* a, Index lda, const float* e, Index lde, Index k, Index n,
+                    float* c, Index ldc) {
+  const Index vector_end = k / simd::kWidth * simd::kWidth;
+  for (Index j = 0; j < n; ++j) {
+    const float* ej = e + j * lde;
+    simd::F16 sum[R] = {};
+    for (Index i = 0; i < vector_end; i += simd::kWidth) {
+      const simd::F16 w = simd::Load(ej + i);
+      for (int r = 0; r < R; ++r) sum[r] = simd::MulAdd(simd::Load(a + r * lda + i), w, sum[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+      float lanes[simd::kWidth];
+      simd::Store(lanes, sum[r]);
+      for (Index width = simd::kWidth / 2; width > 0; width /= 2) {
+        for (Index l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+      }
+      float total = lanes[0];
+      for (Index i = vector_end; i < k; ++i) total = simd::MulAdd(a[r * lda + i], ej[i], total);
+      c[r * ldc + j] = total;
+    }
+  }
+}
+
+// A row-major matrix [rows, cols] multiplied as its transpose (a tied LM head's embedding
+// [vocab, d] as [d, vocab]).
+struct TransposedMatrix {
+  const float* data = nullptr;
+  Index rows = 0, cols = 0;
+};
+
+// c = a e^T through TransposedTile; a and c are blocks or maps of row-major matrices.
+template <class C, class A>
+void Multiply(C&& c, const A& a, const TransposedMatrix& e) {
+  const Index m = c.rows(), n = c.cols(), k = a.cols(), lda = a.outerStride();
+  const Index ldc = c.outerStride();
+  Index r = 0;
+  for (; r + 4 <= m; r += 4) {
+    TransposedTile<4>(a.data() + r * lda, lda, e.data, e.cols, k, n, c.data() + r * ldc, ldc);
+  }
+  for (; r < m; ++r) {
+    TransposedTile<1>(a.data() + r * lda, lda, e.data, e.cols, k, n, c.data() + r * ldc, ldc);
+  }
+}
+
+// c = a b (or c += a b) for a weight matrix b, either storage; a and c are blocks or maps of
+// row-major matrices (unit inner stride). One row (a decoded token) goes through MultiplyRow,
+// whose long sequential passes over b read it faster than MultiplyWeights' panels do (measured
+// in docs/PERFORMANCE.md); more rows through MultiplyWeights.
 template <class C, class A>
 void Multiply(C&& c, const A& a, const WeightMatrix& b, bool accumulate = false) {
-  const Index m = c.rows(), n = c.cols(), k = a.cols();
-  if (m == 1) {
-    // a and c are rows with unit inner stride (maps, blocks of row-major matrices).
+  if (c.rows() == 1) {
     if (b.bf16 != nullptr) {
-      MultiplyRow(a.data(), b.bf16, k, n, c.data(), accumulate);
+      MultiplyRow(a.data(), b.bf16, a.cols(), c.cols(), c.data(), accumulate);
     } else {
-      MultiplyRow(a.data(), b.f32, k, n, c.data(), accumulate);
+      MultiplyRow(a.data(), b.f32, a.cols(), c.cols(), c.data(), accumulate);
     }
     return;
   }
-  if (b.bf16 == nullptr) {
-    Multiply(c, a, ConstView(b.f32, b.rows, b.cols, b.cols), accumulate);
-    return;
-  }
-  constexpr Index kRows = 128, kDepth = 256, kCols = 128;
-  alignas(64) float panel[kDepth * kCols];
-  for (Index k0 = 0; k0 < k; k0 += kDepth) {
-    const Index kd = std::min(kDepth, k - k0);
-    for (Index j0 = 0; j0 < n; j0 += kCols) {
-      const Index nd = std::min(kCols, n - j0);
-      for (Index i = 0; i < kd; ++i) {
-        const uint16_t* row = b.bf16 + (k0 + i) * b.cols + j0;
-        for (Index j = 0; j < nd; ++j) panel[i * nd + j] = bf16::ToFloat(row[j]);
-      }
-      const ConstMatMap widened = ConstView(panel, kd, nd, nd);
-      for (Index i0 = 0; i0 < m; i0 += kRows) {
-        const Index md = std::min(kRows, m - i0);
-        auto target = c.block(i0, j0, md, nd);
-        const auto product = a.block(i0, k0, md, kd) * widened;
-        if (k0 == 0 && !accumulate) {
-          target.noalias() = product;
-        } else {
-          target.noalias() += product;
-        }
-      }
-    }
+  if (b.bf16 != nullptr) {
+    MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.bf16, b.cols, a.cols(), c.cols(),
+                    c.data(), c.outerStride(), accumulate);
+  } else {
+    MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.f32, b.cols, a.cols(), c.cols(),
+                    c.data(), c.outerStride(), accumulate);
   }
 }
 

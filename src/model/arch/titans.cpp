@@ -379,7 +379,8 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
   stack.Norm(ws.x, w.final_norm, n, ws.u);
   MatMap out = View(logits, n, vocab, vocab);
   if (c.tie_embeddings) {
-    ParallelMultiply(options, out, ws.u.topRows(n), embedding.transpose());
+    ParallelMultiply(options, out, ws.u.topRows(n),
+                     linalg::TransposedMatrix{w.embedding.data(), vocab, d});
   } else {
     ParallelMultiply(options, out, ws.u.topRows(n),
                      model.bf16_copies().Matrix(w.lm_head, d, vocab));
