@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__FMA__)
 #include <immintrin.h>
 #endif
 
@@ -57,34 +57,46 @@ struct WeightMatrix {
   Index rows = 0, cols = 0;
 };
 
-// One SIMD register of 16 floats, as GCC and Clang vector extensions: one AVX-512 register here,
-// two or four narrower ones elsewhere. Loads are unaligned; a bf16 load widens 16 stored values
-// exactly (a 16-bit shift).
+// One SIMD register of floats, as GCC and Clang vector extensions: 16 floats with AVX-512, 8 with
+// AVX, 4 otherwise (a wider vector type than the target's registers would change the calling
+// convention of these inline functions, which the compilers warn about). Loads are unaligned; a
+// bf16 load widens kWidth stored values exactly (a 16-bit shift).
 namespace simd {
-using F16 = float __attribute__((vector_size(64)));
-using U16x16 = uint16_t __attribute__((vector_size(32)));
-using U32x16 = uint32_t __attribute__((vector_size(64)));
-constexpr Index kWidth = 16;
+#if defined(__AVX512F__)
+constexpr int kBytes = 64;
+#elif defined(__AVX__)
+constexpr int kBytes = 32;
+#else
+constexpr int kBytes = 16;
+#endif
+using Floats = float __attribute__((vector_size(kBytes)));
+using Halves = uint16_t __attribute__((vector_size(kBytes / 2)));
+using Words = uint32_t __attribute__((vector_size(kBytes)));
+constexpr Index kWidth = kBytes / 4;
+// Registers of sums a kernel tile may hold: 24 of AVX-512's 32, 12 of AVX's or SSE's 16.
+constexpr int kSumRegisters = kBytes == 64 ? 24 : 12;
 
-inline F16 Load(const float* p) {
-  F16 v;
+inline Floats Load(const float* p) {
+  Floats v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline F16 Load(const uint16_t* p) {
-  U16x16 h;
+inline Floats Load(const uint16_t* p) {
+  Halves h;
   std::memcpy(&h, p, sizeof h);
-  return std::bit_cast<F16>(__builtin_convertvector(h, U32x16) << 16);
+  return std::bit_cast<Floats>(__builtin_convertvector(h, Words) << 16);
 }
-inline void Store(float* p, F16 v) { std::memcpy(p, &v, sizeof v); }
+inline void Store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
 
 // s + x w with one rounding where the CPU has fused multiply-add, spelled out rather than left to
 // the compiler's contraction of `s += x * w`, which it may apply in one instantiation of a kernel
 // and not in another (float32 and bf16 weights must give the same bits).
-inline F16 MulAdd(F16 x, F16 w, F16 s) {
+inline Floats MulAdd(Floats x, Floats w, Floats s) {
 #if defined(__AVX512F__)
   return _mm512_fmadd_ps(x, w, s);
 #elif defined(__FMA__)
+  return _mm256_fmadd_ps(x, w, s);
+#elif defined(__aarch64__)
   for (int i = 0; i < kWidth; ++i) s[i] = std::fma(x[i], w[i], s[i]);
   return s;
 #else
@@ -92,7 +104,7 @@ inline F16 MulAdd(F16 x, F16 w, F16 s) {
 #endif
 }
 inline float MulAdd(float x, float w, float s) {
-#if defined(__FMA__)
+#if defined(__FMA__) || defined(__aarch64__)
   return std::fma(x, w, s);
 #else
   return s + x * w;
@@ -122,7 +134,24 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
     for (; i + 8 <= k; i += 8) {
       const W* b0 = b + i * n + j0;
       const float* ai = a + i;
-      for (Index j = 0; j < nd; ++j) {
+      Index j = 0;
+      if constexpr (std::is_same_v<W, float>) {
+        // Float32 in explicit registers, two chains at a time: 1.1-1.5x the plain loop below on
+        // float32 (which g++ vectorises at half the register width), while for bf16 the plain
+        // loop's widening is the faster one (docs/PERFORMANCE.md, "bf16 product matrices").
+        simd::Floats x[8];
+        for (Index s = 0; s < 8; ++s) x[s] = ai[s] + simd::Floats{};  // broadcast
+        for (; j + 2 * simd::kWidth <= nd; j += 2 * simd::kWidth) {
+          simd::Floats sum0 = simd::Load(out + j), sum1 = simd::Load(out + j + simd::kWidth);
+          for (Index s = 0; s < 8; ++s) {
+            sum0 = simd::MulAdd(x[s], simd::Load(b0 + s * n + j), sum0);
+            sum1 = simd::MulAdd(x[s], simd::Load(b0 + s * n + j + simd::kWidth), sum1);
+          }
+          simd::Store(out + j, sum0);
+          simd::Store(out + j + simd::kWidth, sum1);
+        }
+      }
+      for (; j < nd; ++j) {
         float sum = out[j];
         for (Index s = 0; s < 8; ++s) sum = simd::MulAdd(ai[s], Widen(b0[s * n + j]), sum);
         out[j] = sum;
@@ -135,13 +164,14 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
   }
 }
 
-// MultiplyWeights' blocking: tiles of 6 rows (6 x 4 registers of sums), depth blocks of 256 rows
-// of b (a panel of 64 columns: 64 KiB, in L2).
+// MultiplyWeights' blocking: tiles of 6 rows x kPanelRegisters registers of sums (with AVX-512:
+// 6 x 4, a panel of 64 columns), depth blocks of 256 rows of b (a panel: 64 KiB at most, in L2).
 constexpr int kTileRows = 6;
+constexpr int kPanelRegisters = simd::kSumRegisters / kTileRows;
 constexpr Index kWeightDepth = 256;
 
-// c[R, 16 V] (=, or += with load_c) a[R, kd] b[kd, 16 V]: R rows of activations against a panel
-// of V registers' width of weights, all R x V sums in registers (R V <= 24 of AVX-512's 32), b
+// c[R, kWidth V] (=, or += with load_c) a[R, kd] b[kd, kWidth V]: R rows of activations against a
+// panel of V registers' width of weights, all R x V sums in registers (R V <= kSumRegisters), b
 // read straight from the weight matrix (row stride ldb), never packed. Each sum adds its kd
 // products in order, so a row's result does not depend on R or on the other rows. Rows of b are
 // prefetched kAhead ahead: a panel's rows lie a whole row of b apart (a page or more for wide
@@ -150,20 +180,20 @@ template <int R, int V, class W>
 void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, float* c, Index ldc,
                 bool load_c) {
   constexpr Index kAhead = 16;
-  simd::F16 sum[R][V];
+  simd::Floats sum[R][V];
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < V; ++v) {
-      sum[r][v] = load_c ? simd::Load(c + r * ldc + v * simd::kWidth) : simd::F16{};
+      sum[r][v] = load_c ? simd::Load(c + r * ldc + v * simd::kWidth) : simd::Floats{};
     }
   }
   for (Index i = 0; i < kd; ++i) {
-    simd::F16 w[V];
+    simd::Floats w[V];
     for (int v = 0; v < V; ++v) {
-      __builtin_prefetch(b + (i + kAhead) * ldb + v * simd::kWidth);
+      __builtin_prefetch(b + std::min(i + kAhead, kd - 1) * ldb + v * simd::kWidth);
       w[v] = simd::Load(b + i * ldb + v * simd::kWidth);
     }
     for (int r = 0; r < R; ++r) {
-      const simd::F16 x = a[r * lda + i] + simd::F16{};  // broadcast
+      const simd::Floats x = a[r * lda + i] + simd::Floats{};  // broadcast
       for (int v = 0; v < V; ++v) sum[r][v] = simd::MulAdd(x, w[v], sum[r][v]);
     }
   }
@@ -204,9 +234,9 @@ void WeightPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
   }
 }
 
-// The last `cols` (< 16) columns of a product: b's columns copied into a zero-padded panel
-// [kd, 16] and c's into a scratch [R, 16], so that the same tile computes them, lane for lane the
-// same sums as in a whole panel (the padding lanes are discarded).
+// The last `cols` (< kWidth) columns of a product: b's columns copied into a zero-padded panel
+// [kd, kWidth] and c's into a scratch [R, kWidth], so that the same tile computes them, lane for
+// lane the same sums as in a whole panel (the padding lanes are discarded).
 template <class W>
 void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, Index cols,
                  float* c, Index ldc, bool load_c) {
@@ -230,17 +260,18 @@ void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
 }
 
 // c[m, n] = (or +=) a[m, k] b[k, n] for a row-major b of float32 or bf16 (row stride ldb), a and
-// c with row strides lda and ldc. Columns in panels of 64 (then 16, then a padded one), depth
-// in blocks of 256, so that a panel of b (64 KiB at most) stays in L2 while every row of a passes
-// over it, and a block of a stays there for the next panel. Every c[r, j] is one sum over k in
-// order (c reloaded between depth blocks), whatever m and the storage: a row's result does not
-// depend on the rows beside it (a batch's sessions, a thread's share), and bf16 weights give
-// exactly the float32 result with the rounded weights. Measured against Eigen in
-// docs/PERFORMANCE.md ("The weight products").
+// c with row strides lda and ldc. Columns in panels of kPanelRegisters registers (then of one,
+// then a padded one), depth in blocks of 256, so that a panel of b (64 KiB at most) stays in L2
+// while every row of a passes over it, and a block of a stays there for the next panel. Every
+// c[r, j] is one sum over k in order (c reloaded between depth blocks), whatever m and the
+// storage: a row's result does not depend on the rows beside it (a batch's sessions, a thread's
+// share), and bf16 weights give exactly the float32 result with the rounded weights. Measured
+// against Eigen in docs/PERFORMANCE.md ("Products of more than one row read the weights in
+// place").
 template <class W>
 void MultiplyWeights(Index m, const float* a, Index lda, const W* b, Index ldb, Index k, Index n,
                      float* c, Index ldc, bool accumulate) {
-  constexpr int kWide = 4;
+  constexpr int kWide = kPanelRegisters;
   const Index wide_end = n / (kWide * simd::kWidth) * (kWide * simd::kWidth);
   const Index narrow_end = n / simd::kWidth * simd::kWidth;
   for (Index k0 = 0; k0 < k; k0 += kWeightDepth) {
@@ -271,9 +302,9 @@ void TransposedTile(const float* a, Index lda, const float* e, Index lde, Index 
   const Index vector_end = k / simd::kWidth * simd::kWidth;
   for (Index j = 0; j < n; ++j) {
     const float* ej = e + j * lde;
-    simd::F16 sum[R] = {};
+    simd::Floats sum[R] = {};
     for (Index i = 0; i < vector_end; i += simd::kWidth) {
-      const simd::F16 w = simd::Load(ej + i);
+      const simd::Floats w = simd::Load(ej + i);
       for (int r = 0; r < R; ++r) sum[r] = simd::MulAdd(simd::Load(a + r * lda + i), w, sum[r]);
     }
     for (int r = 0; r < R; ++r) {
