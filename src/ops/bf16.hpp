@@ -119,9 +119,9 @@ inline float Widen(uint16_t w) { return bf16::ToFloat(w); }
 // c[0, n] = (or +=) a[0, k] b[k, n], b (float32 or bf16) with row stride n: the one-row product
 // of a decoded token, a pass over b's rows eight at a time (eight sequential streams, one load
 // and store of c per eight rows; c, at most kCols floats at a time, stays in L1). The plain loops
-// vectorise (-O3, the host's SIMD width; simd::MulAdd is std::fma there). Each c[j] is
-// the same chain of multiply-adds over k in order as MultiplyWeights computes for a row, so a
-// token's products have the same bits decoded alone, in a batch or in a prefill piece. Measured
+// vectorise (-O3; simd::MulAdd is std::fma there). Each c[j] is the same chain of multiply-adds
+// over k in order as MultiplyWeights computes for a row, so a token's products have the same
+// bits decoded alone, in a batch or in a prefill piece. Measured
 // against Eigen's matrix-vector product in docs/PERFORMANCE.md ("bf16 product matrices").
 template <class W>
 void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool accumulate) {
@@ -136,9 +136,9 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
       const float* ai = a + i;
       Index j = 0;
       if constexpr (std::is_same_v<W, float>) {
-        // Float32 in explicit registers, two chains at a time: 1.1-1.5x the plain loop below on
-        // float32 (which g++ vectorises at half the register width), while for bf16 the plain
-        // loop's widening is the faster one (docs/PERFORMANCE.md, "bf16 product matrices").
+        // Float32 in explicit registers, two chains at a time: 1.0-1.5x the plain loop below
+        // on float32 (measured with titans_weight_product_bench's shapes), while for bf16 the
+        // plain loop is the faster form (its explicit form was 20-25% slower).
         simd::Floats x[8];
         for (Index s = 0; s < 8; ++s) x[s] = ai[s] + simd::Floats{};  // broadcast
         for (; j + 2 * simd::kWidth <= nd; j += 2 * simd::kWidth) {
