@@ -147,7 +147,7 @@ struct SessionOptions {
   // tile, a matrix product, an attention call) takes one thread per this many FLOPs of its work
   // between two synchronisations, up to `threads`. A barrier costs tens of microseconds on
   // this kind of VM, so a thread joins only for some tens of microseconds of work: an attention
-  // call or a product of 4e6 FLOPs, a memory unit of 1e8 (it counts as 25 synchronisations:
+  // call or a product of 4e6 FLOPs, a memory unit of 2e7 (it counts as 5 synchronisations:
   // three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every thread always
   // joins (tests use it to exercise threading).
   double min_flops_per_thread = 4e6;

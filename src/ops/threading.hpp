@@ -19,10 +19,11 @@ namespace titans::ops {
 constexpr double kMinFlopsPerThread = 4e6;
 
 // A memory unit counts as this many synchronisations when its work is shared out: it has three
-// barriers, and much of its time goes to passes over the weights, momentum and base (bandwidth-
-// bound: a second core gains little). Measured on the memory grid (docs/PERFORMANCE.md): two
-// threads pay only from about 2e8 FLOPs per unit, 25 x 2 x kMinFlopsPerThread.
-constexpr double kMemoryUnitSynchronisations = 25;
+// barriers, and part of its time goes to passes over the weights, momentum and base (bandwidth-
+// bound: a second core gains less). Measured 2026-12-04 (docs/PERFORMANCE.md, "The grid"): two
+// threads pay from about 4e7 FLOPs per unit, 5 x 2 x kMinFlopsPerThread (1.4-1.8x of one
+// thread from there; 0.7-1.2x below, where a unit's barriers cost as much as its work).
+constexpr double kMemoryUnitSynchronisations = 5;
 
 // The team cap of the governed piece running on this thread (ops/thread_governor.hpp: 1 or the
 // session's threads), no cap outside one.
