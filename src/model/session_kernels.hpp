@@ -19,27 +19,42 @@
 
 namespace titans::session {
 
-// c = a b with the rows of c split over up to options.threads threads: fewer for little work
-// (ops::TeamSize, the engine's one rule; a product is the work between two synchronisations).
-// b is an Eigen matrix, a model's weight matrix (linalg::WeightMatrix, float32 or bf16) or a tied
-// head's embedding (linalg::TransposedMatrix).
-template <class C, class A, class B>
-void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
-  const double flops = 2.0 * static_cast<double>(c.rows()) * c.cols() * a.cols();
-  const int team = ops::TeamSize(flops, options.threads, options.min_flops_per_thread, c.rows());
+// fn(rows) for shares of rows [0, n) over up to options.threads threads, in one parallel region
+// (fewer threads for little work: ops::TeamSize, the engine's one rule, with `flops` the work of
+// all n rows). For a chain of row-local steps (a norm, products with the weights, element-wise
+// operations, each reading and writing only its own rows) the chain is the work between two
+// synchronisations: it needs no barrier inside. The weight products give every row the same
+// bits whatever the rows beside it (linalg::MultiplyWeights), so the split changes nothing.
+template <class Fn>
+void ForRowShares(const SessionOptions& options, linalg::Index n, double flops, Fn fn) {
+  const int team = ops::TeamSize(flops, options.threads, options.min_flops_per_thread, n);
   if (team == 1) {
-    linalg::Multiply(c, a, b);  // the caller (Session::Forward*) holds a FlushDenormals
+    // The caller (Session::Forward*) holds a FlushDenormals.
+    fn(linalg::Range{0, static_cast<int>(n)});
     return;
   }
 #pragma omp parallel num_threads(team)
   {
     const FlushDenormals flush;  // on every worker, as in the kernels (src/ops/flush_denormals.hpp)
     const linalg::Range r =
-        linalg::Share(static_cast<int>(c.rows()), omp_get_thread_num(), omp_get_num_threads());
-    if (r.size() > 0) {
-      linalg::Multiply(c.middleRows(r.begin, r.size()), a.middleRows(r.begin, r.size()), b);
-    }
+        linalg::Share(static_cast<int>(n), omp_get_thread_num(), omp_get_num_threads());
+    if (r.size() > 0) fn(r);
   }
+}
+
+// The FLOPs of c [m, n] = a [m, k] b.
+inline double ProductFlops(linalg::Index m, linalg::Index k, linalg::Index n) {
+  return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
+}
+
+// c = a b with the rows of c split over up to options.threads threads (ForRowShares).
+// b is a model's weight matrix (linalg::WeightMatrix, float32 or bf16) or a tied head's
+// embedding (linalg::TransposedMatrix).
+template <class C, class A, class B>
+void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
+  ForRowShares(options, c.rows(), ProductFlops(c.rows(), a.cols(), c.cols()), [&](linalg::Range r) {
+    linalg::Multiply(c.middleRows(r.begin, r.size()), a.middleRows(r.begin, r.size()), b);
+  });
 }
 
 // The attention kernel's inputs: rotated q and k, v [n, ...], and the layer's persistent pairs

@@ -190,10 +190,12 @@ class TitansStack {
   void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
     const AttentionShape shape = ShapeOf(c_);
     const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
-    const auto input = in.topRows(n);
-    ParallelMultiply(options_, ws_.q.topRows(n), input, Matrix(w.attention.w_q, d, qw));
-    ParallelMultiply(options_, ws_.k.topRows(n), input, Matrix(w.attention.w_k, d, kw));
-    ParallelMultiply(options_, ws_.v.topRows(n), input, Matrix(w.attention.w_v, d, kw));
+    ForRowShares(options_, n, ProductFlops(n, d, qw + 2 * kw), [&](Range r) {
+      const auto input = in.middleRows(r.begin, r.size());
+      Multiply(ws_.q.middleRows(r.begin, r.size()), input, Matrix(w.attention.w_q, d, qw));
+      Multiply(ws_.k.middleRows(r.begin, r.size()), input, Matrix(w.attention.w_k, d, kw));
+      Multiply(ws_.v.middleRows(r.begin, r.size()), input, Matrix(w.attention.w_v, d, kw));
+    });
     ForEachStream(streams_, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       AttentionCache& cache = *s.state->attention[l];
       float* q = ws_.q.data() + s.row * qw;
@@ -279,11 +281,16 @@ class TitansStack {
         ws_.memory_batches[l]->Read(memories, retrieve, ws_.mem.data());
       }
     }
-    RmsNormRows(ws_.mem.data(), w.memory.norm, n, hd, c_.memory.heads, c_.norm_eps, ws_.mem.data());
-    const ConstMatMap input = ConstView(retrieve, n, d, d);
-    ParallelMultiply(options_, ws_.gate.topRows(n), input, Matrix(w.memory.w_g, d, hd));
-    ws_.mem.topRows(n).array() *= ops::Silu(ws_.gate.topRows(n).array());
-    ParallelMultiply(options_, View(out, n, d, d), ws_.mem.topRows(n), Matrix(w.memory.w_o, hd, d));
+    ForRowShares(options_, n, ProductFlops(n, d, hd) + ProductFlops(n, hd, d), [&](Range r) {
+      const Index r0 = r.begin, rows = r.size();
+      float* mem = ws_.mem.data() + r0 * hd;
+      RmsNormRows(mem, w.memory.norm, rows, hd, c_.memory.heads, c_.norm_eps, mem);
+      Multiply(ws_.gate.middleRows(r0, rows), ConstView(retrieve + r0 * d, rows, d, d),
+               Matrix(w.memory.w_g, d, hd));
+      ws_.mem.middleRows(r0, rows).array() *= ops::Silu(ws_.gate.middleRows(r0, rows).array());
+      Multiply(View(out + r0 * d, rows, d, d), ws_.mem.middleRows(r0, rows),
+               Matrix(w.memory.w_o, hd, d));
+    });
   }
 
   // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), in rounds whose
@@ -319,10 +326,12 @@ class TitansStack {
       ws_.mac_z.row(2 * i) = ws_.mac_h.row(i);
       ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
     }
-    const auto z = ws_.mac_z.topRows(2 * n);
-    ParallelMultiply(options_, ws_.mac_q.topRows(2 * n), z, Matrix(w.attention.w_q, d, qw));
-    ParallelMultiply(options_, ws_.mac_k.topRows(2 * n), z, Matrix(w.attention.w_k, d, kw));
-    ParallelMultiply(options_, ws_.mac_v.topRows(2 * n), z, Matrix(w.attention.w_v, d, kw));
+    ForRowShares(options_, 2 * n, ProductFlops(2 * n, d, qw + 2 * kw), [&](Range r) {
+      const auto z = ws_.mac_z.middleRows(r.begin, r.size());
+      Multiply(ws_.mac_q.middleRows(r.begin, r.size()), z, Matrix(w.attention.w_q, d, qw));
+      Multiply(ws_.mac_k.middleRows(r.begin, r.size()), z, Matrix(w.attention.w_k, d, kw));
+      Multiply(ws_.mac_v.middleRows(r.begin, r.size()), z, Matrix(w.attention.w_v, d, kw));
+    });
     ForEachStream(round, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       const Index z0 = 2 * (s.row - r0);  // the stream's first row in z
       AttentionCache& cache = *s.state->attention[l];
@@ -346,16 +355,21 @@ class TitansStack {
                  ws_.t.data() + r0 * d);
   }
 
-  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)).
+  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)): every step row by row, one region.
   void FeedForward(const LayerWeights& w, Index n) {
     const Index d = c_.d_model, f = c_.ffn_hidden;
-    Norm(ws_.x, w.ffn_norm, n, ws_.u);
-    ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.u.topRows(n), Matrix(w.ffn_gate, d, f));
-    ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.u.topRows(n), Matrix(w.ffn_up, d, f));
-    auto a = ws_.ffn_a.topRows(n).array();
-    a = ops::Silu(a) * ws_.ffn_b.topRows(n).array();
-    ParallelMultiply(options_, ws_.t.topRows(n), ws_.ffn_a.topRows(n), Matrix(w.ffn_down, f, d));
-    ws_.x.topRows(n) += ws_.t.topRows(n);
+    ForRowShares(options_, n, ProductFlops(n, d, 2 * f) + ProductFlops(n, f, d), [&](Range r) {
+      const Index r0 = r.begin, rows = r.size();
+      RmsNormRows(ws_.x.data() + r0 * d, w.ffn_norm, rows, d, 1, c_.norm_eps,
+                  ws_.u.data() + r0 * d);
+      const auto u = ws_.u.middleRows(r0, rows);
+      auto a = ws_.ffn_a.middleRows(r0, rows);
+      Multiply(a, u, Matrix(w.ffn_gate, d, f));
+      Multiply(ws_.ffn_b.middleRows(r0, rows), u, Matrix(w.ffn_up, d, f));
+      a.array() = ops::Silu(a.array()) * ws_.ffn_b.middleRows(r0, rows).array();
+      Multiply(ws_.t.middleRows(r0, rows), a, Matrix(w.ffn_down, f, d));
+      ws_.x.middleRows(r0, rows) += ws_.t.middleRows(r0, rows);
+    });
   }
 
   const Model& model_;
@@ -376,15 +390,18 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
   for (Index i = 0; i < n; ++i) ws.x.row(i) = embedding.row(tokens[i]);
   TitansStack stack(model, streams, ws, options);
   stack.Run(n);
-  stack.Norm(ws.x, w.final_norm, n, ws.u);
-  MatMap out = View(logits, n, vocab, vocab);
-  if (c.tie_embeddings) {
-    ParallelMultiply(options, out, ws.u.topRows(n),
-                     linalg::TransposedMatrix{w.embedding.data(), vocab, d});
-  } else {
-    ParallelMultiply(options, out, ws.u.topRows(n),
-                     model.bf16_copies().Matrix(w.lm_head, d, vocab));
-  }
+  // logits = n(x) W_head, row by row in one region.
+  ForRowShares(options, n, ProductFlops(n, d, vocab), [&](Range r) {
+    const Index r0 = r.begin, rows = r.size();
+    RmsNormRows(ws.x.data() + r0 * d, w.final_norm, rows, d, 1, c.norm_eps, ws.u.data() + r0 * d);
+    const auto u = ws.u.middleRows(r0, rows);
+    MatMap out = View(logits + r0 * vocab, rows, vocab, vocab);
+    if (c.tie_embeddings) {
+      Multiply(out, u, linalg::TransposedMatrix{w.embedding.data(), vocab, d});
+    } else {
+      Multiply(out, u, model.bf16_copies().Matrix(w.lm_head, d, vocab));
+    }
+  });
 }
 
 class TitansRunner final : public Runner {
