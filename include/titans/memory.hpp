@@ -144,8 +144,8 @@ struct MemoryHealth {
 struct SessionOptions {
   int threads = 0;  // OpenMP threads for this session's work; 0 = omp_get_max_threads()
   // The engine's one threading rule (src/ops/threading.hpp): a parallel region (a memory unit or
-  // tile, a matrix product, an attention call) takes one thread per this many FLOPs of its work
-  // between two synchronisations, up to `threads`. A barrier costs tens of microseconds on
+  // tile, a chain of the stack's products, an attention call) takes one thread per this many
+  // FLOPs of its work between two synchronisations, up to `threads`. A barrier costs tens of microseconds on
   // this kind of VM, so a thread joins only for some tens of microseconds of work: an attention
   // call or a product of 4e6 FLOPs, a memory unit of 2e7 (it counts as 5 synchronisations:
   // three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every thread always
