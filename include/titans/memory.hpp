@@ -145,11 +145,11 @@ struct SessionOptions {
   int threads = 0;  // OpenMP threads for this session's work; 0 = omp_get_max_threads()
   // The engine's one threading rule (src/ops/threading.hpp): a parallel region (a memory unit or
   // tile, a chain of the stack's products, an attention call) takes one thread per this many
-  // FLOPs of its work between two synchronisations, up to `threads`. A barrier costs tens of microseconds on
-  // this kind of VM, so a thread joins only for some tens of microseconds of work: an attention
-  // call or a product of 4e6 FLOPs, a memory unit of 2e7 (it counts as 5 synchronisations:
-  // three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every thread always
-  // joins (tests use it to exercise threading).
+  // FLOPs of its work between two synchronisations, up to `threads`. A barrier costs tens of
+  // microseconds on this kind of VM, so a thread joins only for some tens of microseconds of work:
+  // an attention call or a product of 4e6 FLOPs, a memory unit of 2e7 (it counts as 5
+  // synchronisations: three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every
+  // thread always joins (tests use it to exercise threading).
   double min_flops_per_thread = 4e6;
   // The thread governor (docs/PERFORMANCE.md, "Busy cores"): with threads > 1, each piece of
   // work (a runner's piece of tokens, a memory session's tile, a batched step) runs on the whole
