@@ -361,11 +361,17 @@ class TpMacStack {
   void Attention(size_t l, const TpMacLayerWeights& w, Index n, int64_t p0, bool gated) {
     const AttentionShape shape = CacheShapeOf(c_);
     const Index qw = shape.q_width(), heads = shape.heads, dh = shape.head_dim;
-    Norm(w.attention_norm, n);
+    // The norm and the q, k, v projections row by row, in one region (ForRowShares).
+    ForRowShares(options_, n, ProductFlops(n, d_, 3 * qw), [&](Range r) {
+      const Index r0 = r.begin, rows = r.size();
+      RmsNormRows(ws_.branch.data() + r0 * d_, w.attention_norm, rows, d_, 1, c_.norm_eps,
+                  ws_.xn.data() + r0 * d_);
+      const auto x = ws_.xn.middleRows(r0, rows);
+      Multiply(ws_.q.middleRows(r0, rows), x, bf16_.Matrix(w.attention.w_q, d_, qw));
+      Multiply(ws_.k.middleRows(r0, rows), x, bf16_.Matrix(w.attention.w_k, d_, qw));
+      Multiply(ws_.v.middleRows(r0, rows), x, bf16_.Matrix(w.attention.w_v, d_, qw));
+    });
     const auto input = ws_.xn.topRows(n);
-    ParallelMultiply(options_, ws_.q.topRows(n), input, bf16_.Matrix(w.attention.w_q, d_, qw));
-    ParallelMultiply(options_, ws_.k.topRows(n), input, bf16_.Matrix(w.attention.w_k, d_, qw));
-    ParallelMultiply(options_, ws_.v.topRows(n), input, bf16_.Matrix(w.attention.w_v, d_, qw));
     if (l == 0) {
       ws_.v_first.topRows(n) = ws_.v.topRows(n);
     } else {  // value residual: v = lerp(v, v_first, sigmoid(x W_mix + b)) per head
@@ -408,19 +414,25 @@ class TpMacStack {
   }
 
   // ws.out = W_down ((x W_up + b_up) * SiLU(x W_gate + b_gate)) + b_down, x = RMSNorm(branch).
+  // Every step row by row, in one region (ForRowShares).
   void FeedForward(const TpMacLayerWeights& w, Index n) {
     const Index f = c_.ffn_hidden;
-    Norm(w.ffn_norm, n);
-    ParallelMultiply(options_, ws_.ffn_a.topRows(n), ws_.xn.topRows(n),
-                     bf16_.Matrix(w.ffn_up, d_, f));
-    ParallelMultiply(options_, ws_.ffn_b.topRows(n), ws_.xn.topRows(n),
-                     bf16_.Matrix(w.ffn_gate, d_, f));
-    ws_.ffn_a.topRows(n).rowwise() += RowOf(w.ffn_up_bias);
-    ws_.ffn_b.topRows(n).rowwise() += RowOf(w.ffn_gate_bias);
-    ws_.ffn_a.topRows(n).array() *= ops::Silu(ws_.ffn_b.topRows(n).array());
-    ParallelMultiply(options_, ws_.out.topRows(n), ws_.ffn_a.topRows(n),
-                     bf16_.Matrix(w.ffn_down, f, d_));
-    ws_.out.topRows(n).rowwise() += RowOf(w.ffn_down_bias);
+    ForRowShares(options_, n, ProductFlops(n, d_, 2 * f) + ProductFlops(n, f, d_), [&](Range r) {
+      const Index r0 = r.begin, rows = r.size();
+      RmsNormRows(ws_.branch.data() + r0 * d_, w.ffn_norm, rows, d_, 1, c_.norm_eps,
+                  ws_.xn.data() + r0 * d_);
+      const auto x = ws_.xn.middleRows(r0, rows);
+      auto up = ws_.ffn_a.middleRows(r0, rows);
+      auto gate = ws_.ffn_b.middleRows(r0, rows);
+      Multiply(up, x, bf16_.Matrix(w.ffn_up, d_, f));
+      Multiply(gate, x, bf16_.Matrix(w.ffn_gate, d_, f));
+      up.rowwise() += RowOf(w.ffn_up_bias);
+      gate.rowwise() += RowOf(w.ffn_gate_bias);
+      up.array() *= ops::Silu(gate.array());
+      auto out = ws_.out.middleRows(r0, rows);
+      Multiply(out, up, bf16_.Matrix(w.ffn_down, f, d_));
+      out.rowwise() += RowOf(w.ffn_down_bias);
+    });
   }
 
   static constexpr int kSinkhornIterations = 20;  // hyper-connections' default
