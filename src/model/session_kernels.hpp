@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/activations.hpp"
 #include "ops/attention.hpp"
 #include "ops/bf16.hpp"
 #include "ops/flush_denormals.hpp"
@@ -55,6 +56,36 @@ void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b
   ForRowShares(options, c.rows(), ProductFlops(c.rows(), a.cols(), c.cols()), [&](linalg::Range r) {
     linalg::Multiply(c.middleRows(r.begin, r.size()), a.middleRows(r.begin, r.size()), b);
   });
+}
+
+// A SwiGLU feed-forward's weights: gate and up [d, f], down [f, d]; a bias is empty when the
+// model has none (the Titans stack; titans-pytorch's has all three).
+struct SwiGluWeights {
+  linalg::WeightMatrix gate, up, down;
+  const std::vector<float>* gate_bias = nullptr;  // [f]
+  const std::vector<float>* up_bias = nullptr;    // [f]
+  const std::vector<float>* down_bias = nullptr;  // [d]
+};
+
+// Rows r of: xn = RMSNorm(in) with `gain`, out = W_down (SiLU(xn W_gate + b_gate) * (xn W_up +
+// b_up)) + b_down. in, xn, out [P, d]; a, b [P, f] scratch. Row-local: a ForRowShares chain.
+inline void SwiGluRows(linalg::Range r, const RowMatrix& in, const std::vector<float>& gain,
+                       float eps, const SwiGluWeights& w, RowMatrix& xn, RowMatrix& a, RowMatrix& b,
+                       RowMatrix& out) {
+  using Bias = Eigen::Map<const Eigen::RowVectorXf>;
+  const linalg::Index r0 = r.begin, rows = r.size(), d = in.cols(), f = a.cols();
+  linalg::RmsNormRows(in.data() + r0 * d, gain, rows, d, 1, eps, xn.data() + r0 * d);
+  const auto x = xn.middleRows(r0, rows);
+  auto gate = a.middleRows(r0, rows);
+  auto up = b.middleRows(r0, rows);
+  auto y = out.middleRows(r0, rows);
+  linalg::Multiply(gate, x, w.gate);
+  linalg::Multiply(up, x, w.up);
+  if (w.gate_bias != nullptr) gate.rowwise() += Bias(w.gate_bias->data(), f);
+  if (w.up_bias != nullptr) up.rowwise() += Bias(w.up_bias->data(), f);
+  gate.array() = ops::Silu(gate.array()) * up.array();
+  linalg::Multiply(y, gate, w.down);
+  if (w.down_bias != nullptr) y.rowwise() += Bias(w.down_bias->data(), d);
 }
 
 // The attention kernel's inputs: rotated q and k, v [n, ...], and the layer's persistent pairs

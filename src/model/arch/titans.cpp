@@ -358,17 +358,11 @@ class TitansStack {
   // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)): every step row by row, one region.
   void FeedForward(const LayerWeights& w, Index n) {
     const Index d = c_.d_model, f = c_.ffn_hidden;
+    const SwiGluWeights ffn{Matrix(w.ffn_gate, d, f), Matrix(w.ffn_up, d, f),
+                            Matrix(w.ffn_down, f, d)};
     ForRowShares(options_, n, ProductFlops(n, d, 2 * f) + ProductFlops(n, f, d), [&](Range r) {
-      const Index r0 = r.begin, rows = r.size();
-      RmsNormRows(ws_.x.data() + r0 * d, w.ffn_norm, rows, d, 1, c_.norm_eps,
-                  ws_.u.data() + r0 * d);
-      const auto u = ws_.u.middleRows(r0, rows);
-      auto a = ws_.ffn_a.middleRows(r0, rows);
-      Multiply(a, u, Matrix(w.ffn_gate, d, f));
-      Multiply(ws_.ffn_b.middleRows(r0, rows), u, Matrix(w.ffn_up, d, f));
-      a.array() = ops::Silu(a.array()) * ws_.ffn_b.middleRows(r0, rows).array();
-      Multiply(ws_.t.middleRows(r0, rows), a, Matrix(w.ffn_down, f, d));
-      ws_.x.middleRows(r0, rows) += ws_.t.middleRows(r0, rows);
+      SwiGluRows(r, ws_.x, w.ffn_norm, c_.norm_eps, ffn, ws_.u, ws_.ffn_a, ws_.ffn_b, ws_.t);
+      ws_.x.middleRows(r.begin, r.size()) += ws_.t.middleRows(r.begin, r.size());
     });
   }
 

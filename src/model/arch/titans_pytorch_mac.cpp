@@ -417,21 +417,15 @@ class TpMacStack {
   // Every step row by row, in one region (ForRowShares).
   void FeedForward(const TpMacLayerWeights& w, Index n) {
     const Index f = c_.ffn_hidden;
+    const SwiGluWeights ffn{bf16_.Matrix(w.ffn_gate, d_, f),
+                            bf16_.Matrix(w.ffn_up, d_, f),
+                            bf16_.Matrix(w.ffn_down, f, d_),
+                            &w.ffn_gate_bias,
+                            &w.ffn_up_bias,
+                            &w.ffn_down_bias};
     ForRowShares(options_, n, ProductFlops(n, d_, 2 * f) + ProductFlops(n, f, d_), [&](Range r) {
-      const Index r0 = r.begin, rows = r.size();
-      RmsNormRows(ws_.branch.data() + r0 * d_, w.ffn_norm, rows, d_, 1, c_.norm_eps,
-                  ws_.xn.data() + r0 * d_);
-      const auto x = ws_.xn.middleRows(r0, rows);
-      auto up = ws_.ffn_a.middleRows(r0, rows);
-      auto gate = ws_.ffn_b.middleRows(r0, rows);
-      Multiply(up, x, bf16_.Matrix(w.ffn_up, d_, f));
-      Multiply(gate, x, bf16_.Matrix(w.ffn_gate, d_, f));
-      up.rowwise() += RowOf(w.ffn_up_bias);
-      gate.rowwise() += RowOf(w.ffn_gate_bias);
-      up.array() *= ops::Silu(gate.array());
-      auto out = ws_.out.middleRows(r0, rows);
-      Multiply(out, up, bf16_.Matrix(w.ffn_down, f, d_));
-      out.rowwise() += RowOf(w.ffn_down_bias);
+      SwiGluRows(r, ws_.branch, w.ffn_norm, c_.norm_eps, ffn, ws_.xn, ws_.ffn_a, ws_.ffn_b,
+                 ws_.out);
     });
   }
 
