@@ -524,8 +524,9 @@ void MemorySession::Workspace::Read(const NeuralMemory& memory, const MemoryStat
       for (int l = 0; l < c.depth; ++l) {
         const Index in = c.layer_in(l), out = c.layer_out(l);
         const bool last = l + 1 == c.depth;
-        const ConstMatMap weights =
-            ConstView(state.w_cur[l].data() + head * in * out, in, out, out);
+        // The fast weights [in, out] read in place (linalg::MultiplyWeights, no packing).
+        const linalg::WeightMatrix weights{state.w_cur[l].data() + head * in * out, nullptr, in,
+                                           out};
         const ConstMatMap input =
             l == 0 ? ConstView(q_.data() + t0 * hd + head * dh, rows, dh, hd)
                    : ConstView(read_z_[l - 1].data() + (head * kTile + t0) * in, rows, in, in);
@@ -751,7 +752,7 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
       // Forward: z_l [rows, out_l], a_l = act(z_l).
       for (int l = 0; l < depth; ++l) {
         const Index in = c.layer_in(l), out = c.layer_out(l);
-        const ConstMatMap weights = ConstView(point(l) + head * in * out, in, out, out);
+        const linalg::WeightMatrix weights{point(l) + head * in * out, nullptr, in, out};
         auto z = unit_z_[l].middleRows(head * u + t0, rows);
         Multiply(z, layer_input(l, static_cast<int>(head), t0, rows), weights);
         if (l + 1 < depth) {
