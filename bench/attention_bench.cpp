@@ -94,9 +94,11 @@ void AttentionGrid(benchmark::internal::Benchmark* b) {
       for (int window : {128, 512, 1024, 4096}) b->Args({window, head_dim, threads, 512});
     }
   }
-  // Decode: one token per call.
+  // Decode: one token per call (head_dim 32: the bench models' heads).
   for (int threads : {1, 2}) {
-    for (int window : {512, 4096}) b->Args({window, 64, threads, 1});
+    for (int head_dim : {32, 64}) {
+      for (int window : {512, 4096}) b->Args({window, head_dim, threads, 1});
+    }
   }
   b->ArgNames({"w", "dh", "threads", "piece"});
 }

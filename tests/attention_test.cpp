@@ -180,13 +180,17 @@ TEST_P(AttentionGridTest, KernelMatchesReference) {
   const GridCase& c = GetParam();
   const Sequence seq(c.shape, c.tokens, 11, c.q_scale);
   const std::vector<float> reference = seq.Reference();
-  // Whole, and in pieces of 23 (tiles and ring segments cut at other places).
+  // Whole, in pieces of 23 (tiles and ring segments cut at other places), and token by token
+  // (a decode step's one-row path, AttendRow).
   AttentionCache cache(c.shape);
   const std::vector<float> whole = RunKernel(seq, {}, 1, &cache);
   EXPECT_LE(RelErr(whole, reference), kTolerance) << "whole";
   ExpectCacheHoldsTail(cache, seq);
   const std::vector<float> pieces = RunKernel(seq, Pieces(23, c.tokens), 1, &cache);
   EXPECT_LE(RelErr(pieces, reference), kTolerance) << "pieces of 23";
+  ExpectCacheHoldsTail(cache, seq);
+  const std::vector<float> tokens = RunKernel(seq, Pieces(1, c.tokens), 1, &cache);
+  EXPECT_LE(RelErr(tokens, reference), kTolerance) << "token by token";
   ExpectCacheHoldsTail(cache, seq);
 }
 
@@ -312,7 +316,8 @@ TEST(AttentionKernelTest, ThreadCountDoesNotMatter) {
         AttentionShape{1, 1, 128, 300, 5, 10000.0f}}) {
     SCOPED_TRACE(Describe(shape, 500));
     const Sequence seq(shape, 500, 61);
-    for (const std::vector<int>& cuts : {std::vector<int>{}, Pieces(7, 500), Pieces(130, 500)}) {
+    for (const std::vector<int>& cuts :
+         {std::vector<int>{}, Pieces(1, 500), Pieces(7, 500), Pieces(130, 500)}) {
       AttentionCache cache1(shape), cache2(shape);
       const std::vector<float> one = RunKernel(seq, cuts, 1, &cache1);
       // A few runs: a race between the threads shows only when they overlap in time.

@@ -9,6 +9,7 @@
 #include <limits>
 #include <string>
 
+#include "ops/bf16.hpp"
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "titans/error.hpp"
@@ -205,14 +206,14 @@ AttentionWorkspace::AttentionWorkspace(const AttentionShape& shape, int threads,
   if (threads < 1) {
     throw Error(ErrorCode::kInvalidArgument, "AttentionWorkspace: threads must be >= 1");
   }
-  const Index dh = shape.head_dim;
+  const Index dh = shape.head_dim, rows = std::max(kTile, shape.heads);
   scratch_.resize(static_cast<size_t>(threads));
   for (Scratch& s : scratch_) {
-    s.q.setZero(kTile, dh);
-    s.s.setZero(kTile, kBlock);
-    s.o.setZero(kTile, dh);
-    s.m.setZero(kTile);
-    s.l.setZero(kTile);
+    s.q.setZero(rows, dh);
+    s.s.setZero(rows, kBlock);
+    s.o.setZero(rows, dh);
+    s.m.setZero(rows);
+    s.l.setZero(rows);
   }
 }
 
@@ -268,7 +269,7 @@ void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache
                               std::atomic<int>* next) {
   const FlushDenormals flush;                 // on every thread that computes (flush_denormals.hpp)
   const int64_t position = cache.position();  // read by every thread before the first barrier
-  if (next != nullptr) {
+  if (next != nullptr && n > 1) {
     const int tiles = (n + kTile - 1) / kTile, items = shape.heads * tiles;
     Scratch& scratch = scratch_[static_cast<size_t>(ith)];
     for (int item = next->fetch_add(1, std::memory_order_relaxed); item < items;
@@ -301,6 +302,13 @@ void AttentionWorkspace::Step(const AttentionShape& shape, AttentionCache& cache
 void AttentionWorkspace::Attend(const AttentionShape& shape, const AttentionCache& cache,
                                 const AttentionInputs& in, int n, float* out, int ith, int nth) {
   const FlushDenormals flush;
+  if (n == 1) {
+    const Range heads = Share(shape.heads, ith, nth);
+    if (heads.begin < heads.end) {
+      AttendRow(shape, cache, in, out, heads.begin, heads.end, scratch_[static_cast<size_t>(ith)]);
+    }
+    return;
+  }
   const int tiles = (n + kTile - 1) / kTile;
   // Head-major items: an equal share of heads per thread when H is a multiple of nth, so the
   // threads get the same mix of short (early) and long tiles; adjacent query heads of a share
@@ -393,6 +401,126 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   // out = o / l (every row saw at least its own key, so l > 0).
   auto result = View(out + t0 * qw + Index{head} * dh, rows, dh, qw);
   for (int r = 0; r < rows; ++r) result.row(r) = o.row(r) * (1.0f / l[r]);
+}
+
+// A decode step attends with one query row per head, where the tiles' products would be
+// matrix-vector products of [1, dh] against [nb, dh] keys read at a row stride of kv_width, a
+// head at a time. Here each key row and value row of the cache [slot, kv_width] is read whole,
+// once, for every head of the share, in order (sequential streams the hardware prefetchers
+// follow: the cache is the part of a decode step's bytes that leaves L2). Same online softmax
+// over blocks of kBlock keys as AttendItem; the sums run in another order (dot products of dh
+// lanes, simd::Sum), so a token decoded alone and the same token in a prefill tile agree to
+// rounding, not bit for bit.
+void AttentionWorkspace::AttendRow(const AttentionShape& shape, const AttentionCache& cache,
+                                   const AttentionInputs& in, float* out, int h0, int h1,
+                                   Scratch& scratch) {
+  namespace simd = linalg::simd;
+  const Index dh = shape.head_dim, kw = shape.kv_width();
+  const int heads = h1 - h0, group = shape.group(), window = shape.window;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  const Index vector_end = dh / simd::kWidth * simd::kWidth;
+
+  float* q = scratch.q.data();  // [heads, dh], scaled
+  for (Index i = 0; i < heads * dh; ++i) q[i] = in.q[h0 * dh + i] * scale;
+  float* o = scratch.o.data();  // [heads, dh]
+  std::fill(o, o + heads * dh, 0.0f);
+  float* m = scratch.m.data();
+  float* l = scratch.l.data();
+  std::fill(m, m + heads, -std::numeric_limits<float>::infinity());
+  std::fill(l, l + heads, 0.0f);
+  float* s = scratch.s.data();  // [heads, kBlock]
+  // Calls fn(h, offset of its kv head in a key or value row) for the share's heads in order.
+  auto for_heads = [&](auto&& fn) {
+    Index kv = Index{h0 / group} * dh;
+    for (int h = 0, in_group = h0 % group; h < heads; ++h) {
+      fn(h, kv);
+      if (++in_group == group) in_group = 0, kv += dh;
+    }
+  };
+
+  // nb consecutive keys and values (rows kw apart), every one visible to the token.
+  auto block = [&](const float* keys, const float* values, int nb) {
+    for (int j = 0; j < nb; ++j) {
+      const float* key = keys + j * kw;
+      for_heads([&](int h, Index kv) {
+        const float* qh = q + h * dh;
+        const float* kh = key + kv;
+        simd::Floats lanes{};
+        for (Index d = 0; d < vector_end; d += simd::kWidth) {
+          lanes = simd::MulAdd(simd::Load(qh + d), simd::Load(kh + d), lanes);
+        }
+        float dot = simd::Sum(lanes);
+        for (Index d = vector_end; d < dh; ++d) dot = simd::MulAdd(qh[d], kh[d], dot);
+        s[h * kBlock + j] = dot;
+      });
+    }
+    for (int h = 0; h < heads; ++h) {
+      Eigen::Map<Eigen::ArrayXf> p(s + Index{h} * kBlock, nb);
+      const float m_new = std::max(m[h], p.maxCoeff());
+      const float alpha = std::exp(m[h] - m_new);  // 0 for the first block
+      p = (p - m_new).exp();
+      l[h] = l[h] * alpha + p.sum();
+      if (alpha != 1.0f) {
+        for (Index d = 0; d < dh; ++d) o[h * dh + d] *= alpha;
+      }
+      m[h] = m_new;
+    }
+    // o_h += p_h[j] v_j, four keys per load and store of o (the chain through memory is what
+    // limits this loop).
+    constexpr int kKeys = 4;
+    int j = 0;
+    for (; j + kKeys <= nb; j += kKeys) {
+      const float* value = values + j * kw;
+      for_heads([&](int h, Index kv) {
+        const float* p = s + Index{h} * kBlock + j;
+        const float* vh = value + kv;
+        float* oh = o + h * dh;
+        Index d = 0;
+        for (; d < vector_end; d += simd::kWidth) {
+          simd::Floats sum = simd::Load(oh + d);
+          for (int r = 0; r < kKeys; ++r) {
+            sum = simd::MulAdd(p[r] + simd::Floats{}, simd::Load(vh + r * kw + d), sum);
+          }
+          simd::Store(oh + d, sum);
+        }
+        for (; d < dh; ++d) {
+          for (int r = 0; r < kKeys; ++r) oh[d] = simd::MulAdd(p[r], vh[r * kw + d], oh[d]);
+        }
+      });
+    }
+    for (; j < nb; ++j) {
+      const float* value = values + j * kw;
+      for_heads([&](int h, Index kv) {
+        const float p = s[h * kBlock + j];
+        const float* vh = value + kv;
+        float* oh = o + h * dh;
+        for (Index d = 0; d < dh; ++d) oh[d] = simd::MulAdd(p, vh[d], oh[d]);
+      });
+    }
+  };
+  auto run = [&](const float* keys, const float* values, int64_t count) {
+    for (int64_t j = 0; j < count; j += kBlock) {
+      const int nb = static_cast<int>(std::min<int64_t>(kBlock, count - j));
+      block(keys + j * kw, values + j * kw, nb);
+    }
+  };
+
+  // Persistent pairs, the cached keys in the window (at most two ring segments), the new key.
+  if (shape.persistent > 0) run(in.persistent_k, in.persistent_v, shape.persistent);
+  const int64_t position = cache.position();
+  int64_t a = cache.first();
+  if (window > 0) a = std::max(a, position - window + 1);
+  while (a < position) {
+    const int64_t b = window > 0 ? std::min(position, a + (window - cache.Slot(a))) : position;
+    run(cache.key(a), cache.value(a), b - a);
+    a = b;
+  }
+  run(in.k, in.v, 1);
+
+  for (int h = 0; h < heads; ++h) {
+    const float inverse = 1.0f / l[h];
+    for (Index d = 0; d < dh; ++d) out[(h0 + h) * dh + d] = o[h * dh + d] * inverse;
+  }
 }
 
 }  // namespace titans

@@ -139,7 +139,8 @@ class AttentionWorkspace {
 
   // Attends n tokens (positions cache.position() ... + n - 1), writes out [n, H*dh], then
   // appends their keys and values to the cache. Opens one OpenMP region of up to threads()
-  // threads (fewer for little work) that take (head, query tile) items one at a time. Every
+  // threads (fewer for little work) that take (head, query tile) items one at a time (one token,
+  // a decode step: an equal share of the heads each, AttendRow). Every
   // item is computed the same way whichever thread takes it: results do not depend on the
   // thread count. Checks that the cache belongs to `shape` and the pointers are there
   // (titans::Error kInvalidArgument); values are not checked.
@@ -162,11 +163,12 @@ class AttentionWorkspace {
   static double Flops(const AttentionShape& shape, int64_t position, int n);
 
  private:
+  // Rows: a query tile's kTile rows, or one token's heads (AttendRow); R = max(kTile, heads).
   struct Scratch {
-    RowMatrix q;           // [kTile, dh] scaled query tile
-    RowMatrix s;           // [kTile, kBlock] scores, then probabilities
-    RowMatrix o;           // [kTile, dh] unnormalised output accumulator
-    Eigen::VectorXf m, l;  // [kTile] running max and running sum of the online softmax
+    RowMatrix q;           // [R, dh] scaled query rows
+    RowMatrix s;           // [R, kBlock] scores, then probabilities
+    RowMatrix o;           // [R, dh] unnormalised output accumulator
+    Eigen::VectorXf m, l;  // [R] running max and running sum of the online softmax
   };
   // Forward's body for thread ith of nth: items from the shared counter `next` when given,
   // else the static share of Attend.
@@ -175,6 +177,9 @@ class AttentionWorkspace {
   void AttendItem(const AttentionShape& shape, const AttentionCache& cache,
                   const AttentionInputs& in, float* out, int head, int t0, int rows,
                   Scratch& scratch);
+  // One token (a decode step), query heads [h0, h1).
+  void AttendRow(const AttentionShape& shape, const AttentionCache& cache,
+                 const AttentionInputs& in, float* out, int h0, int h1, Scratch& scratch);
 
   int threads_;
   double min_flops_per_thread_;

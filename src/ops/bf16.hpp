@@ -88,6 +88,20 @@ inline Floats Load(const uint16_t* p) {
 }
 inline void Store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
 
+// The sum of v's lanes in a fixed tree (halves added until one lane is left), the same bits
+// wherever it is used. AVX-512's reduction intrinsic adds the same halves in registers.
+inline float Sum(Floats v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps(v);
+#endif
+  float lanes[kWidth];
+  Store(lanes, v);
+  for (Index width = kWidth / 2; width > 0; width /= 2) {
+    for (Index l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  }
+  return lanes[0];
+}
+
 // s + x w with one rounding where the CPU has fused multiply-add, spelled out rather than left to
 // the compiler's contraction of `s += x * w`, which it may apply in one instantiation of a kernel
 // and not in another (float32 and bf16 weights must give the same bits).
@@ -308,12 +322,7 @@ void TransposedTile(const float* a, Index lda, const float* e, Index lde, Index 
       for (int r = 0; r < R; ++r) sum[r] = simd::MulAdd(simd::Load(a + r * lda + i), w, sum[r]);
     }
     for (int r = 0; r < R; ++r) {
-      float lanes[simd::kWidth];
-      simd::Store(lanes, sum[r]);
-      for (Index width = simd::kWidth / 2; width > 0; width /= 2) {
-        for (Index l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-      }
-      float total = lanes[0];
+      float total = simd::Sum(sum[r]);
       for (Index i = vector_end; i < k; ++i) total = simd::MulAdd(a[r * lda + i], ej[i], total);
       c[r * ldc + j] = total;
     }
