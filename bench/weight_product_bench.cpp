@@ -58,10 +58,10 @@ void OneRow(benchmark::State& state, Way way) {
             linalg::ConstView(a.data(), 1, k, k) * linalg::ConstView(w.data(), k, n, n);
         break;
       case Way::kF32:
-        linalg::MultiplyRow(a.data(), w.data(), k, n, c.data(), false);
+        linalg::MultiplyRow(a.data(), w.data(), k, n, n, c.data(), false);
         break;
       case Way::kBf16:
-        linalg::MultiplyRow(a.data(), matrix.bf16, k, n, c.data(), false);
+        linalg::MultiplyRow(a.data(), matrix.bf16, k, n, n, c.data(), false);
         break;
     }
     benchmark::DoNotOptimize(c.data());

@@ -536,6 +536,9 @@ TEST(TpMacModel, RandomModelStreamsSavesAndRejectsBadInput) {
   // earlier logit.
   Session threaded(model, SessionOptions{2, 0});
   EXPECT_LE(MaxDiff(Feed(threaded, tokens, {}), reference), 1e-5);
+  // Token by token, a row's products are shared out by columns (ForColumnShares).
+  Session threaded_decode(model, SessionOptions{2, 0});
+  EXPECT_LE(MaxDiff(Feed(threaded_decode, tokens, Repeat(53, 1)), reference), 1e-5);
   std::vector<int32_t> changed = tokens;
   changed[30] = (changed[30] + 1) % 40;
   Session other(model);

@@ -48,11 +48,53 @@ inline double ProductFlops(linalg::Index m, linalg::Index k, linalg::Index n) {
   return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
 }
 
-// c = a b with the rows of c split over up to options.threads threads (ForRowShares).
-// b is a model's weight matrix (linalg::WeightMatrix, float32 or bf16) or a tied head's
-// embedding (linalg::TransposedMatrix).
-template <class C, class A, class B>
-void ParallelMultiply(const SessionOptions& options, C c, const A& a, const B& b) {
+// The bytes of a weight matrix as stored.
+inline double WeightBytes(const linalg::WeightMatrix& w) {
+  return static_cast<double>(w.rows) * static_cast<double>(w.cols) * (w.bf16 != nullptr ? 2 : 4);
+}
+
+// fn(ith, nth) for one row (a decoded token), whose products cannot be split by rows: each
+// thread computes a share of every product's output columns (ColumnShare), with a barrier
+// (linalg::Barrier(nth)) wherever a step reads another thread's columns. One region of up to
+// options.threads threads, sized by ops::TeamSize from `weight_bytes`, the most weight bytes
+// read between two synchronisations (a one-row product runs at the rate its weights arrive).
+// Every output column is the same sum whichever thread computes it (MultiplyRow, TransposedTile):
+// the split changes no bits.
+template <class Fn>
+void ForColumnShares(const SessionOptions& options, double weight_bytes, Fn fn) {
+  const int team = ops::TeamSize(weight_bytes * ops::kFlopsPerWeightByte, options.threads,
+                                 options.min_flops_per_thread);
+  if (team == 1) {
+    fn(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(team)
+  {
+    const FlushDenormals flush;
+    fn(omp_get_thread_num(), omp_get_num_threads());
+  }
+}
+
+// Share ith of nth of a product's n output columns: whole cache lines of floats, so that two
+// threads never write the same line.
+inline linalg::Range ColumnShare(linalg::Index n, int ith, int nth) {
+  return linalg::Share(static_cast<int>(n), ith, nth, 16);
+}
+
+// c = a b with the rows of c split over up to options.threads threads (ForRowShares), or for
+// one row its columns (ForColumnShares). b is a model's weight matrix (linalg::WeightMatrix,
+// float32 or bf16).
+template <class C, class A>
+void ParallelMultiply(const SessionOptions& options, C c, const A& a,
+                      const linalg::WeightMatrix& b) {
+  if (c.rows() == 1) {
+    ForColumnShares(options, WeightBytes(b), [&](int ith, int nth) {
+      const linalg::Range j = ColumnShare(c.cols(), ith, nth);
+      if (j.size() > 0)
+        linalg::Multiply(c.middleCols(j.begin, j.size()), a, b.Columns(j.begin, j.size()));
+    });
+    return;
+  }
   ForRowShares(options, c.rows(), ProductFlops(c.rows(), a.cols(), c.cols()), [&](linalg::Range r) {
     linalg::Multiply(c.middleRows(r.begin, r.size()), a.middleRows(r.begin, r.size()), b);
   });
@@ -86,6 +128,35 @@ inline void SwiGluRows(linalg::Range r, const RowMatrix& in, const std::vector<f
   gate.array() = ops::Silu(gate.array()) * up.array();
   linalg::Multiply(y, gate, w.down);
   if (w.down_bias != nullptr) y.rowwise() += Bias(w.down_bias->data(), d);
+}
+
+// One row of SwiGluRows after its norm: xn [1, d] (normalised), a, b [1, f] scratch, out [1, d];
+// share ith of nth of a ForColumnShares chain: this thread's hidden columns, a barrier, its
+// output columns. The same bits as SwiGluRows gives the row.
+inline void SwiGluRowShare(int ith, int nth, const float* xn, const SwiGluWeights& w, float* a,
+                           float* b, float* out) {
+  using Bias = Eigen::Map<const Eigen::RowVectorXf>;
+  const linalg::Index d = w.gate.rows, f = w.gate.cols;
+  const auto x = linalg::ConstView(xn, 1, d, d);
+  const linalg::Range hidden = ColumnShare(f, ith, nth);
+  if (hidden.size() > 0) {
+    const linalg::Index j0 = hidden.begin, cols = hidden.size();
+    auto gate = linalg::View(a + j0, 1, cols, f);
+    auto up = linalg::View(b + j0, 1, cols, f);
+    linalg::Multiply(gate, x, w.gate.Columns(j0, cols));
+    linalg::Multiply(up, x, w.up.Columns(j0, cols));
+    if (w.gate_bias != nullptr) gate += Bias(w.gate_bias->data() + j0, cols);
+    if (w.up_bias != nullptr) up += Bias(w.up_bias->data() + j0, cols);
+    gate.array() = ops::Silu(gate.array()) * up.array();
+  }
+  linalg::Barrier(nth);  // the down product reads every hidden column
+  const linalg::Range outputs = ColumnShare(d, ith, nth);
+  if (outputs.size() > 0) {
+    const linalg::Index j0 = outputs.begin, cols = outputs.size();
+    auto y = linalg::View(out + j0, 1, cols, d);
+    linalg::Multiply(y, linalg::ConstView(a, 1, f, f), w.down.Columns(j0, cols));
+    if (w.down_bias != nullptr) y += Bias(w.down_bias->data() + j0, cols);
+  }
 }
 
 // The attention kernel's inputs: rotated q and k, v [n, ...], and the layer's persistent pairs

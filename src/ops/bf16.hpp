@@ -55,6 +55,14 @@ struct WeightMatrix {
   const float* f32 = nullptr;
   const uint16_t* bf16 = nullptr;
   Index rows = 0, cols = 0;
+  Index stride = 0;  // elements from one row to the next; 0: cols (a whole matrix)
+
+  Index ld() const { return stride > 0 ? stride : cols; }
+  // Columns [j0, j0 + n) of every row: a thread's share of a product's outputs.
+  WeightMatrix Columns(Index j0, Index n) const {
+    return {f32 != nullptr ? f32 + j0 : nullptr, bf16 != nullptr ? bf16 + j0 : nullptr, rows, n,
+            ld()};
+  }
 };
 
 // One SIMD register of floats, as GCC and Clang vector extensions: 16 floats with AVX-512, 8 with
@@ -130,7 +138,7 @@ inline float MulAdd(float x, float w, float s) {
 inline float Widen(float w) { return w; }
 inline float Widen(uint16_t w) { return bf16::ToFloat(w); }
 
-// c[0, n] = (or +=) a[0, k] b[k, n], b (float32 or bf16) with row stride n: the one-row product
+// c[0, n] = (or +=) a[0, k] b[k, n], b (float32 or bf16) with row stride ldb: the one-row product
 // of a decoded token, a pass over b's rows eight at a time (eight sequential streams, one load
 // and store of c per eight rows; c, at most kCols floats at a time, stays in L1). The plain loops
 // vectorise (-O3; simd::MulAdd is std::fma there). Each c[j] is the same chain of multiply-adds
@@ -138,7 +146,8 @@ inline float Widen(uint16_t w) { return bf16::ToFloat(w); }
 // bits decoded alone, in a batch or in a prefill piece. Measured
 // against Eigen's matrix-vector product in docs/PERFORMANCE.md ("bf16 product matrices").
 template <class W>
-void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool accumulate) {
+void MultiplyRow(const float* a, const W* b, Index k, Index n, Index ldb, float* c,
+                 bool accumulate) {
   constexpr Index kCols = 4096;
   if (!accumulate) std::fill(c, c + n, 0.0f);
   for (Index j0 = 0; j0 < n; j0 += kCols) {
@@ -146,7 +155,7 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
     float* out = c + j0;
     Index i = 0;
     for (; i + 8 <= k; i += 8) {
-      const W* b0 = b + i * n + j0;
+      const W* b0 = b + i * ldb + j0;
       const float* ai = a + i;
       Index j = 0;
       if constexpr (std::is_same_v<W, float>) {
@@ -158,8 +167,8 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
         for (; j + 2 * simd::kWidth <= nd; j += 2 * simd::kWidth) {
           simd::Floats sum0 = simd::Load(out + j), sum1 = simd::Load(out + j + simd::kWidth);
           for (Index s = 0; s < 8; ++s) {
-            sum0 = simd::MulAdd(x[s], simd::Load(b0 + s * n + j), sum0);
-            sum1 = simd::MulAdd(x[s], simd::Load(b0 + s * n + j + simd::kWidth), sum1);
+            sum0 = simd::MulAdd(x[s], simd::Load(b0 + s * ldb + j), sum0);
+            sum1 = simd::MulAdd(x[s], simd::Load(b0 + s * ldb + j + simd::kWidth), sum1);
           }
           simd::Store(out + j, sum0);
           simd::Store(out + j + simd::kWidth, sum1);
@@ -167,12 +176,12 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, float* c, bool ac
       }
       for (; j < nd; ++j) {
         float sum = out[j];
-        for (Index s = 0; s < 8; ++s) sum = simd::MulAdd(ai[s], Widen(b0[s * n + j]), sum);
+        for (Index s = 0; s < 8; ++s) sum = simd::MulAdd(ai[s], Widen(b0[s * ldb + j]), sum);
         out[j] = sum;
       }
     }
     for (; i < k; ++i) {
-      const W* bi = b + i * n + j0;
+      const W* bi = b + i * ldb + j0;
       for (Index j = 0; j < nd; ++j) out[j] = simd::MulAdd(a[i], Widen(bi[j]), out[j]);
     }
   }
@@ -358,17 +367,17 @@ template <class C, class A>
 void Multiply(C&& c, const A& a, const WeightMatrix& b, bool accumulate = false) {
   if (c.rows() == 1) {
     if (b.bf16 != nullptr) {
-      MultiplyRow(a.data(), b.bf16, a.cols(), c.cols(), c.data(), accumulate);
+      MultiplyRow(a.data(), b.bf16, a.cols(), c.cols(), b.ld(), c.data(), accumulate);
     } else {
-      MultiplyRow(a.data(), b.f32, a.cols(), c.cols(), c.data(), accumulate);
+      MultiplyRow(a.data(), b.f32, a.cols(), c.cols(), b.ld(), c.data(), accumulate);
     }
     return;
   }
   if (b.bf16 != nullptr) {
-    MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.bf16, b.cols, a.cols(), c.cols(),
+    MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.bf16, b.ld(), a.cols(), c.cols(),
                     c.data(), c.outerStride(), accumulate);
   } else {
-    MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.f32, b.cols, a.cols(), c.cols(),
+    MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.f32, b.ld(), a.cols(), c.cols(),
                     c.data(), c.outerStride(), accumulate);
   }
 }

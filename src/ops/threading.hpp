@@ -18,6 +18,14 @@ namespace titans::ops {
 // kept such a model's prefill on one thread when given two.)
 constexpr double kMinFlopsPerThread = 4e6;
 
+// What a byte of weights counts for in TeamSize when a decoded token's one-row chain shares out
+// its products' columns (session::ForColumnShares): such a chain is bound by reading its
+// weights, and each thread reads only its share of them. Measured (docs/PERFORMANCE.md,
+// "Decoding on both cores"): splitting the bench models' chains from 80 KB or from 256 KiB of
+// weights up gave alike, from 1 MiB up less; a second thread joins from 2 x kMinFlopsPerThread
+// / 64 = 125 KB.
+constexpr double kFlopsPerWeightByte = 64;
+
 // A memory unit counts as this many synchronisations when its work is shared out: it has three
 // barriers, and part of its time goes to passes over the weights, momentum and base (bandwidth-
 // bound: a second core gains less). Measured 2026-12-04 (docs/PERFORMANCE.md, "The grid"): two

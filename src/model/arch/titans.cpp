@@ -25,6 +25,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <exception>
 #include <memory>
@@ -190,12 +191,7 @@ class TitansStack {
   void Attention(size_t l, const LayerWeights& w, Index n, const RowMatrix& in, RowMatrix& out) {
     const AttentionShape shape = ShapeOf(c_);
     const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
-    ForRowShares(options_, n, ProductFlops(n, d, qw + 2 * kw), [&](Range r) {
-      const auto input = in.middleRows(r.begin, r.size());
-      Multiply(ws_.q.middleRows(r.begin, r.size()), input, Matrix(w.attention.w_q, d, qw));
-      Multiply(ws_.k.middleRows(r.begin, r.size()), input, Matrix(w.attention.w_k, d, kw));
-      Multiply(ws_.v.middleRows(r.begin, r.size()), input, Matrix(w.attention.w_v, d, kw));
-    });
+    Projections(n, in, w.attention, ws_.q, ws_.k, ws_.v);
     ForEachStream(streams_, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       AttentionCache& cache = *s.state->attention[l];
       float* q = ws_.q.data() + s.row * qw;
@@ -208,6 +204,35 @@ class TitansStack {
                         rows, ws_.att.data() + s.row * qw);
     });
     ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n), Matrix(w.attention.w_o, qw, d));
+  }
+
+  // Rows [0, n) of q, k, v = in W_q, in W_k, in W_v: shares of the rows, or of one row's
+  // columns.
+  void Projections(Index n, const RowMatrix& in, const AttentionWeights& w, RowMatrix& q,
+                   RowMatrix& k, RowMatrix& v) {
+    const AttentionShape shape = ShapeOf(c_);
+    const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
+    const std::array<linalg::WeightMatrix, 3> weights = {Matrix(w.w_q, d, qw), Matrix(w.w_k, d, kw),
+                                                         Matrix(w.w_v, d, kw)};
+    const std::array<RowMatrix*, 3> outputs = {&q, &k, &v};
+    if (n == 1) {
+      const double bytes = WeightBytes(weights[0]) + 2 * WeightBytes(weights[1]);
+      ForColumnShares(options_, bytes, [&](int ith, int nth) {
+        for (size_t p = 0; p < weights.size(); ++p) {
+          const Range j = ColumnShare(weights[p].cols, ith, nth);
+          if (j.size() == 0) continue;
+          Multiply(outputs[p]->block(0, j.begin, 1, j.size()), in.topRows(1),
+                   weights[p].Columns(j.begin, j.size()));
+        }
+      });
+      return;
+    }
+    ForRowShares(options_, n, ProductFlops(n, d, qw + 2 * kw), [&](Range r) {
+      const auto input = in.middleRows(r.begin, r.size());
+      for (size_t p = 0; p < weights.size(); ++p) {
+        Multiply(outputs[p]->middleRows(r.begin, r.size()), input, weights[p]);
+      }
+    });
   }
 
   // fn(stream, workspace) for each of `streams`: their attention on their own caches. A
@@ -281,15 +306,36 @@ class TitansStack {
         ws_.memory_batches[l]->Read(memories, retrieve, ws_.mem.data());
       }
     }
+    const linalg::WeightMatrix w_g = Matrix(w.memory.w_g, d, hd), w_o = Matrix(w.memory.w_o, hd, d);
+    if (n == 1) {
+      // One row: this thread's columns of the gate and of the memory's heads, a barrier, its
+      // columns of the output.
+      RmsNormRows(ws_.mem.data(), w.memory.norm, 1, hd, c_.memory.heads, c_.norm_eps,
+                  ws_.mem.data());
+      ForColumnShares(
+          options_, std::max(WeightBytes(w_g), WeightBytes(w_o)), [&](int ith, int nth) {
+            const Range j = ColumnShare(hd, ith, nth);
+            if (j.size() > 0) {
+              auto gate = ws_.gate.block(0, j.begin, 1, j.size());
+              Multiply(gate, ConstView(retrieve, 1, d, d), w_g.Columns(j.begin, j.size()));
+              ws_.mem.block(0, j.begin, 1, j.size()).array() *= ops::Silu(gate.array());
+            }
+            Barrier(nth);
+            const Range o = ColumnShare(d, ith, nth);
+            if (o.size() > 0) {
+              Multiply(View(out + o.begin, 1, o.size(), d), ws_.mem.topRows(1),
+                       w_o.Columns(o.begin, o.size()));
+            }
+          });
+      return;
+    }
     ForRowShares(options_, n, ProductFlops(n, d, hd) + ProductFlops(n, hd, d), [&](Range r) {
       const Index r0 = r.begin, rows = r.size();
       float* mem = ws_.mem.data() + r0 * hd;
       RmsNormRows(mem, w.memory.norm, rows, hd, c_.memory.heads, c_.norm_eps, mem);
-      Multiply(ws_.gate.middleRows(r0, rows), ConstView(retrieve + r0 * d, rows, d, d),
-               Matrix(w.memory.w_g, d, hd));
+      Multiply(ws_.gate.middleRows(r0, rows), ConstView(retrieve + r0 * d, rows, d, d), w_g);
       ws_.mem.middleRows(r0, rows).array() *= ops::Silu(ws_.gate.middleRows(r0, rows).array());
-      Multiply(View(out + r0 * d, rows, d, d), ws_.mem.middleRows(r0, rows),
-               Matrix(w.memory.w_o, hd, d));
+      Multiply(View(out + r0 * d, rows, d, d), ws_.mem.middleRows(r0, rows), w_o);
     });
   }
 
@@ -319,19 +365,14 @@ class TitansStack {
   void MemoryAsContextRound(size_t l, const LayerWeights& w, std::span<const Stream> round,
                             Index r0, Index n) {
     const AttentionShape shape = MacShapeOf(c_);
-    const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
+    const Index d = c_.d_model, qw = shape.q_width();
     // h = Mem*(u): the memory as it was at the segment start (it is written at the end).
     MemoryBranch(l, w, round, r0, n, nullptr, ws_.u.data() + r0 * d, ws_.mac_h.data());
     for (Index i = 0; i < n; ++i) {
       ws_.mac_z.row(2 * i) = ws_.mac_h.row(i);
       ws_.mac_z.row(2 * i + 1) = ws_.u.row(r0 + i);
     }
-    ForRowShares(options_, 2 * n, ProductFlops(2 * n, d, qw + 2 * kw), [&](Range r) {
-      const auto z = ws_.mac_z.middleRows(r.begin, r.size());
-      Multiply(ws_.mac_q.middleRows(r.begin, r.size()), z, Matrix(w.attention.w_q, d, qw));
-      Multiply(ws_.mac_k.middleRows(r.begin, r.size()), z, Matrix(w.attention.w_k, d, kw));
-      Multiply(ws_.mac_v.middleRows(r.begin, r.size()), z, Matrix(w.attention.w_v, d, kw));
-    });
+    Projections(2 * n, ws_.mac_z, w.attention, ws_.mac_q, ws_.mac_k, ws_.mac_v);
     ForEachStream(round, shape, [&](const Stream& s, AttentionWorkspace& attention) {
       const Index z0 = 2 * (s.row - r0);  // the stream's first row in z
       AttentionCache& cache = *s.state->attention[l];
@@ -355,11 +396,21 @@ class TitansStack {
                  ws_.t.data() + r0 * d);
   }
 
-  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)): every step row by row, one region.
+  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)): every step row by row, one region; one row
+  // (a decoded token) by columns.
   void FeedForward(const LayerWeights& w, Index n) {
     const Index d = c_.d_model, f = c_.ffn_hidden;
     const SwiGluWeights ffn{Matrix(w.ffn_gate, d, f), Matrix(w.ffn_up, d, f),
                             Matrix(w.ffn_down, f, d)};
+    if (n == 1) {
+      Norm(ws_.x, w.ffn_norm, 1, ws_.u);
+      ForColumnShares(options_, WeightBytes(ffn.gate) + WeightBytes(ffn.up), [&](int ith, int nth) {
+        SwiGluRowShare(ith, nth, ws_.u.data(), ffn, ws_.ffn_a.data(), ws_.ffn_b.data(),
+                       ws_.t.data());
+      });
+      ws_.x.row(0) += ws_.t.row(0);
+      return;
+    }
     ForRowShares(options_, n, ProductFlops(n, d, 2 * f) + ProductFlops(n, f, d), [&](Range r) {
       SwiGluRows(r, ws_.x, w.ffn_norm, c_.norm_eps, ffn, ws_.u, ws_.ffn_a, ws_.ffn_b, ws_.t);
       ws_.x.middleRows(r.begin, r.size()) += ws_.t.middleRows(r.begin, r.size());
@@ -384,7 +435,25 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
   for (Index i = 0; i < n; ++i) ws.x.row(i) = embedding.row(tokens[i]);
   TitansStack stack(model, streams, ws, options);
   stack.Run(n);
-  // logits = n(x) W_head, row by row in one region.
+  // logits = n(x) W_head, row by row in one region; one row by columns (vocabulary entries).
+  if (n == 1) {
+    RmsNormRows(ws.x.data(), w.final_norm, 1, d, 1, c.norm_eps, ws.u.data());
+    const linalg::WeightMatrix head = model.bf16_copies().Matrix(w.lm_head, d, vocab);
+    const double bytes =
+        c.tie_embeddings ? 4.0 * static_cast<double>(vocab * d) : WeightBytes(head);
+    ForColumnShares(options, bytes, [&](int ith, int nth) {
+      const Range j = ColumnShare(vocab, ith, nth);
+      if (j.size() == 0) return;
+      MatMap out = View(logits + j.begin, 1, j.size(), vocab);
+      if (c.tie_embeddings) {
+        Multiply(out, ws.u.topRows(1),
+                 linalg::TransposedMatrix{w.embedding.data() + j.begin * d, j.size(), d});
+      } else {
+        Multiply(out, ws.u.topRows(1), head.Columns(j.begin, j.size()));
+      }
+    });
+    return;
+  }
   ForRowShares(options, n, ProductFlops(n, d, vocab), [&](Range r) {
     const Index r0 = r.begin, rows = r.size();
     RmsNormRows(ws.x.data() + r0 * d, w.final_norm, rows, d, 1, c.norm_eps, ws.u.data() + r0 * d);

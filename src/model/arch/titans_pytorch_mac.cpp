@@ -31,6 +31,7 @@
 // Rows are processed in pieces of at most kPiece; each piece goes through every layer before the
 // next, which is exact because every layer is causal, so a stream can be fed in any pieces.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -361,16 +362,33 @@ class TpMacStack {
   void Attention(size_t l, const TpMacLayerWeights& w, Index n, int64_t p0, bool gated) {
     const AttentionShape shape = CacheShapeOf(c_);
     const Index qw = shape.q_width(), heads = shape.heads, dh = shape.head_dim;
-    // The norm and the q, k, v projections row by row, in one region (ForRowShares).
-    ForRowShares(options_, n, ProductFlops(n, d_, 3 * qw), [&](Range r) {
-      const Index r0 = r.begin, rows = r.size();
-      RmsNormRows(ws_.branch.data() + r0 * d_, w.attention_norm, rows, d_, 1, c_.norm_eps,
-                  ws_.xn.data() + r0 * d_);
-      const auto x = ws_.xn.middleRows(r0, rows);
-      Multiply(ws_.q.middleRows(r0, rows), x, bf16_.Matrix(w.attention.w_q, d_, qw));
-      Multiply(ws_.k.middleRows(r0, rows), x, bf16_.Matrix(w.attention.w_k, d_, qw));
-      Multiply(ws_.v.middleRows(r0, rows), x, bf16_.Matrix(w.attention.w_v, d_, qw));
-    });
+    // The norm and the q, k, v projections row by row, in one region (ForRowShares); one row
+    // (a decoded token) by columns (ForColumnShares).
+    const std::array<linalg::WeightMatrix, 3> weights = {bf16_.Matrix(w.attention.w_q, d_, qw),
+                                                         bf16_.Matrix(w.attention.w_k, d_, qw),
+                                                         bf16_.Matrix(w.attention.w_v, d_, qw)};
+    const std::array<RowMatrix*, 3> outputs = {&ws_.q, &ws_.k, &ws_.v};
+    if (n == 1) {
+      Norm(w.attention_norm, 1);
+      ForColumnShares(options_, 3 * WeightBytes(weights[0]), [&](int ith, int nth) {
+        const Range j = ColumnShare(qw, ith, nth);
+        if (j.size() == 0) return;
+        for (size_t p = 0; p < weights.size(); ++p) {
+          Multiply(outputs[p]->block(0, j.begin, 1, j.size()), ws_.xn.topRows(1),
+                   weights[p].Columns(j.begin, j.size()));
+        }
+      });
+    } else {
+      ForRowShares(options_, n, ProductFlops(n, d_, 3 * qw), [&](Range r) {
+        const Index r0 = r.begin, rows = r.size();
+        RmsNormRows(ws_.branch.data() + r0 * d_, w.attention_norm, rows, d_, 1, c_.norm_eps,
+                    ws_.xn.data() + r0 * d_);
+        const auto x = ws_.xn.middleRows(r0, rows);
+        for (size_t p = 0; p < weights.size(); ++p) {
+          Multiply(outputs[p]->middleRows(r0, rows), x, weights[p]);
+        }
+      });
+    }
     const auto input = ws_.xn.topRows(n);
     if (l == 0) {
       ws_.v_first.topRows(n) = ws_.v.topRows(n);
@@ -414,7 +432,7 @@ class TpMacStack {
   }
 
   // ws.out = W_down ((x W_up + b_up) * SiLU(x W_gate + b_gate)) + b_down, x = RMSNorm(branch).
-  // Every step row by row, in one region (ForRowShares).
+  // Every step row by row, in one region (ForRowShares); one row by columns (ForColumnShares).
   void FeedForward(const TpMacLayerWeights& w, Index n) {
     const Index f = c_.ffn_hidden;
     const SwiGluWeights ffn{bf16_.Matrix(w.ffn_gate, d_, f),
@@ -423,6 +441,14 @@ class TpMacStack {
                             &w.ffn_gate_bias,
                             &w.ffn_up_bias,
                             &w.ffn_down_bias};
+    if (n == 1) {
+      Norm(w.ffn_norm, 1);
+      ForColumnShares(options_, WeightBytes(ffn.gate) + WeightBytes(ffn.up), [&](int ith, int nth) {
+        SwiGluRowShare(ith, nth, ws_.xn.data(), ffn, ws_.ffn_a.data(), ws_.ffn_b.data(),
+                       ws_.out.data());
+      });
+      return;
+    }
     ForRowShares(options_, n, ProductFlops(n, d_, 2 * f) + ProductFlops(n, f, d_), [&](Range r) {
       SwiGluRows(r, ws_.branch, w.ffn_norm, c_.norm_eps, ffn, ws_.xn, ws_.ffn_a, ws_.ffn_b,
                  ws_.out);
