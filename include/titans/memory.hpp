@@ -148,8 +148,10 @@ struct SessionOptions {
   // FLOPs of its work between two synchronisations, up to `threads`. A barrier costs tens of
   // microseconds on this kind of VM, so a thread joins only for some tens of microseconds of work:
   // an attention call or a product of 4e6 FLOPs, a memory unit of 2e7 (it counts as 5
-  // synchronisations: three barriers and bandwidth-bound passes; docs/PERFORMANCE.md). 0: every
-  // thread always joins (tests use it to exercise threading).
+  // synchronisations: three barriers and bandwidth-bound passes; docs/PERFORMANCE.md), a decoded
+  // token's chain of one-row products from 62.5 KB of weights per thread (a byte counts as 64
+  // FLOPs: such products are bound by reading the weights). 0: every thread always joins (tests
+  // use it to exercise threading).
   double min_flops_per_thread = 4e6;
   // The thread governor (docs/PERFORMANCE.md, "Busy cores"): with threads > 1, each piece of
   // work (a runner's piece of tokens, a memory session's tile, a batched step) runs on the whole
