@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "ops/bf16.hpp"
 #include "ops/flush_denormals.hpp"
@@ -465,11 +466,9 @@ void AttentionWorkspace::AttendRow(const AttentionShape& shape, const AttentionC
       }
       m[h] = m_new;
     }
-    // o_h += p_h[j] v_j, four keys per load and store of o (the chain through memory is what
-    // limits this loop).
-    constexpr int kKeys = 4;
-    int j = 0;
-    for (; j + kKeys <= nb; j += kKeys) {
+    // o_h += p_h[j] v_j for `keys` keys from j per load and store of o (the chain through
+    // memory is what limits this loop): four at a time, then one.
+    auto accumulate = [&](int j, auto keys) {
       const float* value = values + j * kw;
       for_heads([&](int h, Index kv) {
         const float* p = s + Index{h} * kBlock + j;
@@ -478,25 +477,19 @@ void AttentionWorkspace::AttendRow(const AttentionShape& shape, const AttentionC
         Index d = 0;
         for (; d < vector_end; d += simd::kWidth) {
           simd::Floats sum = simd::Load(oh + d);
-          for (int r = 0; r < kKeys; ++r) {
+          for (int r = 0; r < keys; ++r) {
             sum = simd::MulAdd(p[r] + simd::Floats{}, simd::Load(vh + r * kw + d), sum);
           }
           simd::Store(oh + d, sum);
         }
         for (; d < dh; ++d) {
-          for (int r = 0; r < kKeys; ++r) oh[d] = simd::MulAdd(p[r], vh[r * kw + d], oh[d]);
+          for (int r = 0; r < keys; ++r) oh[d] = simd::MulAdd(p[r], vh[r * kw + d], oh[d]);
         }
       });
-    }
-    for (; j < nb; ++j) {
-      const float* value = values + j * kw;
-      for_heads([&](int h, Index kv) {
-        const float p = s[h * kBlock + j];
-        const float* vh = value + kv;
-        float* oh = o + h * dh;
-        for (Index d = 0; d < dh; ++d) oh[d] = simd::MulAdd(p, vh[d], oh[d]);
-      });
-    }
+    };
+    int j = 0;
+    for (; j + 4 <= nb; j += 4) accumulate(j, std::integral_constant<int, 4>{});
+    for (; j < nb; ++j) accumulate(j, std::integral_constant<int, 1>{});
   };
   auto run = [&](const float* keys, const float* values, int64_t count) {
     for (int64_t j = 0; j < count; j += kBlock) {

@@ -101,13 +101,14 @@ inline void Store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
 inline float Sum(Floats v) {
 #if defined(__AVX512F__)
   return _mm512_reduce_add_ps(v);
-#endif
+#else
   float lanes[kWidth];
   Store(lanes, v);
   for (Index width = kWidth / 2; width > 0; width /= 2) {
     for (Index l = 0; l < width; ++l) lanes[l] += lanes[l + width];
   }
   return lanes[0];
+#endif
 }
 
 // s + x w with one rounding where the CPU has fused multiply-add, spelled out rather than left to

@@ -438,19 +438,18 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
   // logits = n(x) W_head, row by row in one region; one row by columns (vocabulary entries).
   if (n == 1) {
     RmsNormRows(ws.x.data(), w.final_norm, 1, d, 1, c.norm_eps, ws.u.data());
-    const linalg::WeightMatrix head = model.bf16_copies().Matrix(w.lm_head, d, vocab);
-    const double bytes =
-        c.tie_embeddings ? 4.0 * static_cast<double>(vocab * d) : WeightBytes(head);
-    ForColumnShares(options, bytes, [&](int ith, int nth) {
+    MatMap out = View(logits, 1, vocab, vocab);
+    if (!c.tie_embeddings) {
+      ParallelMultiply(options, out, ws.u.topRows(1),
+                       model.bf16_copies().Matrix(w.lm_head, d, vocab));
+      return;
+    }
+    // A tied head: this thread's embedding rows [vocab share, d] against the row.
+    ForColumnShares(options, 4.0 * static_cast<double>(vocab * d), [&](int ith, int nth) {
       const Range j = ColumnShare(vocab, ith, nth);
       if (j.size() == 0) return;
-      MatMap out = View(logits + j.begin, 1, j.size(), vocab);
-      if (c.tie_embeddings) {
-        Multiply(out, ws.u.topRows(1),
-                 linalg::TransposedMatrix{w.embedding.data() + j.begin * d, j.size(), d});
-      } else {
-        Multiply(out, ws.u.topRows(1), head.Columns(j.begin, j.size()));
-      }
+      Multiply(out.middleCols(j.begin, j.size()), ws.u.topRows(1),
+               linalg::TransposedMatrix{w.embedding.data() + j.begin * d, j.size(), d});
     });
     return;
   }
