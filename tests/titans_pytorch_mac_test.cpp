@@ -520,6 +520,21 @@ TEST(TpMacConfig, RejectsWhatTheEngineDoesNotRun) {
   EXPECT_EQ(ModelConfig().ToJson().find("architecture"), std::string::npos);
 }
 
+// Decoding on two threads shares each product's columns out by whole cache lines (16 floats):
+// with 4 heads of 8 (q, k, v 32 wide) and a feed-forward of 48 every product splits, and the
+// token-by-token logits match one thread's whole run.
+TEST(TpMacModel, DecodesOnTwoThreadsByColumns) {
+  ModelConfig c = SmallConfig();
+  c.attention.heads = c.attention.kv_heads = 4;
+  c.ffn_hidden = 48;
+  auto model = std::make_shared<const Model>(c, ModelWeights::Random(c, 9));
+  std::vector<int32_t> tokens(30);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 13 + 5) % 40);
+  Session whole(model, SessionOptions{1});
+  Session decode(model, SessionOptions{2, 0});
+  EXPECT_LE(MaxDiff(Feed(decode, tokens, Repeat(30, 1)), Feed(whole, tokens, {})), 1e-5);
+}
+
 TEST(TpMacModel, RandomModelStreamsSavesAndRejectsBadInput) {
   const ModelConfig c = SmallConfig();
   auto model = std::make_shared<const Model>(c, ModelWeights::Random(c, 7));
