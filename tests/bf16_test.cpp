@@ -120,6 +120,51 @@ TEST(Bf16, ProductsMatchAFloat64Reference) {
   }
 }
 
+// c = a^T b through linalg::MultiplyTransposed (the memories' gradient products: a layer's
+// inputs [k, m] against its output errors [k, n], both read in place with row strides wider
+// than their widths), against float64 sums, over shapes that leave every tail of
+// MultiplyWeights' blocking (6-row tiles, 256-deep blocks, 64- and 16-column panels, single
+// columns); and equal to MultiplyWeights of the explicitly transposed a (the same sums).
+TEST(Bf16, TransposedProductsMatchAFloat64Reference) {
+  struct Shape {
+    Index m, k, n;
+  };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{2, 5, 3}, Shape{7, 513, 85}, Shape{64, 64, 256},
+                        Shape{256, 64, 128}, Shape{13, 300, 100}}) {
+    SCOPED_TRACE(std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n));
+    const Index lda = s.m + 5, ldb = s.n + 2;
+    const std::vector<float> a = RandomVector(static_cast<size_t>(s.k * lda), 6);
+    const std::vector<float> b = RandomVector(static_cast<size_t>(s.k * ldb), 7);
+    std::vector<float> c(static_cast<size_t>(s.m * s.n), 1e30f);  // overwritten, not added to
+    linalg::MultiplyTransposed(linalg::View(c.data(), s.m, s.n, s.n),
+                               linalg::ConstView(a.data(), s.k, s.m, lda),
+                               linalg::ConstView(b.data(), s.k, s.n, ldb));
+    std::vector<float> a_rows(static_cast<size_t>(s.m * s.k));
+    for (Index i = 0; i < s.m; ++i) {
+      for (Index p = 0; p < s.k; ++p) {
+        a_rows[static_cast<size_t>(i * s.k + p)] = a[static_cast<size_t>(p * lda + i)];
+      }
+    }
+    std::vector<float> c_rows(c.size());
+    linalg::MultiplyWeights(s.m, a_rows.data(), s.k, b.data(), ldb, s.k, s.n, c_rows.data(), s.n,
+                            false);
+    ASSERT_EQ(c, c_rows);
+    for (Index i = 0; i < s.m; ++i) {
+      for (Index j = 0; j < s.n; ++j) {
+        double sum = 0.0, size = 0.0;
+        for (Index p = 0; p < s.k; ++p) {
+          const double term = static_cast<double>(a[static_cast<size_t>(p * lda + i)]) *
+                              b[static_cast<size_t>(p * ldb + j)];
+          sum += term;
+          size += std::fabs(term);
+        }
+        const double bound = static_cast<double>(s.k + 1) * 6e-8 * (size + std::fabs(sum));
+        ASSERT_NEAR(c[static_cast<size_t>(i * s.n + j)], sum, bound) << i << ", " << j;
+      }
+    }
+  }
+}
+
 // A row of a product with more than one row has the same bits whichever rows share the call:
 // the sessions of a batched step and the threads' shares of a piece's rows (split by rows) must
 // not change a row's result. Every row of a [13, k] product against the same row in [2, k] calls

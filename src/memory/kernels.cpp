@@ -152,10 +152,9 @@ MemorySession::Workspace::Workspace(const NeuralMemory& memory, const SessionOpt
   }
   if (c.output == MemoryOutput::kLnResidual) unit_dg_.setZero(h * u, dh);
   for (int t = 0; t < threads_; ++t) {
-    grad_c_.emplace_back(RowMatrix::Zero(max_in, max_out));
-    grad_e_.emplace_back(RowMatrix::Zero(c.momentum ? max_in : 0, max_out));
-    scaled_c_.emplace_back(RowMatrix::Zero(u, max_out));
-    scaled_e_.emplace_back(RowMatrix::Zero(c.momentum ? u : 0, max_out));
+    const Index products = c.momentum ? 2 : 1;
+    fold_grad_.emplace_back(RowMatrix::Zero(max_in, products * max_out));
+    fold_scaled_.emplace_back(RowMatrix::Zero(u, products * max_out));
     row_scratch_.emplace_back(RowMatrix::Zero(2, dh));
   }
   coef_c_.setZero(h, u);
@@ -816,10 +815,9 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
   const bool ln = c.output == MemoryOutput::kLnResidual;
   const bool commit = c.chunk > 0 && position_after % c.chunk == 0;
   const float transition = TransitionWeight(memory);
-  RowMatrix& grad_c = grad_c_[part.ith];
-  RowMatrix& grad_e = grad_e_[part.ith];
-  RowMatrix& scaled_c = scaled_c_[part.ith];
-  RowMatrix& scaled_e = scaled_e_[part.ith];
+  RowMatrix& grad = fold_grad_[part.ith];
+  RowMatrix& scaled = fold_scaled_[part.ith];
+  const Index products = c.momentum ? 2 : 1;
   for (int l = 0; l < depth; ++l) {
     const Index in = c.layer_in(l), out = c.layer_out(l);
     const bool last = l + 1 == depth;
@@ -830,20 +828,21 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
                    const auto input = UnitLayerInput(c, state, l, head, 0, u);
                    const auto cc = coef_c_.row(head).transpose();
                    const auto ce = coef_e_.row(head).transpose();
-                   auto gc = grad_c.topLeftCorner(in, w);
-                   auto sc = scaled_c.topLeftCorner(u, w);
-                   sc = delta.array().colwise() * cc.array();
-                   Multiply(gc, input.transpose(), sc);
+                   // [G_c | G_e] = A^T [diag(c) Delta | diag(e) Delta]: one product [in, 2w].
+                   MatMap scaled_deltas = View(scaled.data(), u, products * w, products * w);
+                   scaled_deltas.leftCols(w) = delta.array().colwise() * cc.array();
+                   if (c.momentum)
+                     scaled_deltas.rightCols(w) = delta.array().colwise() * ce.array();
+                   MatMap grads = View(grad.data(), in, products * w, products * w);
+                   MultiplyTransposed(grads, input, scaled_deltas);
+                   const auto gc = grads.leftCols(w);
                    const Index offset = head * in * out + cols.begin;
                    MatMap weights = View(state.w_cur[l].data() + offset, in, w, out);
                    const float decay = decay_all_[head];
                    if (!c.momentum) {
                      weights = decay * weights - gc;
                    } else {
-                     auto ge = grad_e.topLeftCorner(in, w);
-                     auto se = scaled_e.topLeftCorner(u, w);
-                     se = delta.array().colwise() * ce.array();
-                     Multiply(ge, input.transpose(), se);
+                     const auto ge = grads.rightCols(w);
                      MatMap mom = View(state.momentum[l].data() + offset, in, w, out);
                      weights = decay * weights + momentum_carry_[head] * mom - gc;
                      mom = momentum_all_[head] * mom - ge;
@@ -896,9 +895,9 @@ void MemorySession::Workspace::TensorGradients(const MemoryConfig& c, const Memo
           if (c.tensor_is_vector(i)) {
             grad = right.colwise().sum();
           } else if (mlp) {
-            Multiply(grad, UnitLayerInput(c, state, i, head, 0, u).transpose(), right);
+            MultiplyTransposed(grad, UnitLayerInput(c, state, i, head, 0, u), right);
           } else {
-            Multiply(grad, unit_trace_.Left(c, i, head * u, u).transpose(), right);
+            MultiplyTransposed(grad, unit_trace_.Left(c, i, head * u, u), right);
           }
         });
   }

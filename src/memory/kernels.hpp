@@ -130,8 +130,10 @@ class MemorySession::Workspace {
   memory_models::Trace read_trace_, unit_trace_;
   std::vector<RowMatrix> unit_right_;
   RowMatrix unit_dg_;  // [H * U, dh] per-token gradient rows of the kLnResidual gain
-  // Per-thread scratch of the coefficient-weighted gradient products: [in, cols] each.
-  std::vector<RowMatrix> grad_c_, grad_e_, scaled_c_, scaled_e_;
+  // Per-thread scratch of the coefficient-weighted gradient products (FoldUnit): the scaled
+  // output errors [U, 2 cols] (diag(c) Delta, then diag(e) Delta with momentum) and the
+  // gradients [in, 2 cols] they make.
+  std::vector<RowMatrix> fold_grad_, fold_scaled_;
   std::vector<RowMatrix> row_scratch_;  // per thread [2, dh]: one token's LayerNorm gradients
   // Per-head coefficients of the unit (see UnitCoefficients): [H, U] per token, [H] scalars.
   RowMatrix coef_c_, coef_e_;

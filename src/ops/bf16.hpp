@@ -200,7 +200,10 @@ constexpr Index kWeightDepth = 256;
 // products in order, so a row's result does not depend on R or on the other rows. Rows of b are
 // prefetched kAhead ahead: a panel's rows lie a whole row of b apart (a page or more for wide
 // matrices), where the hardware prefetchers do not follow.
-template <int R, int V, class W>
+//
+// With kTransposedA, a is stored transposed: element (r, i) at a[i lda + r] (a gradient product
+// A^T D of a row-major A read in place: each k reads R neighbouring floats of one row of A).
+template <int R, int V, bool kTransposedA, class W>
 void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, float* c, Index ldc,
                 bool load_c) {
   constexpr Index kAhead = 16;
@@ -217,7 +220,8 @@ void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, floa
       w[v] = simd::Load(b + i * ldb + v * simd::kWidth);
     }
     for (int r = 0; r < R; ++r) {
-      const simd::Floats x = a[r * lda + i] + simd::Floats{};  // broadcast
+      const float xi = kTransposedA ? a[i * lda + r] : a[r * lda + i];
+      const simd::Floats x = xi + simd::Floats{};  // broadcast
       for (int v = 0; v < V; ++v) sum[r][v] = simd::MulAdd(x, w[v], sum[r][v]);
     }
   }
@@ -226,16 +230,25 @@ void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, floa
   }
 }
 
+// Where row `row` of a [m, k] starts (column `row` of its storage with kTransposedA).
+template <bool kTransposedA>
+const float* RowOf(const float* a, Index lda, Index row) {
+  return kTransposedA ? a + row : a + row * lda;
+}
+
 // The rows of a [m, kd] against one panel of b, R rows at a time (fewer at the end).
-template <int V, class W>
+template <int V, bool kTransposedA, class W>
 void WeightPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, float* c,
                  Index ldc, bool load_c) {
   constexpr int R = kTileRows;
   Index i = 0;
-  for (; i + R <= m; i += R)
-    WeightTile<R, V>(a + i * lda, lda, b, ldb, kd, c + i * ldc, ldc, load_c);
+  for (; i + R <= m; i += R) {
+    WeightTile<R, V, kTransposedA>(RowOf<kTransposedA>(a, lda, i), lda, b, ldb, kd, c + i * ldc,
+                                   ldc, load_c);
+  }
   const auto tile = [&](auto rows) {
-    WeightTile<decltype(rows)::value, V>(a + i * lda, lda, b, ldb, kd, c + i * ldc, ldc, load_c);
+    WeightTile<decltype(rows)::value, V, kTransposedA>(RowOf<kTransposedA>(a, lda, i), lda, b, ldb,
+                                                       kd, c + i * ldc, ldc, load_c);
   };
   switch (m - i) {
     case 1:
@@ -261,7 +274,7 @@ void WeightPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
 // The last `cols` (< kWidth) columns of a product: b's columns copied into a zero-padded panel
 // [kd, kWidth] and c's into a scratch [R, kWidth], so that the same tile computes them, lane for
 // lane the same sums as in a whole panel (the padding lanes are discarded).
-template <class W>
+template <bool kTransposedA, class W>
 void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, Index cols,
                  float* c, Index ldc, bool load_c) {
   alignas(64) float panel[kWeightDepth * simd::kWidth];
@@ -276,7 +289,8 @@ void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
     for (Index r = 0; r < rows && load_c; ++r) {
       std::copy_n(c + (r0 + r) * ldc, cols, scratch + r * simd::kWidth);
     }
-    WeightPanel<1>(rows, a + r0 * lda, lda, panel, simd::kWidth, kd, scratch, simd::kWidth, load_c);
+    WeightPanel<1, kTransposedA>(rows, RowOf<kTransposedA>(a, lda, r0), lda, panel, simd::kWidth,
+                                 kd, scratch, simd::kWidth, load_c);
     for (Index r = 0; r < rows; ++r) {
       std::copy_n(scratch + r * simd::kWidth, cols, c + (r0 + r) * ldc);
     }
@@ -291,8 +305,8 @@ void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
 // storage: a row's result does not depend on the rows beside it (a batch's sessions, a thread's
 // share), and bf16 weights give exactly the float32 result with the rounded weights. Measured
 // against Eigen in docs/PERFORMANCE.md ("Products of more than one row read the weights in
-// place").
-template <class W>
+// place"). With kTransposedA, a is given as its transpose [k, m] (row stride lda).
+template <bool kTransposedA = false, class W>
 void MultiplyWeights(Index m, const float* a, Index lda, const W* b, Index ldb, Index k, Index n,
                      float* c, Index ldc, bool accumulate) {
   constexpr int kWide = kPanelRegisters;
@@ -301,17 +315,18 @@ void MultiplyWeights(Index m, const float* a, Index lda, const W* b, Index ldb, 
   for (Index k0 = 0; k0 < k; k0 += kWeightDepth) {
     const Index kd = std::min(kWeightDepth, k - k0);
     const bool load_c = accumulate || k0 > 0;
-    const float* ak = a + k0;
+    const float* ak = kTransposedA ? a + k0 * lda : a + k0;
     const W* bk = b + k0 * ldb;
     for (Index j = 0; j < wide_end; j += kWide * simd::kWidth) {
-      WeightPanel<kWide>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
+      WeightPanel<kWide, kTransposedA>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
     }
     for (Index j = wide_end; j < narrow_end; j += simd::kWidth) {
-      WeightPanel<1>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
+      WeightPanel<1, kTransposedA>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
     }
-    if (narrow_end < n)
-      NarrowPanel(m, ak, lda, bk + narrow_end, ldb, kd, n - narrow_end, c + narrow_end, ldc,
-                  load_c);
+    if (narrow_end < n) {
+      NarrowPanel<kTransposedA>(m, ak, lda, bk + narrow_end, ldb, kd, n - narrow_end,
+                                c + narrow_end, ldc, load_c);
+    }
   }
 }
 
@@ -381,6 +396,15 @@ void Multiply(C&& c, const A& a, const WeightMatrix& b, bool accumulate = false)
     MultiplyWeights(c.rows(), a.data(), a.outerStride(), b.f32, b.ld(), a.cols(), c.cols(),
                     c.data(), c.outerStride(), accumulate);
   }
+}
+
+// c = a^T b for row-major a [k, m] and b [k, n], both read in place (blocks or maps with unit
+// inner stride): a gradient product, a layer's inputs against its output errors. MultiplyWeights
+// with b as the weights and a's transpose as the rows.
+template <class C, class A, class B>
+void MultiplyTransposed(C&& c, const A& a, const B& b) {
+  MultiplyWeights<true>(c.rows(), a.data(), a.outerStride(), b.data(), b.outerStride(), a.rows(),
+                        c.cols(), c.data(), c.outerStride(), false);
 }
 
 }  // namespace linalg
