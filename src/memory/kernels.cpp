@@ -683,9 +683,9 @@ void MemorySession::Workspace::ResidualPoint(const MemoryConfig& c, const Memory
   }
 }
 
-// Stage 1, split by token rows (no barrier inside, but one after thread 0's work with a weight
-// residual): thread 0 computes the coefficients; each thread runs its rows' keys through the MLP
-// at W_base (or the residual's point) and back.
+// Stage 1, split by heads or token rows (no barrier inside, but one after thread 0's work with a
+// weight residual): thread 0 computes the coefficients; each thread runs its heads' (or rows')
+// keys through the MLP at W_base (or the residual's point) and back.
 void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryState& state,
                                              int64_t position_after, Part part) {
   const MemoryConfig& c = memory.config();
@@ -731,14 +731,19 @@ void MemorySession::Workspace::UnitGradients(const NeuralMemory& memory, MemoryS
   if (residual) Barrier(part.nth);  // thread 0 made the point
   auto point = [&](int l) { return (residual ? eval_w_ : state.w_base)[l].data(); };
   const float* gain_point = residual ? eval_g_.data() : state.g_base.data();
-  const Range share = Share(static_cast<int>(u), part.ith, part.nth);
+  // Split by heads when they share out evenly (FoldUnit then gives each thread the same heads,
+  // so it folds the rows it made, from its own cache), else by token rows.
+  const bool by_heads = c.heads % part.nth == 0;
+  const Range heads = by_heads ? Share(c.heads, part.ith, part.nth) : Range{0, c.heads};
+  const Range share =
+      by_heads ? Range{0, static_cast<int>(u)} : Share(static_cast<int>(u), part.ith, part.nth);
   const Index t0 = share.begin, rows = share.size();
   auto layer_input = [&](int l, int head, Index row, Index count) {
     return UnitLayerInput(c, state, l, head, row, count);
   };
   RowMatrix& row_scratch = row_scratch_[part.ith];  // [2, dh]: e and dL/dn of one token
   const bool mlp = c.model == MemoryModel::kMlp;
-  for (Index head = 0; head < c.heads && rows > 0; ++head) {
+  for (Index head = heads.begin; head < heads.end && rows > 0; ++head) {
     const auto tensor = [&](int i) {  // the gradient point's model tensor i of this head
       const Index r = c.tensor_rows(i), k = c.tensor_cols(i);
       return ConstView(point(i) + head * r * k, r, k, k);

@@ -6,10 +6,10 @@
 // Threading: Run opens one OpenMP parallel region per tile (fewer threads when the tile has
 // little work). Every thread walks the same control flow and does its share (ith, nth) of each
 // stage; stages that read what another thread wrote are separated by barriers. Everything
-// that is independent per token (projections, the keys' forward and backward pass, reads,
-// output) is split by token rows and needs no barrier inside; the gradient products and the
-// weight update are split by heads when there are enough of them, else by weight columns. A
-// unit costs three barriers.
+// that is independent per token (projections, reads, output) is split by token rows and needs
+// no barrier inside; the keys' forward and backward pass is split by heads when they share out
+// evenly (else by rows), and the gradient products and the weight update by heads when there are
+// enough of them (else by weight columns). A unit costs three barriers.
 #pragma once
 
 #include <Eigen/Core>
@@ -79,8 +79,8 @@ class MemorySession::Workspace {
   void Read(const NeuralMemory& memory, const MemoryState& state, int r0, int r1, Part part);
   // Writes the full unit in state.pending_* into the fast weights; commits when due. Two
   // stages, a barrier after each: UnitGradients (coefficients; every token's forward and
-  // backward pass at W_base, split by rows) and FoldUnit (the coefficient-weighted gradient
-  // products folded into the weights, split by heads or columns).
+  // backward pass at W_base, split by heads or rows) and FoldUnit (the coefficient-weighted
+  // gradient products folded into the weights, split by heads or columns).
   void WriteUnit(const NeuralMemory& memory, MemoryState& state, int64_t position_after, Part part);
   void UnitGradients(const NeuralMemory& memory, MemoryState& state, int64_t position_after,
                      Part part);
