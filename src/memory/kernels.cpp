@@ -843,19 +843,28 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
                    const auto gc = grads.leftCols(w);
                    const Index offset = head * in * out + cols.begin;
                    MatMap weights = View(state.w_cur[l].data() + offset, in, w, out);
+                   float* const mom = c.momentum ? state.momentum[l].data() + offset : nullptr;
+                   MatMap base = View(state.w_base[l].data() + offset, in, w, out);
                    const float decay = decay_all_[head];
-                   if (!c.momentum) {
-                     weights = decay * weights - gc;
-                   } else {
-                     const auto ge = grads.rightCols(w);
-                     MatMap mom = View(state.momentum[l].data() + offset, in, w, out);
-                     weights = decay * weights + momentum_carry_[head] * mom - gc;
-                     mom = momentum_all_[head] * mom - ge;
-                   }
-                   if (commit) {
-                     MatMap base = View(state.w_base[l].data() + offset, in, w, out);
-                     if (c.transition_gate) weights = base + transition * (weights - base);
-                     base = weights;
+                   // Row by row, so that each row of the weights and momentum is read from the
+                   // state once for all the steps of the rule (it stays in L1 between them).
+                   for (Index r = 0; r < in; ++r) {
+                     auto weights_row = weights.row(r);
+                     if (!c.momentum) {
+                       weights_row = decay * weights_row - gc.row(r);
+                     } else {
+                       auto mom_row = View(mom + r * out, 1, w, out);
+                       weights_row =
+                           decay * weights_row + momentum_carry_[head] * mom_row - gc.row(r);
+                       mom_row = momentum_all_[head] * mom_row - grads.row(r).tail(w);
+                     }
+                     if (commit) {
+                       auto base_row = base.row(r);
+                       if (c.transition_gate) {
+                         weights_row = base_row + transition * (weights_row - base_row);
+                       }
+                       base_row = weights_row;
+                     }
                    }
                    if (!(last && ln)) return;
                    // The gain g of kLnResidual, same rule; its per-token gradients are the rows of
