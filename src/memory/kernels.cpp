@@ -841,6 +841,7 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
                    MatMap grads = View(grad.data(), in, products * w, products * w);
                    MultiplyTransposed(grads, input, scaled_deltas);
                    const auto gc = grads.leftCols(w);
+                   const auto ge = grads.rightCols(w);  // with momentum (else gc again, unused)
                    const Index offset = head * in * out + cols.begin;
                    MatMap weights = View(state.w_cur[l].data() + offset, in, w, out);
                    float* const mom = c.momentum ? state.momentum[l].data() + offset : nullptr;
@@ -856,7 +857,7 @@ void MemorySession::Workspace::FoldUnit(const NeuralMemory& memory, MemoryState&
                        auto mom_row = View(mom + r * out, 1, w, out);
                        weights_row =
                            decay * weights_row + momentum_carry_[head] * mom_row - gc.row(r);
-                       mom_row = momentum_all_[head] * mom_row - grads.row(r).tail(w);
+                       mom_row = momentum_all_[head] * mom_row - ge.row(r);
                      }
                      if (commit) {
                        auto base_row = base.row(r);

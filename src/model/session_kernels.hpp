@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -79,6 +80,26 @@ void ForColumnShares(const SessionOptions& options, double weight_bytes, Fn fn) 
 // threads never write the same line.
 inline linalg::Range ColumnShare(linalg::Index n, int ith, int nth) {
   return linalg::Share(static_cast<int>(n), ith, nth, 16);
+}
+
+// Row 0 of each outputs[p] = x [1, weights[p].rows] weights[p], for one row (a decoded token):
+// one ForColumnShares region, each thread computing its share of every product's columns (the
+// attention's q, k and v projections). No barrier: no product reads another's output.
+template <size_t N>
+void MultiplyRowEach(const SessionOptions& options, const float* x,
+                     const std::array<linalg::WeightMatrix, N>& weights,
+                     const std::array<RowMatrix*, N>& outputs) {
+  double bytes = 0;
+  for (const linalg::WeightMatrix& w : weights) bytes += WeightBytes(w);
+  ForColumnShares(options, bytes, [&](int ith, int nth) {
+    for (size_t p = 0; p < N; ++p) {
+      const linalg::Range j = ColumnShare(weights[p].cols, ith, nth);
+      if (j.size() == 0) continue;
+      linalg::Multiply(outputs[p]->block(0, j.begin, 1, j.size()),
+                       linalg::ConstView(x, 1, weights[p].rows, weights[p].rows),
+                       weights[p].Columns(j.begin, j.size()));
+    }
+  });
 }
 
 // c = a b with the rows of c split over up to options.threads threads (ForRowShares), or for

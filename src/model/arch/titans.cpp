@@ -216,15 +216,7 @@ class TitansStack {
                                                          Matrix(w.w_v, d, kw)};
     const std::array<RowMatrix*, 3> outputs = {&q, &k, &v};
     if (n == 1) {
-      const double bytes = WeightBytes(weights[0]) + 2 * WeightBytes(weights[1]);
-      ForColumnShares(options_, bytes, [&](int ith, int nth) {
-        for (size_t p = 0; p < weights.size(); ++p) {
-          const Range j = ColumnShare(weights[p].cols, ith, nth);
-          if (j.size() == 0) continue;
-          Multiply(outputs[p]->block(0, j.begin, 1, j.size()), in.topRows(1),
-                   weights[p].Columns(j.begin, j.size()));
-        }
-      });
+      MultiplyRowEach(options_, in.data(), weights, outputs);
       return;
     }
     ForRowShares(options_, n, ProductFlops(n, d, qw + 2 * kw), [&](Range r) {

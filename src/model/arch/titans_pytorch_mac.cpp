@@ -370,14 +370,7 @@ class TpMacStack {
     const std::array<RowMatrix*, 3> outputs = {&ws_.q, &ws_.k, &ws_.v};
     if (n == 1) {
       Norm(w.attention_norm, 1);
-      ForColumnShares(options_, 3 * WeightBytes(weights[0]), [&](int ith, int nth) {
-        const Range j = ColumnShare(qw, ith, nth);
-        if (j.size() == 0) return;
-        for (size_t p = 0; p < weights.size(); ++p) {
-          Multiply(outputs[p]->block(0, j.begin, 1, j.size()), ws_.xn.topRows(1),
-                   weights[p].Columns(j.begin, j.size()));
-        }
-      });
+      MultiplyRowEach(options_, ws_.xn.data(), weights, outputs);
     } else {
       ForRowShares(options_, n, ProductFlops(n, d_, 3 * qw), [&](Range r) {
         const Index r0 = r.begin, rows = r.size();
