@@ -94,6 +94,11 @@ void AttentionGrid(benchmark::internal::Benchmark* b) {
       for (int window : {128, 512, 1024, 4096}) b->Args({window, head_dim, threads, 512});
     }
   }
+  // Pieces of 64 tokens (the stacks' kPiece: one query tile per head and call), head_dim 32 as
+  // in the bench models and 64.
+  for (int threads : {1, 2}) {
+    for (int head_dim : {32, 64}) b->Args({512, head_dim, threads, 64});
+  }
   // Decode: one token per call (head_dim 32: the bench models' heads).
   for (int threads : {1, 2}) {
     for (int head_dim : {32, 64}) {

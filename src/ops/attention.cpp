@@ -215,6 +215,9 @@ AttentionWorkspace::AttentionWorkspace(const AttentionShape& shape, int threads,
     s.o.setZero(rows, dh);
     s.m.setZero(rows);
     s.l.setZero(rows);
+    s.block_max.setZero(kTile);
+    s.alpha.setZero(kTile);
+    s.shift.setZero(kTile);
   }
 }
 
@@ -323,63 +326,109 @@ void AttentionWorkspace::Attend(const AttentionShape& shape, const AttentionCach
   }
 }
 
+// A tile works with its query rows as the lanes of every array, so that the products run
+// through linalg::MultiplyWeights' register tiles with every operand read in place (nothing
+// packed) and the online softmax runs down the keys with the queries' max and sum in registers:
+//   q^T [dh, lanes]   the scaled query rows, transposed (the one copy);
+//   s^T [nb, lanes]   = K [nb, dh] q^T, a block's scores: a key per row;
+//   o^T [dh, lanes]  += V^T [dh, nb] p^T, V read in place as the transposed operand.
+// lanes = rows rounded up to whole SIMD registers (rows < kTile only for a call's last tile):
+// the extra lanes are zero queries, computed and never written out.
 void AttentionWorkspace::AttendItem(const AttentionShape& shape, const AttentionCache& cache,
                                     const AttentionInputs& in, float* out, int head, int t0,
                                     int rows, Scratch& scratch) {
+  using Lanes = Eigen::Map<Eigen::ArrayXf>;
+  using Chunk = Eigen::Array<float, linalg::simd::kWidth, 1>;  // a register of lanes
+  constexpr int kChunk = linalg::simd::kWidth;
   const Index dh = shape.head_dim, qw = shape.q_width(), kw = shape.kv_width();
   const Index kv_col = Index{head / shape.group()} * dh;
   const int window = shape.window;
+  const int lanes = (rows + kChunk - 1) / kChunk * kChunk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const float minus_inf = -std::numeric_limits<float>::infinity();
 
   const int64_t position = cache.position();                        // of new row 0
   const int64_t i0 = position + t0, i1 = position + t0 + rows - 1;  // the tile's positions
 
-  auto q = View(scratch.q.data(), rows, dh, dh);
-  q.noalias() = ConstView(in.q + t0 * qw + Index{head} * dh, rows, dh, qw) * scale;
-  auto o = View(scratch.o.data(), rows, dh, dh);
-  o.setZero();
-  float* m = scratch.m.data();
-  float* l = scratch.l.data();
-  std::fill(m, m + rows, minus_inf);
-  std::fill(l, l + rows, 0.0f);
+  float* qt = scratch.q.data();  // [dh, kTile]
+  const float* q = in.q + t0 * qw + Index{head} * dh;
+  for (Index i = 0; i < dh; ++i) {
+    for (int r = 0; r < rows; ++r) qt[i * kTile + r] = q[r * qw + i] * scale;
+    std::fill(qt + i * kTile + rows, qt + i * kTile + lanes, 0.0f);
+  }
+  float* st = scratch.s.data();  // [kBlock, kTile]
+  float* ot = scratch.o.data();  // [dh, kTile]
+  for (Index i = 0; i < dh; ++i) std::fill_n(ot + i * kTile, lanes, 0.0f);
+  Lanes m(scratch.m.data(), lanes), l(scratch.l.data(), lanes);
+  Lanes block_max(scratch.block_max.data(), lanes), shift(scratch.shift.data(), lanes);
+  Lanes alpha(scratch.alpha.data(), lanes);
+  m.setConstant(minus_inf);
+  l.setZero();
 
   // One block of nb consecutive keys: absolute positions first.. (or persistent: all visible).
-  auto block = [&](const float* keys, const float* values, int nb, int64_t first, bool persistent) {
-    auto s = View(scratch.s.data(), rows, nb, kBlock);
-    linalg::Multiply(s, q, ConstView(keys + kv_col, nb, dh, kw).transpose());
-    // Every row sees every key of the block when the block lies within all rows' windows.
+  // Row j of the head's keys or values from `first_row` (rows kw apart), fetched towards L1 for
+  // the next block while this one's softmax runs: a window larger than the cache is read from
+  // memory, and the products' short runs of dh floats per row give the hardware prefetchers
+  // too little to follow.
+  const auto prefetch_row = [&](const float* first_row, int j) {
+    for (Index i = 0; i < dh; i += kChunk) __builtin_prefetch(first_row + j * kw + kv_col + i);
+  };
+  // next_nb: rows of the block that follows in the same run (0: none).
+  auto block = [&](const float* keys, const float* values, int nb, int64_t first, bool persistent,
+                   int next_nb) {
+    linalg::MultiplyWeights<false, false>(nb, keys + kv_col, kw, qt, kTile, dh, lanes, st, kTile,
+                                          false);
+    // Lane r (row i0 + r) sees key j when first + j <= i0 + r and, with a window, first + j >
+    // i0 + r - window: the lanes [lo, hi) below. Every lane sees every key of a block within
+    // all rows' windows; otherwise the others are set to value (-inf before the softmax, 0
+    // after it, so that a key out of a row's window adds exactly nothing).
     const bool all_visible =
         persistent || (first + nb - 1 <= i0 && (window == 0 || first > i1 - window));
-    for (int r = 0; r < rows; ++r) {
-      int lo = 0, hi = nb;
-      if (!all_visible) {
-        const int64_t i = i0 + r;
-        hi = static_cast<int>(std::clamp<int64_t>(i + 1 - first, 0, nb));
-        if (window > 0) lo = static_cast<int>(std::clamp<int64_t>(i - window + 1 - first, 0, nb));
+    const auto mask = [&](float value) {
+      for (int j = 0; j < nb; ++j) {
+        const int64_t lag = first + j - i0;  // the first lane that sees key j
+        const int lo = static_cast<int>(std::clamp<int64_t>(lag, 0, lanes));
+        const int hi =
+            window > 0 ? static_cast<int>(std::clamp<int64_t>(lag + window, lo, lanes)) : lanes;
+        std::fill(st + j * kTile, st + j * kTile + lo, value);
+        std::fill(st + j * kTile + hi, st + j * kTile + lanes, value);
       }
-      auto row = s.row(r);
-      if (lo >= hi) {
-        row.setZero();
-        continue;
-      }
-      auto seg = row.segment(lo, hi - lo);
-      const float m_new = std::max(m[r], seg.maxCoeff());
-      const float alpha = std::exp(m[r] - m_new);  // 0 for the row's first visible block
-      seg = (seg.array() - m_new).exp().matrix();
-      row.head(lo).setZero();
-      row.tail(nb - hi).setZero();
-      l[r] = l[r] * alpha + seg.sum();
-      if (alpha != 1.0f) o.row(r) *= alpha;
-      m[r] = m_new;
+    };
+    if (!all_visible) mask(minus_inf);
+    for (int j = 0; j < next_nb; ++j) prefetch_row(keys + nb * kw, j);
+    for (int c = 0; c < lanes; c += kChunk) {
+      Chunk most = Chunk::Map(m.data() + c);
+      for (int j = 0; j < nb; ++j) most = most.max(Chunk::Map(st + j * kTile + c));
+      Chunk::Map(block_max.data() + c) = most;
     }
-    Multiply(o, s, ConstView(values + kv_col, nb, dh, kw), /*accumulate=*/true);
+    // A lane that has seen no key yet keeps m = -inf and subtracts 0: its p and alpha are 0.
+    // (Plain loops and whole arrays: exp() of an expression with Eigen's select() would not
+    // vectorise.)
+    for (int r = 0; r < lanes; ++r) shift[r] = block_max[r] == minus_inf ? 0.0f : block_max[r];
+    alpha = (m - shift).exp();
+    m = block_max;
+    for (int c = 0; c < lanes; c += kChunk) {
+      const Chunk subtract = Chunk::Map(shift.data() + c);
+      Chunk sum = Chunk::Map(l.data() + c) * Chunk::Map(alpha.data() + c);
+      for (int j = 0; j < nb; ++j) {
+        auto p = Chunk::Map(st + j * kTile + c);
+        p = (p - subtract).exp();
+        sum += p;
+      }
+      Chunk::Map(l.data() + c) = sum;
+    }
+    if (!all_visible) mask(0.0f);
+    for (int j = 0; j < next_nb; ++j) prefetch_row(values + nb * kw, j);
+    for (Index i = 0; i < dh; ++i) Lanes(ot + i * kTile, lanes) *= alpha;
+    linalg::MultiplyWeights<true, false>(dh, values + kv_col, kw, st, kTile, nb, lanes, ot, kTile,
+                                         true);
   };
   // Consecutive positions [a, b) stored contiguously from row pointers k, v: blocks of kBlock.
   auto run = [&](const float* keys, const float* values, int64_t a, int64_t b, bool persistent) {
     for (int64_t j = a; j < b; j += kBlock) {
       const int nb = static_cast<int>(std::min<int64_t>(kBlock, b - j));
-      block(keys + (j - a) * kw, values + (j - a) * kw, nb, j, persistent);
+      const int next_nb = static_cast<int>(std::clamp<int64_t>(b - j - nb, 0, kBlock));
+      block(keys + (j - a) * kw, values + (j - a) * kw, nb, j, persistent, next_nb);
     }
   };
 
@@ -400,8 +449,11 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   if (a <= i1) run(in.k + (a - position) * kw, in.v + (a - position) * kw, a, i1 + 1, false);
 
   // out = o / l (every row saw at least its own key, so l > 0).
-  auto result = View(out + t0 * qw + Index{head} * dh, rows, dh, qw);
-  for (int r = 0; r < rows; ++r) result.row(r) = o.row(r) * (1.0f / l[r]);
+  l = l.inverse();
+  float* result = out + t0 * qw + Index{head} * dh;
+  for (int r = 0; r < rows; ++r) {
+    for (Index i = 0; i < dh; ++i) result[r * qw + i] = ot[i * kTile + r] * l[r];
+  }
 }
 
 // A decode step attends with one query row per head, where the tiles' products would be

@@ -131,8 +131,9 @@ class AttentionWorkspace {
   AttentionWorkspace(const AttentionShape& shape, int threads,
                      double min_flops_per_thread = ops::kMinFlopsPerThread);
 
-  // Measured (bench/attention_bench.cpp, 1 thread): tiles of 48, 64, 96, 128 rows and blocks
-  // of 128, 256, 512 keys are within the machine's noise of each other.
+  // A tile's rows are the lanes of four AVX-512 registers (AttendItem), the width of
+  // linalg::MultiplyWeights' register tiles. Blocks of 256 keys measured 0.97-1.07x blocks of 128
+  // (bench/attention_bench.cpp, 1 thread, docs/PERFORMANCE.md).
   static constexpr int kTile = 64;    // query rows per work item
   static constexpr int kBlock = 256;  // keys per score block
   int threads() const { return threads_; }
@@ -163,12 +164,16 @@ class AttentionWorkspace {
   static double Flops(const AttentionShape& shape, int64_t position, int n);
 
  private:
-  // Rows: a query tile's kTile rows, or one token's heads (AttendRow); R = max(kTile, heads).
+  // R = max(kTile, heads): a query tile's kTile rows, or one token's heads (AttendRow). A tile
+  // uses the buffers transposed, its rows as lanes (AttendItem): q as q^T [dh, kTile], s as
+  // s^T [kBlock, kTile], o as o^T [dh, kTile].
   struct Scratch {
     RowMatrix q;           // [R, dh] scaled query rows
     RowMatrix s;           // [R, kBlock] scores, then probabilities
     RowMatrix o;           // [R, dh] unnormalised output accumulator
     Eigen::VectorXf m, l;  // [R] running max and running sum of the online softmax
+    // [kTile] a block's max (then the new max), what the scores subtract, the rescaling of o, l
+    Eigen::VectorXf block_max, shift, alpha;
   };
   // Forward's body for thread ith of nth: items from the shared counter `next` when given,
   // else the static share of Attend.

@@ -203,7 +203,9 @@ constexpr Index kWeightDepth = 256;
 //
 // With kTransposedA, a is stored transposed: element (r, i) at a[i lda + r] (a gradient product
 // A^T D of a row-major A read in place: each k reads R neighbouring floats of one row of A).
-template <int R, int V, bool kTransposedA, class W>
+// Without kPrefetchB nothing is prefetched: b is a small scratch already in L1 (the attention's
+// tiles), where the prefetches only take load slots (measured 3-10% slower).
+template <int R, int V, bool kTransposedA, bool kPrefetchB, class W>
 void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, float* c, Index ldc,
                 bool load_c) {
   constexpr Index kAhead = 16;
@@ -216,7 +218,9 @@ void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, floa
   for (Index i = 0; i < kd; ++i) {
     simd::Floats w[V];
     for (int v = 0; v < V; ++v) {
-      __builtin_prefetch(b + std::min(i + kAhead, kd - 1) * ldb + v * simd::kWidth);
+      if constexpr (kPrefetchB) {
+        __builtin_prefetch(b + std::min(i + kAhead, kd - 1) * ldb + v * simd::kWidth);
+      }
       w[v] = simd::Load(b + i * ldb + v * simd::kWidth);
     }
     for (int r = 0; r < R; ++r) {
@@ -237,18 +241,18 @@ const float* RowOf(const float* a, Index lda, Index row) {
 }
 
 // The rows of a [m, kd] against one panel of b, R rows at a time (fewer at the end).
-template <int V, bool kTransposedA, class W>
+template <int V, bool kTransposedA, bool kPrefetchB, class W>
 void WeightPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, float* c,
                  Index ldc, bool load_c) {
   constexpr int R = kTileRows;
   Index i = 0;
   for (; i + R <= m; i += R) {
-    WeightTile<R, V, kTransposedA>(RowOf<kTransposedA>(a, lda, i), lda, b, ldb, kd, c + i * ldc,
-                                   ldc, load_c);
+    WeightTile<R, V, kTransposedA, kPrefetchB>(RowOf<kTransposedA>(a, lda, i), lda, b, ldb, kd,
+                                               c + i * ldc, ldc, load_c);
   }
   const auto tile = [&](auto rows) {
-    WeightTile<decltype(rows)::value, V, kTransposedA>(RowOf<kTransposedA>(a, lda, i), lda, b, ldb,
-                                                       kd, c + i * ldc, ldc, load_c);
+    WeightTile<decltype(rows)::value, V, kTransposedA, kPrefetchB>(
+        RowOf<kTransposedA>(a, lda, i), lda, b, ldb, kd, c + i * ldc, ldc, load_c);
   };
   switch (m - i) {
     case 1:
@@ -274,7 +278,7 @@ void WeightPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
 // The last `cols` (< kWidth) columns of a product: b's columns copied into a zero-padded panel
 // [kd, kWidth] and c's into a scratch [R, kWidth], so that the same tile computes them, lane for
 // lane the same sums as in a whole panel (the padding lanes are discarded).
-template <bool kTransposedA, class W>
+template <bool kTransposedA, bool kPrefetchB, class W>
 void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Index kd, Index cols,
                  float* c, Index ldc, bool load_c) {
   alignas(64) float panel[kWeightDepth * simd::kWidth];
@@ -289,8 +293,8 @@ void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
     for (Index r = 0; r < rows && load_c; ++r) {
       std::copy_n(c + (r0 + r) * ldc, cols, scratch + r * simd::kWidth);
     }
-    WeightPanel<1, kTransposedA>(rows, RowOf<kTransposedA>(a, lda, r0), lda, panel, simd::kWidth,
-                                 kd, scratch, simd::kWidth, load_c);
+    WeightPanel<1, kTransposedA, kPrefetchB>(rows, RowOf<kTransposedA>(a, lda, r0), lda, panel,
+                                             simd::kWidth, kd, scratch, simd::kWidth, load_c);
     for (Index r = 0; r < rows; ++r) {
       std::copy_n(scratch + r * simd::kWidth, cols, c + (r0 + r) * ldc);
     }
@@ -305,8 +309,9 @@ void NarrowPanel(Index m, const float* a, Index lda, const W* b, Index ldb, Inde
 // storage: a row's result does not depend on the rows beside it (a batch's sessions, a thread's
 // share), and bf16 weights give exactly the float32 result with the rounded weights. Measured
 // against Eigen in docs/PERFORMANCE.md ("Products of more than one row read the weights in
-// place"). With kTransposedA, a is given as its transpose [k, m] (row stride lda).
-template <bool kTransposedA = false, class W>
+// place"). With kTransposedA, a is given as its transpose [k, m] (row stride lda); without
+// kPrefetchB, b is not prefetched (WeightTile).
+template <bool kTransposedA = false, bool kPrefetchB = true, class W>
 void MultiplyWeights(Index m, const float* a, Index lda, const W* b, Index ldb, Index k, Index n,
                      float* c, Index ldc, bool accumulate) {
   constexpr int kWide = kPanelRegisters;
@@ -318,14 +323,14 @@ void MultiplyWeights(Index m, const float* a, Index lda, const W* b, Index ldb, 
     const float* ak = kTransposedA ? a + k0 * lda : a + k0;
     const W* bk = b + k0 * ldb;
     for (Index j = 0; j < wide_end; j += kWide * simd::kWidth) {
-      WeightPanel<kWide, kTransposedA>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
+      WeightPanel<kWide, kTransposedA, kPrefetchB>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
     }
     for (Index j = wide_end; j < narrow_end; j += simd::kWidth) {
-      WeightPanel<1, kTransposedA>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
+      WeightPanel<1, kTransposedA, kPrefetchB>(m, ak, lda, bk + j, ldb, kd, c + j, ldc, load_c);
     }
     if (narrow_end < n) {
-      NarrowPanel<kTransposedA>(m, ak, lda, bk + narrow_end, ldb, kd, n - narrow_end,
-                                c + narrow_end, ldc, load_c);
+      NarrowPanel<kTransposedA, kPrefetchB>(m, ak, lda, bk + narrow_end, ldb, kd, n - narrow_end,
+                                            c + narrow_end, ldc, load_c);
     }
   }
 }
