@@ -425,6 +425,21 @@ TEST(RotaryTest, RowsAtConsecutivePositionsEqualOneCallPerRow) {
   EXPECT_EQ(whole, rows);
 }
 
+// The stacks compute a piece's angles once for all layers: turning by them must give the bits of
+// turning at the positions, at any position (here past 2^20, where float angles would drift).
+TEST(RotaryTest, AnglesComputedOnceTurnAsAtThePositions) {
+  const int n = 9, heads = 3, dh = 130;
+  for (const int64_t first : {int64_t{0}, int64_t{4093}, int64_t{3} << 20}) {
+    const std::vector<float> x0 = Random(static_cast<size_t>(n) * heads * dh, 11);
+    std::vector<float> direct = x0, tabled = x0, angles(static_cast<size_t>(n) * dh);
+    ApplyRotary(direct.data(), n, heads, dh, first, 10000.0f);
+    RotaryAngles(n, dh, first, 10000.0f, angles.data());
+    ApplyRotary(tabled.data(), n, heads, dh, angles.data());
+    EXPECT_EQ(direct, tabled) << "first position " << first;
+    EXPECT_NE(direct, x0);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation.
 

@@ -67,6 +67,29 @@ void AttentionShape::Validate() const {
 // ---------------------------------------------------------------------------------------------
 // Rotary.
 
+namespace {
+
+// Pair i's angular frequency base^(-2i/dh), in double.
+double RotaryFrequency(float base, int i, int head_dim) {
+  return std::pow(static_cast<double>(base),
+                  -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+}
+
+// Pair i of every head of one row [heads * dh] turned by the angle of cos c and sin s. The
+// multiply-adds are spelled out (simd::MulAdd): left to the compiler's contraction, the callers'
+// inlined copies round differently, and angles computed once would not turn as angles computed
+// in place.
+void TurnPairs(float* row, int heads, int head_dim, int i, float c, float s) {
+  for (int h = 0; h < heads; ++h) {
+    float* pair = row + Index{h} * head_dim + 2 * Index{i};
+    const float a = pair[0], b = pair[1];
+    pair[0] = linalg::simd::MulAdd(a, c, -(b * s));
+    pair[1] = linalg::simd::MulAdd(b, c, a * s);
+  }
+}
+
+}  // namespace
+
 void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_position, float base) {
   const int pairs = head_dim / 2;
   const Index width = Index{heads} * head_dim;
@@ -75,24 +98,35 @@ void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_positio
   double freq[kChunk];
   for (int i0 = 0; i0 < pairs; i0 += kChunk) {
     const int count = std::min(kChunk, pairs - i0);
-    for (int i = 0; i < count; ++i) {
-      freq[i] = std::pow(static_cast<double>(base),
-                         -2.0 * static_cast<double>(i0 + i) / static_cast<double>(head_dim));
-    }
+    for (int i = 0; i < count; ++i) freq[i] = RotaryFrequency(base, i0 + i, head_dim);
     for (int t = 0; t < n; ++t) {
       const double position = static_cast<double>(first_position + t);
-      float* row = x + t * width;
       for (int i = 0; i < count; ++i) {
         const double angle = position * freq[i];
-        const float c = static_cast<float>(std::cos(angle));
-        const float s = static_cast<float>(std::sin(angle));
-        for (int h = 0; h < heads; ++h) {
-          float* pair = row + Index{h} * head_dim + 2 * Index{i0 + i};
-          const float a = pair[0], b = pair[1];
-          pair[0] = a * c - b * s;
-          pair[1] = b * c + a * s;
-        }
+        TurnPairs(x + t * width, heads, head_dim, i0 + i, static_cast<float>(std::cos(angle)),
+                  static_cast<float>(std::sin(angle)));
       }
+    }
+  }
+}
+
+void RotaryAngles(int n, int head_dim, int64_t first_position, float base, float* angles) {
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const double freq = RotaryFrequency(base, i, head_dim);
+    for (int t = 0; t < n; ++t) {
+      const double angle = static_cast<double>(first_position + t) * freq;
+      angles[t * Index{head_dim} + 2 * i] = static_cast<float>(std::cos(angle));
+      angles[t * Index{head_dim} + 2 * i + 1] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+void ApplyRotary(float* x, int n, int heads, int head_dim, const float* angles) {
+  const Index width = Index{heads} * head_dim;
+  for (int t = 0; t < n; ++t) {
+    const float* row = angles + t * Index{head_dim};
+    for (int i = 0; i < head_dim / 2; ++i) {
+      TurnPairs(x + t * width, heads, head_dim, i, row[2 * i], row[2 * i + 1]);
     }
   }
 }

@@ -53,6 +53,14 @@ struct AttentionShape {
 // and independent of how a stream is split into calls), then rounded to float. No allocation.
 void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_position, float base);
 
+// The same turn with angles computed once for every layer (a stack's piece: the layers share
+// the positions): RotaryAngles writes angles [n, head_dim], row t the cos and sin of pair i's
+// angle at position first_position + t in [2i] and [2i + 1], computed as ApplyRotary computes
+// them; ApplyRotary(x, ..., angles) turns row t of x by row t of the angles, the same bits as
+// ApplyRotary at that position.
+void RotaryAngles(int n, int head_dim, int64_t first_position, float base, float* angles);
+void ApplyRotary(float* x, int n, int heads, int head_dim, const float* angles);
+
 // One layer's attention state: the rotated keys and values of the last `window` tokens.
 // With window w > 0 the rows are a ring: the key of absolute position j is in slot j mod w, so
 // the valid entries (positions [first(), position())) form at most two contiguous segments in

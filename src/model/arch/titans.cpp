@@ -85,7 +85,8 @@ struct TitansWorkspace {
         mac_q(HasMac(c) ? 2 * rows : 0, c.attention.heads * c.attention.head_dim),
         mac_k(HasMac(c) ? 2 * rows : 0, c.attention.kv_heads * c.attention.head_dim),
         mac_v(HasMac(c) ? 2 * rows : 0, c.attention.kv_heads * c.attention.head_dim),
-        mac_att(HasMac(c) ? 2 * rows : 0, c.attention.heads * c.attention.head_dim) {}
+        mac_att(HasMac(c) ? 2 * rows : 0, c.attention.heads * c.attention.head_dim),
+        rotary(rows, c.attention.head_dim) {}
   AttentionWorkspace attention;
   RowMatrix x;                             // [P, d] residual stream
   RowMatrix u, t, y;                       // [P, d] normalised inputs and branch outputs
@@ -96,6 +97,7 @@ struct TitansWorkspace {
   RowMatrix mac_h;                         // [P, d] MAC: the memory's context tokens h
   RowMatrix mac_z;                         // [2P, d] MAC: interleaved h_0, u_0, h_1, u_1, ...
   RowMatrix mac_q, mac_k, mac_v, mac_att;  // [2P, ...] their projections and attention
+  RowMatrix rotary;                        // [P, da] each row's rotary angles (RotaryAngles)
   // A batch's (TitansBatchRunner; empty for a session's pieces): per layer with memory its
   // MemoryBatch (else null), the P sessions' memories of the layer being run, and one
   // one-thread attention workspace per thread (the sessions' attention is shared out by
@@ -134,6 +136,13 @@ class TitansStack {
 
   // Runs rows [0, n) of ws.x through every layer.
   void Run(Index n) {
+    // The rotary angles of the rows' positions, once for all the layers.
+    if (std::any_of(c_.layers.begin(), c_.layers.end(), HasAttention)) {
+      for (const Stream& s : streams_) {
+        RotaryAngles(static_cast<int>(s.rows), c_.attention.head_dim, s.position,
+                     c_.attention.rope_base, ws_.rotary.row(s.row).data());
+      }
+    }
     for (size_t l = 0; l < c_.layers.size(); ++l) {
       const LayerWeights& w = model_.weights().layers[l];
       switch (c_.layers[l]) {
@@ -197,8 +206,9 @@ class TitansStack {
       float* q = ws_.q.data() + s.row * qw;
       float* k = ws_.k.data() + s.row * kw;
       const int rows = static_cast<int>(s.rows);
-      ApplyRotary(q, rows, shape.heads, shape.head_dim, cache.position(), shape.rope_base);
-      ApplyRotary(k, rows, shape.kv_heads, shape.head_dim, cache.position(), shape.rope_base);
+      const float* angles = ws_.rotary.row(s.row).data();  // at s.position = cache.position()
+      ApplyRotary(q, rows, shape.heads, shape.head_dim, angles);
+      ApplyRotary(k, rows, shape.kv_heads, shape.head_dim, angles);
       attention.Forward(shape, cache,
                         AttentionInputsOf(w.attention, shape, q, k, ws_.v.data() + s.row * kw),
                         rows, ws_.att.data() + s.row * qw);
@@ -370,10 +380,9 @@ class TitansStack {
       AttentionCache& cache = *s.state->attention[l];
       if (s.position % c_.segment == 0) cache.Reset();  // a new segment
       for (Index i = 0; i < 2 * s.rows; ++i) {          // h_i and u_i at token i's position
-        ApplyRotary(ws_.mac_q.row(z0 + i).data(), 1, shape.heads, shape.head_dim,
-                    s.position + i / 2, shape.rope_base);
-        ApplyRotary(ws_.mac_k.row(z0 + i).data(), 1, shape.kv_heads, shape.head_dim,
-                    s.position + i / 2, shape.rope_base);
+        const float* angles = ws_.rotary.row(s.row + i / 2).data();
+        ApplyRotary(ws_.mac_q.row(z0 + i).data(), 1, shape.heads, shape.head_dim, angles);
+        ApplyRotary(ws_.mac_k.row(z0 + i).data(), 1, shape.kv_heads, shape.head_dim, angles);
       }
       attention.Forward(shape, cache,
                         AttentionInputsOf(w.attention, shape, ws_.mac_q.row(z0).data(),
