@@ -412,6 +412,27 @@ TEST(Bf16, EveryProductMatrixHasItsCopy) {
   check(model.bf16_copies(), w.embedding, false, "embedding");
 }
 
+// The inputs' finiteness check: every length around the register width, a NaN or an infinity
+// at every place (in whole registers and in the tail), and large finite values (whose
+// differences x - x are still exactly 0).
+TEST(Simd, AllFiniteFindsEveryNonFiniteValue) {
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+  for (Index n = 0; n <= 3 * linalg::simd::kWidth + 3; ++n) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (Index i = 0; i < n; ++i) x[i] = i % 2 == 0 ? 3.0e38f : -1.5f * static_cast<float>(i);
+    EXPECT_TRUE(linalg::simd::AllFinite(x.data(), n)) << n;
+    for (Index i = 0; i < n; ++i) {
+      for (const float b : bad) {
+        std::vector<float> y = x;
+        y[i] = b;
+        EXPECT_FALSE(linalg::simd::AllFinite(y.data(), n)) << n << " " << i << " " << b;
+      }
+    }
+  }
+}
+
 TEST(Bf16, AValueBeyondBf16IsRefused) {
   const ModelConfig config = test::ConfigFor(test::ModelCases()[1]);
   ModelWeights w = ModelWeights::Random(config, 7);

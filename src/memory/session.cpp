@@ -9,6 +9,7 @@
 
 #include "memory/batch.hpp"
 #include "memory/kernels.hpp"
+#include "ops/bf16.hpp"
 #include "ops/flush_denormals.hpp"
 #include "ops/linalg.hpp"
 #include "ops/threading.hpp"
@@ -93,7 +94,9 @@ size_t CheckedTokens(const NeuralMemory& memory, std::span<const float> store,
     const std::span<const float> input = inputs[k].input;
     bool seen = false;  // one input in several roles is checked once
     for (size_t j = 0; j < k; ++j) seen = seen || inputs[j].input.data() == input.data();
-    if (seen) continue;
+    if (seen || linalg::simd::AllFinite(input.data(), static_cast<linalg::Index>(input.size()))) {
+      continue;
+    }
     for (size_t i = 0; i < input.size(); ++i) {
       if (!std::isfinite(input[i])) {
         throw Error(ErrorCode::kInvalidArgument,

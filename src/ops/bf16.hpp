@@ -133,6 +133,21 @@ inline float MulAdd(float x, float w, float s) {
   return s + x * w;
 #endif
 }
+
+// Whether all n values are finite: x - x is 0 for a finite x and NaN for NaN or Inf, and NaN
+// survives the sums. Whole registers at a time (a loop that stops at the first non-finite value
+// does not vectorise); the inputs' checks use it and search for the culprit only when it fails.
+inline bool AllFinite(const float* x, Index n) {
+  Floats lanes{};
+  Index i = 0;
+  for (; i + kWidth <= n; i += kWidth) {
+    const Floats v = Load(x + i);
+    lanes += v - v;
+  }
+  float rest = Sum(lanes);
+  for (; i < n; ++i) rest += x[i] - x[i];
+  return rest == 0.0f;
+}
 }  // namespace simd
 
 // A stored weight as float32.
