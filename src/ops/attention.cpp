@@ -18,12 +18,9 @@
 namespace titans {
 namespace {
 
-using linalg::ConstView;
 using linalg::Index;
-using linalg::Multiply;
 using linalg::Range;
 using linalg::Share;
-using linalg::View;
 
 std::string Field(const char* name, int64_t value) {
   return std::string(name) + " = " + std::to_string(value);
@@ -115,8 +112,9 @@ void RotaryAngles(int n, int head_dim, int64_t first_position, float base, float
     const double freq = RotaryFrequency(base, i, head_dim);
     for (int t = 0; t < n; ++t) {
       const double angle = static_cast<double>(first_position + t) * freq;
-      angles[t * Index{head_dim} + 2 * i] = static_cast<float>(std::cos(angle));
-      angles[t * Index{head_dim} + 2 * i + 1] = static_cast<float>(std::sin(angle));
+      float* pair = angles + t * Index{head_dim} + 2 * Index{i};
+      pair[0] = static_cast<float>(std::cos(angle));
+      pair[1] = static_cast<float>(std::sin(angle));
     }
   }
 }
@@ -126,7 +124,7 @@ void ApplyRotary(float* x, int n, int heads, int head_dim, const float* angles) 
   for (int t = 0; t < n; ++t) {
     const float* row = angles + t * Index{head_dim};
     for (int i = 0; i < head_dim / 2; ++i) {
-      TurnPairs(x + t * width, heads, head_dim, i, row[2 * i], row[2 * i + 1]);
+      TurnPairs(x + t * width, heads, head_dim, i, row[2 * Index{i}], row[2 * Index{i} + 1]);
     }
   }
 }
@@ -378,6 +376,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   const Index kv_col = Index{head / shape.group()} * dh;
   const int window = shape.window;
   const int lanes = (rows + kChunk - 1) / kChunk * kChunk;
+  constexpr Index ld = kTile;  // the row stride of q^T, s^T, o^T
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const float minus_inf = -std::numeric_limits<float>::infinity();
 
@@ -387,12 +386,12 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   float* qt = scratch.q.data();  // [dh, kTile]
   const float* q = in.q + t0 * qw + Index{head} * dh;
   for (Index i = 0; i < dh; ++i) {
-    for (int r = 0; r < rows; ++r) qt[i * kTile + r] = q[r * qw + i] * scale;
-    std::fill(qt + i * kTile + rows, qt + i * kTile + lanes, 0.0f);
+    for (int r = 0; r < rows; ++r) qt[i * ld + r] = q[r * qw + i] * scale;
+    std::fill(qt + i * ld + rows, qt + i * ld + lanes, 0.0f);
   }
   float* st = scratch.s.data();  // [kBlock, kTile]
   float* ot = scratch.o.data();  // [dh, kTile]
-  for (Index i = 0; i < dh; ++i) std::fill_n(ot + i * kTile, lanes, 0.0f);
+  for (Index i = 0; i < dh; ++i) std::fill_n(ot + i * ld, lanes, 0.0f);
   Lanes m(scratch.m.data(), lanes), l(scratch.l.data(), lanes);
   Lanes block_max(scratch.block_max.data(), lanes), shift(scratch.shift.data(), lanes);
   Lanes alpha(scratch.alpha.data(), lanes);
@@ -410,8 +409,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   // next_nb: rows of the block that follows in the same run (0: none).
   auto block = [&](const float* keys, const float* values, int nb, int64_t first, bool persistent,
                    int next_nb) {
-    linalg::MultiplyWeights<false, false>(nb, keys + kv_col, kw, qt, kTile, dh, lanes, st, kTile,
-                                          false);
+    linalg::MultiplyWeights<false, false>(nb, keys + kv_col, kw, qt, ld, dh, lanes, st, ld, false);
     // Lane r (row i0 + r) sees key j when first + j <= i0 + r and, with a window, first + j >
     // i0 + r - window: the lanes [lo, hi) below. Every lane sees every key of a block within
     // all rows' windows; otherwise the others are set to value (-inf before the softmax, 0
@@ -424,15 +422,15 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
         const int lo = static_cast<int>(std::clamp<int64_t>(lag, 0, lanes));
         const int hi =
             window > 0 ? static_cast<int>(std::clamp<int64_t>(lag + window, lo, lanes)) : lanes;
-        std::fill(st + j * kTile, st + j * kTile + lo, value);
-        std::fill(st + j * kTile + hi, st + j * kTile + lanes, value);
+        std::fill(st + j * ld, st + j * ld + lo, value);
+        std::fill(st + j * ld + hi, st + j * ld + lanes, value);
       }
     };
     if (!all_visible) mask(minus_inf);
     for (int j = 0; j < next_nb; ++j) prefetch_row(keys + nb * kw, j);
     for (int c = 0; c < lanes; c += kChunk) {
       Chunk most = Chunk::Map(m.data() + c);
-      for (int j = 0; j < nb; ++j) most = most.max(Chunk::Map(st + j * kTile + c));
+      for (int j = 0; j < nb; ++j) most = most.max(Chunk::Map(st + j * ld + c));
       Chunk::Map(block_max.data() + c) = most;
     }
     // A lane that has seen no key yet keeps m = -inf and subtracts 0: its p and alpha are 0.
@@ -445,7 +443,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
       const Chunk subtract = Chunk::Map(shift.data() + c);
       Chunk sum = Chunk::Map(l.data() + c) * Chunk::Map(alpha.data() + c);
       for (int j = 0; j < nb; ++j) {
-        auto p = Chunk::Map(st + j * kTile + c);
+        auto p = Chunk::Map(st + j * ld + c);
         p = (p - subtract).exp();
         sum += p;
       }
@@ -453,9 +451,8 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
     }
     if (!all_visible) mask(0.0f);
     for (int j = 0; j < next_nb; ++j) prefetch_row(values + nb * kw, j);
-    for (Index i = 0; i < dh; ++i) Lanes(ot + i * kTile, lanes) *= alpha;
-    linalg::MultiplyWeights<true, false>(dh, values + kv_col, kw, st, kTile, nb, lanes, ot, kTile,
-                                         true);
+    for (Index i = 0; i < dh; ++i) Lanes(ot + i * ld, lanes) *= alpha;
+    linalg::MultiplyWeights<true, false>(dh, values + kv_col, kw, st, ld, nb, lanes, ot, ld, true);
   };
   // Consecutive positions [a, b) stored contiguously from row pointers k, v: blocks of kBlock.
   auto run = [&](const float* keys, const float* values, int64_t a, int64_t b, bool persistent) {
@@ -486,7 +483,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   l = l.inverse();
   float* result = out + t0 * qw + Index{head} * dh;
   for (int r = 0; r < rows; ++r) {
-    for (Index i = 0; i < dh; ++i) result[r * qw + i] = ot[i * kTile + r] * l[r];
+    for (Index i = 0; i < dh; ++i) result[r * qw + i] = ot[i * ld + r] * l[r];
   }
 }
 

@@ -142,10 +142,10 @@ inline bool AllFinite(const float* x, Index n) {
   Index i = 0;
   for (; i + kWidth <= n; i += kWidth) {
     const Floats v = Load(x + i);
-    lanes += v - v;
+    lanes += v - v;  // NOLINT(misc-redundant-expression): 0, or NaN for NaN and Inf
   }
   float rest = Sum(lanes);
-  for (; i < n; ++i) rest += x[i] - x[i];
+  for (; i < n; ++i) rest += x[i] - x[i];  // NOLINT(misc-redundant-expression): as above
   return rest == 0.0f;
 }
 }  // namespace simd
