@@ -398,7 +398,6 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   m.setConstant(minus_inf);
   l.setZero();
 
-  // One block of nb consecutive keys: absolute positions first.. (or persistent: all visible).
   // Row j of the head's keys or values from `first_row` (rows kw apart), fetched towards L1 for
   // the next block while this one's softmax runs: a window larger than the cache is read from
   // memory, and the products' short runs of dh floats per row give the hardware prefetchers
@@ -406,6 +405,7 @@ void AttentionWorkspace::AttendItem(const AttentionShape& shape, const Attention
   const auto prefetch_row = [&](const float* first_row, int j) {
     for (Index i = 0; i < dh; i += kChunk) __builtin_prefetch(first_row + j * kw + kv_col + i);
   };
+  // One block of nb consecutive keys: absolute positions first.. (or persistent: all visible);
   // next_nb: rows of the block that follows in the same run (0: none).
   auto block = [&](const float* keys, const float* values, int nb, int64_t first, bool persistent,
                    int next_nb) {
