@@ -116,6 +116,7 @@ struct TpMacWorkspace {
   RowMatrix xn;                 // [P, d] normalised branch input
   RowMatrix q, k, v, att, v_first;  // [P, Ha*da]; v_first: the first layer's values
   RowMatrix mix;                    // [P, Ha] value residual mix
+  RowMatrix rotary;                 // [P, da] the piece's rotary angles (RotaryAngles)
   RowMatrix ffn_a, ffn_b;           // [P, f]
   RowMatrix axial_inner;            // [C, d] MLP_1(j) for j = 0..C-1
   RowMatrix axial_outer;            // [1, d] MLP_0(axial_outer_index)
@@ -150,6 +151,7 @@ TpMacWorkspace::TpMacWorkspace(const Model& model, const SessionOptions& options
   xn.resize(p, d);
   for (RowMatrix* m : {&q, &k, &v, &att, &v_first}) m->resize(p, qw);
   mix.resize(p, c.attention.heads);
+  rotary.resize(p, c.attention.head_dim);
   ffn_a.resize(p, f);
   ffn_b.resize(p, f);
   // The inner axis has only C positions: its embeddings are computed once, here.
@@ -187,6 +189,9 @@ class TpMacStack {
 
   // Runs rows [0, n) of ws.x through every layer into ws.streams.
   void Run(Index n, int64_t p0) {
+    // The rotary angles of the piece's positions, once for all the layers.
+    RotaryAngles(static_cast<int>(n), c_.attention.head_dim, p0, c_.attention.rope_base,
+                 ws_.rotary.data());
     for (Index i = 0; i < n; ++i) {  // expand to S streams
       for (Index s = 0; s < s_; ++s) {
         ws_.streams.row(i * s_ + s) = ws_.x.row(i);
@@ -395,10 +400,8 @@ class TpMacStack {
         }
       }
     }
-    ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, p0,
-                shape.rope_base);
-    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.heads, shape.head_dim, p0,
-                shape.rope_base);
+    ApplyRotary(ws_.q.data(), static_cast<int>(n), shape.heads, shape.head_dim, ws_.rotary.data());
+    ApplyRotary(ws_.k.data(), static_cast<int>(n), shape.heads, shape.head_dim, ws_.rotary.data());
     AttentionCache& cache = *state_.attention[l];
     if (c_.tp_mac.sliding) {
       ws_.attention.Forward(
