@@ -161,6 +161,35 @@ TEST_P(SessionTest, OutOfRangeTokenIsRejectedAndChangesNothing) {
 INSTANTIATE_TEST_SUITE_P(Kinds, SessionTest, ::testing::ValuesIn(ModelCases()),
                          [](const auto& info) { return info.param.name; });
 
+// The stack's chains of products share out their output columns between threads
+// (session::ForColumnShares) and the attention its (head, tile) items. With widths that are no
+// multiple of 16 floats (d 40, a feed-forward of 88: rows that start off a 64-byte line) and
+// pieces of odd sizes, neither split may change a bit, prefilled or decoded, on 2 or 3 threads.
+// (The memory kinds are left out: the memory's own threads sum a unit's gradients in another
+// order, which invariant 7 allows; ThreadCountDoesNotChangeResults compares them within
+// rounding.) Splitting rows instead, as the chains did before, failed this: a thread's rows
+// from row 19 on took SiLU's exponentials on another grid of vector lanes.
+TEST(Session, ThreadsChangeNoBitsOfAnAttentionStackWithOddWidths) {
+  for (const bool tied : {false, true}) {
+    ModelConfig c = ConfigFor(ModelCases()[3]);  // attention, window 16, persistent pairs
+    c.d_model = 40;
+    c.ffn_hidden = 88;
+    c.attention.heads = 5;
+    c.attention.kv_heads = 5;
+    c.layers = {BlockKind::kAttention, BlockKind::kAttention};
+    c.tie_embeddings = tied;
+    const auto model = std::make_shared<const Model>(c, ModelWeights::Random(c, 11));
+    const std::vector<int32_t> tokens = Tokens(100, 12);
+    const std::vector<int> pieces = {39, 1, 1, 40};  // the rest (19) in one last piece
+    Session one(model, SessionOptions{1});
+    const std::vector<float> expected = Feed(one, tokens, pieces);
+    for (const int threads : {2, 3}) {
+      Session many(model, SessionOptions{.threads = threads, .min_flops_per_thread = 0});
+      EXPECT_EQ(Feed(many, tokens, pieces), expected) << threads << " threads, tied " << tied;
+    }
+  }
+}
+
 TEST(Session, EmbeddingModelsReturnHiddenStatesAndRejectNaN) {
   ModelConfig config = ConfigFor(ModelCases()[6]);
   config.vocab_size = 0;

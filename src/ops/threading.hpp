@@ -1,7 +1,7 @@
 // The one threading rule of the engine: how many threads join a parallel region. Every region
-// (a memory tile, a chain of row-local products, an attention call) asks TeamSize with the FLOPs of
-// its work between two synchronisations and the session's SessionOptions (threads,
-// min_flops_per_thread), so that one setting governs them all.
+// (a memory tile, a chain of a piece's products, an attention call) asks TeamSize with the FLOPs
+// of its work (between two synchronisations; a chain's few barriers are not counted) and the
+// session's SessionOptions (threads, min_flops_per_thread), so that one setting governs them all.
 #pragma once
 
 #include <algorithm>

@@ -216,25 +216,15 @@ class TitansStack {
     ParallelMultiply(options_, out.topRows(n), ws_.att.topRows(n), Matrix(w.attention.w_o, qw, d));
   }
 
-  // Rows [0, n) of q, k, v = in W_q, in W_k, in W_v: shares of the rows, or of one row's
-  // columns.
+  // Rows [0, n) of q, k, v = in W_q, in W_k, in W_v, shares of their columns.
   void Projections(Index n, const RowMatrix& in, const AttentionWeights& w, RowMatrix& q,
                    RowMatrix& k, RowMatrix& v) {
     const AttentionShape shape = ShapeOf(c_);
     const Index d = c_.d_model, qw = shape.q_width(), kw = shape.kv_width();
-    const std::array<linalg::WeightMatrix, 3> weights = {Matrix(w.w_q, d, qw), Matrix(w.w_k, d, kw),
-                                                         Matrix(w.w_v, d, kw)};
-    const std::array<RowMatrix*, 3> outputs = {&q, &k, &v};
-    if (n == 1) {
-      MultiplyRowEach(options_, in.data(), weights, outputs);
-      return;
-    }
-    ForRowShares(options_, n, ProductFlops(n, d, qw + 2 * kw), [&](Range r) {
-      const auto input = in.middleRows(r.begin, r.size());
-      for (size_t p = 0; p < weights.size(); ++p) {
-        Multiply(outputs[p]->middleRows(r.begin, r.size()), input, weights[p]);
-      }
-    });
+    MultiplyEach(options_, n, in.data(),
+                 std::array<linalg::WeightMatrix, 3>{Matrix(w.w_q, d, qw), Matrix(w.w_k, d, kw),
+                                                     Matrix(w.w_v, d, kw)},
+                 std::array<RowMatrix*, 3>{&q, &k, &v});
   }
 
   // fn(stream, workspace) for each of `streams`: their attention on their own caches. A
@@ -309,36 +299,28 @@ class TitansStack {
       }
     }
     const linalg::WeightMatrix w_g = Matrix(w.memory.w_g, d, hd), w_o = Matrix(w.memory.w_o, hd, d);
-    if (n == 1) {
-      // One row: this thread's columns of the gate and of the memory's heads, a barrier, its
-      // columns of the output.
-      RmsNormRows(ws_.mem.data(), w.memory.norm, 1, hd, c_.memory.heads, c_.norm_eps,
-                  ws_.mem.data());
-      ForColumnShares(
-          options_, std::max(WeightBytes(w_g), WeightBytes(w_o)), [&](int ith, int nth) {
-            const Range j = ColumnShare(hd, ith, nth);
-            if (j.size() > 0) {
-              auto gate = ws_.gate.block(0, j.begin, 1, j.size());
-              Multiply(gate, ConstView(retrieve, 1, d, d), w_g.Columns(j.begin, j.size()));
-              ws_.mem.block(0, j.begin, 1, j.size()).array() *= ops::Silu(gate.array());
-            }
-            Barrier(nth);
-            const Range o = ColumnShare(d, ith, nth);
-            if (o.size() > 0) {
-              Multiply(View(out + o.begin, 1, o.size(), d), ws_.mem.topRows(1),
-                       w_o.Columns(o.begin, o.size()));
-            }
-          });
-      return;
-    }
-    ForRowShares(options_, n, ProductFlops(n, d, hd) + ProductFlops(n, hd, d), [&](Range r) {
-      const Index r0 = r.begin, rows = r.size();
-      float* mem = ws_.mem.data() + r0 * hd;
-      RmsNormRows(mem, w.memory.norm, rows, hd, c_.memory.heads, c_.norm_eps, mem);
-      Multiply(ws_.gate.middleRows(r0, rows), ConstView(retrieve + r0 * d, rows, d, d), w_g);
-      ws_.mem.middleRows(r0, rows).array() *= ops::Silu(ws_.gate.middleRows(r0, rows).array());
-      Multiply(View(out + r0 * d, rows, d, d), ws_.mem.middleRows(r0, rows), w_o);
-    });
+    // This thread's columns of the gate, a barrier, its rows of the heads' norm and the gating
+    // (SiluProductRows), a barrier, its columns of the output.
+    const double flops = ProductFlops(n, d, hd) + ProductFlops(n, hd, d);
+    ForColumnShares(
+        options_, ChainWork(n, flops, WeightBytes(w_g) + WeightBytes(w_o)), [&](int ith, int nth) {
+          const Range j = ColumnShare(hd, ith, nth);
+          if (j.size() > 0) {
+            Multiply(ws_.gate.block(0, j.begin, n, j.size()), ConstView(retrieve, n, d, d),
+                     w_g.Columns(j.begin, j.size()));
+          }
+          Barrier(nth);
+          const Range r = RowShare(n, ith, nth);
+          float* mem = ws_.mem.data() + r.begin * hd;
+          RmsNormRows(mem, w.memory.norm, r.size(), hd, c_.memory.heads, c_.norm_eps, mem);
+          SiluProductRows(r, hd, ws_.gate.data(), ws_.mem.data(), ws_.mem.data());
+          Barrier(nth);
+          const Range o = ColumnShare(d, ith, nth);
+          if (o.size() > 0) {
+            Multiply(View(out + o.begin, n, o.size(), d), ws_.mem.topRows(n),
+                     w_o.Columns(o.begin, o.size()));
+          }
+        });
   }
 
   // Memory as context on rows [0, n) of ws_.u = n(x): x += y * sigmoid(Mem(y)), in rounds whose
@@ -397,24 +379,20 @@ class TitansStack {
                  ws_.t.data() + r0 * d);
   }
 
-  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)): every step row by row, one region; one row
-  // (a decoded token) by columns.
+  // x += W_down (SiLU(n(x) W_gate) * (n(x) W_up)) in one region: the norm by rows, a barrier,
+  // shares of the products' columns (SwiGluShare), each thread's output columns added to x.
   void FeedForward(const LayerWeights& w, Index n) {
     const Index d = c_.d_model, f = c_.ffn_hidden;
     const SwiGluWeights ffn{Matrix(w.ffn_gate, d, f), Matrix(w.ffn_up, d, f),
                             Matrix(w.ffn_down, f, d)};
-    if (n == 1) {
-      Norm(ws_.x, w.ffn_norm, 1, ws_.u);
-      ForColumnShares(options_, WeightBytes(ffn.gate) + WeightBytes(ffn.up), [&](int ith, int nth) {
-        SwiGluRowShare(ith, nth, ws_.u.data(), ffn, ws_.ffn_a.data(), ws_.ffn_b.data(),
-                       ws_.t.data());
-      });
-      ws_.x.row(0) += ws_.t.row(0);
-      return;
-    }
-    ForRowShares(options_, n, ProductFlops(n, d, 2 * f) + ProductFlops(n, f, d), [&](Range r) {
-      SwiGluRows(r, ws_.x, w.ffn_norm, c_.norm_eps, ffn, ws_.u, ws_.ffn_a, ws_.ffn_b, ws_.t);
-      ws_.x.middleRows(r.begin, r.size()) += ws_.t.middleRows(r.begin, r.size());
+    ForColumnShares(options_, SwiGluWork(n, ffn), [&](int ith, int nth) {
+      const Range r = RowShare(n, ith, nth);
+      RmsNormRows(ws_.x.data() + r.begin * d, w.ffn_norm, r.size(), d, 1, c_.norm_eps,
+                  ws_.u.data() + r.begin * d);
+      Barrier(nth);
+      SwiGluShare(ith, nth, n, ws_.u.data(), ffn, ws_.ffn_a.data(), ws_.ffn_b.data(), ws_.t.data());
+      const Range o = ColumnShare(d, ith, nth);
+      ws_.x.block(0, o.begin, n, o.size()) += ws_.t.block(0, o.begin, n, o.size());
     });
   }
 
@@ -436,35 +414,26 @@ void RunTokens(const Model& model, const SessionOptions& options, TitansWorkspac
   for (Index i = 0; i < n; ++i) ws.x.row(i) = embedding.row(tokens[i]);
   TitansStack stack(model, streams, ws, options);
   stack.Run(n);
-  // logits = n(x) W_head, row by row in one region; one row by columns (vocabulary entries).
-  if (n == 1) {
-    RmsNormRows(ws.x.data(), w.final_norm, 1, d, 1, c.norm_eps, ws.u.data());
-    MatMap out = View(logits, 1, vocab, vocab);
-    if (!c.tie_embeddings) {
-      ParallelMultiply(options, out, ws.u.topRows(1),
-                       model.bf16_copies().Matrix(w.lm_head, d, vocab));
-      return;
-    }
-    // A tied head: this thread's embedding rows [vocab share, d] against the row.
-    ForColumnShares(options, 4.0 * static_cast<double>(vocab * d), [&](int ith, int nth) {
-      const Range j = ColumnShare(vocab, ith, nth);
-      if (j.size() == 0) return;
-      Multiply(out.middleCols(j.begin, j.size()), ws.u.topRows(1),
-               linalg::TransposedMatrix{w.embedding.data() + j.begin * d, j.size(), d});
-    });
-    return;
-  }
-  ForRowShares(options, n, ProductFlops(n, d, vocab), [&](Range r) {
-    const Index r0 = r.begin, rows = r.size();
-    RmsNormRows(ws.x.data() + r0 * d, w.final_norm, rows, d, 1, c.norm_eps, ws.u.data() + r0 * d);
-    const auto u = ws.u.middleRows(r0, rows);
-    MatMap out = View(logits + r0 * vocab, rows, vocab, vocab);
-    if (c.tie_embeddings) {
-      Multiply(out, u, linalg::TransposedMatrix{w.embedding.data(), vocab, d});
-    } else {
-      Multiply(out, u, model.bf16_copies().Matrix(w.lm_head, d, vocab));
-    }
-  });
+  // logits = n(x) W_head in one region: the final norm by rows, a barrier, shares of the
+  // vocabulary's columns (a tied head's embedding rows).
+  const double flops = ProductFlops(n, d, vocab);
+  ForColumnShares(
+      options, ChainWork(n, flops, 4.0 * static_cast<double>(vocab * d)), [&](int ith, int nth) {
+        const Range r = RowShare(n, ith, nth);
+        RmsNormRows(ws.x.data() + r.begin * d, w.final_norm, r.size(), d, 1, c.norm_eps,
+                    ws.u.data() + r.begin * d);
+        Barrier(nth);
+        const Range j = ColumnShare(vocab, ith, nth);
+        if (j.size() == 0) return;
+        MatMap out = View(logits + j.begin, n, j.size(), vocab);
+        const auto u = ws.u.topRows(n);
+        if (c.tie_embeddings) {
+          Multiply(out, u, linalg::TransposedMatrix{w.embedding.data() + j.begin * d, j.size(), d});
+        } else {
+          Multiply(out, u,
+                   model.bf16_copies().Matrix(w.lm_head, d, vocab).Columns(j.begin, j.size()));
+        }
+      });
 }
 
 class TitansRunner final : public Runner {

@@ -367,26 +367,13 @@ class TpMacStack {
   void Attention(size_t l, const TpMacLayerWeights& w, Index n, int64_t p0, bool gated) {
     const AttentionShape shape = CacheShapeOf(c_);
     const Index qw = shape.q_width(), heads = shape.heads, dh = shape.head_dim;
-    // The norm and the q, k, v projections row by row, in one region (ForRowShares); one row
-    // (a decoded token) by columns (ForColumnShares).
-    const std::array<linalg::WeightMatrix, 3> weights = {bf16_.Matrix(w.attention.w_q, d_, qw),
-                                                         bf16_.Matrix(w.attention.w_k, d_, qw),
-                                                         bf16_.Matrix(w.attention.w_v, d_, qw)};
-    const std::array<RowMatrix*, 3> outputs = {&ws_.q, &ws_.k, &ws_.v};
-    if (n == 1) {
-      Norm(w.attention_norm, 1);
-      MultiplyRowEach(options_, ws_.xn.data(), weights, outputs);
-    } else {
-      ForRowShares(options_, n, ProductFlops(n, d_, 3 * qw), [&](Range r) {
-        const Index r0 = r.begin, rows = r.size();
-        RmsNormRows(ws_.branch.data() + r0 * d_, w.attention_norm, rows, d_, 1, c_.norm_eps,
-                    ws_.xn.data() + r0 * d_);
-        const auto x = ws_.xn.middleRows(r0, rows);
-        for (size_t p = 0; p < weights.size(); ++p) {
-          Multiply(outputs[p]->middleRows(r0, rows), x, weights[p]);
-        }
-      });
-    }
+    // The norm, then shares of the q, k, v projections' columns (MultiplyEach).
+    Norm(w.attention_norm, n);
+    MultiplyEach(options_, n, ws_.xn.data(),
+                 std::array<linalg::WeightMatrix, 3>{bf16_.Matrix(w.attention.w_q, d_, qw),
+                                                     bf16_.Matrix(w.attention.w_k, d_, qw),
+                                                     bf16_.Matrix(w.attention.w_v, d_, qw)},
+                 std::array<RowMatrix*, 3>{&ws_.q, &ws_.k, &ws_.v});
     const auto input = ws_.xn.topRows(n);
     if (l == 0) {
       ws_.v_first.topRows(n) = ws_.v.topRows(n);
@@ -427,8 +414,8 @@ class TpMacStack {
     if (gated) ws_.out.topRows(n).array() *= ws_.gate.topRows(n).array();
   }
 
-  // ws.out = W_down ((x W_up + b_up) * SiLU(x W_gate + b_gate)) + b_down, x = RMSNorm(branch).
-  // Every step row by row, in one region (ForRowShares); one row by columns (ForColumnShares).
+  // ws.out = W_down ((x W_up + b_up) * SiLU(x W_gate + b_gate)) + b_down, x = RMSNorm(branch):
+  // one region, the norm by rows, a barrier, shares of the products' columns (SwiGluShare).
   void FeedForward(const TpMacLayerWeights& w, Index n) {
     const Index f = c_.ffn_hidden;
     const SwiGluWeights ffn{bf16_.Matrix(w.ffn_gate, d_, f),
@@ -437,17 +424,13 @@ class TpMacStack {
                             &w.ffn_gate_bias,
                             &w.ffn_up_bias,
                             &w.ffn_down_bias};
-    if (n == 1) {
-      Norm(w.ffn_norm, 1);
-      ForColumnShares(options_, WeightBytes(ffn.gate) + WeightBytes(ffn.up), [&](int ith, int nth) {
-        SwiGluRowShare(ith, nth, ws_.xn.data(), ffn, ws_.ffn_a.data(), ws_.ffn_b.data(),
-                       ws_.out.data());
-      });
-      return;
-    }
-    ForRowShares(options_, n, ProductFlops(n, d_, 2 * f) + ProductFlops(n, f, d_), [&](Range r) {
-      SwiGluRows(r, ws_.branch, w.ffn_norm, c_.norm_eps, ffn, ws_.xn, ws_.ffn_a, ws_.ffn_b,
-                 ws_.out);
+    ForColumnShares(options_, SwiGluWork(n, ffn), [&](int ith, int nth) {
+      const Range r = RowShare(n, ith, nth);
+      RmsNormRows(ws_.branch.data() + r.begin * d_, w.ffn_norm, r.size(), d_, 1, c_.norm_eps,
+                  ws_.xn.data() + r.begin * d_);
+      Barrier(nth);
+      SwiGluShare(ith, nth, n, ws_.xn.data(), ffn, ws_.ffn_a.data(), ws_.ffn_b.data(),
+                  ws_.out.data());
     });
   }
 
