@@ -1,12 +1,13 @@
 // The model stack's chains of products (src/model/session_kernels.hpp): a SwiGLU feed-forward
 // shared out by columns (SwiGluShare) against a float64 reference, and the same bits on any
 // number of threads, for widths that are no multiple of 16 floats and rows that start off a
-// 64-byte line.
+// 64-byte line; SiLU's element-wise product the same wherever its row lies.
 #include "model/session_kernels.hpp"
 
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -85,6 +86,32 @@ TEST(SessionKernels, SwiGluShareMatchesFloat64AndKeepsItsBitsOnAnyThreadCount) {
       } else {
         EXPECT_EQ(out, one) << n << " rows, " << threads << " threads";
       }
+    }
+  }
+}
+
+// SiLU(g) * y of a row has the same bits wherever the row lies: in a block of rows of 88 floats
+// (every other row starts half-way into a 64-byte line), computed with the rows around it or as
+// a share of them, or alone at the start of an aligned buffer.
+TEST(SessionKernels, SiluProductOfARowDoesNotDependOnWhereItLies) {
+  constexpr Index width = 88, rows = 64;
+  std::mt19937 rng(6);
+  RowMatrix g(rows, width), y(rows, width), all(rows, width), share(rows, width);
+  const std::vector<float> g_values = Random(rows * width, rng, 3.0f);
+  const std::vector<float> y_values = Random(rows * width, rng, 1.0f);
+  std::copy(g_values.begin(), g_values.end(), g.data());
+  std::copy(y_values.begin(), y_values.end(), y.data());
+  SiluProductRows({0, static_cast<int>(rows)}, width, g.data(), y.data(), all.data());
+  SiluProductRows({0, 19}, width, g.data(), y.data(), share.data());
+  SiluProductRows({19, static_cast<int>(rows)}, width, g.data(), y.data(), share.data());
+  EXPECT_EQ(share, all);
+  for (Index r = 0; r < rows; ++r) {
+    RowMatrix g_alone = g.row(r), y_alone = y.row(r), alone(1, width);
+    SiluProductRows({0, 1}, width, g_alone.data(), y_alone.data(), alone.data());
+    EXPECT_EQ(alone, all.row(r)) << "row " << r;
+    for (Index j = 0; j < width; ++j) {
+      const double x = g(r, j);
+      EXPECT_NEAR(all(r, j), x / (1.0 + std::exp(-x)) * y(r, j), 1e-6 * (1 + std::abs(y(r, j))));
     }
   }
 }

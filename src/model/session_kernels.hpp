@@ -46,10 +46,11 @@ inline double ChainWork(linalg::Index n, double flops, double weight_bytes) {
 // `work` (ChainWork). Shares of columns rather than of rows: two threads read each weight once
 // between them, not once each, and every thread's rows make whole register tiles (a 64-row
 // piece split by rows left each thread 5 tiles of 6 rows and one of 2, which runs at about half
-// the rate). Measured: 1.05-1.2x for 64-row products on two threads (docs/PERFORMANCE.md,
-// "Shares of columns"). Every output element is the same sum whichever thread computes it and
-// whatever the share's width (MultiplyWeights, MultiplyRow, TransposedTile): the split changes
-// no bits.
+// the rate). Measured: 64-row products 1.00-1.22x on two threads, median 1.12x
+// (docs/PERFORMANCE.md, "Shares of columns for every chain"). Every output element is the same
+// sum whichever thread computes it and whatever the share's width (MultiplyWeights, MultiplyRow,
+// TransposedTile), and element-wise steps with an exponential run by whole rows
+// (SiluProductRows): the split changes no bits.
 template <class Fn>
 void ForColumnShares(const SessionOptions& options, double work, Fn fn) {
   const int team = ops::TeamSize(work, options.threads, options.min_flops_per_thread);
@@ -123,17 +124,30 @@ struct SwiGluWeights {
   const std::vector<float>* down_bias = nullptr;  // [d]
 };
 
-// Rows r of out = SiLU(g) * y, each [., width] (out may be g or y). By whole rows, not shares
-// of columns: Eigen evaluates the exponential in vector lanes and, where a row's start is not
-// aligned, its first elements one by one, which round differently; a whole row takes the same
-// path whatever the split, so the split changes no bits.
+// Rows r of out = SiLU(g) * y, each [., width] (out may be g or y), a register of lanes at a
+// time, the last lanes of a row in a padded register: every element takes Eigen's vectorised
+// exp, whatever its row, column or address. (Eigen's own loop over a row evaluates the elements
+// before the row's first 64-byte line one by one, with another rounding, so a thread's share of
+// columns, a piece's rows from row 19 on, or a batch's row i would each move that grid and change
+// bits.)
 inline void SiluProductRows(linalg::Range r, linalg::Index width, const float* g, const float* y,
                             float* out) {
-  if (r.size() == 0) return;
-  const linalg::Index offset = r.begin * width;
-  linalg::View(out + offset, r.size(), width, width).array() =
-      ops::Silu(linalg::ConstView(g + offset, r.size(), width, width).array()) *
-      linalg::ConstView(y + offset, r.size(), width, width).array();
+  using Lanes = Eigen::Array<float, linalg::simd::kWidth, 1>;
+  constexpr linalg::Index kLanes = linalg::simd::kWidth;
+  for (linalg::Index row = r.begin; row < r.end; ++row) {
+    const linalg::Index at = row * width;
+    linalg::Index j = 0;
+    for (; j + kLanes <= width; j += kLanes) {
+      Lanes::Map(out + at + j) = ops::Silu(Lanes::Map(g + at + j)) * Lanes::Map(y + at + j);
+    }
+    if (j < width) {
+      Lanes gate = Lanes::Zero(), value = Lanes::Zero();
+      std::copy(g + at + j, g + at + width, gate.data());
+      std::copy(y + at + j, y + at + width, value.data());
+      const Lanes product = ops::Silu(gate) * value;
+      std::copy_n(product.data(), width - j, out + at + j);
+    }
+  }
 }
 
 // The FLOPs and the weight bytes of a SwiGLU feed-forward over n rows (ChainWork's inputs).
