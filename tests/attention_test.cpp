@@ -58,6 +58,14 @@ std::string Describe(const AttentionShape& s, int tokens) {
          std::to_string(s.persistent) + "_T" + std::to_string(tokens);
 }
 
+// x [n, heads * dh] turned in place at positions first, first + 1, ... (RotaryAngles, then
+// ApplyRotary by them, as the stacks do).
+void Rotate(float* x, int n, int heads, int dh, int64_t first, float base) {
+  std::vector<float> angles(static_cast<size_t>(n) * dh);
+  RotaryAngles(n, dh, first, base, angles.data());
+  ApplyRotary(x, n, heads, dh, angles.data());
+}
+
 // One layer's inputs for a sequence of T tokens at positions 0..T-1: q and k rotated.
 struct Sequence {
   AttentionShape shape;
@@ -74,8 +82,8 @@ struct Sequence {
     v = Random(kn, seed + 2);
     pk = Random(pn, seed + 3);
     pv = Random(pn, seed + 4);
-    ApplyRotary(q.data(), t, s.heads, s.head_dim, 0, s.rope_base);
-    ApplyRotary(k.data(), t, s.kv_heads, s.head_dim, 0, s.rope_base);
+    Rotate(q.data(), t, s.heads, s.head_dim, 0, s.rope_base);
+    Rotate(k.data(), t, s.kv_heads, s.head_dim, 0, s.rope_base);
   }
 
   // Inputs of the rows starting at t0.
@@ -362,7 +370,7 @@ TEST(AttentionKernelTest, CallerParallelRegion) {
 TEST(RotaryTest, InterleavedPairsAtTheDocumentedAngles) {
   // dh = 4, base 100: pair 0 turns by pos, pair 1 by pos * 100^(-1/2) = pos / 10.
   std::vector<float> x = {1, 0, 0, 1, /*head 1*/ 2, 0, 0, 0};
-  ApplyRotary(x.data(), 1, 2, 4, 3, 100.0f);
+  Rotate(x.data(), 1, 2, 4, 3, 100.0f);
   EXPECT_FLOAT_EQ(x[0], static_cast<float>(std::cos(3.0)));
   EXPECT_FLOAT_EQ(x[1], static_cast<float>(std::sin(3.0)));
   EXPECT_FLOAT_EQ(x[2], static_cast<float>(-std::sin(0.3)));
@@ -372,7 +380,7 @@ TEST(RotaryTest, InterleavedPairsAtTheDocumentedAngles) {
   // Position 0 is the identity.
   std::vector<float> y = Random(2 * 64, 3);
   const std::vector<float> y0 = y;
-  ApplyRotary(y.data(), 1, 2, 64, 0, 10000.0f);
+  Rotate(y.data(), 1, 2, 64, 0, 10000.0f);
   EXPECT_EQ(y, y0);
 }
 
@@ -380,7 +388,7 @@ TEST(RotaryTest, PreservesNormsOfEveryPair) {
   const int n = 50, heads = 3, dh = 64;
   std::vector<float> x = Random(static_cast<size_t>(n) * heads * dh, 5);
   const std::vector<float> x0 = x;
-  ApplyRotary(x.data(), n, heads, dh, 1000, 10000.0f);
+  Rotate(x.data(), n, heads, dh, 1000, 10000.0f);
   EXPECT_NE(x, x0);
   for (size_t p = 0; p < x.size(); p += 2) {
     const double before = std::hypot(x0[p], x0[p + 1]);
@@ -396,8 +404,8 @@ TEST(RotaryTest, DotProductDependsOnlyOnThePositionDifference) {
   for (int i = 0; i < dh; ++i) norm += std::abs(q[i]) * std::abs(k[i]);
   auto dot_at = [&](int64_t pq, int64_t pk) {
     std::vector<float> a = q, b = k;
-    ApplyRotary(a.data(), 1, 1, dh, pq, 10000.0f);
-    ApplyRotary(b.data(), 1, 1, dh, pk, 10000.0f);
+    Rotate(a.data(), 1, 1, dh, pq, 10000.0f);
+    Rotate(b.data(), 1, 1, dh, pk, 10000.0f);
     double dot = 0;
     for (int i = 0; i < dh; ++i) dot += static_cast<double>(a[i]) * b[i];
     return dot;
@@ -415,28 +423,38 @@ TEST(RotaryTest, DotProductDependsOnlyOnThePositionDifference) {
 }
 
 TEST(RotaryTest, RowsAtConsecutivePositionsEqualOneCallPerRow) {
-  const int n = 20, heads = 2, dh = 130;  // more than one chunk of frequencies
+  const int n = 20, heads = 2, dh = 130;
   const std::vector<float> x0 = Random(static_cast<size_t>(n) * heads * dh, 9);
   std::vector<float> whole = x0, rows = x0;
-  ApplyRotary(whole.data(), n, heads, dh, 77, 10000.0f);
+  Rotate(whole.data(), n, heads, dh, 77, 10000.0f);
   for (int t = 0; t < n; ++t) {
-    ApplyRotary(rows.data() + static_cast<size_t>(t) * heads * dh, 1, heads, dh, 77 + t, 10000.0f);
+    Rotate(rows.data() + static_cast<size_t>(t) * heads * dh, 1, heads, dh, 77 + t, 10000.0f);
   }
   EXPECT_EQ(whole, rows);
 }
 
-// The stacks compute a piece's angles once for all layers: turning by them must give the bits of
-// turning at the positions, at any position (here past 2^20, where float angles would drift).
-TEST(RotaryTest, AnglesComputedOnceTurnAsAtThePositions) {
+// Against float64: angles from the absolute position, turned in double. At any position (here
+// past 2^20, where angles in float would drift) the turn stays within float rounding.
+TEST(RotaryTest, MatchesFloat64AtAnyPosition) {
   const int n = 9, heads = 3, dh = 130;
   for (const int64_t first : {int64_t{0}, int64_t{4093}, int64_t{3} << 20}) {
     const std::vector<float> x0 = Random(static_cast<size_t>(n) * heads * dh, 11);
-    std::vector<float> direct = x0, tabled = x0, angles(static_cast<size_t>(n) * dh);
-    ApplyRotary(direct.data(), n, heads, dh, first, 10000.0f);
-    RotaryAngles(n, dh, first, 10000.0f, angles.data());
-    ApplyRotary(tabled.data(), n, heads, dh, angles.data());
-    EXPECT_EQ(direct, tabled) << "first position " << first;
-    EXPECT_NE(direct, x0);
+    std::vector<float> x = x0;
+    Rotate(x.data(), n, heads, dh, first, 10000.0f);
+    EXPECT_NE(x, x0);
+    for (int t = 0; t < n; ++t) {
+      for (int h = 0; h < heads; ++h) {
+        for (int i = 0; i < dh / 2; ++i) {
+          const double angle = static_cast<double>(first + t) *
+                               std::pow(10000.0, -2.0 * i / static_cast<double>(dh));
+          const size_t at = (static_cast<size_t>(t) * heads + h) * dh + 2 * static_cast<size_t>(i);
+          const double a = x0[at], b = x0[at + 1];
+          const double tolerance = 1e-6 * (1 + std::hypot(a, b));
+          EXPECT_NEAR(x[at], a * std::cos(angle) - b * std::sin(angle), tolerance);
+          EXPECT_NEAR(x[at + 1], b * std::cos(angle) + a * std::sin(angle), tolerance);
+        }
+      }
+    }
   }
 }
 

@@ -73,9 +73,8 @@ double RotaryFrequency(float base, int i, int head_dim) {
 }
 
 // Pair i of every head of one row [heads * dh] turned by the angle of cos c and sin s. The
-// multiply-adds are spelled out (simd::MulAdd): left to the compiler's contraction, the callers'
-// inlined copies round differently, and angles computed once would not turn as angles computed
-// in place.
+// multiply-adds are spelled out (simd::MulAdd): left to the compiler's contraction, inlined
+// copies could round differently from one caller to another.
 void TurnPairs(float* row, int heads, int head_dim, int i, float c, float s) {
   for (int h = 0; h < heads; ++h) {
     float* pair = row + Index{h} * head_dim + 2 * Index{i};
@@ -86,26 +85,6 @@ void TurnPairs(float* row, int heads, int head_dim, int i, float c, float s) {
 }
 
 }  // namespace
-
-void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_position, float base) {
-  const int pairs = head_dim / 2;
-  const Index width = Index{heads} * head_dim;
-  // Frequencies in chunks on the stack: no allocation for any head_dim.
-  constexpr int kChunk = 64;
-  double freq[kChunk];
-  for (int i0 = 0; i0 < pairs; i0 += kChunk) {
-    const int count = std::min(kChunk, pairs - i0);
-    for (int i = 0; i < count; ++i) freq[i] = RotaryFrequency(base, i0 + i, head_dim);
-    for (int t = 0; t < n; ++t) {
-      const double position = static_cast<double>(first_position + t);
-      for (int i = 0; i < count; ++i) {
-        const double angle = position * freq[i];
-        TurnPairs(x + t * width, heads, head_dim, i0 + i, static_cast<float>(std::cos(angle)),
-                  static_cast<float>(std::sin(angle)));
-      }
-    }
-  }
-}
 
 void RotaryAngles(int n, int head_dim, int64_t first_position, float base, float* angles) {
   for (int i = 0; i < head_dim / 2; ++i) {

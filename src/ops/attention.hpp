@@ -45,19 +45,15 @@ struct AttentionShape {
   int group() const { return heads / kv_heads; }  // query heads per kv head
 };
 
-// Rotary position embedding in place, as rotary-embedding-torch does for titans-pytorch
-// (docs/SEMANTICS.md 2.1): x [n, heads * dh], row t at absolute position first_position + t. In
-// every head the interleaved pairs (x[2i], x[2i+1]) turn by the angle pos * base^(-2i/dh):
+// Rotary position embedding, as rotary-embedding-torch does for titans-pytorch (docs/SEMANTICS.md
+// 2.1), in two steps so that a stack's layers share one piece's angles. RotaryAngles writes
+// angles [n, head_dim]: row t holds the cos and sin of pair i's angle at absolute position
+// first_position + t in [2i] and [2i + 1], the angle pos * base^(-2i/dh) computed in double from
+// the absolute position (exact at any position, and independent of how a stream is split into
+// calls), cos and sin rounded to float. ApplyRotary turns x [n, heads * dh] in place, row t by
+// row t of the angles: in every head the interleaved pairs (x[2i], x[2i+1]) become
 //   x'[2i] = x[2i] cos - x[2i+1] sin,   x'[2i+1] = x[2i+1] cos + x[2i] sin.
-// Angles, cos and sin are computed in double from the absolute position (exact at any position,
-// and independent of how a stream is split into calls), then rounded to float. No allocation.
-void ApplyRotary(float* x, int n, int heads, int head_dim, int64_t first_position, float base);
-
-// The same turn with angles computed once for every layer (a stack's piece: the layers share
-// the positions): RotaryAngles writes angles [n, head_dim], row t the cos and sin of pair i's
-// angle at position first_position + t in [2i] and [2i + 1], computed as ApplyRotary computes
-// them; ApplyRotary(x, ..., angles) turns row t of x by row t of the angles, the same bits as
-// ApplyRotary at that position.
+// No allocation.
 void RotaryAngles(int n, int head_dim, int64_t first_position, float base, float* angles);
 void ApplyRotary(float* x, int n, int heads, int head_dim, const float* angles);
 
@@ -121,7 +117,7 @@ class AttentionCache {
   std::vector<float> keys_, values_;
 };
 
-// Pointers of one call. q and k are already rotated (ApplyRotary at positions
+// Pointers of one call. q and k are already rotated (ApplyRotary by the RotaryAngles of positions
 // cache.position()...); persistent_k/v may be null when the shape has no persistent pairs.
 struct AttentionInputs {
   const float* q = nullptr;             // [n, H*dh]
