@@ -109,8 +109,8 @@ TEST_P(BatchDecodeTest, EachSessionDecodesAsItWouldAlone) {
   }
 }
 
-// Two threads share the products by rows and the per-session work (attention, memory reads and
-// unit writes) by session; 9 sessions at different positions over 12 steps cross unit ends. A
+// Two threads share out the products' columns and the per-session work (attention, memory reads
+// and unit writes) by session; 9 sessions at different positions over 12 steps cross unit ends. A
 // row's result does not depend on which thread computes it: the same bits.
 TEST_P(BatchDecodeTest, ThreadedStepsDecodeTheSame) {
   constexpr int kSessions = 9;
@@ -191,6 +191,43 @@ TEST_P(BatchDecodeTest, PrefillOfNPromptsMatchesForwardOfEach) {
 
 INSTANTIATE_TEST_SUITE_P(Kinds, BatchDecodeTest, ::testing::ValuesIn(ModelCases()),
                          [](const auto& info) { return info.param.name; });
+
+// Widths that are no multiple of 16 floats (d 40, a feed-forward of 88, memory heads of 12): a
+// session's row lies at another offset within a 64-byte line in a batch than alone, and its
+// element-wise steps (SiLU, the gates' sigmoids) must not round differently there.
+TEST(BatchDecodeOddWidths, EachSessionDecodesAsItWouldAlone) {
+  ModelConfig config = ConfigFor(ModelCases()[6]);  // mixed: every block kind
+  config.d_model = 40;
+  config.ffn_hidden = 88;
+  config.attention.heads = 5;
+  config.attention.kv_heads = 5;
+  config.memory = MemoryConfig::Paper(40, 2, 12, 2, 8);
+  config.memory.output_proj = false;
+  config.segment = config.memory.unit();
+  const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 11));
+  constexpr int kSessions = 3;
+  std::vector<Session> batched, alone;
+  std::vector<Session*> pointers;
+  for (int i = 0; i < kSessions; ++i) {
+    batched.emplace_back(model, SessionOptions{1});
+    Forward(batched.back(), Tokens(5 + 11 * i, 300 + i));
+  }
+  for (Session& s : batched) {
+    alone.push_back(s.Clone());
+    pointers.push_back(&s);
+  }
+  BatchDecoder decoder(model, kSessions, SessionOptions{1});
+  std::vector<float> logits(kSessions * kVocab);
+  for (int step = 0; step < 20; ++step) {
+    const std::vector<int32_t> tokens = Tokens(kSessions, 400 + step);
+    decoder.Step(pointers, tokens, logits);
+    for (int i = 0; i < kSessions; ++i) {
+      ASSERT_TRUE(Same(std::span<const float>(logits.data() + i * kVocab, kVocab),
+                       Forward(alone[i], {tokens[i]})))
+          << "step " << step << ", session " << i;
+    }
+  }
+}
 
 // A refused Step throws Error(kInvalidArgument) and leaves every session as it was: same
 // position, and the next token gives the same logits as in a clone made before.

@@ -124,30 +124,13 @@ struct SwiGluWeights {
   const std::vector<float>* down_bias = nullptr;  // [d]
 };
 
-// Rows r of out = SiLU(g) * y, each [., width] (out may be g or y), a register of lanes at a
-// time, the last lanes of a row in a padded register: every element takes Eigen's vectorised
-// exp, whatever its row, column or address. (Eigen's own loop over a row evaluates the elements
-// before the row's first 64-byte line one by one, with another rounding, so a thread's share of
-// columns, a piece's rows from row 19 on, or a batch's row i would each move that grid and change
-// bits.)
+// Rows r of out = SiLU(g) * y, each [., width] (out may be g or y), through ops::LaneWise: every
+// element the same bits wherever its row lies (a thread's share, a batch's row).
 inline void SiluProductRows(linalg::Range r, linalg::Index width, const float* g, const float* y,
                             float* out) {
-  using Lanes = Eigen::Array<float, linalg::simd::kWidth, 1>;
-  constexpr linalg::Index kLanes = linalg::simd::kWidth;
-  for (linalg::Index row = r.begin; row < r.end; ++row) {
-    const linalg::Index at = row * width;
-    linalg::Index j = 0;
-    for (; j + kLanes <= width; j += kLanes) {
-      Lanes::Map(out + at + j) = ops::Silu(Lanes::Map(g + at + j)) * Lanes::Map(y + at + j);
-    }
-    if (j < width) {
-      Lanes gate = Lanes::Zero(), value = Lanes::Zero();
-      std::copy(g + at + j, g + at + width, gate.data());
-      std::copy(y + at + j, y + at + width, value.data());
-      const Lanes product = ops::Silu(gate) * value;
-      std::copy_n(product.data(), width - j, out + at + j);
-    }
-  }
+  const linalg::Index at = r.begin * width;
+  ops::LaneWise(r.size() * width, g + at, y + at, out + at,
+                [](const auto& gate, const auto& value) { return ops::Silu(gate) * value; });
 }
 
 // The FLOPs and the weight bytes of a SwiGLU feed-forward over n rows (ChainWork's inputs).

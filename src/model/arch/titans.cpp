@@ -166,8 +166,7 @@ class TitansStack {
           // x += N_y(y) * sigmoid(N_m(m)); u is free again and holds N_y(y).
           Norm(ws_.y, w.gate_norm_y, n, ws_.u);
           Norm(ws_.t, w.gate_norm_m, n, ws_.y);
-          ws_.x.topRows(n).array() +=
-              ws_.u.topRows(n).array() * ops::Sigmoid(ws_.y.topRows(n).array());
+          GatedResidual(n, ws_.u, ws_.y);
           break;
         }
         case BlockKind::kAttention:
@@ -341,7 +340,15 @@ class TitansStack {
       // A batch: one row per stream, so every stream lies in one segment.
       MemoryAsContextRound(l, w, streams_, 0, n);
     }
-    ws_.x.topRows(n).array() += ws_.y.topRows(n).array() * ops::Sigmoid(ws_.t.topRows(n).array());
+    GatedResidual(n, ws_.y, ws_.t);
+  }
+
+  // Rows [0, n) of x += value * sigmoid(gate) ([n, d] each; gate is overwritten), the sigmoid
+  // through ops::LaneWise: a row's bits do not depend on where it lies (a batch's row i).
+  void GatedResidual(Index n, const RowMatrix& value, RowMatrix& gate) {
+    ops::LaneWise(n * c_.d_model, value.data(), gate.data(), gate.data(),
+                  [](const auto& v, const auto& g) { return v * ops::Sigmoid(g); });
+    ws_.x.topRows(n) += gate.topRows(n);
   }
 
   // One round on rows [r0, r0 + n) of ws_.u, made of `round`'s streams, each within one segment:
