@@ -49,8 +49,8 @@ inline double ChainWork(linalg::Index n, double flops, double weight_bytes) {
 // the rate). Measured: 64-row products 1.00-1.22x on two threads, median 1.12x
 // (docs/PERFORMANCE.md, "Shares of columns for every chain"). Every output element is the same
 // sum whichever thread computes it and whatever the share's width (MultiplyWeights, MultiplyRow,
-// TransposedTile), and element-wise steps with an exponential run by whole rows
-// (SiluProductRows): the split changes no bits.
+// TransposedTile), and element-wise steps with an exponential compute every element the same
+// way wherever it lies (ops::LaneWise): the split changes no bits.
 template <class Fn>
 void ForColumnShares(const SessionOptions& options, double work, Fn fn) {
   const int team = ops::TeamSize(work, options.threads, options.min_flops_per_thread);
@@ -124,13 +124,15 @@ struct SwiGluWeights {
   const std::vector<float>* down_bias = nullptr;  // [d]
 };
 
-// Rows r of out = SiLU(g) * y, each [., width] (out may be g or y), through ops::LaneWise: every
-// element the same bits wherever its row lies (a thread's share, a batch's row).
-inline void SiluProductRows(linalg::Range r, linalg::Index width, const float* g, const float* y,
-                            float* out) {
-  const linalg::Index at = r.begin * width;
-  ops::LaneWise(r.size() * width, g + at, y + at, out + at,
-                [](const auto& gate, const auto& value) { return ops::Silu(gate) * value; });
+// out = SiLU(g) * y for `rows` rows of `cols` floats, `stride` floats apart in each of g, y and
+// out (out may be g or y), through ops::LaneWise: every element has the same bits wherever it
+// lies (a thread's share of rows or columns, a batch's row).
+inline void SiluProduct(linalg::Index rows, linalg::Index cols, linalg::Index stride,
+                        const float* g, const float* y, float* out) {
+  for (linalg::Index r = 0; r < rows; ++r) {
+    ops::LaneWise(cols, g + r * stride, y + r * stride, out + r * stride,
+                  [](const auto& gate, const auto& value) { return ops::Silu(gate) * value; });
+  }
 }
 
 // The FLOPs and the weight bytes of a SwiGLU feed-forward over n rows (ChainWork's inputs).
@@ -142,9 +144,8 @@ inline double SwiGluWork(linalg::Index n, const SwiGluWeights& w) {
 
 // Share ith of nth of a ForColumnShares chain: out = W_down (SiLU(xn W_gate + b_gate) * (xn W_up
 // + b_up)) + b_down for n rows, xn [n, d] (normalised, every row ready), a, b [n, f] scratch, out
-// [n, d]. This thread's hidden columns, a barrier, its rows of the SiLU product (SiluProductRows),
-// a barrier, its output columns (ColumnShare(d, ith, nth): a caller may go on with them without a
-// barrier).
+// [n, d]. This thread's hidden columns (their products and SiLU), a barrier, its output columns
+// (ColumnShare(d, ith, nth): a caller may go on with them without a barrier).
 inline void SwiGluShare(int ith, int nth, linalg::Index n, const float* xn, const SwiGluWeights& w,
                         float* a, float* b, float* out) {
   using Bias = Eigen::Map<const Eigen::RowVectorXf>;
@@ -159,9 +160,8 @@ inline void SwiGluShare(int ith, int nth, linalg::Index n, const float* xn, cons
     linalg::Multiply(up, x, w.up.Columns(j0, cols));
     if (w.gate_bias != nullptr) gate.rowwise() += Bias(w.gate_bias->data() + j0, cols);
     if (w.up_bias != nullptr) up.rowwise() += Bias(w.up_bias->data() + j0, cols);
+    SiluProduct(n, cols, f, a + j0, b + j0, a + j0);
   }
-  linalg::Barrier(nth);
-  SiluProductRows(RowShare(n, ith, nth), f, a, b, a);
   linalg::Barrier(nth);  // the down product reads every hidden column
   const linalg::Range outputs = ColumnShare(d, ith, nth);
   if (outputs.size() > 0) {

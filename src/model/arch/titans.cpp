@@ -299,7 +299,7 @@ class TitansStack {
     }
     const linalg::WeightMatrix w_g = Matrix(w.memory.w_g, d, hd), w_o = Matrix(w.memory.w_o, hd, d);
     // This thread's columns of the gate, a barrier, its rows of the heads' norm and the gating
-    // (SiluProductRows), a barrier, its columns of the output.
+    // (SiluProduct), a barrier, its columns of the output.
     const double flops = ProductFlops(n, d, hd) + ProductFlops(n, hd, d);
     ForColumnShares(
         options_, ChainWork(n, flops, WeightBytes(w_g) + WeightBytes(w_o)), [&](int ith, int nth) {
@@ -312,7 +312,7 @@ class TitansStack {
           const Range r = RowShare(n, ith, nth);
           float* mem = ws_.mem.data() + r.begin * hd;
           RmsNormRows(mem, w.memory.norm, r.size(), hd, c_.memory.heads, c_.norm_eps, mem);
-          SiluProductRows(r, hd, ws_.gate.data(), ws_.mem.data(), ws_.mem.data());
+          SiluProduct(r.size(), hd, hd, ws_.gate.data() + r.begin * hd, mem, mem);
           Barrier(nth);
           const Range o = ColumnShare(d, ith, nth);
           if (o.size() > 0) {
