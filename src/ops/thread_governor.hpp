@@ -7,7 +7,8 @@
 // barrier while the others spin, and two threads run 2-20x slower than one (measured). No
 // thread count fixed in advance is right for both an idle and a busy machine, and OpenMP's wait
 // policy is fixed when the runtime loads (OMP_WAIT_POLICY), before a library can choose it.
-// So the session measures: it times its pieces on both settings and keeps the faster one, and
+// So the session measures: it times its pieces on both settings, in windows of pieces long
+// enough to average out the scheduler's pauses (kWindowSeconds), keeps the faster one, and
 // probes the other now and then, rarely enough that the probes cost at most about
 // kProbeOverhead of the time when one setting is far slower.
 //
@@ -43,30 +44,29 @@ class ThreadGovernor {
   ThreadGovernor(int threads, bool adapt, double min_flops_per_thread)
       : threads_(threads), adaptive_(adapt && min_flops_per_thread > 0 && threads > 1) {}
 
-  // The team for the next piece of `rows` rows (tokens): 1 or threads.
+  // The team for the next piece of `rows` rows (tokens): 1 or threads. Every piece of an open
+  // window gets the window's setting.
   int Team(int64_t rows) {
     if (!adaptive_) return threads_;
     Bucket& b = buckets_[BucketOf(rows)];
-    b.probing = false;
-    if (!b.arm[kTeam].known) return threads_;  // first the team, then one thread
-    if (!b.arm[kOne].known) {
-      b.probing = true;
-      return 1;
+    if (!b.window.open) {
+      b.window.team = Choose(b);
+      b.window.open = true;
     }
-    const int best = b.Best();
-    if (b.since_probe >= b.interval) {
-      b.probing = true;
-      return best == kTeam ? 1 : threads_;
-    }
-    return best == kTeam ? threads_ : 1;
+    return b.window.team;
   }
 
-  // Records that a piece of `rows` rows took `seconds` on `team` threads.
+  // Records that a piece of `rows` rows took `seconds` on `team` threads (the team Team gave it).
   void Record(int64_t rows, int team, double seconds) {
     if (!adaptive_) return;
     Bucket& b = buckets_[BucketOf(rows)];
+    Window& window = b.window;
+    window.seconds += seconds;
+    window.rows += std::max<int64_t>(rows, 1);
+    if (window.seconds < kWindowSeconds) return;
+    const double cost = window.seconds / static_cast<double>(window.rows);
+    window = Window{};
     Arm& arm = b.arm[team > 1 ? kTeam : kOne];
-    const double cost = seconds / static_cast<double>(std::max<int64_t>(rows, 1));
     // A probe's or a first sample replaces what may be stale; the setting in use is smoothed.
     arm.cost = !arm.known || b.probing ? cost : (1 - kSmoothing) * arm.cost + kSmoothing * cost;
     const bool first = !arm.known;
@@ -75,7 +75,7 @@ class ThreadGovernor {
       ++b.since_probe;
       return;
     }
-    // After a probe (or the first piece on one thread): probe again soon if the choice changed,
+    // After a probe (or the first window on one thread): probe again soon if the choice changed,
     // else later, at least far enough apart that a probe costs about kProbeOverhead of the time
     // spent at the better setting (a team on a busy core can take 100x a thread's time for a
     // decoded token).
@@ -124,9 +124,18 @@ class ThreadGovernor {
     std::chrono::steady_clock::time_point start_;
   };
 
+  // A setting is timed over windows of pieces that last at least kWindowSeconds (a few prefill
+  // pieces of the bench models, 50-200 decoded tokens). Next to a busy core a decoded token is
+  // usually faster on the team than on one thread, but now and then it waits a scheduler slice
+  // (milliseconds) at a barrier: the team's mean was 3.2-3.5x one thread's while its median was
+  // faster (measured). One token's time says little about that mean; a window's does. Replayed
+  // over recorded token times, windows of 0.03, 0.05 and 0.1 s kept 0.84, 0.91 and 0.96 of one
+  // thread's rate at worst on a busy machine, and 0.95-0.97 of the faster setting on an idle one
+  // (docs/PERFORMANCE.md, "Busy cores").
+  static constexpr double kWindowSeconds = 0.1;
   static constexpr double kProbeOverhead = 0.05;  // a probe's cost, at most, as a fraction
-  static constexpr double kSmoothing = 0.25;      // weight of a new sample of the setting in use
-  // Pieces between probes: at least kMinInterval, doubling while the choice holds up to
+  static constexpr double kSmoothing = 0.25;      // weight of a new window of the setting in use
+  // Windows between probes: at least kMinInterval, doubling while the choice holds up to
   // kMaxInterval, or more when a probe costs more than kProbeOverhead allows (up to kMaxSpacing).
   static constexpr double kMinInterval = 8, kMaxInterval = 256, kMaxSpacing = 1 << 16;
 
@@ -136,15 +145,39 @@ class ThreadGovernor {
     double cost = 0.0;  // seconds per row
     bool known = false;
   };
+  // The pieces timed together (Team keeps their setting while it is open).
+  struct Window {
+    double seconds = 0.0;
+    int64_t rows = 0;
+    int team = 1;
+    bool open = false;
+  };
   // Pieces of similar size (rows within a factor of 2) are compared with each other only: a
   // decoded token and a prefill piece cost different amounts per row.
   struct Bucket {
     std::array<Arm, 2> arm;
+    Window window;
     int64_t since_probe = 0, interval = static_cast<int64_t>(kMinInterval);
     int last_best = kTeam;
-    bool probing = false;  // the piece under way is a probe
+    bool probing = false;  // the window under way is a probe
     int Best() const { return arm[kOne].cost < arm[kTeam].cost ? kOne : kTeam; }
   };
+  // The setting for a bucket's next window: the team first, then one thread, then the faster,
+  // with a probe of the other every `interval` windows.
+  int Choose(Bucket& b) {
+    b.probing = false;
+    if (!b.arm[kTeam].known) return threads_;
+    if (!b.arm[kOne].known) {
+      b.probing = true;
+      return 1;
+    }
+    const int best = b.Best();
+    if (b.since_probe >= b.interval) {
+      b.probing = true;
+      return best == kTeam ? 1 : threads_;
+    }
+    return best == kTeam ? threads_ : 1;
+  }
   static size_t BucketOf(int64_t rows) {
     return std::min<size_t>(std::bit_width(static_cast<uint64_t>(std::max<int64_t>(rows, 1))) - 1,
                             kBuckets - 1);
