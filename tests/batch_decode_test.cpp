@@ -53,6 +53,21 @@ bool Same(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
 }
 
+// A batch of sessions and, for each, a clone that decodes the same tokens alone.
+struct BatchAndAlone {
+  std::vector<Session*> batch;  // the given sessions, in order
+  std::vector<Session> alone;
+};
+
+BatchAndAlone CloneEach(std::vector<Session>& sessions) {
+  BatchAndAlone b;
+  for (Session& s : sessions) {
+    b.alone.push_back(s.Clone());
+    b.batch.push_back(&s);
+  }
+  return b;
+}
+
 class BatchDecodeTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
@@ -82,12 +97,7 @@ TEST_P(BatchDecodeTest, EachSessionDecodesAsItWouldAlone) {
   for (const int n : {1, 3, 16}) {
     SCOPED_TRACE("N = " + std::to_string(n));
     std::vector<Session> batched = Prompted(n);
-    std::vector<Session> alone;
-    std::vector<Session*> pointers;
-    for (Session& s : batched) {
-      alone.push_back(s.Clone());
-      pointers.push_back(&s);
-    }
+    auto [pointers, alone] = CloneEach(batched);
     BatchDecoder decoder(model_, n, SessionOptions{1});
     std::vector<int32_t> tokens(static_cast<size_t>(n));
     std::vector<float> logits(static_cast<size_t>(n) * kVocab);
@@ -115,12 +125,7 @@ TEST_P(BatchDecodeTest, EachSessionDecodesAsItWouldAlone) {
 TEST_P(BatchDecodeTest, ThreadedStepsDecodeTheSame) {
   constexpr int kSessions = 9;
   std::vector<Session> batched = Prompted(kSessions);
-  std::vector<Session> alone;
-  std::vector<Session*> pointers;
-  for (Session& s : batched) {
-    alone.push_back(s.Clone());
-    pointers.push_back(&s);
-  }
+  auto [pointers, alone] = CloneEach(batched);
   // min_flops_per_thread 0: both threads join every product and every per-session stage.
   BatchDecoder decoder(model_, kSessions, SessionOptions{2, 0.0});
   std::vector<float> logits(kSessions * kVocab);
@@ -206,16 +211,12 @@ TEST(BatchDecodeOddWidths, EachSessionDecodesAsItWouldAlone) {
   config.segment = config.memory.unit();
   const auto model = std::make_shared<const Model>(config, ModelWeights::Random(config, 11));
   constexpr int kSessions = 3;
-  std::vector<Session> batched, alone;
-  std::vector<Session*> pointers;
+  std::vector<Session> batched;
   for (int i = 0; i < kSessions; ++i) {
     batched.emplace_back(model, SessionOptions{1});
     Forward(batched.back(), Tokens(5 + 11 * i, 300 + i));
   }
-  for (Session& s : batched) {
-    alone.push_back(s.Clone());
-    pointers.push_back(&s);
-  }
+  auto [pointers, alone] = CloneEach(batched);
   BatchDecoder decoder(model, kSessions, SessionOptions{1});
   std::vector<float> logits(kSessions * kVocab);
   for (int step = 0; step < 20; ++step) {

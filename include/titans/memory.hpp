@@ -157,11 +157,10 @@ struct SessionOptions {
   // work (a runner's piece of tokens, a memory session's tile, a batched step) runs on the whole
   // team or on one thread, whichever the session measured faster on pieces of its size (timed
   // over windows of at least 0.1 s), and the other is tried again now and then for a window. A
-  // core taken by another process makes a team 2-20x
-  // slower than one thread; this keeps the session at the faster one. The two settings' results
-  // agree up to float rounding (docs/SEMANTICS.md invariant 7), so a run that must repeat bit
-  // for bit sets this false (or threads = 1). false: the team always runs (so does
-  // min_flops_per_thread <= 0).
+  // core taken by another process makes a team 2-20x slower than one thread; this keeps the
+  // session at the faster one. The two settings' results agree up to float rounding
+  // (docs/SEMANTICS.md invariant 7), so a run that must repeat bit for bit sets this false (or
+  // threads = 1). false: the team always runs (so does min_flops_per_thread <= 0).
   bool adapt_threads = true;
 };
 
