@@ -540,7 +540,7 @@ void AttentionWorkspace::AttendRow(const AttentionShape& shape, const AttentionC
         for (; d < vector_end; d += simd::kWidth) {
           simd::Floats sum = simd::Load(oh + d);
           for (int r = 0; r < keys; ++r) {
-            sum = simd::MulAdd(p[r] + simd::Floats{}, simd::Load(vh + r * kw + d), sum);
+            sum = simd::MulAdd(simd::Broadcast(p[r]), simd::Load(vh + r * kw + d), sum);
           }
           simd::Store(oh + d, sum);
         }

@@ -95,6 +95,10 @@ inline Floats Load(const uint16_t* p) {
   return std::bit_cast<Floats>(__builtin_convertvector(h, Words) << 16);
 }
 inline void Store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
+// x in every lane. x - 0 is x for every x, so the compiler emits one broadcast load; x + 0 turns
+// -0 into +0, so it must keep that addition (a scalar add and a register broadcast in the
+// products' inner loops; docs/PERFORMANCE.md, "Where a prefill piece's time goes").
+inline Floats Broadcast(float x) { return x - Floats{}; }
 
 // The sum of v's lanes in a fixed tree (halves added until one lane is left), the same bits
 // wherever it is used. AVX-512's reduction intrinsic adds the same halves in registers.
@@ -179,7 +183,7 @@ void MultiplyRow(const float* a, const W* b, Index k, Index n, Index ldb, float*
         // on float32 (measured with titans_weight_product_bench's shapes), while for bf16 the
         // plain loop is the faster form (its explicit form was 20-25% slower).
         simd::Floats x[8];
-        for (Index s = 0; s < 8; ++s) x[s] = ai[s] + simd::Floats{};  // broadcast
+        for (Index s = 0; s < 8; ++s) x[s] = simd::Broadcast(ai[s]);
         for (; j + 2 * simd::kWidth <= nd; j += 2 * simd::kWidth) {
           simd::Floats sum0 = simd::Load(out + j), sum1 = simd::Load(out + j + simd::kWidth);
           for (Index s = 0; s < 8; ++s) {
@@ -240,7 +244,7 @@ void WeightTile(const float* a, Index lda, const W* b, Index ldb, Index kd, floa
     }
     for (int r = 0; r < R; ++r) {
       const float xi = kTransposedA ? a[i * lda + r] : a[r * lda + i];
-      const simd::Floats x = xi + simd::Floats{};  // broadcast
+      const simd::Floats x = simd::Broadcast(xi);
       for (int v = 0; v < V; ++v) sum[r][v] = simd::MulAdd(x, w[v], sum[r][v]);
     }
   }
