@@ -433,6 +433,31 @@ TEST(Simd, AllFiniteFindsEveryNonFiniteValue) {
   }
 }
 
+// The kernels' broadcast puts the value itself, bit for bit, in every lane: -0 stays -0 (x + 0
+// would make it +0), and so do the infinities, the extremes and the subnormals.
+TEST(Simd, BroadcastPutsTheValueItselfInEveryLane) {
+  using linalg::simd::kWidth;
+  const float values[] = {-0.0f,
+                          0.0f,
+                          1.5f,
+                          -std::numeric_limits<float>::max(),
+                          std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::denorm_min(),
+                          -std::numeric_limits<float>::denorm_min()};
+  for (const float x : values) {
+    float lanes[kWidth];
+    linalg::simd::Store(lanes, linalg::simd::Broadcast(x));
+    for (Index l = 0; l < kWidth; ++l) {
+      EXPECT_EQ(std::bit_cast<uint32_t>(lanes[l]), std::bit_cast<uint32_t>(x))
+          << x << " lane " << l;
+    }
+  }
+  float lanes[kWidth];
+  linalg::simd::Store(lanes, linalg::simd::Broadcast(std::numeric_limits<float>::quiet_NaN()));
+  for (const float lane : lanes) EXPECT_TRUE(std::isnan(lane));
+}
+
 TEST(Bf16, AValueBeyondBf16IsRefused) {
   const ModelConfig config = test::ConfigFor(test::ModelCases()[1]);
   ModelWeights w = ModelWeights::Random(config, 7);
