@@ -30,7 +30,7 @@ Totals Simulate(ThreadGovernor& governor, int pieces, int64_t rows, const Cost& 
     const int team = governor.Team(rows);
     EXPECT_TRUE(team == 1 || team == kThreads) << team;
     const double seconds = cost(team, rows) * static_cast<double>(rows);
-    governor.Record(rows, team, seconds);
+    governor.Record(rows, seconds);
     t.seconds += seconds;
     t.best_seconds += std::min(cost(1, rows), cost(kThreads, rows)) * static_cast<double>(rows);
     t.team_pieces += team > 1;
@@ -87,7 +87,7 @@ TEST(ThreadGovernor, ChoosesByMeansWhenTokensVary) {
     for (int i = 0; i < tokens; ++i) {
       const int arm = governor.Team(1) > 1 ? 1 : 0;
       const double ms = ++count[arm] % 20 == 0 ? c.twentieth[arm] : c.usual[arm];
-      governor.Record(1, arm == 1 ? kThreads : 1, ms * 1e-3);
+      governor.Record(1, ms * 1e-3);
       seconds += ms * 1e-3;
     }
     const double best = std::min(c.Mean(0), c.Mean(1)) * 1e-3 * tokens;

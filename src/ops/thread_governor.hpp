@@ -56,8 +56,8 @@ class ThreadGovernor {
     return b.window.team;
   }
 
-  // Records that a piece of `rows` rows took `seconds` on `team` threads (the team Team gave it).
-  void Record(int64_t rows, int team, double seconds) {
+  // Records that a piece of `rows` rows took `seconds` on the team Team gave it (its window's).
+  void Record(int64_t rows, double seconds) {
     if (!adaptive_) return;
     Bucket& b = buckets_[BucketOf(rows)];
     Window& window = b.window;
@@ -65,8 +65,8 @@ class ThreadGovernor {
     window.rows += std::max<int64_t>(rows, 1);
     if (window.seconds < kWindowSeconds) return;
     const double cost = window.seconds / static_cast<double>(window.rows);
+    Arm& arm = b.arm[window.team > 1 ? kTeam : kOne];
     window = Window{};
-    Arm& arm = b.arm[team > 1 ? kTeam : kOne];
     // A probe's or a first sample replaces what may be stale; the setting in use is smoothed.
     arm.cost = !arm.known || b.probing ? cost : (1 - kSmoothing) * arm.cost + kSmoothing * cost;
     const bool first = !arm.known;
@@ -101,8 +101,7 @@ class ThreadGovernor {
           rows_(rows),
           outer_(current_team_cap != std::numeric_limits<int>::max()) {  // a Scope is open
       if (outer_) return;
-      team_ = governor_.Team(rows_);
-      current_team_cap = team_;
+      current_team_cap = governor_.Team(rows_);
       exceptions_ = std::uncaught_exceptions();
       start_ = std::chrono::steady_clock::now();
     }
@@ -111,7 +110,7 @@ class ThreadGovernor {
       current_team_cap = std::numeric_limits<int>::max();
       if (std::uncaught_exceptions() != exceptions_) return;
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start_;
-      governor_.Record(rows_, team_, took.count());
+      governor_.Record(rows_, took.count());
     }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
@@ -120,7 +119,7 @@ class ThreadGovernor {
     ThreadGovernor& governor_;
     const int64_t rows_;
     const bool outer_;
-    int team_ = 1, exceptions_ = 0;
+    int exceptions_ = 0;
     std::chrono::steady_clock::time_point start_;
   };
 
